@@ -1,0 +1,568 @@
+"""
+The whole Transformer in one file: attention by hand and fused, five position encodings,
+pre-/post-LN, a causal language-model head and a bidirectional classifier, KV-cache generation
+and GPT-2 weight import.
+
+    from model import Transformer, TransformerConfig
+    model = Transformer(TransformerConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384))
+    logits, loss = model(idx, targets)                      # (B, T, V), mean cross-entropy
+    out = model.generate(idx, max_new_tokens=200, temperature=0.8, top_k=200)
+    gpt2 = Transformer.from_pretrained("path/to/gpt2")      # a local Hugging Face directory
+
+References: Vaswani et al. 2017 (the Transformer), Radford et al. 2019 (GPT-2), Su et al. 2021
+(RoPE), Press et al. 2022 (ALiBi), Xiong et al. 2020 (pre-LN), Press & Wolf 2017 (weight tying).
+"""
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POS_ENCODINGS = ("none", "sinusoidal", "learned", "rope", "alibi")
+RELATIVE = ("none", "rope", "alibi")  # encodings with no absolute position table: any length works
+NORMS = ("pre", "post", "none")
+ATTENTIONS = ("manual", "sdpa")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+POOLINGS = ("mean", "first", "last")
+
+
+@dataclass
+class TransformerConfig:
+    # shape
+    vocab_size: int = 50304
+    block_size: int = 1024     # longest trained context; see generate() for what happens beyond it
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    mlp_ratio: int = 4         # MLP hidden width = mlp_ratio * n_embd (4 in the 2017 paper and GPT-2)
+    # architecture choices (each one is an ablation)
+    pos_encoding: str = "rope"  # 'none' | 'sinusoidal' | 'learned' | 'rope' | 'alibi'
+    norm: str = "pre"           # 'pre' (GPT-2, Xiong et al. 2020) | 'post' (Vaswani et al. 2017) | 'none'
+    residual: bool = True       # residual connections around attention and MLP
+    attention: str = "sdpa"     # 'manual' (written out below) | 'sdpa' (PyTorch's fused kernels)
+    causal: bool = True         # False: bidirectional encoder (classifiers only)
+    activation: str = "gelu"    # 'gelu' (exact erf) | 'gelu_tanh' (GPT-2's approximation) | 'relu'
+    bias: bool = True           # biases in Linear and LayerNorm
+    tie_weights: bool = True    # LM head shares the token embedding matrix (Press & Wolf 2017)
+    dropout: float = 0.0
+    norm_eps: float = 1e-5
+    rope_base: float = 10000.0  # RoPE theta_i = base^(-2i/d) (Su et al. 2021, eq. 15)
+    # head
+    n_classes: int = 0          # 0: language-model head; > 0: sequence classifier
+    pooling: str = "mean"       # classifier: 'mean' over real tokens | 'first' ([CLS]) | 'last' (causal)
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        errors = []
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                errors.append(f"{name}={value!r} must be a positive integer")
+        for name, choices in (("pos_encoding", POS_ENCODINGS), ("norm", NORMS), ("attention", ATTENTIONS),
+                              ("activation", ACTIVATIONS), ("pooling", POOLINGS)):
+            if getattr(self, name) not in choices:
+                errors.append(f"{name}={getattr(self, name)!r} is not one of {', '.join(map(repr, choices))}")
+        if not errors and self.n_embd % self.n_head:
+            errors.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        elif not errors and self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+            errors.append(f"pos_encoding='rope' rotates pairs of dimensions, so the head dim "
+                          f"n_embd/n_head={self.n_embd // self.n_head} must be even")
+        if not 0.0 <= self.dropout < 1.0:
+            errors.append(f"dropout={self.dropout} must be in [0, 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            errors.append(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if not isinstance(self.n_classes, int) or self.n_classes < 0 or self.n_classes == 1:
+            errors.append(f"n_classes={self.n_classes!r} must be 0 (language model) or >= 2 (classifier)")
+        elif self.n_classes == 0 and not self.causal:
+            errors.append("causal=False needs n_classes >= 2: a bidirectional language model sees the "
+                          "very tokens it is asked to predict")
+        elif self.n_classes and self.causal and self.pooling == "first":
+            errors.append("pooling='first' with causal=True: in a causal model the first token sees only "
+                          "itself; use pooling='last' or 'mean', or causal=False")
+        if errors:
+            raise ValueError("invalid TransformerConfig:\n  " + "\n  ".join(errors))
+
+
+# ----------------------------------------------------------------------------------------------
+# position encodings
+
+def sinusoidal_table(n_pos, dim):
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...)  (Vaswani et al. 2017, 3.5)."""
+    pos = torch.arange(n_pos, dtype=torch.float64)[:, None]             # (P, 1)
+    div = 10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(d/2),)
+    table = torch.zeros(n_pos, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos / div)
+    table[:, 1::2] = torch.cos(pos / div)[:, : dim // 2]
+    return table.float()
+
+
+def rope_cos_sin(pos, head_dim, base):
+    """cos and sin (T, hs) of the rotation angles pos * theta_i, theta_i = base^(-2i/hs).
+
+    Computed for whatever positions are asked (no table), so RoPE works at any length.
+    Layout is 'half split' (dimension i pairs with i + hs/2, as GPT-NeoX and LLaMA do) rather than
+    the paper's interleaved pairs; the two are the same rotation up to a fixed permutation of dims.
+    """
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    angles = pos.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)       # (T, hs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate each pair (x_i, x_{i+hs/2}) of x (B, nh, T, hs) by its angle; in fp32, back to x.dtype."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated * sin).to(x.dtype)
+
+
+def alibi_slopes(n_head):
+    """Head-specific slopes: the geometric sequence 2^(-8/n), 2^(-16/n), ... (Press et al. 2022, 3).
+
+    For a head count that is not a power of two, the paper's code takes the slopes of the closest
+    smaller power of two and fills up with every other slope of the next power of two.
+    """
+    def geometric(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+    if math.log2(n_head).is_integer():
+        return torch.tensor(geometric(n_head))
+    closest = 2 ** math.floor(math.log2(n_head))
+    return torch.tensor(geometric(closest) + geometric(2 * closest)[0::2][: n_head - closest])
+
+
+# ----------------------------------------------------------------------------------------------
+# attention
+
+def manual_attention(q, k, v, bias=None, causal=False, dropout_p=0.0):
+    """softmax(Q K^T / sqrt(d_k) + bias) V, written out. q (B, nh, Tq, hs), k and v (B, nh, Tk, hs).
+
+    bias is additive, (B|1, nh|1, Tq, Tk): 0 where a query may look, -inf where it may not, plus the
+    ALiBi term. causal=True (only used with bias=None) masks keys after the query.
+    Returns the output (B, nh, Tq, hs) and the attention weights (B, nh, Tq, Tk).
+    """
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, Tq, Tk)
+    if causal:
+        future = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    if bias is not None:
+        scores = scores + bias
+    weights = F.softmax(scores.float(), dim=-1).to(q.dtype)
+    return F.dropout(weights, dropout_p) @ v, weights
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection."""
+
+    def __init__(self, cfg, layer_idx):
+        super().__init__()
+        self.n_head, self.layer_idx = cfg.n_head, layer_idx
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.dropout, self.kind, self.causal = cfg.dropout, cfg.attention, cfg.causal
+
+    def forward(self, x, ctx):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if ctx.rope is not None:
+            q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
+        if ctx.cache is not None:  # generation: store this step's keys/values, attend over all cached ones
+            k, v = ctx.cache.update(self.layer_idx, k, v, ctx.slots)
+        bias = None if ctx.bias is None else ctx.bias.to(q.dtype)
+        causal = self.causal and bias is None
+        dropout_p = self.dropout if self.training else 0.0
+        if self.kind == "manual" or ctx.record is not None:
+            y, weights = manual_attention(q, k, v, bias, causal, dropout_p)
+            if ctx.record is not None:
+                ctx.record.append(weights.detach())
+        else:  # FlashAttention / memory-efficient kernels on GPU when bias is None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, is_causal=causal)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
+        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"), "relu": nn.ReLU()}[cfg.activation]
+        self.c_proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+def layer_norm(cfg):
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm != "none" else nn.Identity()
+
+
+class Block(nn.Module):
+    """pre-LN:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))      (GPT-2; trains without warmup)
+    post-LN: x = ln_1(x + attn(x));  x = ln_2(x + mlp(x))      (the 2017 paper; needs warmup)
+    residual=False drops the 'x +'; norm='none' makes every ln an identity."""
+
+    def __init__(self, cfg, layer_idx):
+        super().__init__()
+        self.ln_1, self.attn = layer_norm(cfg), SelfAttention(cfg, layer_idx)
+        self.ln_2, self.mlp = layer_norm(cfg), MLP(cfg)
+        self.post_ln, self.residual = cfg.norm == "post", cfg.residual
+
+    def add(self, x, y):
+        return x + y if self.residual else y
+
+    def forward(self, x, ctx):
+        if self.post_ln:
+            x = self.ln_1(self.add(x, self.attn(x, ctx)))
+            return self.ln_2(self.add(x, self.mlp(x)))
+        x = self.add(x, self.attn(self.ln_1(x), ctx))
+        return self.add(x, self.mlp(self.ln_2(x)))
+
+
+class Context:
+    """What every layer's attention needs for one forward pass, computed once."""
+
+    def __init__(self, bias=None, rope=None, cache=None, slots=None, record=None):
+        self.bias, self.rope, self.cache, self.slots, self.record = bias, rope, cache, slots, record
+
+
+class KVCache:
+    """Keys and values of past tokens, per layer, in a ring buffer of block_size slots.
+
+    Slot s holds absolute position pos[s] (-1: empty). Because keys are stored already rotated
+    (RoPE) and ALiBi/masks are computed from positions, the order of slots does not matter, so a
+    full buffer simply overwrites its oldest slot: sliding-window attention over the last
+    block_size tokens.
+    """
+
+    def __init__(self, n_layer, size):
+        self.n_layer, self.size = n_layer, size
+        self.k = self.v = None
+        self.pos = None
+        self.length = 0  # tokens processed so far = absolute position of the next token
+
+    def update(self, layer, k, v, slots):
+        if self.k is None:  # allocate lazily, in the dtype the layers compute in (bf16 under autocast)
+            B, nh, _, hs = k.shape
+            self.k = k.new_zeros(self.n_layer, B, nh, self.size, hs)
+            self.v = torch.zeros_like(self.k)
+        self.k[layer].index_copy_(2, slots, k)  # (B, nh, size, hs)
+        self.v[layer].index_copy_(2, slots, v)
+        return self.k[layer], self.v[layer]
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+class Transformer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = cfg = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_encoding == "learned" else nn.Identity(),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)]),
+            # pre-LN needs a final norm (the residual stream is never normalised otherwise);
+            # post-LN already ends in one.
+            ln_f=layer_norm(cfg) if cfg.norm == "pre" else nn.Identity(),
+        ))
+        if cfg.n_classes:
+            self.cls_head = nn.Linear(cfg.n_embd, cfg.n_classes)
+        else:
+            self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+            if cfg.tie_weights:
+                self.lm_head.weight = self.transformer.wte.weight
+        # fixed tables are buffers, not parameters, and are not saved (they are recomputed)
+        if cfg.pos_encoding == "sinusoidal":
+            self.register_buffer("sin_table", sinusoidal_table(cfg.block_size, cfg.n_embd), persistent=False)
+        if cfg.pos_encoding == "alibi":
+            self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of the projections that write into the residual stream by
+        # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth (Radford et al. 2019, 2.3)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self, exclude_embeddings=False):
+        """Parameters, shared ones counted once. exclude_embeddings drops the position table and, for
+        an untied model, the token table (with tying that matrix is also the output layer)."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            if self.config.pos_encoding == "learned":
+                n -= self.transformer.wpe.weight.numel()
+            if not (self.config.tie_weights and not self.config.n_classes):
+                n -= self.transformer.wte.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len):
+        """Training FLOPs per token (forward + backward): 6N + 12 L T C (Kaplan et al. 2020;
+        PaLM appendix B), N without embeddings."""
+        cfg = self.config
+        return 6 * self.num_params(exclude_embeddings=True) + 12 * cfg.n_layer * seq_len * cfg.n_embd
+
+    def __repr__(self):
+        cfg = self.config
+        head = f"classifier over {cfg.n_classes} classes ({cfg.pooling} pooling)" if cfg.n_classes else "language model"
+        return (f"Transformer({head}: {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide, "
+                f"context {cfg.block_size}, vocab {cfg.vocab_size}, pos={cfg.pos_encoding}, norm={cfg.norm}, "
+                f"residual={cfg.residual}, attention={cfg.attention}, causal={cfg.causal}, "
+                f"{self.num_params() / 1e6:.2f}M parameters)\n  each block: {self.transformer.h[0]!r}")
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def _check_input(self, idx, end):
+        cfg = self.config
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be (batch, time) token ids, got shape {tuple(idx.shape)}")
+        if end > cfg.block_size and cfg.pos_encoding not in RELATIVE:
+            raise ValueError(
+                f"sequence length {end} exceeds block_size={cfg.block_size}, and pos_encoding="
+                f"'{cfg.pos_encoding}' has no positions past it: crop the input to the last "
+                f"{cfg.block_size} tokens, or use pos_encoding 'rope', 'alibi' or 'none', which attend "
+                f"over a sliding window of block_size tokens")
+        # a value check needs a device sync, so it is skipped inside torch.compile (training on GPU)
+        if not torch.compiler.is_compiling() and idx.numel():
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < 0 or hi >= cfg.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"token id {bad} is out of range: vocab_size={cfg.vocab_size} allows "
+                                 f"0..{cfg.vocab_size - 1}")
+
+    def _attn_bias(self, qpos, kpos, attention_mask, cached):
+        """Additive bias (B|1, nh|1, Tq, Tk) for every layer, or None when the kernels' own causal
+        (or no) masking is exactly right: no padding, no ALiBi, no cache, within block_size."""
+        cfg = self.config
+        W = cfg.block_size
+        if attention_mask is None and cfg.pos_encoding != "alibi" and not cached and len(qpos) <= W:
+            return None
+        dist = qpos[:, None] - kpos[None, :]  # (Tq, Tk): how far back each key is
+        allowed = (dist >= 0) & (dist < W) if cfg.causal else dist.abs() < W  # sliding window past W
+        allowed = allowed & (kpos >= 0)[None, :]  # empty cache slots
+        allowed = allowed[None, None]  # (1, 1, Tq, Tk)
+        if attention_mask is not None:  # key padding
+            allowed = allowed & attention_mask.bool()[:, None, None, :]  # (B, 1, Tq, Tk)
+        # a query may always see itself, so no softmax row is empty (a padding query's output is unused)
+        allowed = allowed | (dist == 0)
+        bias = torch.zeros(allowed.shape, device=qpos.device).masked_fill(~allowed, float("-inf"))
+        if cfg.pos_encoding == "alibi":  # -m_h * distance (Press et al. 2022, 3); symmetric if bidirectional
+            bias = bias - self.slopes[None, :, None, None] * dist.abs()[None, None].float()
+        return bias
+
+    def encode(self, idx, attention_mask=None, cache=None, record=None):
+        """Token ids (B, T) -> final hidden states (B, T, C) after the last norm."""
+        cfg = self.config
+        start = cache.length if cache is not None else 0
+        B, T = idx.shape
+        self._check_input(idx, start + T)
+        pos = torch.arange(start, start + T, device=idx.device)  # absolute positions (T,)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if cfg.pos_encoding == "learned":
+            x = x + self.transformer.wpe(pos)
+        elif cfg.pos_encoding == "sinusoidal":
+            # the paper scales embeddings by sqrt(d_model) before adding the table (Vaswani et al. 3.4);
+            # without it the fixed table (rms 0.7) would drown the 0.02-scale token embeddings
+            x = x * math.sqrt(cfg.n_embd) + self.sin_table[pos]
+        x = self.transformer.drop(x)
+        slots, kpos = None, pos
+        if cache is not None:
+            if cache.pos is None:
+                cache.pos = torch.full((cache.size,), -1, dtype=torch.long, device=idx.device)
+            slots = pos % cache.size
+            cache.pos[slots] = pos
+            kpos = cache.pos
+        rope = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base) if cfg.pos_encoding == "rope" else None
+        ctx = Context(self._attn_bias(pos, kpos, attention_mask, cache is not None), rope, cache, slots, record)
+        for block in self.transformer.h:
+            x = block(x, ctx)
+        if cache is not None:
+            cache.length += T
+        return self.transformer.ln_f(x)
+
+    def pool(self, h, attention_mask=None):
+        """Sequence representation (B, C) from hidden states (B, T, C), ignoring padding."""
+        pooling = self.config.pooling
+        if pooling == "first":
+            return h[:, 0]
+        if attention_mask is None:
+            return h.mean(dim=1) if pooling == "mean" else h[:, -1]
+        mask = attention_mask.to(h.dtype)  # (B, T), 1 for real tokens
+        if pooling == "mean":
+            return (h * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+        last = attention_mask.long().sum(dim=1).clamp(min=1) - 1  # right padding: last real token
+        return h[torch.arange(h.size(0), device=h.device), last]
+
+    def forward(self, idx, targets=None, attention_mask=None):
+        """idx (B, T) token ids; attention_mask (B, T), 1 for real tokens, 0 for padding.
+
+        Language model: logits (B, T, vocab) at every position; loss = mean cross-entropy over
+        targets (B, T), positions with target -1 ignored.
+        Classifier: logits (B, n_classes); loss = cross-entropy against class ids targets (B,).
+        """
+        cfg = self.config
+        h = self.encode(idx, attention_mask)
+        if cfg.n_classes:
+            logits = self.cls_head(self.pool(h, attention_mask))
+            loss = None if targets is None else F.cross_entropy(
+                logits.float(), targets, label_smoothing=cfg.label_smoothing)
+            return logits, loss
+        logits = self.lm_head(h)
+        loss = None if targets is None else F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+            label_smoothing=cfg.label_smoothing)
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, idx, attention_mask=None):
+        """Attention weights of every layer, a list of (B, nh, T, T), computed by the manual path."""
+        record = []
+        self.encode(idx, attention_mask, record=record)
+        return record
+
+    # -- generation ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        """Yield the new tokens (B, 1) one step at a time; see generate()."""
+        cfg = self.config
+        if cfg.n_classes:
+            raise ValueError("generate() needs a language model (n_classes=0), this is a classifier")
+        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+            raise ValueError(f"need temperature >= 0, top_k >= 1, 0 < top_p <= 1; got temperature="
+                             f"{temperature}, top_k={top_k}, top_p={top_p}")
+        was_training = self.training
+        self.eval()
+        try:
+            W = cfg.block_size
+            absolute = cfg.pos_encoding not in RELATIVE
+            seq = idx[:, -W:]  # the prompt is cropped to the context the model was trained on
+            cache = KVCache(cfg.n_layer, W)
+            logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt at once
+            for i in range(max_new_tokens):
+                nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+                yield nxt
+                if i == max_new_tokens - 1:
+                    break
+                if absolute:
+                    seq = torch.cat([seq, nxt], dim=1)
+                if absolute and cache.length == W:
+                    # absolute positions end at block_size: slide the window by re-encoding the last
+                    # W tokens from position 0 (exactly what a forward over the cropped text computes)
+                    seq = seq[:, -W:]
+                    cache = KVCache(cfg.n_layer, W)
+                    h = self.encode(seq, cache=cache)
+                else:
+                    h = self.encode(nxt, cache=cache)  # one token, attending over the cache
+                logits = self.lm_head(h[:, -1])
+        finally:
+            self.train(was_training)
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
+
+        The prompt is encoded once into a KV cache, then each step feeds one token.
+        temperature=0 is greedy decoding; top_k keeps the k most likely tokens; top_p keeps the
+        smallest set whose probability reaches p (nucleus sampling, Holtzman et al. 2020).
+        Past block_size tokens:
+          - 'rope', 'alibi', 'none': sliding-window attention; each token attends to the last
+            block_size tokens (the cache is a ring buffer). This equals a full forward over the
+            whole text with a sliding-window mask, which is what forward() does past block_size.
+          - 'learned', 'sinusoidal': the text is cropped to its last block_size tokens and
+            re-encoded from position 0 at every step, the same as calling forward() on the crop.
+        A prompt longer than block_size is cropped to its last block_size tokens.
+        """
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator))
+        return torch.cat([idx] + new, dim=1)
+
+    # -- GPT-2 weights ------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path, **overrides):
+        """A GPT-2 from a local Hugging Face-format directory (config.json and model.safetensors or
+        pytorch_model.bin): learned positions, pre-LN, tanh GELU, biases, tied head.
+        overrides change config fields that do not touch the weights (e.g. dropout, attention)."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path / 'config.json'} not found: expected a Hugging Face GPT-2 "
+                                    f"directory with config.json and model.safetensors or pytorch_model.bin")
+        hf = json.loads((path / "config.json").read_text())
+        if hf.get("model_type", "gpt2") != "gpt2" or hf.get("scale_attn_by_inverse_layer_idx") \
+                or hf.get("reorder_and_upcast_attn") or not hf.get("scale_attn_weights", True):
+            raise ValueError(f"{path}: only plain GPT-2 checkpoints are supported (model_type 'gpt2' "
+                             f"with default attention scaling)")
+        act = hf.get("activation_function", "gelu_new")
+        args = dict(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
+                    n_head=hf["n_head"], n_embd=hf["n_embd"], pos_encoding="learned", norm="pre",
+                    activation="gelu_tanh" if act in ("gelu_new", "gelu_pytorch_tanh") else "gelu",
+                    bias=True, tie_weights=True, norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+                    mlp_ratio=(hf.get("n_inner") or 4 * hf["n_embd"]) // hf["n_embd"], dropout=0.0)
+        model = cls(TransformerConfig(**{**args, **overrides}))
+        state = {}
+        for name, tensor in read_weights(path).items():
+            name = name.removeprefix("transformer.")
+            if name.endswith((".attn.bias", ".attn.masked_bias")):
+                continue  # GPT-2's stored causal-mask buffers, not weights
+            if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+                tensor = tensor.t()  # GPT-2's Conv1D stores (in, out); nn.Linear wants (out, in)
+            state[name if name == "lm_head.weight" else "transformer." + name] = tensor.float()
+        state.setdefault("lm_head.weight", state.get("transformer.wte.weight"))
+        model.load_state_dict(state, strict=True)
+        return model
+
+
+def sample_next(logits, temperature, top_k, top_p, generator):
+    """One token per row from logits (B, V): greedy, or temperature / top-k / top-p sampling."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens before it already reach top_p (the first one always stays)
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+
+
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def read_weights(path):
+    """State dict from model.safetensors (parsed here: an 8-byte header length, a JSON header of
+    name -> dtype, shape, byte offsets, then raw little-endian data) or pytorch_model.bin."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        raw = (path / "model.safetensors").read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + n])
+        state = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            if info["dtype"] not in _SAFETENSORS_DTYPES:
+                raise ValueError(f"{path / 'model.safetensors'}: tensor {name} has unsupported dtype {info['dtype']}")
+            begin, end = info["data_offsets"]
+            buf = bytearray(raw[8 + n + begin: 8 + n + end])
+            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+            state[name] = t.reshape(info["shape"])
+        return state
+    if (path / "pytorch_model.bin").is_file():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}")

@@ -1,0 +1,382 @@
+"""model.py against references: formulas, invariances, fused vs manual attention, KV cache, GPT-2."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from model import (ATTENTIONS, NORMS, POS_ENCODINGS, Transformer, TransformerConfig, alibi_slopes,
+                   apply_rope, rope_cos_sin, sample_next, sinusoidal_table)
+
+V, T = 37, 16
+
+
+def tiny(**kw):
+    args = dict(vocab_size=V, block_size=T, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+    args.update(kw)
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(**args))
+
+
+def ids(B=3, L=T, seed=1):
+    return torch.randint(0, V, (B, L), generator=torch.Generator().manual_seed(seed))
+
+
+def right_padding_mask(lengths, L=T):
+    return (torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]).long()
+
+
+# ---- shapes, every combination ----------------------------------------------------------------
+
+@pytest.mark.parametrize("pe,norm,attn,causal,n_classes",
+                         list(itertools.product(POS_ENCODINGS, NORMS, ATTENTIONS, (True, False), (0, 3))))
+def test_shapes_every_combination(pe, norm, attn, causal, n_classes):
+    kw = dict(pos_encoding=pe, norm=norm, attention=attn, causal=causal, n_classes=n_classes,
+              pooling="last" if causal else "first")
+    if n_classes == 0 and not causal:
+        with pytest.raises(ValueError, match="bidirectional language model"):
+            tiny(**kw)
+        return
+    model = tiny(**kw)
+    x = ids(B=2)
+    mask = right_padding_mask([T, 9])
+    if n_classes:
+        logits, loss = model(x, torch.tensor([0, 2]), attention_mask=mask)
+        assert logits.shape == (2, n_classes)
+    else:
+        logits, loss = model(x, x, attention_mask=mask)
+        assert logits.shape == (2, T, V)
+    assert loss.shape == () and torch.isfinite(loss)
+    assert torch.isfinite(logits).all()
+
+
+# ---- causality ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pe", POS_ENCODINGS)
+@pytest.mark.parametrize("attn", ATTENTIONS)
+def test_causal_invariance(pe, attn):
+    model = tiny(pos_encoding=pe, attention=attn).eval()
+    x = ids(B=2)
+    t = 7
+    y = x.clone()
+    y[:, t + 1:] = (y[:, t + 1:] + 1) % V  # change every token after t
+    a, _ = model(x)
+    b, _ = model(y)
+    assert torch.equal(a[:, : t + 1], b[:, : t + 1]), "logits up to t must be bit-identical"
+    assert not torch.allclose(a[:, t + 1:], b[:, t + 1:]), "logits after t must change"
+
+
+def test_bidirectional_sees_the_future():
+    model = tiny(causal=False, n_classes=2, pooling="first").eval()
+    x = ids(B=1)
+    y = x.clone()
+    y[:, -1] = (y[:, -1] + 1) % V
+    h1, h2 = model.encode(x), model.encode(y)
+    assert not torch.allclose(h1[:, 0], h2[:, 0])
+
+
+# ---- manual attention == fused attention --------------------------------------------------------
+
+@pytest.mark.parametrize("pe", POS_ENCODINGS)
+@pytest.mark.parametrize("causal,padded", [(True, False), (True, True), (False, False), (False, True)])
+def test_manual_equals_sdpa_outputs_and_gradients(pe, causal, padded):
+    kw = dict(pos_encoding=pe, causal=causal, n_classes=0 if causal else 3)
+    x = ids(B=3)
+    mask = right_padding_mask([T, 11, 5]) if padded else None
+    targets = x if causal else torch.tensor([0, 1, 2])
+    results = []
+    for attn in ATTENTIONS:
+        model = tiny(attention=attn, **kw)
+        logits, loss = model(x, targets, attention_mask=mask)
+        loss.backward()
+        results.append((logits, {n: p.grad for n, p in model.named_parameters()}))
+    (l1, g1), (l2, g2) = results
+    if padded and causal:  # logits at padding positions are unused; compare real positions
+        keep = mask.bool()
+        l1, l2 = l1[keep], l2[keep]
+    torch.testing.assert_close(l1, l2, atol=1e-5, rtol=0)
+    for name in g1:
+        torch.testing.assert_close(g1[name], g2[name], atol=1e-5, rtol=0, msg=name)
+
+
+# ---- position encodings against their papers ------------------------------------------------------
+
+def test_sinusoidal_table_is_the_papers_formula():
+    d = 10
+    table = sinusoidal_table(50, d)
+    for pos in (0, 1, 7, 49):
+        for i in range(d // 2):
+            angle = pos / 10000 ** (2 * i / d)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_rope_preserves_norm_and_depends_only_on_offset():
+    g = torch.Generator().manual_seed(0)
+    hs = 16
+    q = torch.randn(1, 1, 1, hs, generator=g)
+    k = torch.randn(1, 1, 1, hs, generator=g)
+
+    def rot(x, p):
+        cos, sin = rope_cos_sin(torch.tensor([p]), hs, 10000.0)
+        return apply_rope(x, cos, sin)
+
+    for p in (0, 3, 100, 5000):
+        torch.testing.assert_close(rot(q, p).norm(), q.norm())
+    dots = [(rot(q, m + s) * rot(k, n + s)).sum().item() for m, n in [(5, 2)] for s in (0, 1, 17, 400)]
+    assert max(dots) - min(dots) < 1e-4
+    other = (rot(q, 9) * rot(k, 2)).sum().item()  # a different offset gives a different score
+    assert abs(other - dots[0]) > 1e-3
+
+
+def test_alibi_slopes_are_the_papers_geometric_sequence():
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
+    torch.testing.assert_close(alibi_slopes(4), torch.tensor([2.0 ** -(2 * (i + 1)) for i in range(4)]))
+    # 12 heads: the 8 slopes of 8 heads, then every other slope of 16 heads (2^-0.5, 2^-1.5, ...)
+    expected = [2.0 ** -(i + 1) for i in range(8)] + [2.0 ** -(0.5 + i) for i in range(4)]
+    torch.testing.assert_close(alibi_slopes(12), torch.tensor(expected))
+
+
+def test_alibi_bias_penalises_distance():
+    model = tiny(pos_encoding="alibi", attention="manual").eval()
+    pos = torch.arange(4)
+    bias = model._attn_bias(pos, pos, None, cached=False)  # (1, nh, 4, 4)
+    slope0 = alibi_slopes(4)[0].item()
+    assert bias[0, 0, 3, 0].item() == pytest.approx(-3 * slope0)
+    assert bias[0, 0, 0, 3].item() == float("-inf")
+
+
+# ---- classifier --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pe", POS_ENCODINGS)
+@pytest.mark.parametrize("causal,pooling", [(False, "mean"), (False, "first"), (True, "last"), (True, "mean")])
+def test_padding_does_not_change_classifier_output(pe, causal, pooling):
+    model = tiny(pos_encoding=pe, causal=causal, n_classes=3, pooling=pooling).eval()
+    x = ids(B=1, L=9)
+    alone, _ = model(x)
+    padded = torch.cat([x, torch.zeros(1, T - 9, dtype=torch.long)], dim=1)
+    out, _ = model(padded, attention_mask=right_padding_mask([9]))
+    torch.testing.assert_close(out, alone, atol=1e-5, rtol=0)
+    garbage = torch.cat([x, torch.randint(0, V, (1, T - 9))], dim=1)  # what the padding holds is irrelevant
+    out2, _ = model(garbage, attention_mask=right_padding_mask([9]))
+    torch.testing.assert_close(out2, alone, atol=1e-5, rtol=0)
+
+
+def test_no_position_encoding_bidirectional_encoder_is_permutation_invariant():
+    model = tiny(pos_encoding="none", causal=False, n_classes=4, pooling="mean").eval()
+    x = ids(B=2)
+    perm = torch.randperm(T, generator=torch.Generator().manual_seed(3))
+    a, _ = model(x)
+    b, _ = model(x[:, perm])
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # ...while any position encoding breaks the symmetry: word order becomes visible
+    learned = tiny(pos_encoding="learned", causal=False, n_classes=4, pooling="mean").eval()
+    with torch.no_grad():
+        learned.transformer.wpe.weight.normal_(0, 1.0)
+    assert not torch.allclose(learned(x)[0], learned(x[:, perm])[0], atol=1e-4)
+
+
+# ---- learning --------------------------------------------------------------------------------
+
+def test_tiny_model_overfits_one_batch():
+    model = tiny()
+    x = ids(B=4)
+    y = torch.roll(x, -1, dims=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        _, loss = model(x, y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 3.0 and loss.item() < 0.1
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(pos_encoding="learned", tie_weights=False),
+                                dict(n_classes=3, causal=False, pooling="first"), dict(norm="post")])
+def test_every_parameter_receives_a_gradient(kw):
+    model = tiny(**kw)
+    x = ids(B=2)
+    targets = torch.tensor([0, 2]) if kw.get("n_classes") else x
+    _, loss = model(x, targets)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_loss_ignores_targets_of_minus_one():
+    model = tiny().eval()
+    x = ids(B=2)
+    y = x.clone()
+    y[:, 5:] = -1
+    logits, loss = model(x, y)
+    expected = torch.nn.functional.cross_entropy(logits[:, :5].reshape(-1, V), x[:, :5].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_gpt2_residual_projection_init_is_scaled():
+    model = Transformer(TransformerConfig(vocab_size=V, block_size=T, n_layer=8, n_head=4, n_embd=256))
+    std = model.transformer.h[0].mlp.c_proj.weight.std().item()
+    assert std == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+    assert model.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_num_params_counts_tied_weights_once():
+    model = tiny(pos_encoding="learned")
+    C = 32
+    per_block = 4 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C)
+    expected = V * C + T * C + 2 * per_block + 2 * C
+    assert model.num_params() == expected
+    assert model.num_params(exclude_embeddings=True) == expected - T * C
+    assert "2 layers x 4 heads x 32 wide" in repr(model)
+
+
+# ---- generation --------------------------------------------------------------------------------
+
+def greedy_by_recomputing(model, prompt, n):
+    """Reference: a full forward at every step over what the model is defined to see."""
+    cfg = model.config
+    seq = prompt
+    for _ in range(n):
+        window = seq if cfg.pos_encoding in ("rope", "alibi", "none") else seq[:, -cfg.block_size:]
+        logits, _ = model(window)
+        seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return seq
+
+
+@pytest.mark.parametrize("pe", POS_ENCODINGS)
+@pytest.mark.parametrize("attn", ATTENTIONS)
+def test_kv_cache_generation_equals_full_recompute(pe, attn):
+    model = tiny(pos_encoding=pe, attention=attn).eval()
+    with torch.no_grad():  # sharpen the random model so greedy choices are not near-ties
+        model.transformer.wte.weight.mul_(20)
+    prompt = ids(B=2, L=5)
+    n = 2 * T  # well past block_size, where the two families of encodings differ
+    cached = model.generate(prompt, n, temperature=0)
+    assert cached.shape == (2, 5 + n)
+    assert torch.equal(cached, greedy_by_recomputing(model, prompt, n))
+
+
+def test_generation_is_reproducible_with_a_generator_and_greedy_ignores_it():
+    model = tiny().eval()
+    prompt = ids(B=1, L=3)
+    run = lambda seed, **kw: model.generate(prompt, 20, generator=torch.Generator().manual_seed(seed), **kw)
+    assert torch.equal(run(1, top_k=5), run(1, top_k=5))
+    assert not torch.equal(run(1), run(2))
+    assert torch.equal(run(1, temperature=0), run(2, temperature=0))
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    draws = lambda **kw: {sample_next(logits, 1.0, generator=g, **{"top_k": None, "top_p": None, **kw}).item()
+                          for _ in range(300)}
+    assert draws(top_k=2) == {0, 1}
+    assert draws(top_p=0.8) == {0, 1}        # 0.5 + 0.3 reaches 0.8
+    assert draws(top_p=0.81) == {0, 1, 2}
+    assert draws(top_p=0.1) == {0}           # the most likely token always stays
+    assert sample_next(logits, 0, None, None, None).item() == 0
+
+
+def test_attention_maps_are_causal_distributions():
+    model = tiny().eval()
+    maps = model.attention_maps(ids(B=1))
+    assert len(maps) == 2 and maps[0].shape == (1, 4, T, T)
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(1, 4, T))
+    assert maps[1].triu(1).abs().max() == 0
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(n_embd=30, n_head=4), "n_embd=30 must be divisible by n_head=4"),
+    (dict(pos_encoding="rotary"), "pos_encoding='rotary' is not one of"),
+    (dict(norm="layer"), "norm='layer' is not one of"),
+    (dict(attention="flash"), "attention='flash' is not one of"),
+    (dict(n_embd=20, n_head=4, pos_encoding="rope"), "head dim n_embd/n_head=5 must be even"),
+    (dict(block_size=0), "block_size=0 must be a positive integer"),
+    (dict(dropout=1.5), "dropout=1.5"),
+    (dict(n_classes=2, causal=True, pooling="first"), "pooling='first' with causal=True"),
+])
+def test_bad_config_raises_clear_errors(kw, message):
+    args = dict(vocab_size=V, block_size=T, n_layer=1, n_head=4, n_embd=32)
+    args.update(kw)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TransformerConfig(**args)
+
+
+def test_bad_config_lists_every_problem_at_once():
+    with pytest.raises(ValueError) as info:
+        TransformerConfig(vocab_size=-1, norm="x", dropout=2.0)
+    text = str(info.value)
+    assert "vocab_size=-1" in text and "norm='x'" in text and "dropout=2.0" in text
+
+
+@pytest.mark.parametrize("pe", ["learned", "sinusoidal"])
+def test_too_long_for_absolute_positions(pe):
+    with pytest.raises(ValueError, match=r"sequence length 17 exceeds block_size=16"):
+        tiny(pos_encoding=pe)(ids(L=T + 1))
+
+
+@pytest.mark.parametrize("pe", ["rope", "alibi", "none"])
+def test_relative_encodings_run_past_block_size_with_a_sliding_window(pe):
+    model = tiny(pos_encoding=pe).eval()
+    x = ids(B=1, L=3 * T)
+    logits, _ = model(x)
+    assert logits.shape == (1, 3 * T, V)
+    # each layer attends to the last T tokens only
+    y = x.clone()
+    # two layers reach back 2 * (T - 1) tokens from position 3T - 1, so positions 0..T are out of sight
+    y[:, : T + 1] = (y[:, : T + 1] + 1) % V
+    torch.testing.assert_close(model(y)[0][:, -1], logits[:, -1], atol=1e-5, rtol=0)
+    y[:, T + 1] = (y[:, T + 1] + 1) % V  # ...and position T + 1 is just in sight
+    assert not torch.allclose(model(y)[0][:, -1], logits[:, -1], atol=1e-5)
+
+
+def test_token_ids_out_of_range():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"token id 37 is out of range: vocab_size=37 allows 0..36"):
+        model(torch.tensor([[1, 2, 37]]))
+    with pytest.raises(ValueError, match=r"token id -1 is out of range"):
+        model(torch.tensor([[-1, 2]]))
+
+
+def test_generate_rejects_bad_sampling_arguments_and_classifiers():
+    with pytest.raises(ValueError, match="top_p"):
+        tiny().generate(ids(B=1, L=2), 3, top_p=0.0)
+    with pytest.raises(ValueError, match="classifier"):
+        tiny(n_classes=2, causal=False).generate(ids(B=1, L=2), 3)
+
+
+# ---- GPT-2 weights -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_gpt2_import_matches_hugging_face(tmp_path, fmt):
+    transformers = pytest.importorskip("transformers", reason="test-only dependency (requirements-test.txt)")
+    hf_config = transformers.GPT2Config(vocab_size=V, n_positions=T, n_embd=32, n_layer=2, n_head=4,
+                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    reference = transformers.GPT2LMHeadModel(hf_config).eval()
+    with torch.no_grad():  # random, non-trivial values everywhere, biases and LayerNorms included
+        for p in reference.parameters():
+            p.normal_(0, 0.2)
+    hf_config.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    if fmt == "bin":
+        torch.save(state, tmp_path / "pytorch_model.bin")
+    else:
+        reference.save_pretrained(tmp_path)
+        assert (tmp_path / "model.safetensors").exists()
+    for attn in ATTENTIONS:
+        ours = Transformer.from_pretrained(tmp_path, attention=attn).eval()
+        x = ids(B=2)
+        with torch.no_grad():
+            expected = reference(x).logits
+            got, _ = ours(x)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_from_pretrained_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        Transformer.from_pretrained(tmp_path / "nope")
