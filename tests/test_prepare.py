@@ -1,0 +1,488 @@
+"""prepare.py: downloads against a local HTTP server, bad input, round trips, batching, real data.
+
+    python -m pytest tests/test_prepare.py -q
+    TFS_DATA_MIRROR=../shared/data python -m pytest tests/test_prepare.py -q -k real
+
+No test touches the internet: downloads go to an http.server on 127.0.0.1. The integration tests at the
+bottom prepare every data set from the offline mirror (shared/data) once per session, or skip.
+"""
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import prepare as P
+
+FIXTURES = Path(__file__).parent / "fixtures" / "prepare"
+TINY = FIXTURES / "tiny_shakespeare.txt"
+# pinned like the real sources, so an accidental edit of a fixture fails loudly
+TINY_SHA = "64e6d4f1e950f9276efe406f9237cc7afcdae97875d85b03373ae3d77f598eff"
+TREC_SHA = {"trec/train_5500.label": "40b5e4ac8dcfed06ba0a48ddb2b8b22e2b99211a6813227a791edbacef2c513e",
+            "trec/TREC_10.label": "eb9776046653a1c881fdaea8b696a5dee62dfc38715d6e2ceba048898fe58ac0"}
+
+
+@pytest.fixture(autouse=True)
+def _no_mirror_env(monkeypatch):
+    # every test states its source; a mirror set in the developer's shell must not leak in
+    monkeypatch.delenv(P.MIRROR_ENV, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def pin_tiny(monkeypatch, url=None):
+    rel = "tinyshakespeare/input.txt"
+    monkeypatch.setitem(P.SOURCES, rel, (url or P.SOURCES[rel][0], TINY_SHA))
+
+
+def snapshot(d):
+    """{relative path: (bytes, mtime_ns)} of every file under d."""
+    return {str(p.relative_to(d)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(Path(d).rglob("*"))
+            if p.is_file()}
+
+
+def leftovers(d):
+    return [p.name for p in Path(d).rglob("*") if p.name.endswith((".part", ".tmp"))]
+
+# -----------------------------------------------------------------------------
+# a local HTTP server with a few misbehaving paths
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    hits = {}
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
+        if self.path.startswith("/drop/"):  # promise the whole file, send half, hang up
+            body = (Path(self.directory) / self.path[len("/drop/"):]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    shutil.copy(TINY, root / "input.txt")
+    (root / "bad.txt").write_bytes(TINY.read_bytes()[:-1] + b"?")  # same size, one byte off
+    shutil.copytree(FIXTURES / "trec", root / "trec")
+    with zipfile.ZipFile(root / "SST-2.zip", "w") as z:  # the GLUE layout, tiny
+        z.writestr("SST-2/train.tsv", "sentence\tlabel\na fine film \t1\n")
+        z.writestr("SST-2/dev.tsv", "sentence\tlabel\nawful \t0\n")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_verifies_caches_and_skips(server, tmp_path, monkeypatch):
+    pin_tiny(monkeypatch, url=f"{server}/input.txt")
+    out = P.prepare("shakespeare_char", data_dir=tmp_path, quiet=True)  # source=None: the (pinned) URL
+    cached = tmp_path / "_downloads" / "tinyshakespeare" / "input.txt"
+    assert cached.read_bytes() == TINY.read_bytes()
+    d = P.load("shakespeare_char", tmp_path)
+    n = len(TINY.read_text())
+    assert d.meta["splits"] == {"train": {"tokens": int(n * 0.9)}, "val": {"tokens": n - int(n * 0.9)}}
+    assert d.decode(d.tokens("train")) + d.decode(d.tokens("val")) == TINY.read_text()
+    assert d.meta["sources"] == {"tinyshakespeare/input.txt": TINY_SHA}
+    for f, info in d.meta["files"].items():
+        assert hashlib.sha256((out / f).read_bytes()).hexdigest() == info["sha256"]
+    # --force rebuilds from the verified cache without asking the server again
+    hits = Handler.hits["/input.txt"]
+    P.prepare("shakespeare_char", data_dir=tmp_path, quiet=True, force=True)
+    assert Handler.hits["/input.txt"] == hits
+    # a corrupt cache file is noticed and fetched again
+    cached.write_bytes(b"garbage")
+    P.prepare("shakespeare_char", data_dir=tmp_path, quiet=True, force=True)
+    assert Handler.hits["/input.txt"] == hits + 1 and cached.read_bytes() == TINY.read_bytes()
+
+
+def test_download_checksum_mismatch_keeps_previous_output(server, tmp_path, monkeypatch):
+    pin_tiny(monkeypatch)
+    P.prepare("shakespeare_char", source=f"{server}/input.txt", data_dir=tmp_path, quiet=True)
+    before = snapshot(tmp_path)
+    with pytest.raises(P.DataError) as e:
+        P.prepare("shakespeare_char", source=f"{server}/bad.txt", data_dir=tmp_path, quiet=True, force=True)
+    bad_sha = hashlib.sha256((TINY.read_bytes()[:-1] + b"?")).hexdigest()
+    assert "checksum mismatch" in str(e.value) and TINY_SHA in str(e.value) and bad_sha in str(e.value)
+    assert f"{server}/bad.txt" in str(e.value)
+    assert snapshot(tmp_path) == before and leftovers(tmp_path) == []
+
+
+def test_download_404_names_url_and_status(server, tmp_path, monkeypatch):
+    pin_tiny(monkeypatch)
+    with pytest.raises(P.DataError, match=r"HTTP 404") as e:
+        P.prepare("shakespeare_char", source=f"{server}/nope.txt", data_dir=tmp_path, quiet=True)
+    assert f"{server}/nope.txt" in str(e.value)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_download_dropped_connection_leaves_nothing(server, tmp_path, monkeypatch):
+    pin_tiny(monkeypatch)
+    with pytest.raises(P.DataError) as e:
+        P.prepare("shakespeare_char", source=f"{server}/drop/input.txt", data_dir=tmp_path, quiet=True)
+    assert f"{server}/drop/input.txt" in str(e.value)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_download_connection_refused(tmp_path, monkeypatch):
+    pin_tiny(monkeypatch)
+    import socket
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(P.DataError, match=f"127.0.0.1:{port}.*{P.MIRROR_ENV}"):
+        P.prepare("shakespeare_char", source=f"http://127.0.0.1:{port}/input.txt", data_dir=tmp_path, quiet=True)
+
+
+def test_download_zip_members_and_base_url(server, tmp_path, monkeypatch):
+    # SST-2 comes as a zip: each member is checked on its own, the archive is fetched once
+    members = {"sst2/train.tsv": b"sentence\tlabel\na fine film \t1\n",
+               "sst2/dev.tsv": b"sentence\tlabel\nawful \t0\n"}
+    for rel, data in members.items():
+        url = f"{server}/SST-2.zip#SST-2/{Path(rel).name}"
+        monkeypatch.setitem(P.SOURCES, rel, (url, hashlib.sha256(data).hexdigest()))
+    assert P.fetch("sst2", data_dir=tmp_path, quiet=True) == members
+    assert Handler.hits["/SST-2.zip"] == 1
+    assert (tmp_path / "_downloads" / "sst2" / "dev.tsv").read_bytes() == members["sst2/dev.tsv"]
+    # a multi-file data set from a base URL holding the canonical file names
+    for rel, sha in TREC_SHA.items():
+        monkeypatch.setitem(P.SOURCES, rel, (P.SOURCES[rel][0], sha))
+    got = P.fetch("trec", source=f"{server}/trec/", data_dir=tmp_path, quiet=True)
+    assert got == {rel: (FIXTURES / rel).read_bytes() for rel in TREC_SHA}
+
+# -----------------------------------------------------------------------------
+# bad input
+
+
+def test_unknown_dataset_lists_valid_names(tmp_path, capsys):
+    with pytest.raises(P.DataError) as e:
+        P.prepare("shakespeare", data_dir=tmp_path)
+    for name in P.DATASETS:
+        assert name in str(e.value)
+    assert P.main(["shakespeare", "--data_dir", str(tmp_path)]) == 1
+    assert "wikitext2" in capsys.readouterr().err
+    with pytest.raises(P.DataError, match="sst2"):
+        P.load("nope", tmp_path)
+
+
+def test_source_path_missing(tmp_path):
+    with pytest.raises(P.DataError, match=r"--source .*nowhere.*no such file"):
+        P.prepare("shakespeare_char", source=tmp_path / "nowhere", data_dir=tmp_path / "data")
+    with pytest.raises(P.DataError, match=r"trec needs 2 files"):  # a file where a directory is needed
+        P.prepare("trec", source=TINY, data_dir=tmp_path / "data")
+    with pytest.raises(P.DataError, match=r"train_5500.label not found"):
+        P.prepare("trec", source=tmp_path, data_dir=tmp_path / "data")
+
+
+def test_local_checksum_mismatch_keeps_previous_output(tmp_path, monkeypatch):
+    pin_tiny(monkeypatch)
+    data = tmp_path / "data"
+    P.prepare("shakespeare_char", source=TINY, data_dir=data, quiet=True)
+    before = snapshot(data)
+    truncated = tmp_path / "input.txt"
+    truncated.write_bytes(TINY.read_bytes()[:100])
+    with pytest.raises(P.DataError, match=f"checksum mismatch for {truncated}.*expected {TINY_SHA}"):
+        P.prepare("shakespeare_char", source=truncated, data_dir=data, quiet=True, force=True)
+    assert snapshot(data) == before and leftovers(data) == []
+
+
+def test_output_dir_not_writable(tmp_path, monkeypatch):
+    # a data_dir below a regular file cannot be created, even by root (where chmod 0o500 would not stop us)
+    pin_tiny(monkeypatch)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(P.DataError, match=r"cannot create output directory .*afile.*--data_dir"):
+        P.prepare("shakespeare_char", source=TINY, data_dir=tmp_path / "afile" / "data", quiet=True)
+    assert P.main(["shakespeare_char", "--source", str(TINY), "--data_dir", str(tmp_path / "afile")]) == 1
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    pin_tiny(monkeypatch)
+    P.prepare("shakespeare_char", source=TINY, data_dir=tmp_path, quiet=True)
+    return tmp_path
+
+
+def test_char_encode_unknown_characters(tiny):
+    d = P.load("shakespeare_char", tiny)
+    assert d.decode(d.encode("First Citizen:\n")) == "First Citizen:\n"
+    with pytest.raises(ValueError, match=r"2 symbol\(s\).*\['é', '€'\]"):
+        d.encode("First Citizen é€")
+
+
+def test_load_missing_and_corrupt(tiny, tmp_path):
+    hint = "run `python prepare.py shakespeare_char"
+    with pytest.raises(P.DataError, match="meta.json not found") as e:
+        P.load("shakespeare_char", tmp_path / "empty")
+    assert hint in str(e.value)
+    d = tiny / "shakespeare_char"
+    train = (d / "train.bin").read_bytes()
+    (d / "train.bin").write_bytes(train[:-2])  # one token short
+    with pytest.raises(P.DataError, match=r"train.bin is missing or has \d+ bytes") as e:
+        P.load("shakespeare_char", tiny)
+    assert hint in str(e.value)
+    (d / "train.bin").unlink()
+    with pytest.raises(P.DataError, match="train.bin is missing"):
+        P.load("shakespeare_char", tiny)
+    (d / "train.bin").write_bytes(train)
+    assert P.load("shakespeare_char", tiny).tokens("train").shape == (len(train) // 2,)
+    for garbage in ["{not json", "[1, 2]", '{"task": "lm"}']:
+        (d / "meta.json").write_text(garbage)
+        with pytest.raises(P.DataError, match="meta.json is unreadable") as e:
+            P.load("shakespeare_char", tiny)
+        assert hint in str(e.value)
+    # and prepare() notices the broken directory and rebuilds it instead of skipping
+    P.prepare("shakespeare_char", source=TINY, data_dir=tiny, quiet=True)
+    assert P.load("shakespeare_char", tiny).tokens("train").shape == (len(train) // 2,)
+
+
+def test_prepare_skips_when_up_to_date(tiny):
+    before = snapshot(tiny)
+    assert P.prepare("shakespeare_char", data_dir=tiny, quiet=True) == tiny / "shakespeare_char"  # no source
+    assert snapshot(tiny) == before
+
+
+def test_failed_write_never_leaves_a_mixed_directory(tiny, monkeypatch):
+    # if renaming the new files into place fails halfway, meta.json is already gone: load() refuses the
+    # directory instead of reading old and new files together
+    real_replace, calls = os.replace, []
+
+    def flaky_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+    monkeypatch.setattr(P.os, "replace", flaky_replace)
+    with pytest.raises(P.DataError, match="cannot write .*No space left"):
+        P.prepare("shakespeare_char", source=TINY, data_dir=tiny, quiet=True, force=True)
+    monkeypatch.setattr(P.os, "replace", real_replace)
+    assert leftovers(tiny) == []
+    with pytest.raises(P.DataError, match="run `python prepare.py shakespeare_char"):
+        P.load("shakespeare_char", tiny)
+
+
+def test_dtype_follows_the_largest_id(tmp_path, monkeypatch):
+    pin_tiny(monkeypatch)
+    vocab = [f"w{i}" for i in range(70_000)]
+    build = lambda raw: dict(tokenizer={"kind": "word", "vocab": vocab, "eos": "w0"},  # noqa: E731
+                             splits={"train": [0, 69_999, 65_535, 5]}, notes="")
+    monkeypatch.setitem(P.DATASETS, "big", dict(P.DATASETS["shakespeare_char"], build=build))
+    P.prepare("big", source=TINY, data_dir=tmp_path, quiet=True)
+    d = P.load("big", tmp_path)
+    assert d.dtype == np.uint32 and d.tokens("train").tolist() == [0, 69_999, 65_535, 5]
+    assert d.vocab_size == 70_000 and (tmp_path / "big" / "train.bin").stat().st_size == 16
+
+
+def test_list(tiny, capsys):
+    assert P.main(["--list", "--data_dir", str(tiny)]) == 0
+    out = capsys.readouterr().out
+    table = out.split("\n\n")[0].splitlines()
+    rows = {line.split()[0]: line for line in table[1:]}
+    assert set(rows) == set(P.DATASETS)
+    assert rows["shakespeare_char"].endswith("yes") and rows["wikitext2"].endswith("no")
+    assert "2,088,628" in rows["wikitext2"] and "cogcomp.seas.upenn.edu" in rows["trec"]
+
+
+def test_trec_from_fixture(tmp_path, monkeypatch):
+    # the classification path end to end on a 73-line TREC: Latin-1 input, stratified val, <cls>, <unk>
+    for rel, sha in TREC_SHA.items():
+        monkeypatch.setitem(P.SOURCES, rel, (P.SOURCES[rel][0], sha))
+    P.prepare("trec", source=FIXTURES, data_dir=tmp_path, quiet=True)  # a mirror root: FIXTURES/trec/...
+    d = P.load("trec", tmp_path)
+    assert (d.task, d.n_classes, d.pad_id, d.eos_id) == ("cls", 6, 0, None)
+    assert d.label_names == ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]
+    sizes = {s: d.meta["splits"][s]["examples"] for s in d.splits}
+    assert sizes["train"] + sizes["val"] == 73 and sizes["test"] == 12
+    tok, off, lab = d.examples("train")
+    assert (tok[off[:-1]] == 2).all() and off[-1] == len(tok)  # every example starts with <cls>
+    vtok, voff, vlab = d.examples("val")
+    val_q = {tuple(vtok[voff[i]:voff[i + 1]]) for i in range(len(vlab))}
+    train_q = {tuple(tok[off[i]:off[i + 1]]) for i in range(len(lab))}
+    assert not val_q & train_q  # the duplicated question sits on one side only
+    stoi = d.tokenizer.stoi
+    assert d.encode("How MANY are zzyzx?") == [2, stoi["how"], stoi["many"], stoi["are"], 1, stoi["?"]]
+    assert d.decode(d.encode("What is the name of the country?")) == "what is the name of the country ?"
+    assert d.decode(d.encode("What is zzyzx ?")) == "what is <unk> ?"  # <unk> here, not an error
+
+
+def test_split_words():
+    assert P.split_words("Don't stop, it's GREAT!") == ["do", "n't", "stop", ",", "it", "'s", "great", "!"]
+    assert P.split_words('He said "wow" (twice) in the U.S. 10,000 times. Ok.') == [
+        "he", "said", "``", "wow", "''", "(", "twice", ")", "in", "the", "u.s.", "10,000", "times", ".", "ok", "."]
+    # text tokenized like the data passes through unchanged
+    s = "it 's a charming and often affecting journey . "
+    assert P.split_words(s) == s.split()
+
+# -----------------------------------------------------------------------------
+# batching
+
+
+def test_lm_batch_stays_inside_the_split():
+    data = torch.arange(20)
+    g = torch.Generator().manual_seed(0)
+    starts = set()
+    for _ in range(200):
+        x, y = P.lm_batch(data, 8, 5, g)
+        assert x.shape == y.shape == (8, 5) and x.dtype == y.dtype == torch.long
+        assert torch.equal(y, x + 1) and int(y.max()) <= 19  # y is x shifted by one, never past the end
+        assert torch.equal(x, x[:, :1] + torch.arange(5))  # contiguous windows
+        starts |= set(x[:, 0].tolist())
+    assert starts == set(range(20 - 5))  # every legal start, including the last one, is drawn
+    with pytest.raises(ValueError, match="block_size=20"):
+        P.lm_batch(data, 2, 20, g)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(P.lm_batch(data, 4, 3, g1)[0], P.lm_batch(data, 4, 3, g2)[0])  # reproducible
+
+
+@pytest.mark.parametrize("n,batch_size,block_size", [(23, 2, 4), (21, 2, 4), (9, 4, 8), (100, 3, 7)])
+def test_lm_eval_batches_cover_every_target_once(n, batch_size, block_size):
+    data = torch.randint(1, 50, (n,))
+    xs, ys = zip(*P.lm_eval_batches(data, batch_size, block_size))
+    assert all(x.shape == y.shape and x.shape[0] <= batch_size and x.shape[1] == block_size for x, y in zip(xs, ys))
+    x, y = torch.cat(xs).flatten(), torch.cat(ys).flatten()
+    real = y != -1
+    assert int(real.sum()) == n - 1
+    assert torch.equal(y[real], data[1:]) and torch.equal(x[real], data[:-1])  # in order, each target once
+    assert (x[~real] == 0).all() and bool(real[:n - 1].all())  # padding only at the very end
+
+
+def test_cls_batches():
+    seqs = [[2, 5, 6], [2], [2, 7, 8, 9, 10, 11], [2, 4]]
+    tokens = np.array([t for s in seqs for t in s], dtype=np.uint16)
+    offsets = np.cumsum([0] + [len(s) for s in seqs])
+    labels = np.array([1, 0, 1, 0])
+    x, mask, y = P.cls_batch(tokens, offsets, labels, torch.tensor([2, 0, 1]), max_len=4, pad_id=0, device="cpu")
+    assert x.tolist() == [[2, 7, 8, 9], [2, 5, 6, 0], [2, 0, 0, 0]]  # truncated keeps <cls>, right padding
+    assert mask.sum(1).tolist() == [4, 3, 1] and (x[~mask] == 0).all() and y.tolist() == [1, 1, 0]
+    batches = list(P.cls_eval_batches(tokens, offsets, labels, batch_size=3, max_len=16, pad_id=0, device="cpu"))
+    assert [b[0].shape for b in batches] == [(3, 6), (1, 2)]
+    assert torch.cat([b[2] for b in batches]).tolist() == labels.tolist()
+    assert torch.cat([b[1].sum(1) for b in batches]).tolist() == [len(s) for s in seqs]
+
+# -----------------------------------------------------------------------------
+# the real data sets, from the offline mirror (skip without it)
+
+
+@pytest.fixture(scope="session")
+def real_dir(tmp_path_factory):
+    return {"dir": tmp_path_factory.mktemp("real"), "seconds": {}}
+
+
+@pytest.fixture
+def real(mirror, real_dir):
+    """load(name) from a session-wide directory, preparing each data set from the mirror on first use."""
+    def get(name):
+        if name not in real_dir["seconds"]:
+            t0 = time.perf_counter()
+            P.prepare(name, source=mirror, data_dir=real_dir["dir"], quiet=True)
+            real_dir["seconds"][name] = time.perf_counter() - t0
+        return P.load(name, real_dir["dir"])
+    return get
+
+
+def counts(d):
+    return {s: m.get("examples", m["tokens"]) for s, m in d.meta["splits"].items()}
+
+
+def test_real_shakespeare_char(real, mirror):
+    d = real("shakespeare_char")
+    assert counts(d) == {"train": 1_003_854, "val": 111_540} and d.vocab_size == 65 and d.dtype == np.uint16
+    text = (mirror / "tinyshakespeare" / "input.txt").read_text()
+    assert d.decode(d.tokens("train")) + d.decode(d.tokens("val")) == text
+    assert d.decode(d.encode(text[:5000])) == text[:5000]
+
+
+def test_real_shakespeare_bpe(real, mirror):
+    d = real("shakespeare_bpe")
+    assert counts(d) == {"train": 301_966, "val": 36_059} and d.vocab_size == 50257
+    assert d.meta["tokenizer"] == {"kind": "tiktoken", "encoding": "gpt2"}
+    text = (mirror / "tinyshakespeare" / "input.txt").read_text()
+    assert d.decode(d.tokens("val")) == text[int(len(text) * 0.9):]
+    assert d.decode(d.encode(text[:5000])) == text[:5000]
+
+
+def test_real_wikitext2(real, mirror):
+    d = real("wikitext2")
+    assert counts(d) == {"train": 2_088_628, "val": 217_646, "test": 245_569}
+    assert d.vocab_size == 33_278 and d.dtype == np.uint16 and d.decode([d.eos_id]) == " \n"
+    valid = (mirror / "wikitext-2" / "wiki.valid.tokens").read_text(encoding="utf-8")
+    assert d.decode(d.tokens("val")) == valid  # the file's own layout comes back byte for byte
+    assert d.encode(" = Robert <unk> = \n")[-1] == d.eos_id
+    with pytest.raises(ValueError, match="Zyzzogeton"):
+        d.encode("the Zyzzogeton")
+    # exact evaluation over the real split covers each target once
+    val = torch.from_numpy(d.tokens("val").astype(np.int64))
+    n_targets = sum(int((y != -1).sum()) for _, y in P.lm_eval_batches(val, 64, 256))
+    assert n_targets == 217_646 - 1
+
+
+def test_real_sst2(real):
+    d = real("sst2")
+    c, carve = counts(d), d.meta["carve"]
+    assert c["val"] == carve["val"] == 1000 and c["test"] == 872
+    assert c["train"] + c["val"] == 67_349 - carve["dropped_from_train"]
+    assert 5_000 < carve["dropped_from_train"] < 20_000 and carve["full_sentences"] > 6_000
+    assert d.meta["splits"]["test"]["label_counts"] == [428, 444] and d.label_names == ["negative", "positive"]
+    assert "dropped" in d.meta["notes"] and str(carve["dropped_from_train"]) in d.meta["notes"]
+    # no held-out sentence, nor any of its sub-phrases, stays in train
+    tok, off, _ = d.examples("train")
+    vtok, voff, _ = d.examples("val")
+    train = {tuple(tok[off[i]:off[i + 1]]) for i in range(len(off) - 1)}
+    val = [tuple(vtok[voff[i]:voff[i + 1]]) for i in range(len(voff) - 1)]
+    assert not train & set(val)
+    spans = {(2,) + v[i:j] for v in val[:100] for i in range(1, len(v)) for j in range(i + 1, len(v) + 1)}
+    assert not train & {s for s in spans if 1 not in s}  # <unk> (id 1) stands for many words: leave it out
+    x, mask, y = next(P.cls_eval_batches(tok, off, d.examples("train")[2], 16, 64, d.pad_id, "cpu"))
+    lengths = np.minimum(np.diff(off[:17]), 64)
+    assert mask.sum(1).tolist() == lengths.tolist() and (x[~mask] == d.pad_id).all()
+
+
+def test_real_trec(real):
+    d = real("trec")
+    c = counts(d)
+    assert c["train"] + c["val"] == 5_452 and c["test"] == 500 and d.n_classes == 6
+    by_name = dict(zip(d.label_names, d.meta["splits"]["test"]["label_counts"]))
+    assert by_name == {"DESC": 138, "NUM": 113, "ENTY": 94, "LOC": 81, "HUM": 65, "ABBR": 9}
+    val_share = np.array(d.meta["splits"]["val"]["label_counts"]) / c["val"]
+    all_share = (np.array(d.meta["splits"]["train"]["label_counts"]) + d.meta["splits"]["val"]["label_counts"]) / 5452
+    assert np.abs(val_share - all_share).max() < 0.01  # stratified
+
+
+def test_real_second_prepare_skips(real, real_dir):
+    for name in P.DATASETS:
+        real(name)
+    before = snapshot(real_dir["dir"])
+    t0 = time.perf_counter()
+    for name in P.DATASETS:  # no source at all: an intact prepared directory needs none
+        P.prepare(name, data_dir=real_dir["dir"], quiet=True)
+    assert time.perf_counter() - t0 < 5 and snapshot(real_dir["dir"]) == before
+    assert sum(real_dir["seconds"].values()) < 30, real_dir["seconds"]
+
+
+def test_real_mirror_env(mirror, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(P.MIRROR_ENV, str(mirror))
+    assert P.main(["trec", "--data_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "trec: train" in out and "wrote" in out and "500" in out
+    assert json.loads((tmp_path / "trec" / "meta.json").read_text())["splits"]["test"]["examples"] == 500
+    assert not (tmp_path / "_downloads").exists()  # read in place, nothing downloaded
+    with pytest.raises(P.DataError, match=f"{P.MIRROR_ENV}=.*nowhere"):
+        monkeypatch.setenv(P.MIRROR_ENV, str(tmp_path / "nowhere"))
+        P.prepare("trec", data_dir=tmp_path / "other", quiet=True)
