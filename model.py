@@ -32,11 +32,11 @@ POOLINGS = ("mean", "first", "last")
 @dataclass
 class TransformerConfig:
     # shape
-    vocab_size: int = 50304
+    vocab_size: int = 50304     # token ids are 0..vocab_size-1 (GPT-2's 50257 padded to a multiple of 64)
     block_size: int = 1024     # longest trained context; see generate() for what happens beyond it
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
+    n_layer: int = 12          # Transformer blocks
+    n_head: int = 12           # attention heads per block
+    n_embd: int = 768          # model width C; each head gets C / n_head dimensions
     mlp_ratio: int = 4         # MLP hidden width = mlp_ratio * n_embd (4 in the 2017 paper and GPT-2)
     # architecture choices (each one is an ablation)
     pos_encoding: str = "rope"  # 'none' | 'sinusoidal' | 'learned' | 'rope' | 'alibi'
@@ -47,13 +47,13 @@ class TransformerConfig:
     activation: str = "gelu"    # 'gelu' (exact erf) | 'gelu_tanh' (GPT-2's approximation) | 'relu'
     bias: bool = True           # biases in Linear and LayerNorm
     tie_weights: bool = True    # LM head shares the token embedding matrix (Press & Wolf 2017)
-    dropout: float = 0.0
-    norm_eps: float = 1e-5
+    dropout: float = 0.0        # on embeddings, attention weights and residual branches
+    norm_eps: float = 1e-5      # LayerNorm epsilon
     rope_base: float = 10000.0  # RoPE theta_i = base^(-2i/d) (Su et al. 2021, eq. 15)
     # head
     n_classes: int = 0          # 0: language-model head; > 0: sequence classifier
     pooling: str = "mean"       # classifier: 'mean' over real tokens | 'first' ([CLS]) | 'last' (causal)
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (Szegedy et al. 2016), both heads
 
     def __post_init__(self):
         errors = []
@@ -435,7 +435,8 @@ class Transformer(nn.Module):
     # -- generation ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
+                        vocab_limit=None):
         """Yield the new tokens (B, 1) one step at a time; see generate()."""
         cfg = self.config
         if cfg.n_classes:
@@ -452,7 +453,7 @@ class Transformer(nn.Module):
             cache = KVCache(cfg.n_layer, W)
             logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt at once
             for i in range(max_new_tokens):
-                nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+                nxt = sample_next(logits[:, :vocab_limit], temperature, top_k, top_p, generator)  # (B, 1)
                 yield nxt
                 if i == max_new_tokens - 1:
                     break
@@ -470,7 +471,8 @@ class Transformer(nn.Module):
         finally:
             self.train(was_training)
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
+                 vocab_limit=None):
         """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
 
         The prompt is encoded once into a KV cache, then each step feeds one token.
@@ -483,8 +485,9 @@ class Transformer(nn.Module):
           - 'learned', 'sinusoidal': the text is cropped to its last block_size tokens and
             re-encoded from position 0 at every step, the same as calling forward() on the crop.
         A prompt longer than block_size is cropped to its last block_size tokens.
+        vocab_limit: sample only ids below it (a vocabulary padded for speed has rows no text uses).
         """
-        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator))
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, vocab_limit))
         return torch.cat([idx] + new, dim=1)
 
     # -- GPT-2 weights ------------------------------------------------------------------------
