@@ -36,3 +36,27 @@ def mirror():
     if MIRROR is None:
         pytest.skip("offline data mirror (shared/data) not found; set TFS_DATA_MIRROR")
     return MIRROR
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "prepare"
+# pinned like the real sources, so an accidental edit of a fixture fails loudly
+FIXTURE_SHA = {
+    "tinyshakespeare/input.txt": "64e6d4f1e950f9276efe406f9237cc7afcdae97875d85b03373ae3d77f598eff",
+    "trec/train_5500.label": "40b5e4ac8dcfed06ba0a48ddb2b8b22e2b99211a6813227a791edbacef2c513e",
+    "trec/TREC_10.label": "eb9776046653a1c881fdaea8b696a5dee62dfc38715d6e2ceba048898fe58ac0",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A data_dir holding shakespeare_char (a few KB of Tiny Shakespeare) and trec (73 questions),
+    prepared from the fixture files: fast, and independent of the offline mirror."""
+    import prepare
+    data_dir = tmp_path_factory.mktemp("tiny_data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(prepare.MIRROR_ENV, raising=False)
+        for rel, sha in FIXTURE_SHA.items():
+            mp.setitem(prepare.SOURCES, rel, (prepare.SOURCES[rel][0], sha))
+        prepare.prepare("shakespeare_char", source=FIXTURES / "tiny_shakespeare.txt", data_dir=data_dir, quiet=True)
+        prepare.prepare("trec", source=FIXTURES, data_dir=data_dir, quiet=True)
+    return data_dir

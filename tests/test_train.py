@@ -1,0 +1,267 @@
+"""train.py: configuration, schedule, accumulation, exact resume, NaN stop, signals, DDP, metrics."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import prepare
+import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_args(data_dir, out_dir, *extra):
+    return ["--dataset=shakespeare_char", f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--n_layer=2",
+            "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--max_iters=20",
+            "--warmup_iters=2", "--eval_interval=10", "--eval_batch_size=64", "--device=cpu",
+            "--log_interval=1", *extra]
+
+
+def run(data_dir, out_dir, *extra):
+    cfg, kw = train.parse_args(tiny_args(data_dir, out_dir, *extra))
+    return train.train(cfg, kw, quiet=True)
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def train_losses(out_dir):
+    lines = (Path(out_dir) / "log.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+# ---- configuration ------------------------------------------------------------------------------
+
+def test_command_line_values_are_coerced():
+    cfg, kw = train.parse_args(["--compile=false", "--learning_rate=1", "--max_iters=5e3", "--out_dir=a=b",
+                                "--n_layer=3", "--dropout=0.1", "--overwrite"])
+    assert cfg.compile is False and cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
+    assert cfg.max_iters == 5000 and cfg.out_dir == "a=b" and cfg.overwrite is True
+    assert kw == {"n_layer": 3, "dropout": 0.1}
+
+
+def test_config_file_then_command_line(tmp_path):
+    conf = tmp_path / "c.py"
+    conf.write_text("import math\nn_layer = 2\nlearning_rate = 3e-4\nmax_iters = int(math.sqrt(10000))\n")
+    cfg, kw = train.parse_args([str(conf), "--learning_rate=1e-3"])
+    assert cfg.learning_rate == 1e-3 and cfg.max_iters == 100 and kw == {"n_layer": 2}
+
+
+def test_every_problem_in_one_message(tmp_path):
+    conf = tmp_path / "c.py"
+    conf.write_text("batch_sise = 3\nn_layer = '2'\n")
+    with pytest.raises(train.ConfigError) as info:
+        train.parse_args([str(conf), "--compile=maybe", "--learning_rate=fast", "--warmup_iters=99999",
+                          "--n_embd=30", "--n_head=4", "--pos_encoding=rotary", "--dataset=imagenet", "--max_iters",
+                          str(tmp_path / "missing.py")])
+    text = str(info.value)
+    for expected in ["unknown key 'batch_sise'", "did you mean 'batch_size'?", "n_layer='2'",
+                     "compile='maybe' (command line) is not a boolean", "learning_rate='fast'",
+                     "warmup_iters=99999 is longer than training (max_iters=5000)",
+                     "dataset='imagenet' is not one of", "--max_iters: expected --max_iters=VALUE",
+                     "missing.py' not found"]:
+        assert expected in text, expected
+    with pytest.raises(train.ConfigError, match="n_embd=30 must be divisible by n_head=4"):
+        train.parse_args(["--n_embd=30", "--n_head=4"])
+
+
+def test_help_lists_every_key(capsys):
+    assert train.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for key in train.TRAIN_KEYS + train.MODEL_KEYS:
+        assert f"--{key}=" in out, key
+    assert "--learning_rate=1e-3" in out and "peak learning rate" in out
+
+
+def test_shipped_configs_parse():
+    for path in sorted((ROOT / "config").glob("*.py")):
+        if not path.name.startswith("study_"):
+            train.parse_args([str(path)])
+
+
+# ---- schedule, accumulation, metrics -----------------------------------------------------------
+
+def test_warmup_then_cosine_schedule():
+    cfg = train.TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
+    lrs = [train.lr_at(s, cfg) for s in range(111)]
+    assert lrs[0] == pytest.approx(1e-3 / 11) and lrs[0] > 0
+    assert lrs[9] == pytest.approx(1e-3 * 10 / 11)
+    assert lrs[10] == pytest.approx(1e-3)  # the peak, right after warmup
+    assert lrs[60] == pytest.approx(1e-4 + 0.5 * 9e-4)  # half way down the cosine
+    assert lrs[110] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert train.lr_at(0, train.TrainConfig(warmup_iters=0)) == pytest.approx(1e-3)
+
+
+def test_accumulation_equals_one_larger_batch(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "a", "--batch_size=4", "--grad_accum=4", "--max_iters=3", "--eval_interval=3")
+    run(tiny_data, tmp_path / "b", "--batch_size=16", "--grad_accum=1", "--max_iters=3", "--eval_interval=3")
+    a, b = weights(tmp_path / "a" / "ckpt_last.pt"), weights(tmp_path / "b" / "ckpt_last.pt")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_exact_evaluation_equals_direct_computation(tiny_data):
+    data = prepare.load("shakespeare_char", tiny_data)
+    torch.manual_seed(0)
+    model = train.Transformer(train.TransformerConfig(vocab_size=data.vocab_size, block_size=16, n_layer=1,
+                                                      n_head=2, n_embd=16))
+    cfg = train.TrainConfig(eval_batch_size=3)  # several batches and a ragged last one
+    metrics = train.evaluate(model, data, "val", cfg, torch.device("cpu"), nullcontext())
+    val = torch.from_numpy(np.asarray(data.tokens("val"), dtype=np.int64))
+    nats = 0.0
+    with torch.no_grad():  # one window at a time, no padding, no batching
+        for s in range(0, len(val) - 1, 16):
+            x, y = val[s:s + 16][None], val[s + 1:s + 17][None]
+            x = x[:, : y.size(1)]
+            nats += F.cross_entropy(model(x)[0][0], y[0], reduction="sum").item()
+    assert metrics["tokens"] == len(val) - 1
+    assert metrics["loss"] == pytest.approx(nats / (len(val) - 1), rel=1e-6)
+    assert metrics["bits_per_char"] == pytest.approx(metrics["loss"] / math.log(2), rel=1e-6)
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
+
+
+def test_classification_metrics_by_hand():
+    true = [0, 0, 0, 1, 1, 2]
+    pred = [0, 0, 1, 1, 2, 2]
+    m = train.classification_metrics(pred, true, ["a", "b", "c"])
+    assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # a: P 1, R 2/3, F1 0.8;  b: P 1/2, R 1/2, F1 0.5;  c: P 1/2, R 1, F1 2/3
+    assert m["per_class"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert m["per_class"]["c"]["f1"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+
+
+# ---- runs ------------------------------------------------------------------------------------------
+
+def test_training_reduces_loss_and_writes_its_files(tiny_data, tmp_path):
+    result = run(tiny_data, tmp_path / "r", "--max_iters=60", "--eval_interval=30", "--learning_rate=3e-3")
+    out = tmp_path / "r"
+    for name in ("ckpt_last.pt", "ckpt_best.pt", "config.json", "log.jsonl", "metrics.json"):
+        assert (out / name).exists(), name
+    losses = [loss for _, loss in train_losses(out)]
+    assert losses[-1] < losses[0] - 0.5
+    assert result["loss"] < math.log(48) and result["step"] == 60
+    evals = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [e["step"] for e in evals] == [30, 60]
+    saved = torch.load(out / "ckpt_last.pt", weights_only=True)
+    assert saved["config"]["model"]["n_layer"] == 2 and saved["data"]["name"] == "shakespeare_char"
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in saved["model"])
+
+
+def test_resume_is_bit_exact(tiny_data, tmp_path):
+    args = ("--max_iters=20", "--eval_interval=5", "--dropout=0.1")  # dropout: the RNG state matters too
+    run(tiny_data, tmp_path / "full", *args)
+    run(tiny_data, tmp_path / "split", *args, "--stop_after=7")  # stops between evaluations
+    assert torch.load(tmp_path / "split" / "ckpt_last.pt", weights_only=True)["step"] == 7
+    run(tiny_data, tmp_path / "split", *args, "--init_from=resume")
+    assert train_losses(tmp_path / "full") == train_losses(tmp_path / "split")
+    a, b = weights(tmp_path / "full" / "ckpt_last.pt"), weights(tmp_path / "split" / "ckpt_last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    run(tiny_data, out, "--max_iters=10", "--eval_interval=10")
+    before = (out / "ckpt_last.pt").read_bytes()
+    with pytest.raises(train.Stop) as info:
+        run(tiny_data, out, "--max_iters=40", "--eval_interval=10", "--learning_rate=1e30", "--min_lr=1e30",
+            "--warmup_iters=0", "--grad_clip=0", "--init_from=resume")
+    message = str(info.value)
+    assert "non-finite" in message and "at step 1" in message and str(out / "ckpt_last.pt") in message
+    assert (out / "ckpt_last.pt").read_bytes() == before
+
+
+def test_fresh_run_refuses_an_out_dir_with_a_run(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "r", "--max_iters=2", "--eval_interval=2")
+    with pytest.raises(train.ConfigError, match="already holds a run.*--init_from=resume.*--overwrite=true"):
+        run(tiny_data, tmp_path / "r", "--max_iters=2", "--eval_interval=2")
+    run(tiny_data, tmp_path / "r", "--max_iters=2", "--eval_interval=2", "--overwrite=true")
+
+
+def test_corrupt_checkpoint_is_named(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    run(tiny_data, out, "--max_iters=2", "--eval_interval=2")
+    data = (out / "ckpt_last.pt").read_bytes()
+    (out / "ckpt_last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(train.CheckpointError, match=r"ckpt_last.pt is corrupt or truncated"):
+        run(tiny_data, out, "--max_iters=4", "--init_from=resume")
+
+
+def test_resume_with_another_model_is_refused(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "r", "--max_iters=2", "--eval_interval=2")
+    with pytest.raises(train.ConfigError, match="n_layer=2 there, 3 here"):
+        run(tiny_data, tmp_path / "r", "--max_iters=4", "--init_from=resume", "--n_layer=3")
+
+
+def test_classifier_and_eval_only(tiny_data, tmp_path):
+    out = tmp_path / "cls"
+    args = ["--dataset=trec", "--causal=false", "--block_size=32", "--max_iters=30", "--eval_interval=10",
+            "--learning_rate=3e-3"]
+    result = run(tiny_data, out, *args)
+    assert 0 <= result["accuracy"] <= 1 and len(result["confusion"]) == 6
+    cfg, kw = train.parse_args(tiny_args(tiny_data, out, *args, "--eval_only=true", "--eval_split=test"))
+    metrics = train.train(cfg, kw, quiet=True)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["split"] == "test" and sum(map(sum, saved["confusion"])) == 12
+    assert saved["accuracy"] == metrics["accuracy"]
+
+
+def test_missing_data_is_prepared_or_explained(tiny_data, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_prepare(name, source=None, data_dir="data", quiet=False, force=False):
+        calls.append(name)
+        raise prepare.DataError("could not download https://example.invalid/input.txt: no network")
+
+    monkeypatch.setattr(prepare, "prepare", fake_prepare)
+    with pytest.raises(prepare.DataError, match=r"python prepare.py shakespeare_char --data_dir .* --source PATH"):
+        run(tmp_path / "empty", tmp_path / "r")
+    assert calls == ["shakespeare_char"]
+
+
+# ---- processes -------------------------------------------------------------------------------------
+
+def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    cmd = [sys.executable, str(ROOT / "train.py"), *tiny_args(tiny_data, out, "--max_iters=100000",
+                                                              "--eval_interval=100000", "--warmup_iters=0")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not (out / "log.jsonl").exists() or len(train_losses(out)) < 3:
+        assert proc.poll() is None and time.time() < deadline, "training did not start"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "stopped at step" in output
+    step = torch.load(out / "ckpt_last.pt", weights_only=True)["step"]
+    assert step >= 3
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_ddp_two_processes_equal_one_process_with_accumulation(tiny_data, tmp_path):
+    common = ["--max_iters=4", "--eval_interval=4", "--batch_size=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "train.py"), *tiny_args(tiny_data, tmp_path / "ddp", *common)]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run(tiny_data, tmp_path / "one", *common, "--grad_accum=2")
+    a, b = weights(tmp_path / "ddp" / "ckpt_last.pt"), weights(tmp_path / "one" / "ckpt_last.pt")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0, msg=name)
+    ddp_eval = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["loss"]
+    assert ddp_eval == pytest.approx(json.loads((tmp_path / "one" / "metrics.json").read_text())["loss"], rel=1e-6)

@@ -1,0 +1,716 @@
+"""
+Train a Transformer language model or classifier; the task follows from the data set.
+
+    python train.py config/shakespeare.py                        # the main job, one GPU
+    python train.py config/shakespeare_cpu.py --max_iters=500    # minutes on a laptop CPU
+    python train.py config/sst2.py --compile=false --seed=2
+    torchrun --standalone --nproc_per_node=4 train.py config/shakespeare.py
+    python train.py --help                                       # every key, its default and meaning
+
+Multi-node: run the same torchrun command on every node with --nnodes=N --node_rank=i
+--rdzv_backend=c10d --rdzv_endpoint=HOST:PORT (HOST being node 0); rank 0 writes all files.
+"""
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import runpy
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import prepare
+from model import Transformer, TransformerConfig
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    # I/O
+    out_dir: str = "out"             # checkpoints, config.json, log.jsonl and metrics.json go here
+    init_from: str = "scratch"       # 'scratch' or 'resume' (continue from out_dir/ckpt_last.pt)
+    overwrite: bool = False          # allow a fresh run into an out_dir that already holds a run
+    eval_interval: int = 250         # steps between exact evaluations (and checkpoints)
+    log_interval: int = 10           # steps between log lines
+    eval_only: bool = False          # evaluate out_dir's checkpoint on eval_split, write metrics.json
+    eval_split: str = "val"          # split for eval_only: 'val' or 'test'
+    stop_after: int = 0              # stop (saving ckpt_last.pt) after this many steps of this run; 0: off
+    stop_at_loss: float = 0.0        # stop once the exact val loss is <= this (time-to-loss runs); 0: off
+    cpu_config: str = ""             # a smaller config to point to when this one is started on a CPU
+    # data
+    dataset: str = "shakespeare_char"  # a data set of prepare.py
+    data_dir: str = "data"           # where prepare.py writes its data sets
+    batch_size: int = 64             # sequences per micro-batch, per process
+    grad_accum: int = 1              # micro-batches per optimizer step, per process
+    eval_batch_size: int = 256       # sequences per evaluation batch
+    # optimizer
+    learning_rate: float = 1e-3      # peak learning rate, reached after warmup
+    min_lr: float = 1e-4             # floor of the cosine decay, reached at max_iters
+    max_iters: int = 5000            # optimizer steps
+    warmup_iters: int = 100          # linear warmup steps (0: none)
+    weight_decay: float = 0.1        # AdamW decay, applied to 2-D tensors only
+    beta1: float = 0.9               # AdamW beta1
+    beta2: float = 0.99              # AdamW beta2
+    grad_clip: float = 1.0           # clip the global gradient norm to this; 0: off
+    # system
+    device: str = "auto"             # 'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'
+    dtype: str = "auto"              # 'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), 'bfloat16', 'float16', 'float32'
+    compile: bool = True             # torch.compile the model (CUDA only; CPU and MPS run eagerly)
+    seed: int = 1337                 # seeds the model init, dropout and the data order
+
+
+MODEL_KEYS = [f.name for f in fields(TransformerConfig) if f.name not in ("vocab_size", "n_classes")]
+TRAIN_KEYS = [f.name for f in fields(TrainConfig)]
+DEFAULTS = {**asdict(TransformerConfig()), **asdict(TrainConfig())}
+FIELD_TYPES = {k: type(v) for k, v in DEFAULTS.items()}  # every default is a bool, int, float or str
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration: defaults <- config files (plain Python, own namespace) <- --key=value
+
+def _help_lines():
+    """One line per key, read from the comments beside the dataclass fields (the single source)."""
+    import inspect
+    lines = []
+    for cls, keys in ((TrainConfig, TRAIN_KEYS), (TransformerConfig, MODEL_KEYS)):
+        for line in inspect.getsource(cls).splitlines():
+            field = re.match(r"\s+(\w+): \w+ = (.+?)\s*(?:#\s*(.*))?$", line)
+            if field and field.group(1) in keys:
+                setting = f"--{field.group(1)}={field.group(2)}"
+                lines.append(f"  {setting:<34} {field.group(3) or ''}".rstrip())
+            elif re.match(r"\s+# \w", line):  # a section heading
+                lines.append(line.strip())
+    return "\n".join(lines)
+
+
+def _coerce(key, value, source):
+    """Value of the right type for key, from a command-line string or a config-file object."""
+    kind = FIELD_TYPES[key]
+    if source == "command line" and kind is not str:
+        text = value.strip().lower()
+        if kind is bool:
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ConfigError(f"{key}={value!r} ({source}) is not a boolean: use true or false")
+        try:
+            number = float(text) if kind is float else int(text)
+        except ValueError:
+            try:  # allow --max_iters=5e3
+                number = float(text)
+                if kind is int and not number.is_integer():
+                    raise ValueError
+                number = kind(number)
+            except ValueError:
+                raise ConfigError(f"{key}={value!r} ({source}) is not a valid {kind.__name__}") from None
+        return number
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}={value!r} ({source}) should be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def parse_args(argv):
+    """Config files and --key=value overrides, in order -> (TrainConfig, model kwargs).
+    Every problem is collected and reported in one ConfigError."""
+    settings, errors = {}, []
+    for arg in argv:
+        if arg.startswith("--"):
+            key, sep, value = arg[2:].partition("=")  # split on the first '=' only
+            if not sep:
+                if FIELD_TYPES.get(key) is bool:
+                    value = "true"  # a bare --flag means true
+                else:
+                    errors.append(f"{arg}: expected --{key}=VALUE")
+                    continue
+            pairs = [(key, value, "command line")]
+        else:
+            path = Path(arg)
+            if not path.is_file():
+                errors.append(f"config file {arg!r} not found (configs live in config/, e.g. config/shakespeare.py)")
+                continue
+            namespace = runpy.run_path(str(path))  # its own namespace, not our globals
+            pairs = [(k, v, str(path)) for k, v in namespace.items()
+                     if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"]
+        for key, value, source in pairs:
+            if key not in FIELD_TYPES or key in ("vocab_size", "n_classes"):
+                close = difflib.get_close_matches(key, TRAIN_KEYS + MODEL_KEYS, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else " (python train.py --help lists every key)"
+                errors.append(f"unknown key '{key}' in {source}{hint}")
+                continue
+            try:
+                settings[key] = _coerce(key, value, source)
+            except ConfigError as e:
+                errors.append(str(e))
+    train_kw = {k: v for k, v in settings.items() if k in TRAIN_KEYS}
+    model_kw = {k: v for k, v in settings.items() if k in MODEL_KEYS}
+    cfg = TrainConfig(**train_kw)
+    errors += validate(cfg, model_kw)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    return cfg, model_kw
+
+
+def validate(cfg, model_kw):
+    errors = []
+    positive = ("eval_interval", "log_interval", "batch_size", "grad_accum", "eval_batch_size")
+    errors += [f"{k}={getattr(cfg, k)} must be >= 1" for k in positive if getattr(cfg, k) < 1]
+    errors += [f"{k}={getattr(cfg, k)} must be >= 0" for k in
+               ("max_iters", "warmup_iters", "weight_decay", "grad_clip", "stop_after", "stop_at_loss")
+               if getattr(cfg, k) < 0]
+    if cfg.warmup_iters > cfg.max_iters:
+        errors.append(f"warmup_iters={cfg.warmup_iters} is longer than training (max_iters={cfg.max_iters})")
+    if cfg.learning_rate <= 0:
+        errors.append(f"learning_rate={cfg.learning_rate} must be > 0")
+    if not 0 <= cfg.min_lr <= cfg.learning_rate:
+        errors.append(f"min_lr={cfg.min_lr} must be in [0, learning_rate={cfg.learning_rate}]")
+    errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2") if not 0 <= getattr(cfg, k) < 1]
+    choices = dict(init_from=("scratch", "resume"), eval_split=("val", "test"),
+                   dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(prepare.DATASETS))
+    errors += [f"{k}={getattr(cfg, k)!r} is not one of {', '.join(map(repr, c))}"
+               for k, c in choices.items() if getattr(cfg, k) not in c]
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        errors.append(f"device={cfg.device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+    if cfg.dataset in prepare.DATASETS:  # check the model keys with a stand-in vocabulary
+        n_classes = 2 if prepare.DATASETS[cfg.dataset]["task"] == "cls" else 0
+        try:
+            TransformerConfig(vocab_size=1, n_classes=n_classes, **model_kw)
+        except ValueError as e:
+            errors += [line.strip() for line in str(e).splitlines()[1:]]
+    return errors
+
+
+def print_help():
+    print(__doc__.strip())
+    print("\nKeys (defaults shown; set them in a config file or as --key=value):")
+    print(_help_lines())
+
+
+# ----------------------------------------------------------------------------------------------
+# device, precision, schedule, optimizer
+
+# Dense bf16 peak of each accelerator, FLOP/s (vendor datasheets, without sparsity), for MFU.
+PEAK_BF16_FLOPS = [("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12),
+                   ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10", 125e12)]
+
+
+def peak_flops(device):
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16_FLOPS if key in name), None)
+
+
+def resolve_device(name):
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(name, device):
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def lr_at(step, cfg):
+    """Linear warmup from lr/(warmup+1) (never 0), then cosine decay to min_lr at max_iters."""
+    if step < cfg.warmup_iters:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
+    progress = (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (cfg.learning_rate - cfg.min_lr)
+
+
+def make_optimizer(model, cfg, device):
+    """AdamW with weight decay on 2-D tensors (matrices, embeddings) only, not on biases or
+    LayerNorm gains, which decay would only pull towards zero. Fused kernel on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type == "cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# data: a pure function of (seed, step), so resuming and DDP need no sampler state
+
+def seeded(*key):
+    """A torch.Generator seeded from a tuple of non-negative ints, well mixed (numpy SeedSequence)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1))
+
+
+class Batches:
+    """Training batches of one data set, on the training device.
+
+    Each optimizer step draws one global batch (batch_size * grad_accum * world_size sequences)
+    from seeded(seed, step); micro-batch g = micro * world_size + rank takes its rows g*B:(g+1)*B.
+    So the data depends only on the step: a resumed run sees what an uninterrupted one would, and
+    2 processes x 1 micro-batch, 1 process x 2 micro-batches and 1 process x 1 batch twice as large
+    all train on the very same sequences.
+    """
+
+    def __init__(self, data, cfg, block_size, device, world):
+        self.data, self.cfg, self.block_size, self.device, self.world = data, cfg, block_size, device, world
+        self.global_size = cfg.batch_size * cfg.grad_accum * world
+        self.step, self.batch = None, None
+        if data.task == "lm":  # the whole split lives on the device: tiny next to the model
+            self.train = torch.from_numpy(np.asarray(data.tokens("train"), dtype=np.int64)).to(device)
+        else:
+            self.tokens, self.offsets, self.labels = data.examples("train")
+            self.epoch, self.perm = -1, None
+
+    def get(self, step, micro, rank):
+        cfg, B = self.cfg, self.cfg.batch_size
+        rows = slice((micro * self.world + rank) * B, (micro * self.world + rank + 1) * B)
+        if self.data.task == "lm":
+            if step != self.step:
+                self.step, self.batch = step, prepare.lm_batch(self.train, self.global_size, self.block_size,
+                                                               seeded(cfg.seed, 0, step))
+            return self.batch[0][rows], self.batch[1][rows]
+        # classification: epochs without replacement, one fixed permutation per epoch
+        n = len(self.labels)
+        first = step * self.global_size + rows.start  # global example counter
+        idx = [self._example(first + i, n) for i in range(B)]
+        return prepare.cls_batch(self.tokens, self.offsets, self.labels, idx, self.block_size,
+                                 self.data.pad_id, self.device)
+
+    def _example(self, counter, n):
+        epoch = counter // n
+        if epoch != self.epoch:
+            self.epoch, self.perm = epoch, torch.randperm(n, generator=seeded(self.cfg.seed, 1, epoch))
+        return int(self.perm[counter % n])
+
+
+# ----------------------------------------------------------------------------------------------
+# exact evaluation
+
+@torch.no_grad()
+def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1):
+    """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced."""
+    model.eval()
+    block_size = model.config.block_size
+    if data.task == "lm":
+        tokens = torch.from_numpy(np.asarray(data.tokens(split), dtype=np.int64)).to(device)
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
+        for i, (x, y) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size)):
+            if i % world == rank:
+                with autocast:
+                    logits, _ = model(x)
+                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
+                sums[1] += (y >= 0).sum()
+        all_reduce(sums, world)
+        metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
+    else:
+        tokens, offsets, labels = data.examples(split)
+        preds, loss_sum = [], torch.zeros((), dtype=torch.float64, device=device)
+        for x, mask, y in prepare.cls_eval_batches(tokens, offsets, labels, cfg.eval_batch_size,
+                                                   block_size, data.pad_id, device):
+            with autocast:
+                logits, _ = model(x, attention_mask=mask)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            preds.append(logits.argmax(-1).cpu())
+        preds = torch.cat(preds).numpy()
+        metrics = {"loss": loss_sum.item() / len(labels), **classification_metrics(preds, labels, data.label_names)}
+    model.train()
+    return metrics
+
+
+def lm_metrics(nats, n_targets, data, split):
+    """Loss per token, perplexity, and bits per token; bits per character for text tokenizers."""
+    loss = nats / n_targets
+    m = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2), "tokens": n_targets}
+    kind = data.meta["tokenizer"]["kind"]
+    if kind in ("char", "tiktoken"):  # characters the targets spell out (all but the first token)
+        chars = len(data.decode(np.asarray(data.tokens(split)[1:], dtype=np.int64).tolist()))
+        m["bits_per_char"] = nats / math.log(2) / chars
+    return m
+
+
+def classification_metrics(pred, true, label_names):
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true)."""
+    k = len(label_names)
+    pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (true, pred), 1)
+    tp = np.diag(confusion).astype(float)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros(k), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros(k), where=confusion.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
+    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                 for name, p, r, f, s in zip(label_names, precision, recall, f1, confusion.sum(1))}
+    return {"accuracy": float(tp.sum() / max(1, len(true))), "macro_f1": float(f1.mean()),
+            "per_class": per_class, "confusion": confusion.tolist(), "labels": list(label_names)}
+
+
+def all_reduce(tensor, world):
+    if world > 1:
+        torch.distributed.all_reduce(tensor)
+
+
+def headline(metrics):
+    keys = ("loss", "perplexity", "bits_per_char", "accuracy", "macro_f1")
+    return " | ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints: written to a temporary file and renamed, loaded with weights_only=True
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(path, model, optimizer, scaler, step, best, cfg, model_cfg, data, metrics):
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "step": step, "best": best, "metrics": metrics,
+        "config": {"train": asdict(cfg), "model": asdict(model_cfg)},
+        "data": {"name": data.name, "meta": data.meta},
+        # dropout draws from the torch RNG; the data order needs no state (see Batches)
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+    tmp = Path(f"{path}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one, never half of one
+
+
+def load_checkpoint(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, wrong format: all end here
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} is not a version-{CHECKPOINT_VERSION} checkpoint of this project")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, **overrides):
+    """The raw model of a checkpoint (strict key matching) and its config."""
+    model_cfg = TransformerConfig(**{**ckpt["config"]["model"], **overrides})
+    model = Transformer(model_cfg)
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# the training run
+
+class Stop(Exception):
+    """Training cannot go on (non-finite loss); the message says what happened and what is kept."""
+
+
+def log_line(out_dir, record):
+    with open(Path(out_dir) / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def setup_distributed(cfg):
+    """(rank, local_rank, world) from torchrun's environment; one process without it."""
+    if "RANK" not in os.environ:
+        return 0, 0, 1
+    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    use_cuda = cfg.device in ("auto", "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return rank, local_rank, world
+
+
+def load_data(cfg, quiet=False):
+    """The prepared data set, preparing it first if its files are missing."""
+    try:
+        return prepare.load(cfg.dataset, cfg.data_dir)
+    except prepare.DataError:
+        if not quiet:
+            print(f"data set {cfg.dataset!r} is not prepared in {cfg.data_dir}/: preparing it now")
+        try:
+            prepare.prepare(cfg.dataset, data_dir=cfg.data_dir, quiet=quiet)
+        except prepare.DataError as e:
+            raise prepare.DataError(f"{e}\nprepare it by hand, e.g. with a local copy: `python prepare.py "
+                                    f"{cfg.dataset} --data_dir {cfg.data_dir} --source PATH`") from None
+        return prepare.load(cfg.dataset, cfg.data_dir)
+
+
+def cpu_notice(cfg, model_kw, flops_per_step, device):
+    """On a CPU, say up front how long this config would take and which smaller one exists."""
+    if device.type != "cpu" or not cfg.cpu_config:
+        return
+    a = torch.randn(512, 512)
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < 0.2:
+        a @ a
+        n += 1
+    rate = 0.3 * n * 2 * 512 ** 3 / (time.perf_counter() - t0)  # training reaches about 30% of matmul speed
+    alt, alt_kw = parse_args([cfg.cpu_config])
+    alt_model = Transformer(TransformerConfig(vocab_size=65, **alt_kw))
+    T = alt_model.config.block_size
+    alt_flops = alt_model.flops_per_token(T) * alt.batch_size * T * alt.grad_accum * alt.max_iters
+    print(f"note: this config is sized for a GPU; on this CPU it would take about "
+          f"{flops_per_step * cfg.max_iters / rate / 3600:.1f} h. {cfg.cpu_config} trains a smaller "
+          f"model here in about {alt_flops / rate / 60:.0f} min.")
+
+
+def train(cfg, model_kw, quiet=False):
+    """Run (or resume, or evaluate) according to cfg. Returns the final metrics dict."""
+    t_start = time.time()
+    rank, local_rank, world = setup_distributed(cfg)
+    master = rank == 0
+    say = print if master and not quiet else (lambda *a, **k: None)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    dtype = resolve_dtype(cfg.dtype, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+    out = Path(cfg.out_dir)
+
+    data = load_data(cfg, quiet=not master or quiet)
+    ckpt = None
+    if cfg.init_from == "resume" or cfg.eval_only:
+        name = "ckpt_best.pt" if cfg.eval_only and (out / "ckpt_best.pt").exists() else "ckpt_last.pt"
+        ckpt = load_checkpoint(out / name)
+        model_cfg = TransformerConfig(**ckpt["config"]["model"])
+        changed = {k: (getattr(model_cfg, k), v) for k, v in model_kw.items()
+                   if k != "attention" and getattr(model_cfg, k) != v}
+        if changed:
+            raise ConfigError(f"{out / name} was trained with a different model: "
+                              + ", ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in changed.items()))
+        if "attention" in model_kw:  # the one model key that changes speed, not the function
+            model_cfg.attention = model_kw["attention"]
+    else:
+        if master and not cfg.overwrite and ((out / "ckpt_last.pt").exists() or (out / "config.json").exists()):
+            raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
+                              f"replace it with --overwrite=true, or choose another --out_dir")
+        # pad large vocabularies to a multiple of 64 for faster matmuls (50257 -> 50304); the extra
+        # rows are never targets, and sampling masks them (sample.py passes valid_vocab)
+        vocab = data.vocab_size if data.vocab_size < 1024 else -(-data.vocab_size // 64) * 64
+        model_cfg = TransformerConfig(vocab_size=vocab, n_classes=data.n_classes, **model_kw)
+
+    torch.manual_seed(cfg.seed + rank)
+    model = Transformer(model_cfg)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"], strict=True)
+    model.to(device)
+    say(f"{model}\ndevice {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
+        f"{str(dtype).removeprefix('torch.')}, {world} process(es), data {data!r}")
+
+    if cfg.eval_only:
+        metrics = evaluate(model, data, cfg.eval_split, cfg, device, autocast, rank, world)
+        result = {"split": cfg.eval_split, "step": ckpt["step"], "checkpoint": str(out / name), **metrics}
+        if master:
+            write_json(out / "metrics.json", result)
+        say(f"{cfg.eval_split}: {headline(metrics)} (step {ckpt['step']}) -> {out / 'metrics.json'}")
+        return result
+
+    optimizer = make_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    start, best, last_metrics = 0, None, None
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt["scaler"] is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+        start, best, last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
+        torch.set_rng_state(ckpt["rng"]["torch"]) if world == 1 else None
+        if device.type == "cuda" and ckpt["rng"]["cuda"] and world == 1:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        say(f"resuming from {out / 'ckpt_last.pt'} at step {start}")
+    tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.grad_accum * world
+    flops_per_step = model.flops_per_token(model_cfg.block_size) * tokens_per_step
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
+        trim_log(out, start)
+        if not quiet:
+            cpu_notice(cfg, model_kw, flops_per_step, device)
+
+    raw = model  # the source of truth for saving and evaluation: never compiled, never wrapped
+    if cfg.compile and device.type == "cuda":
+        model = torch.compile(model)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    batches = Batches(data, cfg, model_cfg.block_size, device, world)
+    peak = peak_flops(device)
+    metric, higher_better = ("loss", False) if data.task == "lm" else ("accuracy", True)
+
+    stop_signal = []
+    handlers = {}
+    if master or world > 1:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:  # the handler only sets a flag; the loop saves at the next step boundary
+                handlers[sig] = signal.signal(sig, lambda s, f: stop_signal.append(s))
+            except ValueError:  # not the main thread
+                pass
+
+    def checkpoint(step, which="ckpt_last.pt"):
+        if master:
+            save_checkpoint(out / which, raw, optimizer, scaler, step, best, cfg, model_cfg, data, last_metrics)
+
+    say(f"training {cfg.max_iters} steps of {tokens_per_step:,} tokens"
+        f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'}")
+    t_run, t_log, step_ms = time.time(), time.time(), []
+    try:
+        for step in range(start, cfg.max_iters + 1):
+            last = step == cfg.max_iters
+            if (step % cfg.eval_interval == 0 and step != start) or last and step != start:
+                last_metrics = evaluate(raw, data, "val", cfg, device, autocast, rank, world)
+                elapsed = time.time() - t_start
+                improved = best is None or (last_metrics[metric] > best if higher_better else last_metrics[metric] < best)
+                if improved:
+                    best = last_metrics[metric]
+                say(f"step {step}: val {headline(last_metrics)}{' (best)' if improved else ''} | {elapsed:.1f} s")
+                if master:
+                    log_line(out, {"kind": "eval", "step": step, "split": "val", "time": elapsed, **last_metrics})
+                    checkpoint(step)
+                    if improved:
+                        checkpoint(step, "ckpt_best.pt")
+                if cfg.stop_at_loss and data.task == "lm" and last_metrics["loss"] <= cfg.stop_at_loss:
+                    say(f"val loss {last_metrics['loss']:.4f} <= stop_at_loss={cfg.stop_at_loss} at step {step}, "
+                        f"{elapsed:.1f} s from launch")
+                    break
+            if last:
+                break
+            if stop_signal or (cfg.stop_after and step - start == cfg.stop_after):
+                checkpoint(step)
+                say(f"stopped at step {step} ({'signal' if stop_signal else 'stop_after'}); saved "
+                    f"{out / 'ckpt_last.pt'}; continue with --init_from=resume")
+                break
+
+            # ---- one optimizer step ----
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(cfg.grad_accum):
+                batch = batches.get(step, micro, rank)
+                sync = world == 1 or micro == cfg.grad_accum - 1  # DDP: all-reduce on the last micro-step only
+                with (nullcontext() if sync else model.no_sync()), autocast:
+                    if data.task == "lm":
+                        _, loss = model(batch[0], batch[1])
+                    else:
+                        _, loss = model(batch[0], batch[2], attention_mask=batch[1])
+                    loss = loss / cfg.grad_accum  # the mean over the whole accumulated batch
+                (scaler.scale(loss) if scaler else loss).backward()
+                loss_sum += loss.detach()
+            if scaler:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf"))
+            loss_value, grad_value = torch.stack([loss_sum, grad_norm.float()]).tolist()  # one sync per step
+            if not (math.isfinite(loss_value) and (math.isfinite(grad_value) or scaler)):
+                kept = f"the last good checkpoint is {out / 'ckpt_last.pt'}" if (out / "ckpt_last.pt").exists() \
+                    else "no checkpoint was written yet"
+                raise Stop(f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient norm'} "
+                           f"({loss_value if not math.isfinite(loss_value) else grad_value}) at step {step}: "
+                           f"stopped before the optimizer step; {kept}. Lower learning_rate "
+                           f"(now {cfg.learning_rate}) or raise warmup_iters (now {cfg.warmup_iters}).")
+            if scaler:
+                scaler.step(optimizer)  # skips the step itself if fp16 gradients overflowed
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            # ---- logging ----
+            now = time.time()
+            step_ms.append((now - t_log) * 1000)
+            t_log = now
+            if step % cfg.log_interval == 0 and master:
+                ms = sorted(step_ms)[len(step_ms) // 2]  # median over the interval: robust to eval pauses
+                step_ms = []
+                tps = tokens_per_step / (ms / 1000)
+                mfu = flops_per_step / (ms / 1000) / peak if peak else None
+                mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+                done = step + 1 - start
+                eta = (now - t_run) / done * (cfg.max_iters - step - 1)
+                record = {"kind": "train", "step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_value,
+                          "ms_per_step": ms, "tokens_per_s": tps, "mfu": mfu, "mem_gb": mem, "time": now - t_start}
+                log_line(out, record)
+                say(f"step {step:>6}/{cfg.max_iters} | loss {loss_value:.4f} | lr {lr:.2e} | gnorm {grad_value:.2f} | "
+                    f"{ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
+                    f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {format_seconds(eta)}")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+    result = {"step": step, "best_val": best, "wall_s": time.time() - t_start, "params": raw.num_params(),
+              "split": "val", **(last_metrics or {})}
+    if master:
+        write_json(out / "metrics.json", result)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return result
+
+
+def format_seconds(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def write_json(path, obj):
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def trim_log(out, step):
+    """On resume, drop log records past the checkpoint (they belong to the interrupted tail)."""
+    path = out / "log.jsonl"
+    if step == 0:
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        write_json_lines(path, keep)
+
+
+def write_json_lines(path, lines):
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print_help()
+        return 0
+    try:
+        cfg, model_kw = parse_args(argv)
+        if int(os.environ.get("RANK", 0)) == 0:
+            print("config: " + " ".join(f"{k}={v}" for k, v in {**asdict(cfg), **model_kw}.items()
+                                        if v != DEFAULTS.get(k)))
+        train(cfg, model_kw)
+    except (ConfigError, CheckpointError, prepare.DataError, Stop) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
