@@ -62,6 +62,8 @@ class TrainConfig:
     beta1: float = 0.9               # AdamW beta1
     beta2: float = 0.99              # AdamW beta2
     grad_clip: float = 1.0           # clip the global gradient norm to this; 0: off
+    optimizer: str = "adamw"         # 'adamw', or 'muon' (GPU; torch >= 2.9): Muon for the blocks' matrices, AdamW for the rest
+    muon_momentum: float = 0.95      # Muon's Nesterov momentum
     # system
     device: str = "auto"             # 'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'
     dtype: str = "auto"              # 'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), 'bfloat16', 'float16', 'float32'
@@ -181,10 +183,12 @@ def validate(cfg, model_kw):
     if not 0 <= cfg.min_lr <= cfg.learning_rate:
         errors.append(f"min_lr={cfg.min_lr} must be in [0, learning_rate={cfg.learning_rate}]")
     errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2") if not 0 <= getattr(cfg, k) < 1]
-    choices = dict(init_from=("scratch", "resume"), eval_split=("val", "test"),
+    choices = dict(init_from=("scratch", "resume"), eval_split=("val", "test"), optimizer=("adamw", "muon"),
                    dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(prepare.DATASETS))
     errors += [f"{k}={getattr(cfg, k)!r} is not one of {', '.join(map(repr, c))}"
                for k, c in choices.items() if getattr(cfg, k) not in c]
+    if cfg.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
+        errors.append(f"optimizer='muon' needs torch >= 2.9 (this is {torch.__version__}); use 'adamw'")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         errors.append(f"device={cfg.device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
     if cfg.dataset in prepare.DATASETS:  # check the model keys with a stand-in vocabulary
@@ -243,14 +247,24 @@ def lr_at(step, cfg):
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (cfg.learning_rate - cfg.min_lr)
 
 
-def make_optimizer(model, cfg, device):
+def make_optimizers(model, cfg, device):
     """AdamW with weight decay on 2-D tensors (matrices, embeddings) only, not on biases or
-    LayerNorm gains, which decay would only pull towards zero. Fused kernel on CUDA."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                             fused=device.type == "cuda")
+    LayerNorm gains, which decay would only pull towards zero; fused kernel on CUDA.
+    optimizer='muon': the weight matrices inside the blocks go to Muon instead (momentum, then
+    orthogonalised by Newton-Schulz iterations; Jordan et al. 2024), with its learning rate scaled to
+    match AdamW's update size (Liu et al. 2025), so learning_rate means the same for both.
+    Embeddings and the output layer stay with AdamW, as Muon's authors advise."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    muon = [p for n, p in named if cfg.optimizer == "muon" and n.startswith("transformer.h.") and p.dim() == 2]
+    rest = [(n, p) for n, p in named if not any(p is q for q in muon)]
+    groups = [{"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    optimizers = [torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                                    fused=device.type == "cuda")]
+    if muon:
+        optimizers.append(torch.optim.Muon(muon, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           momentum=cfg.muon_momentum, adjust_lr_fn="match_rms_adamw"))
+    return optimizers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,10 +395,10 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def save_checkpoint(path, model, optimizer, scaler, step, best, cfg, model_cfg, data, metrics):
+def save_checkpoint(path, model, optimizers, scaler, step, best, cfg, model_cfg, data, metrics):
     state = {
         "version": CHECKPOINT_VERSION,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
         "scaler": scaler.state_dict() if scaler is not None else None,
         "step": step, "best": best, "metrics": metrics,
         "config": {"train": asdict(cfg), "model": asdict(model_cfg)},
@@ -510,7 +524,7 @@ def train(cfg, model_kw, quiet=False):
             raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
                               f"replace it with --overwrite=true, or choose another --out_dir")
         # pad large vocabularies to a multiple of 64 for faster matmuls (50257 -> 50304); the extra
-        # rows are never targets, and sampling masks them (sample.py passes valid_vocab)
+        # rows are never targets, and sampling masks them (sample.py passes vocab_limit)
         vocab = data.vocab_size if data.vocab_size < 1024 else -(-data.vocab_size // 64) * 64
         model_cfg = TransformerConfig(vocab_size=vocab, n_classes=data.n_classes, **model_kw)
 
@@ -530,11 +544,15 @@ def train(cfg, model_kw, quiet=False):
         say(f"{cfg.eval_split}: {headline(metrics)} (step {ckpt['step']}) -> {out / 'metrics.json'}")
         return result
 
-    optimizer = make_optimizer(model, cfg, device)
+    optimizers = make_optimizers(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     start, best, last_metrics = 0, None, None
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        if len(ckpt["optimizers"]) != len(optimizers):
+            raise ConfigError(f"{out / 'ckpt_last.pt'} was trained with another optimizer; keep optimizer="
+                              f"{ckpt['config']['train']['optimizer']!r} to resume it")
+        for opt, state in zip(optimizers, ckpt["optimizers"]):
+            opt.load_state_dict(state)
         if scaler is not None and ckpt["scaler"] is not None:
             scaler.load_state_dict(ckpt["scaler"])
         start, best, last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
@@ -571,7 +589,7 @@ def train(cfg, model_kw, quiet=False):
 
     def checkpoint(step, which="ckpt_last.pt"):
         if master:
-            save_checkpoint(out / which, raw, optimizer, scaler, step, best, cfg, model_cfg, data, last_metrics)
+            save_checkpoint(out / which, raw, optimizers, scaler, step, best, cfg, model_cfg, data, last_metrics)
 
     say(f"training {cfg.max_iters} steps of {tokens_per_step:,} tokens"
         f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'}")
@@ -605,8 +623,9 @@ def train(cfg, model_kw, quiet=False):
 
             # ---- one optimizer step ----
             lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = lr
             loss_sum = torch.zeros((), device=device)
             for micro in range(cfg.grad_accum):
                 batch = batches.get(step, micro, rank)
@@ -620,7 +639,8 @@ def train(cfg, model_kw, quiet=False):
                 (scaler.scale(loss) if scaler else loss).backward()
                 loss_sum += loss.detach()
             if scaler:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                for opt in optimizers:
+                    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
             grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf"))
             loss_value, grad_value = torch.stack([loss_sum, grad_norm.float()]).tolist()  # one sync per step
             if not (math.isfinite(loss_value) and (math.isfinite(grad_value) or scaler)):
@@ -630,12 +650,14 @@ def train(cfg, model_kw, quiet=False):
                            f"({loss_value if not math.isfinite(loss_value) else grad_value}) at step {step}: "
                            f"stopped before the optimizer step; {kept}. Lower learning_rate "
                            f"(now {cfg.learning_rate}) or raise warmup_iters (now {cfg.warmup_iters}).")
+            for opt in optimizers:
+                if scaler:
+                    scaler.step(opt)  # skips the step itself if fp16 gradients overflowed
+                else:
+                    opt.step()
+                opt.zero_grad(set_to_none=True)
             if scaler:
-                scaler.step(optimizer)  # skips the step itself if fp16 gradients overflowed
                 scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
 
             # ---- logging ----
             now = time.time()

@@ -1,0 +1,342 @@
+"""
+Sample text from a trained language model, or label text with a trained classifier.
+
+    python sample.py                                             # the main job (out-shakespeare-char), streamed
+    python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3 --max_new_tokens=500 --temperature=0.8 --top_k=200 --top_p=0.95 --seed=1337
+    python sample.py --start=FILE:prompt.txt --temperature=0     # prompt from a file, greedy decoding
+    python sample.py --out_dir=out-trec --start="Who wrote Hamlet ?"   # a classifier: label and probabilities
+
+One sample is printed as it is generated; several are generated as one batch and printed in turn,
+separated by a line of dashes. Generation runs with the model's KV cache (model.generate_stream).
+For a classifier, --start is one text or FILE:path with one text per line.
+"""
+import difflib
+import re
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import prepare
+from train import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_device
+
+MAIN_OUT_DIR = "out-shakespeare-char"  # what `python train.py config/shakespeare.py` writes
+MAIN_TRAIN_CMD = "python train.py config/shakespeare.py"
+CHECKPOINTS = {"best": ("ckpt_best.pt", "ckpt_last.pt"), "last": ("ckpt_last.pt",)}  # in order of preference
+
+
+@dataclass
+class SampleConfig:
+    out_dir: str = MAIN_OUT_DIR      # the training run to load
+    checkpoint: str = "best"         # 'best' (ckpt_best.pt, else ckpt_last.pt) or 'last'
+    start: str = "\n"                # the prompt, a newline by default (classifier: the text); FILE:path reads a file
+    num_samples: int = 1             # samples to draw; 1 streams, more run as one batch
+    max_new_tokens: int = 500        # tokens generated per sample
+    temperature: float = 0.8         # < 1 sharper, > 1 more random, 0 greedy (then the seed does not matter)
+    top_k: int = 200                 # keep only the k most likely tokens; 0: off
+    top_p: float = 1.0               # keep the smallest set of tokens with probability >= p; 1.0: off
+    seed: int = 1337                 # the same seed gives the same text
+    device: str = "auto"             # 'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'
+    dtype: str = "auto"              # 'auto' (bf16 on CUDA if supported, else fp32), 'bfloat16', 'float16', 'float32'
+
+
+class SampleError(ValueError):
+    """A problem the user can fix: options, prompt, input file."""
+
+
+# ----------------------------------------------------------------------------------------------
+# options: --key=value as in train.py, every key checked against SampleConfig
+
+def parse_args(argv):
+    types = {f.name: f.type for f in fields(SampleConfig)}
+    settings, errors = {}, []
+    for arg in argv:
+        key, sep, value = arg.removeprefix("--").partition("=")  # split on the first '=' only
+        if not arg.startswith("--") or not sep:
+            errors.append(f"{arg!r}: expected --key=value (python sample.py --help lists every key)")
+            continue
+        if key not in types:
+            close = difflib.get_close_matches(key, list(types), n=1)
+            errors.append(f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close
+                                                    else " (python sample.py --help lists every key)"))
+            continue
+        kind = types[key]
+        try:
+            settings[key] = value if kind is str else float(value) if kind is float else _int(value)
+        except ValueError:
+            errors.append(f"{key}={value!r} is not a valid {kind.__name__}")
+    cfg = SampleConfig(**settings)
+    errors += validate(cfg)
+    if errors:
+        raise SampleError("invalid options:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def _int(text):
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)  # allows --max_new_tokens=1e3, not 2.5
+        if not number.is_integer():
+            raise
+        return int(number)
+
+
+def validate(cfg):
+    errors = []
+    if cfg.checkpoint not in CHECKPOINTS:
+        errors.append(f"checkpoint={cfg.checkpoint!r} is not one of 'best', 'last'")
+    if cfg.num_samples < 1:
+        errors.append(f"num_samples={cfg.num_samples} must be >= 1")
+    if cfg.max_new_tokens < 0:
+        errors.append(f"max_new_tokens={cfg.max_new_tokens} must be >= 0")
+    if cfg.temperature < 0:
+        errors.append(f"temperature={cfg.temperature} must be >= 0 (0 is greedy decoding)")
+    if cfg.top_k < 0:
+        errors.append(f"top_k={cfg.top_k} must be >= 0 (0 turns it off)")
+    if not 0 < cfg.top_p <= 1:
+        errors.append(f"top_p={cfg.top_p} must be in (0, 1] (1 turns it off)")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        errors.append(f"device={cfg.device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+    if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
+        errors.append(f"dtype={cfg.dtype!r} is not one of 'auto', 'bfloat16', 'float16', 'float32'")
+    return errors
+
+
+def print_help():
+    import inspect
+    comments = dict(re.findall(r"^\s+(\w+): .*?#\s*(.*)$", inspect.getsource(SampleConfig), re.M))
+    print(__doc__.strip() + "\n\nKeys (defaults shown):")
+    for f in fields(SampleConfig):
+        default = repr(f.default) if isinstance(f.default, str) and not f.default.isprintable() else f.default
+        print(f"  {f'--{f.name}={default}':<34} {comments.get(f.name, '')}")
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+def find_checkpoint(out_dir, which="best"):
+    out = Path(out_dir)
+    for name in CHECKPOINTS[which]:
+        if (out / name).is_file():
+            return out / name
+    looked = " or ".join(CHECKPOINTS[which])
+    if str(out_dir).rstrip("/") == MAIN_OUT_DIR:
+        fix = f"train the main model first: `{MAIN_TRAIN_CMD}`"
+    else:
+        fix = f"train a model there first, e.g. `{MAIN_TRAIN_CMD} --out_dir={out_dir}`, or point --out_dir at a run"
+    raise CheckpointError(f"no checkpoint in {out}/ (looked for {looked}): {fix}")
+
+
+def get_device(name):
+    device = resolve_device(name)
+    if device.type == "cuda" and not torch.cuda.is_available() or \
+            device.type == "mps" and not torch.backends.mps.is_available():
+        raise SampleError(f"device={name!r} is not available on this machine: use --device=auto or --device=cpu")
+    return device
+
+
+def load(out_dir, which="best", device="cpu"):
+    """(model on device in eval mode, tokenizer, checkpoint dict, checkpoint path)."""
+    path = find_checkpoint(out_dir, which)
+    ckpt = load_checkpoint(path)
+    try:
+        model = model_from_checkpoint(ckpt, dropout=0.0)
+        tokenizer = prepare.Tokenizer(ckpt["data"]["meta"]["tokenizer"])
+    except (KeyError, TypeError, RuntimeError) as e:  # RuntimeError: state dict and config disagree
+        raise CheckpointError(f"{path} does not hold a complete model ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return model.to(device).eval(), tokenizer, ckpt, path
+
+
+def autocast_for(dtype, device):
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    dtype = getattr(torch, dtype)
+    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+
+
+def read_start(start):
+    """--start's text: the string itself, or the contents of the file named by FILE:path."""
+    if not start.startswith("FILE:"):
+        return start
+    path = Path(start[len("FILE:"):]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SampleError(f"prompt file {path} (from --start={start}) not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SampleError(f"prompt file {path} cannot be read as UTF-8 text ({e})") from None
+
+
+def _short(text, n=40):
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
+# ----------------------------------------------------------------------------------------------
+# generation
+
+class StreamDecoder:
+    """Text for a growing list of token ids, handed out as it becomes final.
+
+    Char and word tokenizers decode token by token. A BPE token can end in the middle of a multi-byte
+    UTF-8 character, which decodes to U+FFFD until the next token completes it, so BPE ids are held
+    back until they decode without a trailing U+FFFD."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.pending = tokenizer, []
+
+    def push(self, ids):
+        self.pending += ids
+        text = self.tokenizer.decode(self.pending)
+        if self.tokenizer.kind == "tiktoken" and text.endswith("\ufffd"):
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self):
+        text, self.pending = self.tokenizer.decode(self.pending) if self.pending else "", []
+        return text
+
+
+@torch.no_grad()
+def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens=500, temperature=0.8,
+             top_k=200, top_p=1.0, seed=1337, autocast=nullcontext(), stream=None):
+    """Texts (prompt + continuation) of num_samples samples; with stream, written there as well:
+    one sample as its tokens arrive, several one after another between lines of dashes."""
+    try:
+        ids = tokenizer.encode(prompt)
+    except ValueError as e:  # characters or words the training data never had
+        raise SampleError(f"prompt {_short(prompt)}: {e}; use only symbols of the training data, "
+                          f"or another --start") from None
+    if not ids:
+        raise SampleError(f"the prompt {_short(prompt)} encodes to no tokens: give --start=TEXT "
+                          f"(the default is a newline)")
+    device = next(model.parameters()).device
+    # the seed fixes the text: torch.multinomial draws only from this generator
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (B, T)
+    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None,
+              generator=generator, vocab_limit=vocab_size)  # a padded vocabulary's extra rows are never sampled
+    if num_samples == 1:
+        decoder = StreamDecoder(tokenizer)
+        pieces = [decoder.push(ids)]
+        write = stream.write if stream is not None else (lambda s: None)
+        write(pieces[0])
+        with autocast:
+            for nxt in model.generate_stream(idx, max_new_tokens, **kw):  # (1, 1)
+                pieces.append(decoder.push([nxt.item()]))
+                write(pieces[-1])
+                if stream is not None:
+                    stream.flush()  # show each piece now, not when the buffer fills
+        pieces.append(decoder.flush())
+        write(pieces[-1] + "\n")
+        return ["".join(pieces)]
+    with autocast:
+        out = model.generate(idx, max_new_tokens, **kw)  # (B, T + max_new_tokens)
+    texts = [tokenizer.decode(row.tolist()) for row in out]
+    if stream is not None:
+        stream.write(("\n" + "-" * 40 + "\n").join(texts) + "\n")
+        stream.flush()
+    return texts
+
+
+def sample(out_dir=MAIN_OUT_DIR, start="\n", num_samples=1, max_new_tokens=500, temperature=0.8, top_k=200,
+           top_p=1.0, seed=1337, device="auto", dtype="auto", checkpoint="best", stream=None):
+    """Load out_dir's checkpoint and sample from it; returns the texts (prompt included)."""
+    device = get_device(device)
+    model, tokenizer, ckpt, path = load(out_dir, checkpoint, device)
+    if model.config.n_classes:
+        raise SampleError(f"{path} is a classifier ({model.config.n_classes} classes), not a language "
+                          f"model: use classify()")
+    return generate(model, tokenizer, ckpt["data"]["meta"]["vocab_size"], read_start(start), num_samples,
+                    max_new_tokens, temperature, top_k, top_p, seed, autocast_for(dtype, device), stream)
+
+
+# ----------------------------------------------------------------------------------------------
+# classification
+
+@torch.no_grad()
+def label(model, tokenizer, label_names, texts, autocast=nullcontext(), stream=None, batch_size=64):
+    """For each text {"text", "label", "probs": {label: p} from most to least likely}."""
+    device = next(model.parameters()).device
+    pad = tokenizer.stoi[tokenizer.spec["pad"]]
+    results = []
+    for s in range(0, len(texts), batch_size):
+        chunk = texts[s:s + batch_size]
+        # encode() gives <cls> + word ids, unknown words as <unk>; cut to the context, keeping <cls>
+        seqs = [tokenizer.encode(t)[:model.config.block_size] for t in chunk]
+        for t, seq in zip(chunk, seqs):
+            if len(seq) < 2:  # <cls> alone: no words at all
+                raise SampleError(f"text {_short(t)} has no words to classify")
+        x = torch.full((len(seqs), max(map(len, seqs))), pad, dtype=torch.long)
+        mask = torch.zeros(x.shape, dtype=torch.bool)  # True = real token, right padding as in training
+        for r, seq in enumerate(seqs):
+            x[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), True
+        with autocast:
+            logits, _ = model(x.to(device), attention_mask=mask.to(device))
+        probs = F.softmax(logits.float(), dim=-1).cpu()  # (B, n_classes)
+        for t, p in zip(chunk, probs.tolist()):
+            ranked = dict(sorted(zip(label_names, p), key=lambda kv: -kv[1]))
+            results.append({"text": t, "label": next(iter(ranked)), "probs": ranked})
+            if stream is not None:
+                shown = "  ".join(f"{k} {v:.2f}" for k, v in ranked.items())
+                stream.write(f"{results[-1]['label']:<10} {t}\n{'':<10} {shown}\n")
+    if stream is not None:
+        stream.flush()
+    return results
+
+
+def texts_to_classify(start):
+    """--start as texts: one text, or FILE:path with one text per line (blank lines skipped)."""
+    if start.startswith("FILE:"):
+        texts = [line.strip() for line in read_start(start).splitlines() if line.strip()]
+    else:
+        texts = [start.strip()] if start.strip() else []
+    if not texts:
+        raise SampleError(f"nothing to classify in --start={start!r}: give --start=\"some text\" or "
+                          f"--start=FILE:texts.txt with one text per line")
+    return texts
+
+
+def classify(out_dir, start, device="auto", dtype="auto", checkpoint="best", stream=None):
+    """Load out_dir's classifier and label --start's text(s) (see texts_to_classify), or a list of texts."""
+    device = get_device(device)
+    model, tokenizer, ckpt, path = load(out_dir, checkpoint, device)
+    if not model.config.n_classes:
+        raise SampleError(f"{path} is a language model, not a classifier: use sample()")
+    texts = texts_to_classify(start) if isinstance(start, str) else list(start)
+    return label(model, tokenizer, ckpt["data"]["meta"]["label_names"], texts, autocast_for(dtype, device), stream)
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print_help()
+        return 0
+    try:
+        cfg = parse_args(argv)
+        device = get_device(cfg.device)
+        model, tokenizer, ckpt, path = load(cfg.out_dir, cfg.checkpoint, device)
+        autocast, meta = autocast_for(cfg.dtype, device), ckpt["data"]["meta"]
+        # to stderr, so that stdout holds nothing but the text (python sample.py > out.txt)
+        print(f"{path}: step {ckpt['step']}, {model.num_params() / 1e6:.2f}M parameters, {device}", file=sys.stderr)
+        if model.config.n_classes:
+            label(model, tokenizer, meta["label_names"], texts_to_classify(cfg.start), autocast, sys.stdout)
+        else:
+            generate(model, tokenizer, meta["vocab_size"], read_start(cfg.start), cfg.num_samples,
+                     cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, autocast, sys.stdout)
+    except (SampleError, CheckpointError, prepare.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""sample.py: reproducible sampling, streaming, prompts, errors, and classifier output.
+
+    python -m pytest tests/test_sample.py -q
+
+A tiny character model and a tiny TREC classifier are trained once per module on the `tiny_data`
+fixture (a few seconds on a CPU); every test then loads their checkpoints as a user would.
+"""
+import io
+import shutil
+
+import pytest
+import torch
+
+import prepare
+import sample as S
+import train
+
+PROMPT = "ROMAN:"  # the tiny data set has no 'E'
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--batch_size=8", "--max_iters=20", "--warmup_iters=2",
+        "--eval_interval=10", "--eval_batch_size=64", "--device=cpu", "--log_interval=5"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tensors of a few hundred numbers: syncing two threads per op costs more than it saves, and on a
+    # busy two-core machine one token step takes ~30 ms with two threads against ~5 ms with one
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def char_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sample") / "char"
+    cfg, kw = train.parse_args(["--dataset=shakespeare_char", f"--data_dir={tiny_data}", f"--out_dir={out}",
+                                "--block_size=16", *TINY])
+    train.train(cfg, kw, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trec_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sample") / "trec"
+    cfg, kw = train.parse_args(["--dataset=trec", f"--data_dir={tiny_data}", f"--out_dir={out}", "--block_size=32",
+                                "--causal=false", "--pooling=mean", *TINY])
+    train.train(cfg, kw, quiet=True)
+    return out
+
+
+def draw(run, **kw):
+    args = dict(start=PROMPT, max_new_tokens=40, temperature=1.0, top_k=0, seed=1, device="cpu")
+    return S.sample(run, **{**args, **kw})
+
+
+# ----------------------------------------------------------------------------------------------
+# language model
+
+def test_same_seed_same_text_and_other_seeds_differ(char_run):
+    a, b, c = draw(char_run, seed=1), draw(char_run, seed=1), draw(char_run, seed=2)
+    assert a == b
+    assert a != c  # 40 characters at temperature 1 from a barely trained model: near-uniform draws
+    assert len(a[0]) == len(PROMPT) + 40 and a[0].startswith(PROMPT)
+
+
+def test_greedy_is_seed_independent_and_matches_argmax(char_run):
+    a = draw(char_run, temperature=0, seed=1, top_p=0.5)
+    b = draw(char_run, temperature=0, seed=99)
+    assert a == b
+    # the same text by argmax over a full forward at every step (no KV cache, no sampling code)
+    model, tok, _, _ = S.load(char_run, "best", torch.device("cpu"))
+    ids = tok.encode(PROMPT)
+    with torch.no_grad():
+        for _ in range(40):
+            logits, _ = model(torch.tensor([ids[-model.config.block_size:]]))
+            ids.append(int(logits[0, -1].argmax()))
+    assert a[0] == tok.decode(ids)
+
+
+def test_top_k_one_is_greedy(char_run):
+    assert draw(char_run, top_k=1, seed=5) == draw(char_run, temperature=0)
+
+
+def test_num_samples_batch(char_run):
+    buf = io.StringIO()
+    texts = draw(char_run, num_samples=3, max_new_tokens=25, stream=buf)
+    assert len(texts) == 3
+    assert all(t.startswith(PROMPT) and len(t) == len(PROMPT) + 25 for t in texts)
+    assert len(set(texts)) == 3
+    assert buf.getvalue() == ("\n" + "-" * 40 + "\n").join(texts) + "\n"
+
+
+def test_stream_equals_returned_text_and_arrives_token_by_token(char_run):
+    writes = []
+
+    class Recorder(io.StringIO):
+        def write(self, s):
+            writes.append(s)
+            return super().write(s)
+
+    buf = Recorder()
+    texts = draw(char_run, max_new_tokens=30, stream=buf)
+    assert buf.getvalue() == texts[0] + "\n"
+    assert sum(1 for w in writes if w) >= 30  # the prompt, then a piece per token: not one write at the end
+
+
+class ByteTokenizer:
+    """BPE-like: one token per byte, so multi-byte characters are split across tokens."""
+    kind = "tiktoken"
+
+    def decode(self, ids):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def test_stream_decoder_holds_back_split_characters():
+    text = "héllo € 𝄞 done"
+    dec = S.StreamDecoder(ByteTokenizer())
+    pieces = [dec.push([b]) for b in text.encode("utf-8")] + [dec.flush()]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_unknown_prompt_characters_are_listed(char_run, capsys):
+    with pytest.raises(S.SampleError, match="é") as e:
+        draw(char_run, start="ROMAN é ü")
+    assert "ü" in str(e.value)
+    assert S.main([f"--out_dir={char_run}", "--start=café ü", "--device=cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") or "\nerror: " in err
+    assert "é" in err and "ü" in err and "Traceback" not in err
+
+
+def test_prompt_from_file(char_run, tmp_path):
+    (tmp_path / "prompt.txt").write_text(PROMPT, encoding="utf-8")
+    assert draw(char_run, start=f"FILE:{tmp_path / 'prompt.txt'}") == draw(char_run, start=PROMPT)
+    with pytest.raises(S.SampleError, match="nope.txt"):
+        draw(char_run, start=f"FILE:{tmp_path / 'nope.txt'}")
+
+
+def test_cli_prints_the_sample(char_run, capsys):
+    argv = [f"--out_dir={char_run}", f"--start={PROMPT}", "--max_new_tokens=20", "--temperature=0.8",
+            "--top_k=200", "--top_p=0.95", "--seed=3", "--device=cpu"]
+    assert S.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out == S.sample(char_run, PROMPT, 1, 20, 0.8, 200, 0.95, 3, "cpu")[0] + "\n"
+
+
+def test_bare_run_without_checkpoint_names_the_train_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no out-shakespeare-char here
+    assert S.main([]) == 1
+    err = capsys.readouterr().err
+    assert "out-shakespeare-char" in err and "python train.py config/shakespeare.py" in err
+    assert S.main(["--out_dir=elsewhere"]) == 1
+    assert "elsewhere" in capsys.readouterr().err
+
+
+def test_bad_options(capsys):
+    with pytest.raises(S.SampleError, match="did you mean 'temperature'"):
+        S.parse_args(["--temprature=0.5"])
+    with pytest.raises(S.SampleError) as e:
+        S.parse_args(["--top_p=2", "--num_samples=two", "--checkpoint=newest", "--start"])
+    for bad in ("top_p=2", "'two'", "newest", "'--start'"):
+        assert bad in str(e.value)
+    cfg = S.parse_args(["--start=a=b", "--max_new_tokens=1e3"])
+    assert cfg.start == "a=b" and cfg.max_new_tokens == 1000
+    assert S.main(["--top_k=-1"]) == 1 and "top_k=-1" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_names_the_file(char_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(char_run, run)
+    ckpt = run / "ckpt_best.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[:len(data) // 2])
+    assert S.main([f"--out_dir={run}", "--device=cpu"]) == 1
+    err = capsys.readouterr().err
+    assert str(ckpt) in err and "corrupt" in err and "Traceback" not in err
+    # --checkpoint=last skips the broken file
+    assert S.main([f"--out_dir={run}", "--checkpoint=last", "--max_new_tokens=5", "--device=cpu"]) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# classifier
+
+def test_classifier_labels_and_probabilities(trec_run, tiny_data, tmp_path, capsys):
+    names = prepare.load("trec", tiny_data).label_names
+    texts = ["What is the capital of France ?", "Who wrote Hamlet ?", "How many legs does a spider have ?"]
+    (tmp_path / "q.txt").write_text("\n".join(texts[:2]) + "\n\n" + texts[2] + "\n", encoding="utf-8")
+    results = S.classify(trec_run, f"FILE:{tmp_path / 'q.txt'}", device="cpu")
+    assert [r["text"] for r in results] == texts  # blank line skipped
+    for r in results:
+        probs = list(r["probs"].values())
+        assert set(r["probs"]) == set(names) and r["label"] in names
+        assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+        assert probs == sorted(probs, reverse=True) and r["label"] == next(iter(r["probs"]))
+    # one text at a time gives the same probabilities as the padded batch
+    alone = S.classify(trec_run, texts[1], device="cpu")[0]
+    assert alone["probs"] == pytest.approx(results[1]["probs"], abs=1e-5)
+
+    assert S.main([f"--out_dir={trec_run}", f"--start={texts[1]}", "--device=cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[0] == alone["label"] and out[0].endswith(texts[1])
+    assert out[1].split()[::2] == list(alone["probs"])
+
+
+def test_classifier_input_errors(trec_run, char_run):
+    with pytest.raises(S.SampleError, match="nothing to classify"):
+        S.classify(trec_run, "   ", device="cpu")
+    with pytest.raises(S.SampleError, match="no words"):
+        S.classify(trec_run, ["fine question ?", ""], device="cpu")
+    with pytest.raises(S.SampleError, match="classifier"):
+        S.sample(trec_run, device="cpu")
+    with pytest.raises(S.SampleError, match="language model"):
+        S.classify(char_run, "hello", device="cpu")
