@@ -13,6 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# Tiny models on small CPUs: a second intra-op thread mostly waits (a 20-step run: 0.2 s with one
+# thread, several seconds with two on a loaded 2-core machine).
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 
 def _find_mirror():
     env = os.environ.get("TFS_DATA_MIRROR")

@@ -1,0 +1,499 @@
+"""
+Pictures of runs, models and studies, written as PNG files (headless: no display needed).
+
+    python plot.py curves out-shakespeare out-rope --labels=learned,rope     # loss and lr, runs overlaid
+    python plot.py attention --out_dir=out-shakespeare --text="ROMEO:" --layer=0
+    python plot.py embeddings --out_dir=out-trec --split=val                   # t-SNE, coloured by label
+    python plot.py positions --block_size=256 --n_embd=384 --n_head=6         # no checkpoint needed
+
+Other kinds: `confusion --out_dir=RUN` (a classifier's metrics.json) and `ablation results/lm`
+(a study's results.json). Every kind takes --out=PATH; by default the PNG goes into the run's
+directory (the current one for positions without a run, and for several curves), named after the kind.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+# Figure + its own Agg canvas, never pyplot: no display, no global figure registry, no backend switch
+# for whoever imports this module (ablate.py does)
+from matplotlib.figure import Figure
+
+import prepare
+import train
+from model import rope_cos_sin, sinusoidal_table
+
+DPI = 120  # every PNG is exactly figsize * DPI pixels (no bbox_inches='tight', which would crop)
+MAX_TOKENS = 64  # attention heatmaps: beyond this the tick labels stop being readable
+
+
+class PlotError(ValueError):
+    """A user-reachable problem with a plot's input: the message names the value and the fix."""
+
+
+def save(fig, path):
+    """Write fig to path as PNG via a temp file + os.replace, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=DPI)
+    os.replace(tmp, path)
+    return path
+
+
+def token_label(tok, i):
+    """A short readable string for token id i: newline as '⏎', space as '␣' (so ' the' reads '␣the')."""
+    s = tok.enc.decode([int(i)]) if tok.kind == "tiktoken" else tok.itos[int(i)]
+    return s.replace("\n", "⏎").replace(" ", "␣") or "∅"
+
+
+def load_run(out_dir):
+    """(checkpoint, raw model in eval mode on CPU, tokenizer) of a run; ckpt_best.pt if it exists,
+    as train.py --eval_only does, else ckpt_last.pt."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise PlotError(f"out_dir {str(out)!r} does not exist: train a run into it first "
+                        f"(python train.py --out_dir={out} ...) or point --out_dir at an existing run")
+    names = [n for n in ("ckpt_best.pt", "ckpt_last.pt") if (out / n).is_file()]
+    if not names:
+        raise PlotError(f"out_dir {str(out)!r} holds no checkpoint (ckpt_best.pt or ckpt_last.pt): "
+                        f"train a run into it first (python train.py --out_dir={out} ...)")
+    ckpt = train.load_checkpoint(out / names[0])
+    model = train.model_from_checkpoint(ckpt).eval()
+    return ckpt, model, prepare.Tokenizer(ckpt["data"]["meta"]["tokenizer"])
+
+
+def run_title(out_dir, ckpt):
+    return f"{Path(out_dir).name} ({ckpt['data']['name']}, step {ckpt['step']})"
+
+
+# ----------------------------------------------------------------------------------------------
+# curves: loss and learning rate from log.jsonl
+
+def read_log(run_dir):
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        raise PlotError(f"{path} not found: train a run into {run_dir} first "
+                        f"(python train.py --out_dir={run_dir} ...), or check the directory name")
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise PlotError(f"{path}, line {n}, is not JSON ({e.msg}): is this a log.jsonl of train.py?") from None
+    records = [r for r in records if r.get("kind") in ("train", "eval")]
+    if not records:
+        raise PlotError(f"{path} holds no train or eval records yet: let the run reach its first log_interval")
+    # "time" restarts at 0 in every process: after a resume, continue from where the last one stopped
+    offset = last = 0.0
+    for r in records:
+        if r["time"] + offset < last:
+            offset = last
+        r["time"] = last = r["time"] + offset
+    return records
+
+
+def time_unit(seconds):
+    """(divisor, name) so that wall-clock axes read in s, min or h rather than 7,200 s."""
+    return (3600, "h") if seconds > 3 * 3600 else (60, "min") if seconds > 600 else (1, "s")
+
+
+def plot_curves(run_dirs, path, labels=None):
+    """Train and val loss against step and wall time, lr against step; one colour per run."""
+    run_dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
+    labels = labels or [d.name or str(d) for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise PlotError(f"{len(labels)} labels ({', '.join(labels)}) for {len(run_dirs)} runs: give one label per run")
+    logs = [read_log(d) for d in run_dirs]
+    div, unit = time_unit(max(r.get("time", 0) for log in logs for r in log))
+    fig = Figure(figsize=(16, 4.8), dpi=DPI, layout="constrained")
+    ax_step, ax_time, ax_lr = fig.subplots(1, 3)
+    for i, (log, label) in enumerate(zip(logs, labels)):
+        color = f"C{i % 10}"
+        tr = [r for r in log if r.get("kind") == "train"]
+        ev = [r for r in log if r.get("kind") == "eval"]
+        for ax, x in ((ax_step, "step"), (ax_time, "time")):
+            scale = 1 if x == "step" else div
+            # train loss is one noisy batch per point: thin; val loss is exact over the split: markers
+            ax.plot([r[x] / scale for r in tr], [r["loss"] for r in tr], color=color, lw=1, alpha=0.6,
+                    label=f"{label} train")
+            ax.plot([r[x] / scale for r in ev], [r["loss"] for r in ev], color=color, lw=2, marker="o", ms=4,
+                    label=f"{label} val")
+        ax_lr.plot([r["step"] for r in tr], [r["lr"] for r in tr], color=color, lw=1.5, label=label)
+    for ax, xlabel, title in ((ax_step, "step", "loss vs step"), (ax_time, f"wall time ({unit})", "loss vs wall time")):
+        ax.set(xlabel=xlabel, ylabel="cross-entropy loss (nats)", title=title)
+        ax.grid(alpha=0.3)
+    ax_step.legend(fontsize=8)
+    ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate schedule")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax_lr.grid(alpha=0.3)
+    fig.suptitle("Training curves: " + ", ".join(labels))
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# attention heatmaps
+
+def attention_figsize(n_rows, n_cols, n_tokens):
+    cell = min(4.5, max(2.6, 0.065 * n_tokens))  # inches per heatmap: room for one tick label per token
+    return (n_cols * cell + 1.2, n_rows * cell + 0.9)
+
+
+def plot_attention(out_dir, text, path, layer=None, max_tokens=MAX_TOKENS):
+    """Attention weights of every layer and head (or one layer) for text, tokens on both axes."""
+    ckpt, model, tok = load_run(out_dir)
+    cfg = model.config
+    if not text:
+        raise PlotError("--text is empty: give a text to look at, e.g. --text='ROMEO:'")
+    try:
+        ids = tok.encode(text)
+    except ValueError as e:  # e.g. a character the char-level vocabulary lacks
+        raise PlotError(f"text {text!r} cannot be encoded by {Path(out_dir).name}'s "
+                        f"{tok.kind} tokenizer: {e}; use text from the training data's alphabet") from None
+    limit = min(max_tokens, cfg.block_size)
+    note = f" (first {limit} of {len(ids)} tokens)" if len(ids) > limit else ""
+    ids = ids[:limit]
+    layers = list(range(cfg.n_layer))
+    if layer is not None:
+        if not 0 <= layer < cfg.n_layer:
+            raise PlotError(f"layer={layer} does not exist: the model has layers 0..{cfg.n_layer - 1}")
+        layers = [layer]
+    maps = model.attention_maps(torch.tensor([ids]))  # n_layer x (1, nh, T, T)
+    labels = [token_label(tok, i) for i in ids]
+    T = len(ids)
+    fig = Figure(figsize=attention_figsize(len(layers), cfg.n_head, T), dpi=DPI, layout="constrained")
+    axes = fig.subplots(len(layers), cfg.n_head, squeeze=False)
+    fontsize = 8 if T <= 24 else 6 if T <= 40 else 5
+    for r, l in enumerate(layers):
+        for h in range(cfg.n_head):
+            ax = axes[r, h]
+            im = ax.imshow(maps[l][0, h].float().numpy(), vmin=0, vmax=1, cmap="viridis")
+            ax.set_title(f"layer {l}, head {h}", fontsize=10)
+            ax.set_xticks(range(T), labels, rotation=90 if max(map(len, labels)) > 1 else 0, fontsize=fontsize)
+            ax.set_yticks(range(T), labels, fontsize=fontsize)
+            if r == len(layers) - 1:
+                ax.set_xlabel("key (attended-to token)")
+            if h == 0:
+                ax.set_ylabel("query (attending token)")
+    fig.colorbar(im, ax=axes, shrink=0.8 if len(layers) < 3 else 0.5, label="attention weight (rows sum to 1)")
+    kind = "causal" if cfg.causal else "bidirectional"
+    fits = int(fig.get_figwidth() * 9)  # characters of an 11 pt title line that fit the figure's width
+    shown = repr(text) if len(repr(text)) <= fits else repr(text)[: fits - 4] + "...'"
+    fig.suptitle(f"Attention weights, {run_title(out_dir, ckpt)}\n{kind}, pos={cfg.pos_encoding}{note}\n"
+                 f"text {shown}", fontsize=11)
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# t-SNE of token embeddings and of a classifier's sentence representations
+
+CHAR_CLASSES = {"vowel": "C0", "consonant": "C1", "capital vowel": "C2", "capital consonant": "C3",
+                "digit": "C4", "punctuation": "C5", "whitespace": "C7"}
+
+
+def char_class(c):
+    if c.isspace():
+        return "whitespace"
+    if c.isdigit():
+        return "digit"
+    if c.isalpha():
+        kind = "vowel" if c.lower() in "aeiou" else "consonant"
+        return "capital " + kind if c.isupper() else kind
+    return "punctuation"
+
+
+def tsne(x, seed=0):
+    """2-D t-SNE with a fixed seed. sklearn needs perplexity < n_samples; the usual 30 is clamped to
+    (n-1)/3 so that tiny inputs (a 48-character vocabulary, a 6-question split) still work."""
+    from sklearn.manifold import TSNE  # a slow import, needed by this kind only
+    n = len(x)
+    if n < 4:
+        raise PlotError(f"t-SNE needs at least 4 points, got {n}: use a larger split or --max_points")
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
+    # one thread: with torch loaded there are two OpenMP runtimes (torch's and scikit-learn's), and
+    # Barnes-Hut's threads then spin against each other: 40 s instead of 0.3 s for 48 points (2 cores)
+    with threadpool_limits(1):
+        return tsne.fit_transform(np.asarray(x, dtype=np.float64))
+
+
+def run_data(ckpt, data_dir=None):
+    """The prepared data set a run was trained on, checked against the checkpoint's vocabulary."""
+    data_dir = data_dir or ckpt["config"]["train"]["data_dir"]
+    data = prepare.load(ckpt["data"]["name"], data_dir)
+    if data.meta["tokenizer"] != ckpt["data"]["meta"]["tokenizer"]:
+        raise PlotError(f"{data.dir} was prepared with a different tokenizer than the run's checkpoint: "
+                        f"point --data_dir at the data the run was trained on")
+    return data
+
+
+@torch.no_grad()
+def plot_embeddings(out_dir, path, split="val", max_points=2000, data_dir=None, annotate=60):
+    """LM: t-SNE of token embeddings (characters by class, else the most frequent tokens of train).
+    Classifier: t-SNE of pooled sentence representations of a split, coloured by true label."""
+    if max_points < 4:
+        raise PlotError(f"max_points={max_points}: t-SNE needs at least 4 points")
+    ckpt, model, tok = load_run(out_dir)
+    meta = ckpt["data"]["meta"]
+    fig = Figure(figsize=(10, 8.5), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    if model.config.n_classes:
+        data = run_data(ckpt, data_dir)
+        tokens, offsets, labels = data.examples(split)
+        n = len(labels)
+        # a fixed random subset, so a large split is sampled evenly rather than cut at its start
+        idx = np.sort(np.random.default_rng(0).permutation(n)[:max_points])
+        reps = []
+        for s in range(0, len(idx), 256):
+            x, mask, _ = prepare.cls_batch(tokens, offsets, labels, idx[s:s + 256], model.config.block_size,
+                                           data.pad_id, "cpu")
+            reps.append(model.pool(model.encode(x, mask), mask))
+        xy = tsne(torch.cat(reps).numpy())
+        y = labels[idx]
+        for k, name in enumerate(data.label_names):
+            ax.scatter(*xy[y == k].T, s=14, color=f"C{k % 10}", alpha=0.8, label=f"{name} ({(y == k).sum()})")
+        ax.legend(title="true label", fontsize=9)
+        ax.set_title(f"Pooled sentence representations ({model.config.pooling} pooling), t-SNE\n"
+                     f"{run_title(out_dir, ckpt)}, {split} split, {len(idx)} of {n} examples")
+    else:
+        W = model.transformer.wte.weight[: meta["vocab_size"]].float().numpy()  # padded rows are unused
+        if tok.kind == "char":
+            xy = tsne(W)
+            classes = [char_class(c) for c in tok.itos]
+            for name, color in CHAR_CLASSES.items():
+                sel = np.array([c == name for c in classes])
+                if sel.any():
+                    ax.scatter(*xy[sel].T, s=260, color=color, alpha=0.45, label=name)
+            for (px, py), i in zip(xy, range(len(W))):  # the character itself, dark on its class colour
+                ax.annotate(token_label(tok, i), (px, py), ha="center", va="center", fontsize=11)
+            ax.legend(title="character class", fontsize=9)
+            what = f"all {len(W)} characters"
+        else:  # BPE / words: the most frequent tokens of the training split, the top ones named
+            counts = np.bincount(np.asarray(run_data(ckpt, data_dir).tokens("train")), minlength=len(W))
+            top = np.argsort(-counts, kind="stable")[: min(max_points, int((counts > 0).sum()))]
+            xy = tsne(W[top])
+            sc = ax.scatter(*xy.T, s=10, c=np.log10(counts[top]), cmap="viridis", alpha=0.8)
+            fig.colorbar(sc, ax=ax, label="log10 count in the train split")
+            for (px, py), i in list(zip(xy, top))[:annotate]:
+                ax.annotate(token_label(tok, i), (px, py), fontsize=8)
+            what = f"the {len(top)} most frequent tokens of train, the top {min(annotate, len(top))} named"
+        ax.set_title(f"Token embeddings (wte), t-SNE: {run_title(out_dir, ckpt)}\n{what}")
+    ax.set(xlabel="t-SNE 1 (no unit)", ylabel="t-SNE 2 (no unit)")
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# confusion matrix and ablation bars
+
+def plot_confusion(metrics_or_path, path):
+    """A classifier's confusion matrix (rows: true label), cells coloured by the row's fraction."""
+    m = metrics_or_path
+    if not isinstance(m, dict):
+        src = Path(m) / "metrics.json" if Path(m).is_dir() else Path(m)
+        if not src.is_file():
+            raise PlotError(f"{src} not found: it is written at the end of training, or by "
+                            f"python train.py --out_dir={src.parent} --eval_only=true")
+        m = json.loads(src.read_text())
+    if "confusion" not in m:
+        raise PlotError("metrics.json of an lm run has no confusion matrix; plot a classifier's, or run "
+                        "train.py with --eval_only=true on one")
+    cm = np.asarray(m["confusion"], dtype=np.int64)
+    names = m.get("labels") or [str(k) for k in range(len(cm))]
+    if cm.ndim != 2 or cm.shape != (len(names), len(names)):
+        raise PlotError(f"confusion matrix of shape {cm.shape} does not match {len(names)} labels")
+    frac = cm / np.maximum(cm.sum(1, keepdims=True), 1)  # recall per cell: rare classes stay visible
+    fig = Figure(figsize=(8, 7), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
+    for (i, j), count in np.ndenumerate(cm):
+        ax.text(j, i, f"{count}\n{frac[i, j]:.0%}", ha="center", va="center", fontsize=9,
+                color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="predicted label", ylabel="true label")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class (recall in the diagonal)")
+    scores = ", ".join(f"{k} {m[k]:.3f}" for k in ("accuracy", "macro_f1") if k in m)
+    ax.set_title(f"Confusion matrix, {m.get('split', '?')} split, step {m.get('step', '?')}, "
+                 f"{cm.sum()} examples\n{scores}")
+    return save(fig, path)
+
+
+def plot_ablation(results, path):
+    """A study's bars: mean of the metric per variant with std error bars, every seed as a dot,
+    a dashed line at the baseline's mean, '*' on differences the study found significant."""
+    missing = [k for k in ("study", "metric", "baseline", "runs", "summary") if k not in results]
+    if missing:
+        raise PlotError(f"results have no {', '.join(missing)}: expected the results.json written by ablate.py")
+    metric, summary = results["metric"], results["summary"]
+    if not summary:
+        raise PlotError(f"study {results['study']!r} has an empty summary: no finished runs to plot")
+    names = [s["variant"] for s in summary]
+    means = np.array([s["mean"] for s in summary], dtype=float)
+    stds = np.array([s.get("std") or 0.0 for s in summary], dtype=float)
+    seeds = {v: [r[metric] for r in results["runs"] if r["variant"] == v and r.get(metric) is not None] for v in names}
+    ns = sorted({s["n"] for s in summary})
+    n_txt = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+    x = np.arange(len(names))
+    fig = Figure(figsize=(max(7.0, 1.2 * len(names) + 3), 5.5), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    colors = ["0.6" if v == results["baseline"] else "C0" for v in names]
+    ax.bar(x, means, yerr=stds, capsize=6, color=colors, alpha=0.85, edgecolor="black", linewidth=0.5)
+    for i, v in enumerate(names):
+        jitter = np.linspace(-0.12, 0.12, len(seeds[v])) if len(seeds[v]) > 1 else [0.0]
+        ax.scatter(i + np.asarray(jitter), seeds[v], color="black", s=14, zorder=3,
+                   label="one seed" if i == 0 else None)
+    if results["baseline"] in names:
+        base = means[names.index(results["baseline"])]
+        ax.axhline(base, color="0.3", ls="--", lw=1, label=f"baseline ({results['baseline']}) mean")
+    # differences between variants are often a few % of the metric: start the axis near the data
+    values = np.concatenate([means - stds, means + stds] + [np.asarray(s, dtype=float) for s in seeds.values()])
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.15 * (hi - lo) or 0.05 * abs(hi) or 1.0
+    bottom = 0.0 if lo >= 0 and lo < 0.5 * hi else lo - pad
+    ax.set_ylim(bottom, hi + 2.5 * pad)
+    for i, s in enumerate(summary):
+        label = f"{s['mean']:.4g}"
+        if s["variant"] != results["baseline"] and s.get("diff") is not None:
+            p = s.get("p_value")
+            label += f"\nΔ {s['diff']:+.3g}" + (f", p={p:.2g}" if p is not None else "")
+            label += " *" if s.get("significant") else ""
+        ax.text(i, means[i] + stds[i] + 0.3 * pad, label, ha="center", va="bottom", fontsize=8)
+    ticks = [f"{v}\n(baseline)" if v == results["baseline"] else v for v in names]
+    long = max(map(len, names)) > 10
+    ax.set_xticks(x, ticks, rotation=25 if long else 0, ha="right" if long else "center")
+    better = "higher" if results.get("higher_is_better") else "lower"
+    zoom = ", axis does not start at 0" if bottom != 0 else ""
+    ax.set(xlabel="variant", ylabel=f"{metric} ({better} is better{zoom})")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"{results['study']}: {metric} (mean ± std over {n_txt} seeds)\n"
+                 f"* = significant difference from the baseline", fontsize=11)
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# position encodings
+
+def cosine_matrix(table):
+    t = torch.nn.functional.normalize(torch.as_tensor(table).float(), dim=-1)
+    return (t @ t.T).numpy()  # (P, P)
+
+
+def plot_positions(path, out_dir=None, block_size=None, n_embd=None, n_head=None, rope_base=None):
+    """Cosine similarity between positions of the sinusoidal table (and of a run's learned table),
+    RoPE's frequency spectrum, and RoPE's similarity against relative distance."""
+    given = dict(block_size=block_size, n_embd=n_embd, n_head=n_head, rope_base=rope_base)
+    learned, source = None, "no checkpoint"
+    if out_dir is not None:
+        ckpt, model, _ = load_run(out_dir)
+        run_cfg = ckpt["config"]["model"]
+        clash = {k: (v, run_cfg[k]) for k, v in given.items() if v is not None and v != run_cfg[k]}
+        if clash:
+            raise PlotError(f"{out_dir} was trained with " + ", ".join(f"{k}={b}" for k, (a, b) in clash.items())
+                            + ": drop those options, or drop --out_dir to plot other sizes")
+        given = {k: run_cfg[k] for k in given}
+        source = f"{run_title(out_dir, ckpt)}, pos={run_cfg['pos_encoding']}"
+        if run_cfg["pos_encoding"] == "learned":
+            learned = model.transformer.wpe.weight.detach()
+    T, C, nh, base = (given["block_size"] or 256, given["n_embd"] or 384, given["n_head"] or 6,
+                      given["rope_base"] or 10000.0)
+    if min(T, C, nh) < 1 or C % nh or (C // nh) % 2:
+        raise PlotError(f"n_embd={C} must be a positive multiple of n_head={nh} with an even head dim "
+                        f"(RoPE rotates pairs of dimensions)")
+    hs = C // nh
+    panels = 3 + (learned is not None)
+    fig = Figure(figsize=(5.2 * panels, 5), dpi=DPI, layout="constrained")
+    axes = list(fig.subplots(1, panels))
+    tables = [("sinusoidal", sinusoidal_table(T, C))] + ([("learned", learned)] if learned is not None else [])
+    for name, table in tables:
+        ax = axes.pop(0)
+        im = ax.imshow(cosine_matrix(table), vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set(xlabel="position j (tokens)", ylabel="position i (tokens)",
+               title=f"{name}: cosine similarity of PE(i), PE(j)\n{T} positions x {C} dims")
+    fig.colorbar(im, ax=fig.axes[: len(tables)], shrink=0.8, label="cosine similarity")
+    # RoPE rotates dimension pair i by pos * theta_i, theta_i = base^(-2i/hs) (Su et al. 2021, eq. 15)
+    theta = base ** (-np.arange(0, hs, 2) / hs)
+    ax = axes.pop(0)
+    ax.semilogy(np.arange(hs // 2), 2 * np.pi / theta, marker="o", ms=3)
+    ax.axhline(T, color="C3", ls="--", label=f"block_size = {T}")
+    ax.set(xlabel="dimension pair i", ylabel="wavelength 2π/θ_i (tokens, log scale)",
+           title=f"RoPE frequency spectrum\nhead dim {hs}, base {base:g}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    # q·k of a vector with itself, rotated m positions apart, equal energy in every pair: mean_i cos(m theta_i),
+    # RoPE's long-term decay with distance (Su et al. 2021, 3.4.3)
+    cos, _ = rope_cos_sin(torch.arange(T), hs, base)  # (T, hs), halves duplicated: the mean is unchanged
+    ax = axes.pop(0)
+    ax.plot(np.arange(T), cos.mean(-1).numpy())
+    ax.set(xlabel="relative distance m (tokens)", ylabel="mean_i cos(m θ_i)",
+           title="RoPE: similarity of a vector with itself\nrotated m positions apart")
+    ax.grid(alpha=0.3)
+    fig.suptitle(f"Position encodings ({source})")
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    sub = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    def add(kind, help, run=True):
+        s = sub.add_parser(kind, help=help)
+        s.add_argument("--out", help="output PNG (default: KIND.png in the run directory)")
+        if run:
+            s.add_argument("--out_dir", required=kind != "positions", help="the run's directory")
+        return s
+    s = add("curves", "train/val loss vs step and wall time, lr; several runs overlaid", run=False)
+    s.add_argument("runs", nargs="+", help="run directories holding log.jsonl")
+    s.add_argument("--labels", help="comma-separated legend labels, one per run (default: directory names)")
+    s = add("attention", "attention heatmaps per layer and head for a text")
+    s.add_argument("--text", required=True, help="the text to feed the model")
+    s.add_argument("--layer", type=int, help="only this layer (0-based; default: all)")
+    s = add("embeddings", "t-SNE of token embeddings, or of a classifier's sentence representations")
+    s.add_argument("--split", default="val", help="classifier: the split to embed (default: val)")
+    s.add_argument("--max_points", type=int, default=2000, help="at most this many points (default: 2000)")
+    s.add_argument("--data_dir", help="where the run's data set is prepared (default: the run's data_dir)")
+    add("confusion", "a classifier's confusion matrix from RUN/metrics.json")
+    s = add("ablation", "a study's bars from RESULTS_DIR/results.json", run=False)
+    s.add_argument("results", help="directory holding results.json, or the file itself")
+    s = add("positions", "sinusoidal / learned position similarity and the RoPE spectrum")
+    for key, kind in (("block_size", int), ("n_embd", int), ("n_head", int), ("rope_base", float)):
+        s.add_argument(f"--{key}", type=kind, help="without --out_dir; default: 256, 384, 6, 10000")
+    a = p.parse_args(argv)
+
+    home = Path(getattr(a, "out_dir", None) or ".")
+    if a.kind == "curves":
+        home = Path(a.runs[0]) if len(a.runs) == 1 else Path(".")
+    elif a.kind == "ablation":
+        home = Path(a.results).parent if a.results.endswith(".json") else Path(a.results)
+    out = Path(a.out or home / f"{a.kind}.png")
+    try:
+        if a.kind == "curves":
+            plot_curves(a.runs, out, [s.strip() for s in a.labels.split(",")] if a.labels else None)
+        elif a.kind == "attention":
+            plot_attention(a.out_dir, a.text, out, a.layer)
+        elif a.kind == "embeddings":
+            plot_embeddings(a.out_dir, out, a.split, a.max_points, a.data_dir)
+        elif a.kind == "confusion":
+            plot_confusion(a.out_dir, out)
+        elif a.kind == "ablation":
+            src = Path(a.results) if a.results.endswith(".json") else Path(a.results) / "results.json"
+            if not src.is_file():
+                raise PlotError(f"{src} not found: run the study first (python ablate.py ...)")
+            plot_ablation(json.loads(src.read_text()), out)
+        else:
+            plot_positions(out, a.out_dir, a.block_size, a.n_embd, a.n_head, a.rope_base)
+    except (PlotError, train.CheckpointError, prepare.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

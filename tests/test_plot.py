@@ -1,0 +1,203 @@
+"""plot.py: every kind writes a PNG of the size its figure asks for, from tiny in-process runs;
+missing inputs and inputs from the wrong task fail with an error that says what to do."""
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+import plot
+import train
+
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--max_iters=20",
+        "--warmup_iters=2", "--eval_interval=10", "--eval_batch_size=64", "--device=cpu", "--log_interval=5"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: a second intra-op thread only waits for the first
+    (a 20-step run takes 0.2 s on one thread and 2-14 s on two when other jobs hold the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_data, tmp_path_factory, one_thread):
+    """Three tiny runs, trained once for the whole module: two char LMs and a TREC classifier."""
+    root = tmp_path_factory.mktemp("plot_runs")
+    specs = {"learned": ["--dataset=shakespeare_char", "--pos_encoding=learned"],
+             "rope": ["--dataset=shakespeare_char", "--pos_encoding=rope", "--seed=2"],
+             "trec": ["--dataset=trec", "--causal=false", "--pooling=mean"]}
+    for name, args in specs.items():
+        cfg, kw = train.parse_args(args + [f"--data_dir={tiny_data}", f"--out_dir={root / name}"] + TINY)
+        train.train(cfg, kw, quiet=True)
+    return {name: root / name for name in specs}
+
+
+def png_size(path):
+    """(width, height) from the PNG signature and IHDR chunk; fails on anything that is not a PNG."""
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert raw[12:16] == b"IHDR"
+    return struct.unpack(">II", raw[16:24])
+
+
+def check_png(path, figsize):
+    """The file is a PNG of exactly figsize * DPI pixels, and not a blank canvas."""
+    assert png_size(path) == (round(figsize[0] * plot.DPI), round(figsize[1] * plot.DPI))
+    img = imread(path)
+    assert img[..., :3].std() > 0.05  # something was drawn
+    assert not list(path.parent.glob("*.tmp"))  # written via a temp file that was renamed
+
+
+# ---- every kind -------------------------------------------------------------------------------
+
+def test_curves_two_runs(runs, tmp_path):
+    out = plot.plot_curves([runs["learned"], runs["rope"]], tmp_path / "c.png", labels=["learned", "rope"])
+    assert out == tmp_path / "c.png"
+    check_png(out, (16, 4.8))
+    with pytest.raises(plot.PlotError, match="1 labels .* for 2 runs"):
+        plot.plot_curves([runs["learned"], runs["rope"]], tmp_path / "x.png", labels=["only"])
+
+
+def test_curves_cli_default_path(runs, capsys):
+    assert plot.main(["curves", str(runs["rope"])]) == 0  # one run: the PNG goes into the run
+    check_png(runs["rope"] / "curves.png", (16, 4.8))
+    assert str(runs["rope"] / "curves.png") in capsys.readouterr().out
+
+
+def test_attention_grid_and_one_layer(runs, tmp_path):
+    text = "ROMAN:\nO"  # 8 characters, a newline among them
+    size = plot.attention_figsize
+    check_png(plot.plot_attention(runs["learned"], text, tmp_path / "all.png"), size(2, 2, 8))
+    check_png(plot.plot_attention(runs["learned"], text, tmp_path / "one.png", layer=1), size(1, 2, 8))
+    # longer than block_size=16: cropped to the first 16 tokens, so the grid has 16 ticks per axis
+    check_png(plot.plot_attention(runs["rope"], "ROMAN: " * 10, tmp_path / "long.png"), size(2, 2, 16))
+    with pytest.raises(plot.PlotError, match=r"layer=2 does not exist: the model has layers 0\.\.1"):
+        plot.plot_attention(runs["learned"], text, tmp_path / "x.png", layer=2)
+
+
+def test_attention_on_classifier(runs, tmp_path):
+    # an encoder: attention is bidirectional; the tokenizer adds <cls> and maps unknown words to <unk>
+    out = plot.plot_attention(runs["trec"], "what is the capital of zzzqqq ?", tmp_path / "a.png")
+    check_png(out, plot.attention_figsize(2, 2, 8))
+
+
+def test_embeddings_char_lm(runs, tmp_path):
+    check_png(plot.plot_embeddings(runs["learned"], tmp_path / "e.png"), (10, 8.5))
+
+
+def test_embeddings_classifier(runs, tmp_path, capsys):
+    # the tiny val split has 6 questions: perplexity must be clamped below the number of points
+    check_png(plot.plot_embeddings(runs["trec"], tmp_path / "v.png", split="val"), (10, 8.5))
+    assert plot.main(["embeddings", f"--out_dir={runs['trec']}", "--split=train", "--max_points=40"]) == 0
+    check_png(runs["trec"] / "embeddings.png", (10, 8.5))
+
+
+def test_confusion_from_classifier_run(runs, tmp_path):
+    metrics = json.loads((runs["trec"] / "metrics.json").read_text())
+    assert len(metrics["confusion"]) == 6
+    check_png(plot.plot_confusion(runs["trec"] / "metrics.json", tmp_path / "c.png"), (8, 7))
+    check_png(plot.plot_confusion(metrics, tmp_path / "d.png"), (8, 7))  # the parsed dict works too
+    assert plot.main(["confusion", f"--out_dir={runs['trec']}"]) == 0
+    check_png(runs["trec"] / "confusion.png", (8, 7))
+
+
+ABLATION = {
+    "study": "pos_encoding", "metric": "loss", "higher_is_better": False, "baseline": "rope",
+    "runs": [{"variant": "rope", "seed": 1, "loss": 1.52}, {"variant": "rope", "seed": 2, "loss": 1.54},
+             {"variant": "learned", "seed": 1, "loss": 1.60}, {"variant": "learned", "seed": 2, "loss": 1.63}],
+    "summary": [
+        {"variant": "rope", "n": 2, "mean": 1.53, "std": 0.0141, "diff": 0.0, "p_value": None, "significant": False},
+        {"variant": "learned", "n": 2, "mean": 1.615, "std": 0.0212, "diff": 0.085, "p_value": 0.02,
+         "significant": True}],
+}
+
+
+def test_ablation_bars(tmp_path, capsys):
+    check_png(plot.plot_ablation(ABLATION, tmp_path / "a.png"), (7, 5.5))
+    (tmp_path / "results.json").write_text(json.dumps(ABLATION))
+    assert plot.main(["ablation", str(tmp_path)]) == 0
+    check_png(tmp_path / "ablation.png", (7, 5.5))
+    with pytest.raises(plot.PlotError, match="results have no summary"):
+        plot.plot_ablation({k: v for k, v in ABLATION.items() if k != "summary"}, tmp_path / "x.png")
+
+
+def test_positions_with_and_without_checkpoint(runs, tmp_path):
+    # without a run: sinusoidal similarity, RoPE spectrum, RoPE decay
+    check_png(plot.plot_positions(tmp_path / "p.png", block_size=64, n_embd=32, n_head=2), (3 * 5.2, 5))
+    # a run with learned positions adds the learned table's similarity matrix
+    check_png(plot.plot_positions(tmp_path / "l.png", out_dir=runs["learned"]), (4 * 5.2, 5))
+    check_png(plot.plot_positions(tmp_path / "r.png", out_dir=runs["rope"]), (3 * 5.2, 5))
+    with pytest.raises(plot.PlotError, match="trained with block_size=16"):
+        plot.plot_positions(tmp_path / "x.png", out_dir=runs["rope"], block_size=64)
+    assert plot.main(["positions", "--block_size=32", "--n_embd=30", "--n_head=4", f"--out={tmp_path / 'y.png'}"]) == 1
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def test_char_classes_and_labels(runs):
+    assert [plot.char_class(c) for c in "aZEx7;\n "] == [
+        "vowel", "capital consonant", "capital vowel", "consonant", "digit", "punctuation", "whitespace", "whitespace"]
+    _, _, tok = plot.load_run(runs["learned"])
+    assert plot.token_label(tok, tok.stoi["\n"]) == "⏎" and plot.token_label(tok, tok.stoi[" "]) == "␣"
+
+
+def test_log_time_continues_across_resume(tmp_path):
+    recs = [{"kind": "train", "step": 0, "time": 1.0}, {"kind": "eval", "step": 10, "time": 5.0},
+            {"kind": "train", "step": 10, "time": 0.5}, {"kind": "eval", "step": 20, "time": 2.0}]  # resumed at 10
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert [r["time"] for r in plot.read_log(tmp_path)] == [1.0, 5.0, 5.5, 7.0]
+    (tmp_path / "log.jsonl").write_text("step 0 | loss 4.2\n")
+    with pytest.raises(plot.PlotError, match="line 1, is not JSON"):
+        plot.read_log(tmp_path)
+
+
+def test_tsne_clamps_perplexity():
+    x = np.random.default_rng(0).normal(size=(5, 8))
+    assert plot.tsne(x).shape == (5, 2)
+    with pytest.raises(plot.PlotError, match="at least 4 points, got 3"):
+        plot.tsne(x[:3])
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+def test_missing_log(tmp_path, capsys):
+    with pytest.raises(plot.PlotError, match=f"{tmp_path / 'log.jsonl'} not found: train a run"):
+        plot.plot_curves([tmp_path], tmp_path / "c.png")
+    assert plot.main(["curves", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_confusion_of_lm_run(runs, capsys):
+    with pytest.raises(plot.PlotError, match="metrics.json of an lm run has no confusion matrix"):
+        plot.plot_confusion(runs["learned"] / "metrics.json", runs["learned"] / "c.png")
+    assert plot.main(["confusion", f"--out_dir={runs['learned']}"]) == 1
+    assert "run train.py with --eval_only=true" in capsys.readouterr().err
+
+
+def test_missing_out_dir(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    for call in (lambda: plot.plot_embeddings(missing, tmp_path / "e.png"),
+                 lambda: plot.plot_attention(missing, "ROMEO:", tmp_path / "a.png")):
+        with pytest.raises(plot.PlotError, match=f"out_dir '{missing}' does not exist"):
+            call()
+    with pytest.raises(plot.PlotError, match="holds no checkpoint"):
+        plot.plot_attention(tmp_path, "ROMEO:", tmp_path / "a.png")  # exists, but no run in it
+    assert plot.main(["attention", f"--out_dir={missing}", "--text=ROMEO:"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert plot.main(["ablation", str(tmp_path)]) == 1
+    assert "results.json not found" in capsys.readouterr().err
+
+
+def test_unknown_characters_on_char_model(runs, tmp_path, capsys):
+    with pytest.raises(plot.PlotError, match=r"text 'ROMAN: ☃' cannot be encoded .* char tokenizer.*'☃'"):
+        plot.plot_attention(runs["learned"], "ROMAN: ☃", tmp_path / "a.png")
+    assert plot.main(["attention", f"--out_dir={runs['learned']}", "--text=ROMAN: ☃"]) == 1
+    assert capsys.readouterr().err.startswith("error: text 'ROMAN: ☃' cannot be encoded")
