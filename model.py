@@ -334,8 +334,10 @@ class Transformer(nn.Module):
                 f"'{cfg.pos_encoding}' has no positions past it: crop the input to the last "
                 f"{cfg.block_size} tokens, or use pos_encoding 'rope', 'alibi' or 'none', which attend "
                 f"over a sliding window of block_size tokens")
-        # a value check needs a device sync, so it is skipped inside torch.compile (training on GPU)
-        if not torch.compiler.is_compiling() and idx.numel():
+        # a value check needs a device sync: skipped inside torch.compile (training on GPU) and
+        # while a CUDA graph is being recorded (generation on GPU)
+        capturing = idx.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not torch.compiler.is_compiling() and not capturing and idx.numel():
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= cfg.vocab_size:
                 bad = lo if lo < 0 else hi
@@ -362,13 +364,15 @@ class Transformer(nn.Module):
             bias = bias - self.slopes[None, :, None, None] * dist.abs()[None, None].float()
         return bias
 
-    def encode(self, idx, attention_mask=None, cache=None, record=None):
-        """Token ids (B, T) -> final hidden states (B, T, C) after the last norm."""
+    def encode(self, idx, attention_mask=None, cache=None, record=None, pos=None):
+        """Token ids (B, T) -> final hidden states (B, T, C) after the last norm.
+        pos: absolute positions (T,) as a tensor (default: 0.., or after the cached tokens)."""
         cfg = self.config
         start = cache.length if cache is not None else 0
         B, T = idx.shape
         self._check_input(idx, start + T)
-        pos = torch.arange(start, start + T, device=idx.device)  # absolute positions (T,)
+        if pos is None:
+            pos = torch.arange(start, start + T, device=idx.device)  # absolute positions (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
         if cfg.pos_encoding == "learned":
             x = x + self.transformer.wpe(pos)
@@ -452,6 +456,7 @@ class Transformer(nn.Module):
             seq = idx[:, -W:]  # the prompt is cropped to the context the model was trained on
             cache = KVCache(cfg.n_layer, W)
             logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt at once
+            decode = None  # one new token per row -> next logits, through the cache
             for i in range(max_new_tokens):
                 nxt = sample_next(logits[:, :vocab_limit], temperature, top_k, top_p, generator)  # (B, 1)
                 yield nxt
@@ -463,19 +468,53 @@ class Transformer(nn.Module):
                     # absolute positions end at block_size: slide the window by re-encoding the last
                     # W tokens from position 0 (exactly what a forward over the cropped text computes)
                     seq = seq[:, -W:]
-                    cache = KVCache(cfg.n_layer, W)
-                    h = self.encode(seq, cache=cache)
-                else:
-                    h = self.encode(nxt, cache=cache)  # one token, attending over the cache
-                logits = self.lm_head(h[:, -1])
+                    cache, decode = KVCache(cfg.n_layer, W), None
+                    logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])
+                    continue
+                if decode is None:
+                    decode = self._graphed_decode(cache, nxt) if nxt.is_cuda else \
+                        (lambda tok: self.lm_head(self.encode(tok, cache=cache)[:, -1]))
+                logits = decode(nxt)
         finally:
             self.train(was_training)
+
+    def _graphed_decode(self, cache, example):
+        """Record one decode step (B tokens at the next position -> logits (B, V)) as a CUDA graph and
+        return a function that replays it. A step of a small model is ~25 kernel launches per layer,
+        each far shorter than its launch: replaying them as one graph removes that overhead."""
+        device = example.device
+        tok = torch.zeros_like(example)                               # (B, 1) static input
+        pos = torch.full((1,), cache.length, dtype=torch.long, device=device)  # static input
+        length = cache.length  # warm-up and recording write this position; the first real step overwrites it
+        dtype = torch.get_autocast_dtype("cuda")
+        autocast = torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"),
+                                  cache_enabled=False)  # cached weight casts must not outlive the recording
+        step = lambda: self.lm_head(self.encode(tok, cache=cache, pos=pos)[:, -1])
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), autocast:
+            for _ in range(2):  # warm-up off the main stream, as CUDA graph recording requires
+                step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), autocast:
+            logits = step()
+        cache.length = length
+
+        def replay(nxt):
+            tok.copy_(nxt)
+            pos.fill_(cache.length)
+            graph.replay()
+            cache.length += 1
+            return logits
+        return replay
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
                  vocab_limit=None):
         """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
 
-        The prompt is encoded once into a KV cache, then each step feeds one token.
+        The prompt is encoded once into a KV cache, then each step feeds one token (on CUDA, a step
+        is replayed as a recorded CUDA graph).
         temperature=0 is greedy decoding; top_k keeps the k most likely tokens; top_p keeps the
         smallest set whose probability reaches p (nucleus sampling, Holtzman et al. 2020).
         Past block_size tokens:

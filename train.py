@@ -288,7 +288,7 @@ class Batches:
     def __init__(self, data, cfg, block_size, device, world):
         self.data, self.cfg, self.block_size, self.device, self.world = data, cfg, block_size, device, world
         self.global_size = cfg.batch_size * cfg.grad_accum * world
-        self.step, self.batch = None, None
+        self.step, self.batch, self.task = None, None, data.task
         if data.task == "lm":  # the whole split lives on the device: tiny next to the model
             self.train = torch.from_numpy(np.asarray(data.tokens("train"), dtype=np.int64)).to(device)
         else:
@@ -439,6 +439,50 @@ def model_from_checkpoint(ckpt, **overrides):
 
 class Stop(Exception):
     """Training cannot go on (non-finite loss); the message says what happened and what is kept."""
+
+
+class NonFinite(Exception):
+    pass
+
+
+def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world=1, autocast=nullcontext()):
+    """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr) as floats;
+    raises NonFinite, before the update, if the loss or the gradient norm is inf or nan.
+    model may be compiled and DDP-wrapped; raw is the plain module underneath."""
+    lr = lr_at(step, cfg)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    loss_sum = torch.zeros((), device=next(raw.parameters()).device)
+    for micro in range(cfg.grad_accum):
+        batch = batches.get(step, micro, rank)
+        sync = world == 1 or micro == cfg.grad_accum - 1  # DDP: all-reduce on the last micro-step only
+        with (nullcontext() if sync else model.no_sync()), autocast:
+            if batches.task == "lm":
+                _, loss = model(batch[0], batch[1])
+            else:
+                _, loss = model(batch[0], batch[2], attention_mask=batch[1])
+            loss = loss / cfg.grad_accum  # the mean over the whole accumulated batch
+        (scaler.scale(loss) if scaler else loss).backward()
+        loss_sum += loss.detach()
+    if scaler:
+        for opt in optimizers:
+            scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf"))
+    loss_value, grad_value = torch.stack([loss_sum, grad_norm.float()]).tolist()  # the one sync per step
+    if not math.isfinite(loss_value):
+        raise NonFinite(f"non-finite loss ({loss_value})")
+    if not math.isfinite(grad_value) and not scaler:  # fp16: the scaler skips overflowed steps itself
+        raise NonFinite(f"non-finite gradient norm ({grad_value})")
+    for opt in optimizers:
+        if scaler:
+            scaler.step(opt)
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+    if scaler:
+        scaler.update()
+    return loss_value, grad_value, lr
 
 
 def log_line(out_dir, record):
@@ -621,43 +665,14 @@ def train(cfg, model_kw, quiet=False):
                     f"{out / 'ckpt_last.pt'}; continue with --init_from=resume")
                 break
 
-            # ---- one optimizer step ----
-            lr = lr_at(step, cfg)
-            for opt in optimizers:
-                for group in opt.param_groups:
-                    group["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(cfg.grad_accum):
-                batch = batches.get(step, micro, rank)
-                sync = world == 1 or micro == cfg.grad_accum - 1  # DDP: all-reduce on the last micro-step only
-                with (nullcontext() if sync else model.no_sync()), autocast:
-                    if data.task == "lm":
-                        _, loss = model(batch[0], batch[1])
-                    else:
-                        _, loss = model(batch[0], batch[2], attention_mask=batch[1])
-                    loss = loss / cfg.grad_accum  # the mean over the whole accumulated batch
-                (scaler.scale(loss) if scaler else loss).backward()
-                loss_sum += loss.detach()
-            if scaler:
-                for opt in optimizers:
-                    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf"))
-            loss_value, grad_value = torch.stack([loss_sum, grad_norm.float()]).tolist()  # one sync per step
-            if not (math.isfinite(loss_value) and (math.isfinite(grad_value) or scaler)):
+            try:
+                loss_value, grad_value, lr = train_step(model, raw, optimizers, scaler, batches, step, cfg,
+                                                        rank, world, autocast)
+            except NonFinite as e:
                 kept = f"the last good checkpoint is {out / 'ckpt_last.pt'}" if (out / "ckpt_last.pt").exists() \
                     else "no checkpoint was written yet"
-                raise Stop(f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient norm'} "
-                           f"({loss_value if not math.isfinite(loss_value) else grad_value}) at step {step}: "
-                           f"stopped before the optimizer step; {kept}. Lower learning_rate "
-                           f"(now {cfg.learning_rate}) or raise warmup_iters (now {cfg.warmup_iters}).")
-            for opt in optimizers:
-                if scaler:
-                    scaler.step(opt)  # skips the step itself if fp16 gradients overflowed
-                else:
-                    opt.step()
-                opt.zero_grad(set_to_none=True)
-            if scaler:
-                scaler.update()
+                raise Stop(f"{e} at step {step}: stopped before the optimizer step; {kept}. Lower "
+                           f"learning_rate (now {cfg.learning_rate}) or raise warmup_iters (now {cfg.warmup_iters}).") from None
 
             # ---- logging ----
             now = time.time()

@@ -1,0 +1,486 @@
+"""
+Ablation studies: a base config plus named variants, each trained for several seeds; then mean ± std
+per variant, the difference to the baseline, a Welch t-test against the seed spread, and a chart.
+
+    python ablate.py                                   # list the studies, run `lm` sized for this device
+    python ablate.py lm --seeds 3 --jobs 8             # 14 variants x 3 seeds: 5 min on one H100
+    python ablate.py cls --variants baseline,pos=none --seeds 5 --out results/cls-pos
+    python ablate.py lm --quick                        # the whole study in tiny: 1.5 min on 2 CPU cores
+
+A study is config/study_NAME.py (or any path to such a file), plain Python like every config:
+base (a train config file, or a list of them), overrides, gpu / cpu / quick (sizes per device),
+metric, higher_is_better, baseline, description, and variants = {name: {key: value}}; every key is a
+train.py or model key. One run is one `python train.py` subprocess started in the repository root
+with, in this order: base, overrides, the size, the variant, the --set keys, --seed and --out_dir.
+The size is `quick` with --quick, else `gpu` when CUDA is available, else `cpu`. Seeds are 0..N-1.
+
+Each run writes OUT/runs/VARIANT-sSEED/ (train.log holds its output). A run that finished with the
+same config is skipped, so an interrupted study resumes where it stopped; a run cut off half-way
+resumes from its last checkpoint. OUT gets results.csv, results.json, summary.md and ablation.png.
+"""
+import argparse
+import csv
+import dataclasses
+import difflib
+import io
+import json
+import math
+import os
+import platform
+import queue
+import re
+import runpy
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+import plot
+import prepare
+import train
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_STUDY = "lm"
+GPU_JOBS = 8     # small models leave most of a GPU idle; each run keeps about one CPU core busy
+ALPHA = 0.05     # a difference is called significant at Welch p < ALPHA
+STUDY_KEYS = ("description", "base", "overrides", "gpu", "cpu", "quick", "metric", "higher_is_better",
+              "baseline", "variants")
+RESERVED = ("seed", "out_dir", "init_from", "overwrite")  # set by ablate.py itself, per run
+NOT_COMPARED = ("out_dir", "init_from", "overwrite", "stop_after")  # change nothing a finished run computes
+
+
+class StudyError(ValueError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# study files
+
+def find_studies():
+    return {p.stem.removeprefix("study_"): p for p in sorted((ROOT / "config").glob("study_*.py"))}
+
+
+def load_study(name_or_path):
+    """A study file, checked for shape (its train keys are checked later, by train.parse_args)."""
+    found, name_or_path = find_studies(), str(name_or_path)
+    if name_or_path in found:
+        path = found[name_or_path]
+    elif name_or_path.endswith(".py"):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise StudyError(f"study file {path} not found")
+    else:
+        raise StudyError(f"unknown study {name_or_path!r}: expected one of {', '.join(found)} "
+                         f"(config/study_NAME.py) or the path of a study file")
+    ns = {k: v for k, v in runpy.run_path(str(path)).items()  # its own namespace, as train configs
+          if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"}
+    errors = []
+    for key in ns:
+        if key not in STUDY_KEYS:
+            close = difflib.get_close_matches(key, STUDY_KEYS, n=1)
+            errors.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else
+                                                    f": a study file sets {', '.join(STUDY_KEYS)}"))
+    errors += [f"{key!r} is missing" for key in ("base", "metric", "higher_is_better", "variants") if key not in ns]
+    study = {"name": path.stem.removeprefix("study_"), "path": str(path), "description": "",
+             "overrides": {}, "gpu": {}, "cpu": {}, "quick": {}, "baseline": "baseline", **ns}
+    kinds = dict(description=str, metric=str, higher_is_better=bool, baseline=str, variants=dict,
+                 overrides=dict, gpu=dict, cpu=dict, quick=dict)
+    errors += [f"{k}={study[k]!r} should be a {t.__name__}" for k, t in kinds.items()
+               if k in study and not isinstance(study[k], t)]
+    base = study.get("base")
+    study["base"] = [base] if isinstance(base, str) else base
+    if not (isinstance(study["base"], list) and all(isinstance(b, str) for b in study["base"])):
+        errors.append(f"base={base!r} should be a config file path or a list of them")
+    elif not errors:
+        # relative to the repository, where the runs start (as in `python train.py config/x.py`)
+        study["base"] = [str(ROOT / b) for b in study["base"]]
+        errors += [f"base config {b} not found" for b in study["base"] if not Path(b).is_file()]
+    if not errors:
+        slugs = {}
+        for name, keys in study["variants"].items():
+            if not isinstance(name, str) or not slug(name) or "," in name:
+                errors.append(f"variant name {name!r}: a short name without commas (--variants splits on them)")
+                continue
+            if slug(name) in slugs:
+                errors.append(f"variants {slugs[slug(name)]!r} and {name!r} share a run directory name, {slug(name)!r}")
+            if not isinstance(keys, dict):
+                errors.append(f"variant {name!r} should be a dict of train/model keys, not {keys!r}")
+            slugs[slug(name)] = name
+        if study["baseline"] not in study["variants"]:
+            errors.append(f"baseline={study['baseline']!r} is not a variant (variants: {', '.join(study['variants'])})")
+    if errors:
+        raise StudyError(f"study file {path}:\n  " + "\n  ".join(errors))
+    return study
+
+
+def slug(name):
+    """A variant name as a directory name: 'pos=none' -> 'pos-none'."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-")
+
+
+def settings(study, size, variant=None, extra=None):
+    """The train.py arguments of a variant, seed and out_dir aside. Later dicts win."""
+    keys = {**study["overrides"], **study[size], **(study["variants"][variant] if variant else {}), **(extra or {})}
+    return study["base"] + [f"--{k}={v}" for k, v in keys.items()]
+
+
+def resolve(study, size, names, extra):
+    """train.parse_args for every variant before anything runs: every problem at once."""
+    def check(args):
+        try:
+            return train.parse_args(args), None
+        except train.ConfigError as e:
+            return None, str(e).removeprefix("invalid configuration:\n  ").replace("\n  ", "\n    ")
+    _, shared = check(settings(study, size, extra=extra))
+    if shared:  # a problem of the base, overrides, size or --set: one report, not one per variant
+        raise StudyError(f"study {study['name']!r} ({size} size, before any variant):\n    {shared}")
+    resolved, errors = {}, []
+    for name in names:
+        resolved[name], problem = check(settings(study, size, name, extra))
+        if problem:
+            errors.append(f"variant {name!r} ({study['variants'][name]}):\n    {problem}")
+    if errors:
+        raise StudyError(f"study {study['name']!r}, {size} size:\n  " + "\n  ".join(errors))
+    return resolved
+
+
+# ----------------------------------------------------------------------------------------------
+# runs
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_state(out_dir, cfg, model_kw):
+    """'done' (finished with this very config), 'resume' (cut off, same config, a checkpoint is
+    there) or 'fresh' (nothing there, or a run of another config, which is started again)."""
+    saved = read_json(out_dir / "config.json")
+    if not saved:
+        return "fresh"
+    want = {**dataclasses.asdict(cfg), **{k: model_kw.get(k, train.DEFAULTS[k]) for k in train.MODEL_KEYS}}
+    have = {**saved.get("train", {}), **saved.get("model", {})}
+    if any(have.get(k) != v for k, v in want.items() if k not in NOT_COMPARED):
+        return "fresh"
+    metrics = read_json(out_dir / "metrics.json")
+    if metrics and metrics.get("step") == cfg.max_iters and "checkpoint" not in metrics:  # not an eval_only
+        return "done"
+    return "resume" if (out_dir / "ckpt_last.pt").exists() else "fresh"
+
+
+class Runner:
+    """Runs train.py subprocesses, up to `jobs` at once, each given a GPU in turn when there are several."""
+
+    def __init__(self, jobs):
+        self.jobs, self.running, self.stopping = jobs, set(), threading.Event()
+        self.slots = queue.SimpleQueue()
+        for i in range(jobs):
+            self.slots.put(i)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+
+    def run(self, job):
+        if self.stopping.is_set():
+            return None
+        slot = self.slots.get()
+        try:
+            env = dict(os.environ)
+            if self.jobs > 1 and "OMP_NUM_THREADS" not in env:  # share the cores instead of fighting over them
+                env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+            if len(self.gpus) > 1:
+                env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+            out_dir = job["out_dir"]
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "metrics.json").unlink(missing_ok=True)  # a stale one must never pass for this run's
+            args = [sys.executable, str(ROOT / "train.py"), *job["args"], f"--seed={job['seed']}",
+                    f"--out_dir={out_dir}", "--overwrite=true"]
+            if job["state"] == "resume":
+                args.append("--init_from=resume")
+            t0 = time.time()
+            with open(out_dir / "train.log", "a" if job["state"] == "resume" else "w") as log:
+                log.write(shlex.join(args) + "\n")
+                log.flush()
+                proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+                self.running.add(proc)
+                try:
+                    code = proc.wait()
+                finally:
+                    self.running.discard(proc)
+            return code, time.time() - t0
+        finally:
+            self.slots.put(slot)
+
+    def interrupt(self):
+        """Ask every running training to save a checkpoint and stop (train.py handles SIGINT so)."""
+        self.stopping.set()
+        for proc in list(self.running):
+            proc.send_signal(signal.SIGINT)
+
+
+def collect(job, out):
+    """One results row: final metrics, parameter count, throughput (median of the train log)."""
+    m = read_json(job["out_dir"] / "metrics.json") or {}
+    log = job["out_dir"] / "log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
+    tps = [r["tokens_per_s"] for r in records if r.get("kind") == "train" and r.get("tokens_per_s")]
+    row = {"variant": job["variant"], "seed": job["seed"], "out_dir": str(job["out_dir"].relative_to(out)),
+           "params": m.get("params"), "tokens_per_s": float(np.median(tps)) if tps else None,
+           "wall_s": m.get("wall_s"), "step": m.get("step")}
+    row.update({k: v for k, v in m.items() if k not in row})
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics and outputs
+
+def summarize(runs, names, metric, baseline):
+    """Per variant: n, mean, sample std (ddof=1), difference to the baseline's mean, and Welch's
+    t-test of the variant's seeds against the baseline's (unequal variances)."""
+    values = {v: np.array([r[metric] for r in runs if r["variant"] == v and r.get(metric) is not None], float)
+              for v in names}
+    base = values.get(baseline, np.array([]))
+    rows = []
+    for v in names:
+        x = values[v]
+        if not len(x):
+            continue
+        diff = float(x.mean() - base.mean()) if len(base) else None
+        p = None
+        if v != baseline and len(x) > 1 and len(base) > 1 and (np.ptp(x) > 0 or np.ptp(base) > 0):
+            with warnings.catch_warnings():  # scipy warns when one side has no spread; the test still holds
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = float(stats.ttest_ind(x, base, equal_var=False).pvalue)
+        mine = [r for r in runs if r["variant"] == v]
+        tps = [r["tokens_per_s"] for r in mine if r.get("tokens_per_s")]
+        rows.append({"variant": v, "n": len(x), "mean": float(x.mean()),
+                     "std": float(np.std(x, ddof=1)) if len(x) > 1 else None,
+                     "diff": diff, "p_value": p, "significant": None if p is None else p < ALPHA,
+                     "params": mine[0].get("params"), "tokens_per_s": float(np.mean(tps)) if tps else None})
+    return rows
+
+
+def write_text(path, text):
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def runs_csv(runs):
+    columns = []
+    for r in runs:  # flat values only: per_class, confusion and labels stay in results.json
+        columns += [k for k, v in r.items() if k not in columns and not isinstance(v, (dict, list))]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(runs)
+    return buf.getvalue()
+
+
+def table(results):
+    """The summary as markdown table lines, one row per variant."""
+    metric, base = results["metric"], results["baseline"]
+    lines = [f"| variant | {metric} | n | Δ vs {base} | p | significant | params | tokens/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in results["summary"]:
+        spread = f" ± {s['std']:.4f}" if s["std"] is not None else ""
+        diff = "—"
+        if s["variant"] != base and s["diff"] is not None:
+            diff = f"{s['diff']:+.4f}"
+            if float(diff):  # say which way, unless it rounds to nothing
+                diff += " (better)" if (s["diff"] > 0) == results["higher_is_better"] else " (worse)"
+        p = f"{s['p_value']:.2g}" if s["p_value"] is not None else ("" if s["variant"] == base else "n/a")
+        sig = {True: "yes", False: "no", None: ""}[s["significant"]]
+        params = f"{s['params'] / 1e6:.2f}M" if s["params"] else ""
+        tps = f"{s['tokens_per_s'] / 1e3:,.0f}k" if s["tokens_per_s"] else ""
+        lines.append(f"| {s['variant']} | {s['mean']:.4f}{spread} | {s['n']} | {diff} | {p} | {sig} | {params} | {tps} |")
+    return lines
+
+
+def summary_md(results, chart):
+    better = "higher" if results["higher_is_better"] else "lower"
+    lines = [f"# Ablation study `{results['study']}`", "", results["description"], "",
+             f"- command: `{results['command']}`",
+             f"- device: {results['device']}; torch {results['torch']}; {results['date']}",
+             f"- metric: val {results['metric']} at the end of training ({better} is better), mean ± sample "
+             f"std over seeds (n); Δ = variant mean − `{results['baseline']}` mean; p: Welch t-test of the "
+             f"variant's seeds against the baseline's (scipy.stats.ttest_ind, equal_var=False), n/a with "
+             f"fewer than 2 seeds or no spread; significant: p < {ALPHA}.",
+             f"- tokens/s: median over each run's training log, mean over seeds. {results['jobs']} run(s) "
+             f"shared the device at a time (--jobs), so compare speeds within one study only.", ""]
+    lines += table(results)
+    if chart:
+        lines += ["", f"![{results['study']} ablation]({chart})"]
+    if results["failed"]:
+        lines += ["", f"Failed runs, left out above ({len(results['failed'])}):"]
+        lines += [f"- {f['variant']} seed {f['seed']}: {f['error']} (log: {f['log']})" for f in results["failed"]]
+    return "\n".join(lines) + "\n"
+
+
+def device_name():
+    if torch.cuda.is_available():
+        n, name = torch.cuda.device_count(), torch.cuda.get_device_name(0)
+        return f"{n} x {name}" if n > 1 else name
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+# ----------------------------------------------------------------------------------------------
+# the study
+
+def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, variants=None, extra=None, quiet=False):
+    """Train every (variant, seed) not yet finished, then write results.csv/.json, summary.md and
+    ablation.png to out. Returns the results dict (with counts "ran" and "skipped")."""
+    say = (lambda *a, **k: None) if quiet else print
+    study = load_study(name_or_path)
+    size = "quick" if quick else "gpu" if torch.cuda.is_available() else "cpu"
+    seeds = (2 if quick else 3) if seeds is None else seeds  # two is the fewest a t-test takes
+    if jobs is None:  # --quick runs are mostly process start-up, which overlaps well even on a CPU
+        jobs = GPU_JOBS if size == "gpu" else min(4, os.cpu_count() or 1) if quick else 1
+    extra = dict(extra or {})
+    if seeds < 1 or jobs < 1:
+        raise StudyError(f"--seeds={seeds} and --jobs={jobs} must both be >= 1")
+    if bad := [k for k in extra if k in RESERVED]:
+        raise StudyError(f"--set {', '.join(bad)}: ablate.py sets {', '.join(RESERVED)} for each run "
+                         f"(choose seeds with --seeds and the output folder with --out)")
+    names = list(study["variants"])
+    if variants:
+        unknown = [v for v in variants if v not in study["variants"]]
+        if unknown:
+            raise StudyError(f"unknown variant(s) {', '.join(map(repr, unknown))} in study {study['name']!r}: "
+                             f"expected some of {', '.join(study['variants'])}")
+        if study["baseline"] not in variants:
+            say(f"adding the baseline {study['baseline']!r}: every difference is measured against it")
+        names = [v for v in names if v in variants or v == study["baseline"]]
+    resolved = resolve(study, size, names, extra)
+    out_given = out is not None
+    out = Path(out or f"results/{study['name']}{'' if size == 'gpu' else '-' + size}").resolve()
+
+    # prepare each data set once, here, rather than in several runs at once
+    for cfg, _ in {(c.dataset, c.data_dir): (c, k) for c, k in resolved.values()}.values():
+        train.load_data(dataclasses.replace(cfg, data_dir=str(ROOT / cfg.data_dir)), quiet=quiet)
+
+    jobs_list = []
+    for seed in range(seeds):  # seed-major: a study stopped early still compares every variant
+        for v in names:
+            cfg, kw = resolved[v]
+            out_dir = out / "runs" / f"{slug(v)}-s{seed}"
+            jobs_list.append({"variant": v, "seed": seed, "out_dir": out_dir, "args": settings(study, size, v, extra),
+                              "state": run_state(out_dir, dataclasses.replace(cfg, seed=seed), kw)})
+    todo = [j for j in jobs_list if j["state"] != "done"]
+    say(f"study {study['name']!r}: {len(names)} variants x {seeds} seeds = {len(jobs_list)} runs, {size} size; "
+        f"{len(jobs_list) - len(todo)} finished, {len(todo)} to run "
+        f"({sum(j['state'] == 'resume' for j in todo)} resuming from a checkpoint), {jobs} at a time; "
+        f"logs in {out}/runs/NAME/train.log")
+
+    runner, failed = Runner(jobs), []
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(runner.run, j): j for j in todo}
+        try:
+            for i, future in enumerate(as_completed(futures), 1):
+                job, (code, wall) = futures[future], future.result()
+                m = read_json(job["out_dir"] / "metrics.json") or {}
+                log = job["out_dir"] / "train.log"
+                if code == 0 and m.get("step") == resolved[job["variant"]][0].max_iters:
+                    say(f"[{i}/{len(todo)}] {job['variant']} seed {job['seed']}: "
+                        f"{study['metric']} {m.get(study['metric'], float('nan')):.4f} ({wall:.0f} s)")
+                    continue
+                lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+                error = next((line for line in reversed(lines) if line.startswith("error") or "Error" in line), None)
+                error = error or f"exit code {code}, stopped at step {m.get('step')}"
+                failed.append({"variant": job["variant"], "seed": job["seed"], "log": str(log),
+                               "returncode": code, "error": error.strip()})
+                say(f"[{i}/{len(todo)}] {job['variant']} seed {job['seed']}: FAILED ({error.strip()}); see {log}")
+        except KeyboardInterrupt:
+            runner.interrupt()  # the runs save a checkpoint and stop; the next call resumes them
+            for future in futures:
+                future.cancel()
+            raise
+
+    bad = {(f["variant"], f["seed"]) for f in failed}
+    runs = [collect(j, out) for j in jobs_list if (j["variant"], j["seed"]) not in bad]
+    cmd = ["python", "ablate.py", study["name"] if str(name_or_path) in find_studies() else str(name_or_path),
+           f"--seeds={seeds}", f"--jobs={jobs}", *(["--quick"] if quick else []),
+           *([f"--out={out}"] if out_given else []),
+           *([f"--variants={','.join(names)}"] if variants else []), *[f"--set={k}={v}" for k, v in extra.items()]]
+    results = {"study": study["name"], "description": study["description"], "metric": study["metric"],
+               "higher_is_better": study["higher_is_better"], "baseline": study["baseline"],
+               "command": shlex.join(cmd), "size": size, "jobs": jobs, "device": device_name(),
+               "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "runs": runs, "summary": summarize(runs, names, study["metric"], study["baseline"]),
+               "failed": failed, "ran": len(todo), "skipped": len(jobs_list) - len(todo)}
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text(out / "results.csv", runs_csv(runs))
+    chart = plot.plot_ablation(results, out / "ablation.png") if results["summary"] else None
+    write_text(out / "summary.md", summary_md(results, chart and Path(chart).name))
+    say("\n".join(table(results)))
+    say(f"wrote {out}/results.csv, results.json, summary.md{', ablation.png' if chart else ''}")
+    if failed:
+        say(f"{len(failed)} run(s) failed and are left out of the summary: see their train.log above")
+    return results
+
+
+def list_studies():
+    print("studies (config/study_NAME.py):")
+    for name in find_studies():
+        try:
+            s = load_study(name)
+            base = ", ".join(str(Path(b).relative_to(ROOT)) for b in s["base"])
+            order = "higher" if s["higher_is_better"] else "lower"
+            print(f"  {name:<6} {len(s['variants']):>2} variants  {s['metric']} ({order} is better)  base {base}\n"
+                  f"         {s['description']}")
+        except StudyError as e:
+            print(f"  {name:<6} broken: {e}")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("study", nargs="?", help=f"a study name (config/study_NAME.py) or file (default {DEFAULT_STUDY})")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per variant: 0..N-1 (default 3, 2 with --quick)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help=f"trainings at once (default {GPU_JOBS} on a GPU, 1 on a CPU, up to 4 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="the study's tiny size: checks the machinery in a minute")
+    parser.add_argument("--out", default=None, help="output folder (default results/STUDY, or STUDY-cpu, STUDY-quick)")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of variants (plus the baseline)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train/model key for every run, e.g. --set data_dir=/data (repeatable; relative "
+                             "paths are relative to the repository, where the runs start)")
+    parser.add_argument("--list", action="store_true", help="list the studies and stop")
+    args = parser.parse_args(argv)
+    if args.list or args.study is None:
+        list_studies()
+        if args.list:
+            return 0
+        print(f"\nrunning the default study {DEFAULT_STUDY!r} (Ctrl-C stops it; the same command resumes it)")
+    bad = [s for s in args.set if "=" not in s]
+    if bad:
+        print(f"error: --set {bad[0]!r}: expected KEY=VALUE, e.g. --set data_dir=data", file=sys.stderr)
+        return 1
+    try:
+        variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+        results = run_study(args.study or DEFAULT_STUDY, seeds=args.seeds, jobs=args.jobs, quick=args.quick,
+                            out=args.out, variants=variants, extra=dict(s.split("=", 1) for s in args.set))
+    except (StudyError, train.ConfigError, prepare.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are kept, and the same command resumes the others", file=sys.stderr)
+        return 130
+    return 1 if results["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

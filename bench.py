@@ -1,0 +1,242 @@
+"""
+Speed: training throughput, generation speed and time-to-loss, measured the way train.py and
+sample.py actually run.
+
+    python bench.py --mode=train                                  # GPT-2 small shape (124M, context 1024)
+    python bench.py --mode=train --batch_size=32 --compile=false
+    python bench.py config/shakespeare.py --mode=generate         # tokens/s, batch 1 and N, cache on/off
+    python bench.py config/shakespeare.py --mode=time_to_loss --target=1.47
+
+Every mode prints a table and writes the numbers as JSON (--json=PATH, default bench_MODE.json).
+Timed regions are bracketed by CUDA events or torch.cuda.synchronize(); warm-up (compilation,
+cuBLAS start-up) is excluded except in time_to_loss, which times a whole fresh process on purpose.
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+import prepare
+import train
+from model import Transformer, TransformerConfig
+
+# GPT-2 small, as nanoGPT's bench.py measures it (no biases, no dropout, learned positions)
+GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, bias=False, dropout=0.0,
+                  pos_encoding="learned", batch_size=12)
+
+
+@dataclass
+class BenchConfig:
+    mode: str = "train"          # 'train', 'generate' or 'time_to_loss'
+    steps: int = 20              # train: timed steps (after warm-up)
+    warmup: int = 5              # train: untimed steps first (compilation happens here)
+    repeats: int = 3             # generate: timed generations per setting (median reported)
+    max_new_tokens: int = 1000   # generate: tokens per generation
+    batch_n: int = 16            # generate: the 'batch N' setting next to batch 1
+    target: float = 1.47         # time_to_loss: stop once the exact val loss reaches this
+    vocab_size: int = 0          # train/generate: 0 = the data set's (padded) vocabulary, or 50304 without a config
+    json: str = ""               # where to write the results (default bench_MODE.json)
+
+
+def split_args(argv):
+    """Bench's own --keys, and the rest for train.parse_args (config files and train/model keys)."""
+    mine = {f.name: f.type for f in fields(BenchConfig)}
+    bench, rest = {}, []
+    for arg in argv:
+        key, sep, value = arg.removeprefix("--").partition("=")
+        if arg.startswith("--") and key in mine and sep:
+            bench[key] = mine[key](value) if mine[key] is not str else value
+        else:
+            rest.append(arg)
+    cfg = BenchConfig(**bench)
+    if cfg.mode not in ("train", "generate", "time_to_loss"):
+        raise train.ConfigError(f"mode={cfg.mode!r} is not one of 'train', 'generate', 'time_to_loss'")
+    return cfg, rest
+
+
+def environment(device):
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def build(argv, bench):
+    """(train config, model, device, dtype, autocast) for a config file + overrides; GPT-2 small
+    shape when no config file is given."""
+    has_config = any(not a.startswith("--") for a in argv)
+    if not has_config:
+        argv = [f"--{k}={v}" for k, v in GPT2_SMALL.items()] + argv
+    cfg, model_kw = train.parse_args(argv)
+    vocab = bench.vocab_size
+    if not vocab:
+        if has_config:
+            meta = train.load_data(cfg, quiet=True).meta
+            vocab = meta["vocab_size"] if meta["vocab_size"] < 1024 else -(-meta["vocab_size"] // 64) * 64
+        else:
+            vocab = 50304
+    device = train.resolve_device(cfg.device)
+    dtype = train.resolve_dtype(cfg.dtype, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    torch.set_float32_matmul_precision("high")
+    torch.manual_seed(cfg.seed)
+    model = Transformer(TransformerConfig(vocab_size=vocab, **model_kw)).to(device)
+    return cfg, model, device, dtype, autocast
+
+
+class RandomBatches:
+    """Uniformly random token batches on the device: throughput does not depend on the text."""
+    task = "lm"
+
+    def __init__(self, vocab, batch_size, block_size, device):
+        g = torch.Generator(device=device).manual_seed(0)
+        self.data = [torch.randint(vocab, (batch_size, block_size + 1), device=device, generator=g) for _ in range(4)]
+
+    def get(self, step, micro, rank):
+        b = self.data[(step + micro) % len(self.data)]
+        return b[:, :-1], b[:, 1:]
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_train(argv, bench):
+    cfg, raw, device, dtype, autocast = build(argv, bench)
+    optimizers = train.make_optimizers(raw, cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    model = torch.compile(raw) if cfg.compile and device.type == "cuda" else raw
+    T = raw.config.block_size
+    batches = RandomBatches(raw.config.vocab_size, cfg.batch_size, T, device)
+    t0 = time.perf_counter()
+    for step in range(bench.warmup):  # compilation and autotuning happen here
+        train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast)
+    synchronize(device)
+    warmup_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for step in range(bench.warmup, bench.warmup + bench.steps):
+        t = time.perf_counter()  # train_step ends in a sync (loss and grad norm are read back)
+        train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast)
+        synchronize(device)
+        times.append(time.perf_counter() - t)
+    ms = statistics.median(times) * 1000
+    tokens = cfg.batch_size * cfg.grad_accum * T
+    peak = train.peak_flops(device)
+    result = {"mode": "train", "params": raw.num_params(), "batch_size": cfg.batch_size, "block_size": T,
+              "grad_accum": cfg.grad_accum, "compile": cfg.compile and device.type == "cuda",
+              "dtype": str(dtype).removeprefix("torch."), "ms_per_step": ms, "ms_min": min(times) * 1000,
+              "ms_max": max(times) * 1000, "tokens_per_s": tokens / (ms / 1000),
+              "mfu": raw.flops_per_token(T) * tokens / (ms / 1000) / peak if peak else None,
+              "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+              "warmup_s": warmup_s, "steps": bench.steps, **environment(device)}
+    mfu = f"{result['mfu']:.1%}" if result["mfu"] else "n/a"
+    print(f"train: {result['params'] / 1e6:.1f}M params, {cfg.batch_size}x{T} tokens/step: {ms:.2f} ms/step "
+          f"(median of {bench.steps}), {result['tokens_per_s'] / 1e3:.0f}k tokens/s, MFU {mfu}, "
+          f"warm-up {warmup_s:.1f} s")
+    return result
+
+
+def generate_without_cache(model, idx, n):
+    """The reference loop a KV cache replaces: a full forward over the (cropped) text every step."""
+    W = model.config.block_size
+    for _ in range(n):
+        logits, _ = model(idx[:, -W:])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+def bench_generate(argv, bench):
+    cfg, model, device, dtype, autocast = build(argv, bench)
+    ckpt = Path(cfg.out_dir) / "ckpt_best.pt"
+    source = "random weights"
+    if ckpt.exists():  # the trained model if there is one (speed is the same either way)
+        model = train.model_from_checkpoint(train.load_checkpoint(ckpt), dropout=0.0).to(device)
+        source = str(ckpt)
+    model.eval()
+    n = bench.max_new_tokens
+    rows = []
+    settings = [("kv_cache", 1), ("kv_cache", bench.batch_n), ("no_cache", 1), ("no_cache", bench.batch_n)]
+    for kind, batch in settings:
+        prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        runs = []
+        for r in range(bench.repeats + 1):  # the first run is reported apart: it pays for start-up
+            synchronize(device)
+            t = time.perf_counter()
+            with torch.no_grad(), autocast:
+                if kind == "kv_cache":
+                    model.generate(prompt, n, temperature=0)
+                else:
+                    generate_without_cache(model, prompt, n)
+            synchronize(device)
+            runs.append(time.perf_counter() - t)
+            if kind == "no_cache" and runs[-1] * (bench.repeats + 1) > 120:
+                break  # slow reference: one timed run is enough
+        warm = runs[1:] or runs
+        row = {"kind": kind, "batch": batch, "new_tokens": n, "first_s": runs[0],
+               "tokens_per_s": batch * n / statistics.median(warm), "first_tokens_per_s": batch * n / runs[0]}
+        rows.append(row)
+        print(f"generate {kind:>8} batch {batch:>3}: {row['tokens_per_s']:9.0f} tokens/s "
+              f"(first run {row['first_tokens_per_s']:.0f} tokens/s)")
+    return {"mode": "generate", "params": model.num_params(), "weights": source,
+            "dtype": str(dtype).removeprefix("torch."), "rows": rows, **environment(device)}
+
+
+def bench_time_to_loss(argv, bench):
+    """A fresh `python train.py CONFIG --stop_at_loss=TARGET` process, timed from launch to exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(Path(__file__).with_name("train.py")), *argv, f"--stop_at_loss={bench.target}",
+               f"--out_dir={tmp}/run", "--overwrite=true"]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise RuntimeError(f"training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        evals = [json.loads(line) for line in Path(tmp, "run", "log.jsonl").read_text().splitlines()
+                 if '"eval"' in line]
+        reached = next((e for e in evals if e["loss"] <= bench.target), None)
+    device = train.resolve_device(train.parse_args(argv)[0].device)
+    result = {"mode": "time_to_loss", "target": bench.target, "command": " ".join(cmd[1:]),
+              "wall_s": wall, "reached": reached is not None,
+              "step": reached["step"] if reached else None, "val_loss": reached["loss"] if reached else None,
+              "time_in_train_s": reached["time"] if reached else None,
+              "best_val_loss": min(e["loss"] for e in evals), "log_tail": proc.stdout[-2000:], **environment(device)}
+    print(f"time to val loss {bench.target}: {'%.1f s' % wall if reached else 'not reached'} from launch to exit "
+          f"(step {result['step']}, exact val loss {result['val_loss']}); best {result['best_val_loss']:.4f}")
+    return result
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        print("\nbench keys: " + ", ".join(f"--{k}={v}" for k, v in asdict(BenchConfig()).items()))
+        print("plus any config file and train.py key (python train.py --help)")
+        return 0
+    try:
+        bench, rest = split_args(argv)
+        result = {"train": bench_train, "generate": bench_generate, "time_to_loss": bench_time_to_loss}[bench.mode](rest, bench)
+    except (train.ConfigError, prepare.DataError, train.CheckpointError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    result["argv"] = argv
+    path = Path(bench.json or f"bench_{bench.mode}.json")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""ablate.py: a quick study end to end on tiny data (files, rows, statistics), skipping finished
+runs and resuming a cut-off one bit-exactly, failed runs, and errors raised before anything runs."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import ablate
+import train
+from model import Transformer, TransformerConfig
+
+VARIANTS = ["baseline", "pos=none"]
+
+
+@pytest.fixture(scope="module")
+def quick(tiny_data, tmp_path_factory):
+    """The shipped `lm` study at its --quick size: 2 variants x 2 seeds on the tiny data."""
+    out = tmp_path_factory.mktemp("ablate") / "lm"
+    results = ablate.run_study("lm", seeds=2, jobs=2, quick=True, out=out, variants=VARIANTS,
+                               extra={"data_dir": str(tiny_data)}, quiet=True)
+    return results, out
+
+
+def test_quick_study_writes_rows_and_statistics(quick):
+    results, out = quick
+    assert results["failed"] == [] and results["ran"] == 4 and results["skipped"] == 0
+    for name in ("results.csv", "results.json", "summary.md", "ablation.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "results.json").read_text()) == results
+
+    max_iters = ablate.load_study("lm")["quick"]["max_iters"]
+    runs = results["runs"]
+    assert sorted((r["variant"], r["seed"]) for r in runs) == [("baseline", 0), ("baseline", 1),
+                                                                ("pos=none", 0), ("pos=none", 1)]
+    for r in runs:  # each row is its run's metrics.json, plus throughput from its log
+        metrics = json.loads((out / r["out_dir"] / "metrics.json").read_text())
+        assert r["loss"] == metrics["loss"] and r["step"] == metrics["step"] == max_iters
+        assert r["params"] == metrics["params"] > 0 and r["tokens_per_s"] > 0 and r["wall_s"] > 0
+    loss = {(r["variant"], r["seed"]): r["loss"] for r in runs}
+    assert loss["baseline", 0] != loss["baseline", 1]  # the seed reaches the run
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4 and "per_class" not in rows[0]
+    assert {(r["variant"], int(r["seed"])): float(r["loss"]) for r in rows} == loss
+
+    summary = {s["variant"]: s for s in results["summary"]}
+    assert list(summary) == VARIANTS
+    values = {v: np.array([loss[v, 0], loss[v, 1]]) for v in VARIANTS}
+    for v in VARIANTS:
+        assert summary[v]["n"] == 2
+        assert summary[v]["mean"] == pytest.approx(np.mean(values[v]), rel=1e-12)
+        assert summary[v]["std"] == pytest.approx(np.std(values[v], ddof=1), rel=1e-12)
+    assert summary["baseline"]["diff"] == 0 and summary["baseline"]["p_value"] is None
+    assert summary["pos=none"]["diff"] == pytest.approx(values["pos=none"].mean() - values["baseline"].mean())
+    p = stats.ttest_ind(values["pos=none"], values["baseline"], equal_var=False).pvalue
+    assert summary["pos=none"]["p_value"] == pytest.approx(p)
+    assert summary["pos=none"]["significant"] == (p < 0.05)
+
+    md = (out / "summary.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| baseline", "| pos=none"]
+    assert f"{summary['pos=none']['mean']:.4f} ± {summary['pos=none']['std']:.4f}" in table[2]
+    assert "p < 0.05" in md and "ablation.png" in md and results["command"] in md
+
+
+def test_rerun_skips_finished_and_resumes_a_cut_off_run(quick, tiny_data):
+    results, out = quick
+    extra = {"data_dir": str(tiny_data)}
+    logs = sorted((out / "runs").glob("*/train.log"))
+    mtimes = [p.stat().st_mtime_ns for p in logs]
+    again = ablate.run_study("lm", seeds=2, jobs=2, quick=True, out=out, variants=VARIANTS, extra=extra, quiet=True)
+    assert again["ran"] == 0 and again["skipped"] == 4
+    assert [p.stat().st_mtime_ns for p in logs] == mtimes
+    assert again["runs"] == results["runs"] and again["summary"] == results["summary"]
+
+    # cut one run off half-way (as Ctrl-C would: a checkpoint, no final metrics), then run the study:
+    # only that run trains again, from its checkpoint, and ends exactly where the whole run ended
+    study = ablate.load_study("lm")
+    run_dir = out / "runs" / "pos-none-s1"
+    half = study["quick"]["max_iters"] // 2
+    cfg, kw = train.parse_args(ablate.settings(study, "quick", "pos=none", extra)
+                               + ["--seed=1", f"--out_dir={run_dir}", "--overwrite=true", f"--stop_after={half}"])
+    train.train(cfg, kw, quiet=True)
+    assert json.loads((run_dir / "metrics.json").read_text())["step"] == half
+    third = ablate.run_study("lm", seeds=2, jobs=2, quick=True, out=out, variants=VARIANTS, extra=extra, quiet=True)
+    assert third["ran"] == 1 and third["skipped"] == 3 and third["failed"] == []
+    assert f"resuming from {run_dir / 'ckpt_last.pt'} at step {half}" in (run_dir / "train.log").read_text()
+    before = {(r["variant"], r["seed"]): r["loss"] for r in results["runs"]}
+    after = {(r["variant"], r["seed"]): r["loss"] for r in third["runs"]}
+    assert after == before
+
+
+def test_failed_run_is_reported_and_left_out(tmp_path, tiny_data, capsys):
+    study = tmp_path / "study_broken.py"
+    study.write_text(f"base = {str(ablate.ROOT / 'config/shakespeare.py')!r}\nmetric = 'loss'\n"
+                     f"higher_is_better = False\nquick = {ablate.load_study('lm')['quick']!r}\n"
+                     "variants = {'baseline': dict(eval_only=True)}  # no checkpoint to evaluate: fails\n")
+    out = tmp_path / "out"
+    code = ablate.main([str(study), "--quick", "--seeds=1", f"--out={out}", f"--set=data_dir={tiny_data}"])
+    assert code == 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["runs"] == [] and results["summary"] == []
+    [failed] = results["failed"]
+    assert failed["variant"] == "baseline" and failed["returncode"] == 1 and "not found" in failed["error"]
+    assert "Failed runs" in (out / "summary.md").read_text()
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_bad_names_fail_with_the_valid_ones(tmp_path, capsys):
+    with pytest.raises(ablate.StudyError, match="unknown study 'nope'.*lm.*cls|unknown study 'nope'.*cls.*lm"):
+        ablate.run_study("nope", quick=True, out=tmp_path / "a")
+    with pytest.raises(ablate.StudyError, match=r"'pos=rotary'.*expected some of baseline, pos=none"):
+        ablate.run_study("lm", quick=True, out=tmp_path / "b", variants=["baseline", "pos=rotary"])
+    assert ablate.main(["lm", "--quick", "--variants=heads=2", f"--out={tmp_path / 'c'}"]) == 1
+    assert "heads=1" in capsys.readouterr().err
+    with pytest.raises(ablate.StudyError, match="--set seed"):
+        ablate.run_study("lm", quick=True, out=tmp_path / "d", extra={"seed": "3"})
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
+
+
+def test_bad_keys_fail_before_anything_runs(tmp_path):
+    base = str(ablate.ROOT / "config/shakespeare.py")
+    study = tmp_path / "study_typos.py"
+    study.write_text(f"base = {base!r}\nmetric = 'loss'\nhigher_is_better = False\n"
+                     "variants = {'baseline': {}, 'deep': dict(n_layers=8), 'pos=x': dict(pos_encoding='x'), "
+                     "'ok': dict(n_layer=1)}\n")
+    with pytest.raises(ablate.StudyError) as e:
+        ablate.run_study(str(study), quick=True, out=tmp_path / "out")
+    msg = str(e.value)  # every problem at once, each under its variant's name
+    assert "variant 'deep'" in msg and "did you mean 'n_layer'" in msg and "variant 'pos=x'" in msg
+    assert "'ok'" not in msg and "'baseline'" not in msg
+    study.write_text(f"base = {base!r}\nmetric = 'loss'\nhigher_is_better = False\nvaraints = {{}}\n")
+    with pytest.raises(ablate.StudyError, match="unknown key 'varaints' \\(did you mean 'variants'\\?\\)"):
+        ablate.run_study(str(study), quick=True, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["lm", "cls"])
+def test_shipped_studies_resolve_at_every_size(name):
+    study = ablate.load_study(name)
+    assert study["baseline"] in study["variants"] and study["description"]
+    for size in ("gpu", "cpu", "quick"):
+        resolved = ablate.resolve(study, size, list(study["variants"]), {})
+        assert all(cfg.max_iters == study[size]["max_iters"] for cfg, _ in resolved.values())
+    if name == "lm":  # one head vs several at the same parameter count (the projections ignore n_head)
+        resolved = ablate.resolve(study, "gpu", ["baseline", "heads=1"], {})
+        params = {v: Transformer(TransformerConfig(vocab_size=65, **kw)).num_params()
+                  for v, (_, kw) in resolved.items()}
+        assert resolved["heads=1"][1]["n_head"] == 1 < resolved["baseline"][1]["n_head"]
+        assert params["heads=1"] == params["baseline"]
+
+
+def test_welch_statistics_and_edge_cases():
+    runs = [{"variant": v, "seed": i, "loss": x, "params": 10, "tokens_per_s": 100.0}
+            for v, xs in {"base": [1.0, 1.1, 1.2], "a": [2.0, 2.2, 2.1], "one": [5.0], "flat": [1.1, 1.1]}.items()
+            for i, x in enumerate(xs)]
+    rows = {r["variant"]: r for r in ablate.summarize(runs, ["base", "a", "one", "flat"], "loss", "base")}
+    p = stats.ttest_ind([2.0, 2.2, 2.1], [1.0, 1.1, 1.2], equal_var=False).pvalue
+    assert rows["a"]["p_value"] == pytest.approx(p) and rows["a"]["significant"] is True
+    assert rows["a"]["diff"] == pytest.approx(1.0)
+    assert rows["one"]["std"] is None and rows["one"]["p_value"] is None and rows["one"]["significant"] is None
+    assert rows["flat"]["std"] == 0 and rows["flat"]["p_value"] is not None  # spread on one side is enough
+    flat = [dict(r, loss=1.0) for r in runs if r["variant"] in ("base", "flat")]
+    assert ablate.summarize(flat, ["base", "flat"], "loss", "base")[1]["p_value"] is None  # no spread at all
