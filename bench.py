@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import prepare
+import sample
 import train
 from model import Transformer, TransformerConfig
 
@@ -42,6 +43,7 @@ class BenchConfig:
     repeats: int = 3             # generate: timed generations per setting (median reported)
     max_new_tokens: int = 1000   # generate: tokens per generation
     batch_n: int = 16            # generate: the 'batch N' setting next to batch 1
+    no_cache: bool = True        # generate: also time the cache-less reference loop (slow on a CPU)
     target: float = 1.47         # time_to_loss: stop once the exact val loss reaches this
     vocab_size: int = 0          # train/generate: 0 = the data set's (padded) vocabulary, or 50304 without a config
     json: str = ""               # where to write the results (default bench_MODE.json)
@@ -54,7 +56,7 @@ def split_args(argv):
     for arg in argv:
         key, sep, value = arg.removeprefix("--").partition("=")
         if arg.startswith("--") and key in mine and sep:
-            bench[key] = mine[key](value) if mine[key] is not str else value
+            bench[key] = train._coerce_value(mine[key], key, value)
         else:
             rest.append(arg)
     cfg = BenchConfig(**bench)
@@ -114,7 +116,7 @@ def bench_train(argv, bench):
     cfg, raw, device, dtype, autocast = build(argv, bench)
     optimizers = train.make_optimizers(raw, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    model = torch.compile(raw) if cfg.compile and device.type == "cuda" else raw
+    model = torch.compile(raw, mode=cfg.compile_mode) if cfg.compile and device.type == "cuda" else raw
     T = raw.config.block_size
     batches = RandomBatches(raw.config.vocab_size, cfg.batch_size, T, device)
     t0 = time.perf_counter()
@@ -166,8 +168,11 @@ def bench_generate(argv, bench):
     model.eval()
     n = bench.max_new_tokens
     rows = []
-    settings = [("kv_cache", 1), ("kv_cache", bench.batch_n), ("no_cache", 1), ("no_cache", bench.batch_n)]
+    settings = [("kv_cache", 1), ("kv_cache", bench.batch_n)]
+    if bench.no_cache:
+        settings += [("no_cache", 1), ("no_cache", bench.batch_n)]
     for kind, batch in settings:
+        autocast = sample.autocast_for(cfg.dtype, device, batch)  # the precision sample.py would use
         prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
         runs = []
         for r in range(bench.repeats + 1):  # the first run is reported apart: it pays for start-up
@@ -184,22 +189,23 @@ def bench_generate(argv, bench):
                 break  # slow reference: one timed run is enough
         warm = runs[1:] or runs
         row = {"kind": kind, "batch": batch, "new_tokens": n, "first_s": runs[0],
+               "dtype": str(autocast.fast_dtype if isinstance(autocast, torch.autocast) else torch.float32),
                "tokens_per_s": batch * n / statistics.median(warm), "first_tokens_per_s": batch * n / runs[0]}
         rows.append(row)
         print(f"generate {kind:>8} batch {batch:>3}: {row['tokens_per_s']:9.0f} tokens/s "
               f"(first run {row['first_tokens_per_s']:.0f} tokens/s)")
-    return {"mode": "generate", "params": model.num_params(), "weights": source,
-            "dtype": str(dtype).removeprefix("torch."), "rows": rows, **environment(device)}
+    return {"mode": "generate", "params": model.num_params(), "weights": source, "rows": rows, **environment(device)}
 
 
 def bench_time_to_loss(argv, bench):
-    """A fresh `python train.py CONFIG --stop_at_loss=TARGET` process, timed from launch to exit."""
+    """A fresh `python train.py CONFIG --stop_at_loss=TARGET` process, timed from launch to the moment
+    its exact evaluation first reports val loss <= TARGET (and, apart, to its exit)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(Path(__file__).with_name("train.py")), *argv, f"--stop_at_loss={bench.target}",
                f"--out_dir={tmp}/run", "--overwrite=true"]
-        t = time.perf_counter()
+        launched = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t
+        wall = time.time() - launched
         if proc.returncode != 0:
             raise RuntimeError(f"training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         evals = [json.loads(line) for line in Path(tmp, "run", "log.jsonl").read_text().splitlines()
@@ -207,12 +213,14 @@ def bench_time_to_loss(argv, bench):
         reached = next((e for e in evals if e["loss"] <= bench.target), None)
     device = train.resolve_device(train.parse_args(argv)[0].device)
     result = {"mode": "time_to_loss", "target": bench.target, "command": " ".join(cmd[1:]),
+              "seconds_to_target": reached["unix_time"] - launched if reached else None,
               "wall_s": wall, "reached": reached is not None,
               "step": reached["step"] if reached else None, "val_loss": reached["loss"] if reached else None,
               "time_in_train_s": reached["time"] if reached else None,
               "best_val_loss": min(e["loss"] for e in evals), "log_tail": proc.stdout[-2000:], **environment(device)}
-    print(f"time to val loss {bench.target}: {'%.1f s' % wall if reached else 'not reached'} from launch to exit "
-          f"(step {result['step']}, exact val loss {result['val_loss']}); best {result['best_val_loss']:.4f}")
+    took = f"{result['seconds_to_target']:.1f} s from launch" if reached else "not reached"
+    print(f"time to val loss {bench.target}: {took} (step {result['step']}, exact val loss {result['val_loss']}); "
+          f"process wall time {wall:.1f} s; best {result['best_val_loss']:.4f}")
     return result
 
 

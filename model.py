@@ -283,6 +283,11 @@ class Transformer(nn.Module):
             self.register_buffer("sin_table", sinusoidal_table(cfg.block_size, cfg.n_embd), persistent=False)
         if cfg.pos_encoding == "alibi":
             self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
+        if cfg.pos_encoding == "rope":  # a table for positions 0..block_size-1, the training case: under
+            # torch.compile, angles computed inline get recomputed inside every layer's kernels
+            cos, sin = rope_cos_sin(torch.arange(cfg.block_size), cfg.n_embd // cfg.n_head, cfg.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
         # GPT-2: scale the init of the projections that write into the residual stream by
         # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth (Radford et al. 2019, 2.3)
@@ -388,7 +393,11 @@ class Transformer(nn.Module):
             slots = pos % cache.size
             cache.pos[slots] = pos
             kpos = cache.pos
-        rope = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base) if cfg.pos_encoding == "rope" else None
+        rope = None
+        if cfg.pos_encoding == "rope" and cache is None and T <= cfg.block_size:
+            rope = self.rope_cos[:T], self.rope_sin[:T]  # pos is 0..T-1
+        elif cfg.pos_encoding == "rope":
+            rope = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base)
         ctx = Context(self._attn_bias(pos, kpos, attention_mask, cache is not None), rope, cache, slots, record)
         for block in self.transformer.h:
             x = block(x, ctx)

@@ -46,6 +46,7 @@ class TrainConfig:
     eval_split: str = "val"          # split for eval_only: 'val' or 'test'
     stop_after: int = 0              # stop (saving ckpt_last.pt) after this many steps of this run; 0: off
     stop_at_loss: float = 0.0        # stop once the exact val loss is <= this (time-to-loss runs); 0: off
+    save_checkpoints: bool = True    # write ckpt_last.pt / ckpt_best.pt at every evaluation (false: at the end only)
     cpu_config: str = ""             # a smaller config to point to when this one is started on a CPU
     # data
     dataset: str = "shakespeare_char"  # a data set of prepare.py
@@ -68,6 +69,7 @@ class TrainConfig:
     device: str = "auto"             # 'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'
     dtype: str = "auto"              # 'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), 'bfloat16', 'float16', 'float32'
     compile: bool = True             # torch.compile the model (CUDA only; CPU and MPS run eagerly)
+    compile_mode: str = "default"    # torch.compile mode: 'default' or 'reduce-overhead' (adds CUDA graphs)
     seed: int = 1337                 # seeds the model init, dropout and the data order
 
 
@@ -101,7 +103,10 @@ def _help_lines():
 
 def _coerce(key, value, source):
     """Value of the right type for key, from a command-line string or a config-file object."""
-    kind = FIELD_TYPES[key]
+    return _coerce_value(FIELD_TYPES[key], key, value, source)
+
+
+def _coerce_value(kind, key, value, source="command line"):
     if source == "command line" and kind is not str:
         text = value.strip().lower()
         if kind is bool:
@@ -184,6 +189,7 @@ def validate(cfg, model_kw):
         errors.append(f"min_lr={cfg.min_lr} must be in [0, learning_rate={cfg.learning_rate}]")
     errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2") if not 0 <= getattr(cfg, k) < 1]
     choices = dict(init_from=("scratch", "resume"), eval_split=("val", "test"), optimizer=("adamw", "muon"),
+                   compile_mode=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                    dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(prepare.DATASETS))
     errors += [f"{k}={getattr(cfg, k)!r} is not one of {', '.join(map(repr, c))}"
                for k, c in choices.items() if getattr(cfg, k) not in c]
@@ -615,7 +621,7 @@ def train(cfg, model_kw, quiet=False):
 
     raw = model  # the source of truth for saving and evaluation: never compiled, never wrapped
     if cfg.compile and device.type == "cuda":
-        model = torch.compile(model)
+        model = torch.compile(model, mode=cfg.compile_mode)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     batches = Batches(data, cfg, model_cfg.block_size, device, world)
@@ -649,13 +655,15 @@ def train(cfg, model_kw, quiet=False):
                     best = last_metrics[metric]
                 say(f"step {step}: val {headline(last_metrics)}{' (best)' if improved else ''} | {elapsed:.1f} s")
                 if master:
-                    log_line(out, {"kind": "eval", "step": step, "split": "val", "time": elapsed, **last_metrics})
+                    log_line(out, {"kind": "eval", "step": step, "split": "val", "time": elapsed,
+                                   "unix_time": time.time(), **last_metrics})
+                if cfg.save_checkpoints:
                     checkpoint(step)
                     if improved:
                         checkpoint(step, "ckpt_best.pt")
                 if cfg.stop_at_loss and data.task == "lm" and last_metrics["loss"] <= cfg.stop_at_loss:
                     say(f"val loss {last_metrics['loss']:.4f} <= stop_at_loss={cfg.stop_at_loss} at step {step}, "
-                        f"{elapsed:.1f} s from launch")
+                        f"{elapsed:.1f} s into the run")
                     break
             if last:
                 break
@@ -695,6 +703,8 @@ def train(cfg, model_kw, quiet=False):
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+    if not cfg.save_checkpoints:
+        checkpoint(step)
 
     result = {"step": step, "best_val": best, "wall_s": time.time() - t_start, "params": raw.num_params(),
               "split": "val", **(last_metrics or {})}

@@ -265,3 +265,31 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(tiny_data, tmp_pa
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0, msg=name)
     ddp_eval = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["loss"]
     assert ddp_eval == pytest.approx(json.loads((tmp_path / "one" / "metrics.json").read_text())["loss"], rel=1e-6)
+
+
+def test_checkpoints_at_the_end_only(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    run(tiny_data, out, "--max_iters=10", "--eval_interval=5", "--save_checkpoints=false")
+    assert torch.load(out / "ckpt_last.pt", weights_only=True)["step"] == 10
+    assert not (out / "ckpt_best.pt").exists()
+
+
+def test_stop_at_loss_stops_at_the_first_evaluation_below(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    result = run(tiny_data, out, "--max_iters=200", "--eval_interval=10", "--learning_rate=3e-3",
+                 "--stop_at_loss=3.2")
+    evals = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert evals[-1]["loss"] <= 3.2 and all(e["loss"] > 3.2 for e in evals[:-1])
+    assert result["step"] == evals[-1]["step"] < 200 and "unix_time" in evals[-1]
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
+def test_muon_trains_and_resumes_only_with_muon(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    run(tiny_data, out, "--max_iters=4", "--eval_interval=4", "--optimizer=muon")
+    saved = torch.load(out / "ckpt_last.pt", weights_only=True)
+    assert len(saved["optimizers"]) == 2  # AdamW for embeddings and gains, Muon for the blocks' matrices
+    muon_state = saved["optimizers"][1]["state"]
+    assert len(muon_state) == 2 * 4  # 2 layers x (c_attn, attn.c_proj, c_fc, mlp.c_proj)
+    with pytest.raises(train.ConfigError, match="another optimizer"):
+        run(tiny_data, out, "--max_iters=8", "--init_from=resume", "--optimizer=adamw")

@@ -1,0 +1,42 @@
+"""bench.py: each mode runs on a tiny CPU configuration and writes what it claims to measure."""
+import json
+
+import pytest
+
+import bench
+
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--device=cpu"]
+
+
+def test_train_mode(tmp_path):
+    out = tmp_path / "b.json"
+    assert bench.main(["--mode=train", *TINY, "--batch_size=4", "--steps=3", "--warmup=1", "--vocab_size=50",
+                       f"--json={out}"]) == 0
+    r = json.loads(out.read_text())
+    assert r["steps"] == 3 and r["ms_min"] <= r["ms_per_step"] <= r["ms_max"]
+    assert r["tokens_per_s"] == pytest.approx(4 * 16 / (r["ms_per_step"] / 1000))
+    assert r["mfu"] is None and r["params"] > 0 and r["compile"] is False
+
+
+def test_generate_mode(tmp_path, tiny_data):
+    out = tmp_path / "g.json"
+    assert bench.main([f"--json={out}", "--mode=generate", "--dataset=shakespeare_char", f"--data_dir={tiny_data}",
+                       *TINY, "--max_new_tokens=40", "--repeats=1", "--batch_n=3"]) == 0
+    rows = {(r["kind"], r["batch"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {("kv_cache", 1), ("kv_cache", 3), ("no_cache", 1), ("no_cache", 3)}
+    assert rows[("kv_cache", 1)]["dtype"] == "torch.bfloat16"  # one CPU sample: bf16 (memory-bound)
+    assert rows[("kv_cache", 3)]["dtype"] == "torch.float32"
+
+
+def test_time_to_loss_mode(tmp_path, tiny_data):
+    out = tmp_path / "t.json"
+    args = ["--dataset=shakespeare_char", f"--data_dir={tiny_data}", *TINY, "--batch_size=8", "--max_iters=200",
+            "--warmup_iters=5", "--eval_interval=10", "--learning_rate=3e-3"]
+    assert bench.main(["--mode=time_to_loss", "--target=3.2", f"--json={out}", *args]) == 0
+    r = json.loads(out.read_text())
+    assert r["reached"] and r["val_loss"] <= 3.2 and r["step"] < 200
+    assert 0 < r["seconds_to_target"] <= r["wall_s"]
+
+
+def test_bad_mode():
+    assert bench.main(["--mode=fast"]) == 1
