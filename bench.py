@@ -28,6 +28,7 @@ import torch
 import prepare
 import sample
 import train
+from configurator import coerce_value
 from model import Transformer, TransformerConfig
 
 # GPT-2 small, as nanoGPT's bench.py measures it (no biases, no dropout, learned positions)
@@ -56,7 +57,7 @@ def split_args(argv):
     for arg in argv:
         key, sep, value = arg.removeprefix("--").partition("=")
         if arg.startswith("--") and key in mine and sep:
-            bench[key] = train._coerce_value(mine[key], key, value)
+            bench[key] = coerce_value(mine[key], key, value)
         else:
             rest.append(arg)
     cfg = BenchConfig(**bench)

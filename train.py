@@ -10,18 +10,14 @@ Train a Transformer language model or classifier; the task follows from the data
 Multi-node: run the same torchrun command on every node with --nnodes=N --node_rank=i
 --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT (HOST being node 0); rank 0 writes all files.
 """
-import dataclasses
-import difflib
 import json
 import math
 import os
-import re
-import runpy
 import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,187 +25,11 @@ import torch
 import torch.nn.functional as F
 
 import prepare
+from configurator import (DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError, TrainConfig,  # noqa: F401 (re-exported)
+                          parse_args, print_help)
 from model import Transformer, TransformerConfig
 
 CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class TrainConfig:
-    # I/O
-    out_dir: str = "out"             # checkpoints, config.json, log.jsonl and metrics.json go here
-    init_from: str = "scratch"       # 'scratch' or 'resume' (continue from out_dir/ckpt_last.pt)
-    overwrite: bool = False          # allow a fresh run into an out_dir that already holds a run
-    eval_interval: int = 250         # steps between exact evaluations (and checkpoints)
-    log_interval: int = 10           # steps between log lines
-    eval_only: bool = False          # evaluate out_dir's checkpoint on eval_split, write metrics.json
-    eval_split: str = "val"          # split for eval_only: 'val' or 'test'
-    stop_after: int = 0              # stop (saving ckpt_last.pt) after this many steps of this run; 0: off
-    stop_at_loss: float = 0.0        # stop once the exact val loss is <= this (time-to-loss runs); 0: off
-    save_checkpoints: bool = True    # write ckpt_last.pt / ckpt_best.pt at every evaluation (false: at the end only)
-    cpu_config: str = ""             # a smaller config to point to when this one is started on a CPU
-    # data
-    dataset: str = "shakespeare_char"  # a data set of prepare.py
-    data_dir: str = "data"           # where prepare.py writes its data sets
-    batch_size: int = 64             # sequences per micro-batch, per process
-    grad_accum: int = 1              # micro-batches per optimizer step, per process
-    eval_batch_size: int = 256       # sequences per evaluation batch
-    # optimizer
-    learning_rate: float = 1e-3      # peak learning rate, reached after warmup
-    min_lr: float = 1e-4             # floor of the cosine decay, reached at max_iters
-    max_iters: int = 5000            # optimizer steps
-    warmup_iters: int = 100          # linear warmup steps (0: none)
-    weight_decay: float = 0.1        # AdamW decay, applied to 2-D tensors only
-    beta1: float = 0.9               # AdamW beta1
-    beta2: float = 0.99              # AdamW beta2
-    grad_clip: float = 1.0           # clip the global gradient norm to this; 0: off
-    optimizer: str = "adamw"         # 'adamw', or 'muon' (GPU; torch >= 2.9): Muon for the blocks' matrices, AdamW for the rest
-    muon_momentum: float = 0.95      # Muon's Nesterov momentum
-    # system
-    device: str = "auto"             # 'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'
-    dtype: str = "auto"              # 'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), 'bfloat16', 'float16', 'float32'
-    compile: bool = True             # torch.compile the model (CUDA only; CPU and MPS run eagerly)
-    compile_mode: str = "default"    # torch.compile mode: 'default' or 'reduce-overhead' (adds CUDA graphs)
-    seed: int = 1337                 # seeds the model init, dropout and the data order
-
-
-MODEL_KEYS = [f.name for f in fields(TransformerConfig) if f.name not in ("vocab_size", "n_classes")]
-TRAIN_KEYS = [f.name for f in fields(TrainConfig)]
-DEFAULTS = {**asdict(TransformerConfig()), **asdict(TrainConfig())}
-FIELD_TYPES = {k: type(v) for k, v in DEFAULTS.items()}  # every default is a bool, int, float or str
-
-
-class ConfigError(ValueError):
-    pass
-
-
-# ----------------------------------------------------------------------------------------------
-# configuration: defaults <- config files (plain Python, own namespace) <- --key=value
-
-def _help_lines():
-    """One line per key, read from the comments beside the dataclass fields (the single source)."""
-    import inspect
-    lines = []
-    for cls, keys in ((TrainConfig, TRAIN_KEYS), (TransformerConfig, MODEL_KEYS)):
-        for line in inspect.getsource(cls).splitlines():
-            field = re.match(r"\s+(\w+): \w+ = (.+?)\s*(?:#\s*(.*))?$", line)
-            if field and field.group(1) in keys:
-                setting = f"--{field.group(1)}={field.group(2)}"
-                lines.append(f"  {setting:<34} {field.group(3) or ''}".rstrip())
-            elif re.match(r"\s+# \w", line):  # a section heading
-                lines.append(line.strip())
-    return "\n".join(lines)
-
-
-def _coerce(key, value, source):
-    """Value of the right type for key, from a command-line string or a config-file object."""
-    return _coerce_value(FIELD_TYPES[key], key, value, source)
-
-
-def _coerce_value(kind, key, value, source="command line"):
-    if source == "command line" and kind is not str:
-        text = value.strip().lower()
-        if kind is bool:
-            if text in ("true", "1", "yes", "on"):
-                return True
-            if text in ("false", "0", "no", "off"):
-                return False
-            raise ConfigError(f"{key}={value!r} ({source}) is not a boolean: use true or false")
-        try:
-            number = float(text) if kind is float else int(text)
-        except ValueError:
-            try:  # allow --max_iters=5e3
-                number = float(text)
-                if kind is int and not number.is_integer():
-                    raise ValueError
-                number = kind(number)
-            except ValueError:
-                raise ConfigError(f"{key}={value!r} ({source}) is not a valid {kind.__name__}") from None
-        return number
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}={value!r} ({source}) should be a {kind.__name__}, not {type(value).__name__}")
-    return value
-
-
-def parse_args(argv):
-    """Config files and --key=value overrides, in order -> (TrainConfig, model kwargs).
-    Every problem is collected and reported in one ConfigError."""
-    settings, errors = {}, []
-    for arg in argv:
-        if arg.startswith("--"):
-            key, sep, value = arg[2:].partition("=")  # split on the first '=' only
-            if not sep:
-                if FIELD_TYPES.get(key) is bool:
-                    value = "true"  # a bare --flag means true
-                else:
-                    errors.append(f"{arg}: expected --{key}=VALUE")
-                    continue
-            pairs = [(key, value, "command line")]
-        else:
-            path = Path(arg)
-            if not path.is_file():
-                errors.append(f"config file {arg!r} not found (configs live in config/, e.g. config/shakespeare.py)")
-                continue
-            namespace = runpy.run_path(str(path))  # its own namespace, not our globals
-            pairs = [(k, v, str(path)) for k, v in namespace.items()
-                     if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"]
-        for key, value, source in pairs:
-            if key not in FIELD_TYPES or key in ("vocab_size", "n_classes"):
-                close = difflib.get_close_matches(key, TRAIN_KEYS + MODEL_KEYS, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else " (python train.py --help lists every key)"
-                errors.append(f"unknown key '{key}' in {source}{hint}")
-                continue
-            try:
-                settings[key] = _coerce(key, value, source)
-            except ConfigError as e:
-                errors.append(str(e))
-    train_kw = {k: v for k, v in settings.items() if k in TRAIN_KEYS}
-    model_kw = {k: v for k, v in settings.items() if k in MODEL_KEYS}
-    cfg = TrainConfig(**train_kw)
-    errors += validate(cfg, model_kw)
-    if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
-    return cfg, model_kw
-
-
-def validate(cfg, model_kw):
-    errors = []
-    positive = ("eval_interval", "log_interval", "batch_size", "grad_accum", "eval_batch_size")
-    errors += [f"{k}={getattr(cfg, k)} must be >= 1" for k in positive if getattr(cfg, k) < 1]
-    errors += [f"{k}={getattr(cfg, k)} must be >= 0" for k in
-               ("max_iters", "warmup_iters", "weight_decay", "grad_clip", "stop_after", "stop_at_loss")
-               if getattr(cfg, k) < 0]
-    if cfg.warmup_iters > cfg.max_iters:
-        errors.append(f"warmup_iters={cfg.warmup_iters} is longer than training (max_iters={cfg.max_iters})")
-    if cfg.learning_rate <= 0:
-        errors.append(f"learning_rate={cfg.learning_rate} must be > 0")
-    if not 0 <= cfg.min_lr <= cfg.learning_rate:
-        errors.append(f"min_lr={cfg.min_lr} must be in [0, learning_rate={cfg.learning_rate}]")
-    errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2") if not 0 <= getattr(cfg, k) < 1]
-    choices = dict(init_from=("scratch", "resume"), eval_split=("val", "test"), optimizer=("adamw", "muon"),
-                   compile_mode=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-                   dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(prepare.DATASETS))
-    errors += [f"{k}={getattr(cfg, k)!r} is not one of {', '.join(map(repr, c))}"
-               for k, c in choices.items() if getattr(cfg, k) not in c]
-    if cfg.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
-        errors.append(f"optimizer='muon' needs torch >= 2.9 (this is {torch.__version__}); use 'adamw'")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        errors.append(f"device={cfg.device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
-    if cfg.dataset in prepare.DATASETS:  # check the model keys with a stand-in vocabulary
-        n_classes = 2 if prepare.DATASETS[cfg.dataset]["task"] == "cls" else 0
-        try:
-            TransformerConfig(vocab_size=1, n_classes=n_classes, **model_kw)
-        except ValueError as e:
-            errors += [line.strip() for line in str(e).splitlines()[1:]]
-    return errors
-
-
-def print_help():
-    print(__doc__.strip())
-    print("\nKeys (defaults shown; set them in a config file or as --key=value):")
-    print(_help_lines())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -745,7 +565,7 @@ def write_json_lines(path, lines):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print_help()
+        print_help(__doc__)
         return 0
     try:
         cfg, model_kw = parse_args(argv)

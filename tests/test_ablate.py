@@ -2,7 +2,6 @@
 runs and resuming a cut-off one bit-exactly, failed runs, and errors raised before anything runs."""
 import csv
 import json
-import os
 
 import numpy as np
 import pytest
