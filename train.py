@@ -272,7 +272,8 @@ class NonFinite(Exception):
 
 
 def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world=1, autocast=nullcontext()):
-    """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr) as floats;
+    """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr, tokens) as
+    floats, tokens being the real (not padding) tokens this process trained on;
     raises NonFinite, before the update, if the loss or the gradient norm is inf or nan.
     model may be compiled and DDP-wrapped; raw is the plain module underneath."""
     lr = lr_at(step, cfg)
@@ -280,14 +281,17 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         for group in opt.param_groups:
             group["lr"] = lr
     loss_sum = torch.zeros((), device=next(raw.parameters()).device)
+    tokens = torch.zeros((), device=loss_sum.device)
     for micro in range(cfg.grad_accum):
         batch = batches.get(step, micro, rank)
         sync = world == 1 or micro == cfg.grad_accum - 1  # DDP: all-reduce on the last micro-step only
         with (nullcontext() if sync else model.no_sync()), autocast:
             if batches.task == "lm":
                 _, loss = model(batch[0], batch[1])
+                tokens += batch[0].numel()
             else:
                 _, loss = model(batch[0], batch[2], attention_mask=batch[1])
+                tokens += batch[1].sum()
             loss = loss / cfg.grad_accum  # the mean over the whole accumulated batch
         (scaler.scale(loss) if scaler else loss).backward()
         loss_sum += loss.detach()
@@ -295,7 +299,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         for opt in optimizers:
             scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
     grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf"))
-    loss_value, grad_value = torch.stack([loss_sum, grad_norm.float()]).tolist()  # the one sync per step
+    loss_value, grad_value, n_tokens = torch.stack([loss_sum, grad_norm.float(), tokens]).tolist()  # the one sync
     if not math.isfinite(loss_value):
         raise NonFinite(f"non-finite loss ({loss_value})")
     if not math.isfinite(grad_value) and not scaler:  # fp16: the scaler skips overflowed steps itself
@@ -308,7 +312,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         opt.zero_grad(set_to_none=True)
     if scaler:
         scaler.update()
-    return loss_value, grad_value, lr
+    return loss_value, grad_value, lr, n_tokens
 
 
 def log_line(out_dir, record):
@@ -430,8 +434,9 @@ def train(cfg, model_kw, quiet=False):
         if device.type == "cuda" and ckpt["rng"]["cuda"] and world == 1:
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         say(f"resuming from {out / 'ckpt_last.pt'} at step {start}")
-    tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.grad_accum * world
-    flops_per_step = model.flops_per_token(model_cfg.block_size) * tokens_per_step
+    tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.grad_accum * world  # at most, for classifiers
+    flops_per_token = model.flops_per_token(model_cfg.block_size)
+    flops_per_step = flops_per_token * tokens_per_step
     if master:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
@@ -441,7 +446,11 @@ def train(cfg, model_kw, quiet=False):
 
     raw = model  # the source of truth for saving and evaluation: never compiled, never wrapped
     if cfg.compile and device.type == "cuda":
-        model = torch.compile(model, mode=cfg.compile_mode)
+        mode = cfg.compile_mode
+        if world > 1 and mode == "reduce-overhead":  # CUDA graphs and DDP's gradient hooks do not mix
+            say("note: compile_mode='reduce-overhead' is not used with DDP; compiling with mode='default'")
+            mode = "default"
+        model = torch.compile(model, mode=mode)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     batches = Batches(data, cfg, model_cfg.block_size, device, world)
@@ -463,7 +472,7 @@ def train(cfg, model_kw, quiet=False):
 
     say(f"training {cfg.max_iters} steps of {tokens_per_step:,} tokens"
         f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'}")
-    t_run, t_log, step_ms = time.time(), time.time(), []
+    t_run, t_log, step_ms, step_tokens = time.time(), time.time(), [], []
     try:
         for step in range(start, cfg.max_iters + 1):
             last = step == cfg.max_iters
@@ -494,8 +503,8 @@ def train(cfg, model_kw, quiet=False):
                 break
 
             try:
-                loss_value, grad_value, lr = train_step(model, raw, optimizers, scaler, batches, step, cfg,
-                                                        rank, world, autocast)
+                loss_value, grad_value, lr, n_tokens = train_step(model, raw, optimizers, scaler, batches, step,
+                                                                  cfg, rank, world, autocast)
             except NonFinite as e:
                 kept = f"the last good checkpoint is {out / 'ckpt_last.pt'}" if (out / "ckpt_last.pt").exists() \
                     else "no checkpoint was written yet"
@@ -505,12 +514,13 @@ def train(cfg, model_kw, quiet=False):
             # ---- logging ----
             now = time.time()
             step_ms.append((now - t_log) * 1000)
+            step_tokens.append(n_tokens * world)  # classification: real tokens, padding not counted
             t_log = now
             if step % cfg.log_interval == 0 and master:
                 ms = sorted(step_ms)[len(step_ms) // 2]  # median over the interval: robust to eval pauses
-                step_ms = []
-                tps = tokens_per_step / (ms / 1000)
-                mfu = flops_per_step / (ms / 1000) / peak if peak else None
+                tps = sum(step_tokens) / len(step_tokens) / (ms / 1000)
+                step_ms, step_tokens = [], []
+                mfu = flops_per_token * tps / peak if peak else None
                 mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
                 done = step + 1 - start
                 eta = (now - t_run) / done * (cfg.max_iters - step - 1)
