@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import prepare
+from configurator import ConfigError, coerce_value
 from train import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_device
 
 MAIN_OUT_DIR = "out-shakespeare-char"  # what `python train.py config/shakespeare.py` writes
@@ -63,26 +64,15 @@ def parse_args(argv):
             errors.append(f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close
                                                     else " (python sample.py --help lists every key)"))
             continue
-        kind = types[key]
         try:
-            settings[key] = value if kind is str else float(value) if kind is float else _int(value)
-        except ValueError:
-            errors.append(f"{key}={value!r} is not a valid {kind.__name__}")
+            settings[key] = coerce_value(types[key], key, value)
+        except ConfigError as e:
+            errors.append(str(e))
     cfg = SampleConfig(**settings)
     errors += validate(cfg)
     if errors:
         raise SampleError("invalid options:\n  " + "\n  ".join(errors))
     return cfg
-
-
-def _int(text):
-    try:
-        return int(text)
-    except ValueError:
-        number = float(text)  # allows --max_new_tokens=1e3, not 2.5
-        if not number.is_integer():
-            raise
-        return int(number)
 
 
 def validate(cfg):
