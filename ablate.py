@@ -271,12 +271,6 @@ def summarize(runs, names, metric, baseline):
     return rows
 
 
-def write_text(path, text):
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def runs_csv(runs):
     columns = []
     for r in runs:  # flat values only: per_class, confusion and labels stay in results.json
@@ -420,10 +414,10 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
                "runs": runs, "summary": summarize(runs, names, study["metric"], study["baseline"]),
                "failed": failed, "ran": len(todo), "skipped": len(jobs_list) - len(todo)}
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    write_text(out / "results.csv", runs_csv(runs))
+    prepare.write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    prepare.write_atomic(out / "results.csv", runs_csv(runs))
     chart = plot.plot_ablation(results, out / "ablation.png") if results["summary"] else None
-    write_text(out / "summary.md", summary_md(results, chart and Path(chart).name))
+    prepare.write_atomic(out / "summary.md", summary_md(results, chart and Path(chart).name))
     say("\n".join(table(results)))
     say(f"wrote {out}/results.csv, results.json, summary.md{', ablation.png' if chart else ''}")
     if failed:

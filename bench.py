@@ -12,7 +12,6 @@ Timed regions are bracketed by CUDA events or torch.cuda.synchronize(); warm-up 
 cuBLAS start-up) is excluded except in time_to_loss, which times a whole fresh process on purpose.
 """
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -83,7 +82,7 @@ def build(argv, bench):
     if not vocab:
         if has_config:
             meta = train.load_data(cfg, quiet=True).meta
-            vocab = meta["vocab_size"] if meta["vocab_size"] < 1024 else -(-meta["vocab_size"] // 64) * 64
+            vocab = train.padded_vocab(meta["vocab_size"])
         else:
             vocab = 50304
     device = train.resolve_device(cfg.device)
@@ -240,9 +239,7 @@ def main(argv=None):
         return 1
     result["argv"] = argv
     path = Path(bench.json or f"bench_{bench.mode}.json")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
+    prepare.write_atomic(path, json.dumps(result, indent=2) + "\n")
     print(f"-> {path}")
     return 0
 

@@ -157,7 +157,7 @@ def _fetch_url(url, rel, dest, quiet):
     except (zipfile.BadZipFile, KeyError, DataError) as e:
         zpath.unlink()  # a bad archive must not stick in the cache
         raise DataError(f"{base} ({zpath}) is not a zip holding a good {member}: {e}") from e
-    _write_atomic(dest, data)
+    write_atomic(dest, data)
     return data
 
 
@@ -427,10 +427,13 @@ DATASETS = {
 # writing: temp file + os.replace for every file, meta.json last
 
 
-def _write_atomic(path, data):
+def write_atomic(path, data):
+    """Write bytes (or text, as UTF-8) to path through a temporary file and a rename, so a reader
+    or a crash never sees half a file."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_bytes(data)
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -499,7 +502,7 @@ def prepare(name, source=None, data_dir="data", quiet=False, force=False):
         for f, tmp in tmps.items():
             os.replace(tmp, out / f)
             log(f"wrote {out / f} ({len(blobs[f]):,} bytes)", quiet)
-        _write_atomic(out / "meta.json", (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode())
+        write_atomic(out / "meta.json", (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode())
     except OSError as e:
         raise DataError(f"cannot write {out}: {e}") from e
     finally:

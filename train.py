@@ -10,6 +10,7 @@ Train a Transformer language model or classifier; the task follows from the data
 Multi-node: run the same torchrun command on every node with --nnodes=N --node_rank=i
 --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT (HOST being node 0); rank 0 writes all files.
 """
+import functools
 import json
 import math
 import os
@@ -63,6 +64,12 @@ def resolve_dtype(name, device):
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def padded_vocab(n):
+    """Large vocabularies padded to a multiple of 64 for faster matmuls (50257 -> 50304); the extra
+    rows are never targets, and sampling masks them (sample.py passes vocab_limit)."""
+    return n if n < 1024 else -(-n // 64) * 64
 
 
 def lr_at(step, cfg):
@@ -152,7 +159,7 @@ def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1):
     model.eval()
     block_size = model.config.block_size
     if data.task == "lm":
-        tokens = torch.from_numpy(np.asarray(data.tokens(split), dtype=np.int64)).to(device)
+        tokens = split_on_device(data, split, device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
         for i, (x, y) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size)):
             if i % world == rank:
@@ -181,11 +188,21 @@ def lm_metrics(nats, n_targets, data, split):
     """Loss per token, perplexity, and bits per token; bits per character for text tokenizers."""
     loss = nats / n_targets
     m = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2), "tokens": n_targets}
-    kind = data.meta["tokenizer"]["kind"]
-    if kind in ("char", "tiktoken"):  # characters the targets spell out (all but the first token)
-        chars = len(data.decode(np.asarray(data.tokens(split)[1:], dtype=np.int64).tolist()))
-        m["bits_per_char"] = nats / math.log(2) / chars
+    if data.meta["tokenizer"]["kind"] in ("char", "tiktoken"):
+        m["bits_per_char"] = nats / math.log(2) / target_chars(data, split)
     return m
+
+
+# evaluation runs every eval_interval steps: load each split and count its characters only once
+@functools.lru_cache(maxsize=8)
+def split_on_device(data, split, device):
+    return torch.from_numpy(np.asarray(data.tokens(split), dtype=np.int64)).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def target_chars(data, split):
+    """Characters the targets spell out (every token but the first)."""
+    return len(data.decode(np.asarray(data.tokens(split)[1:], dtype=np.int64).tolist()))
 
 
 def classification_metrics(pred, true, label_names):
@@ -397,10 +414,7 @@ def train(cfg, model_kw, quiet=False):
         if master and not cfg.overwrite and ((out / "ckpt_last.pt").exists() or (out / "config.json").exists()):
             raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
                               f"replace it with --overwrite=true, or choose another --out_dir")
-        # pad large vocabularies to a multiple of 64 for faster matmuls (50257 -> 50304); the extra
-        # rows are never targets, and sampling masks them (sample.py passes vocab_limit)
-        vocab = data.vocab_size if data.vocab_size < 1024 else -(-data.vocab_size // 64) * 64
-        model_cfg = TransformerConfig(vocab_size=vocab, n_classes=data.n_classes, **model_kw)
+        model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes, **model_kw)
 
     torch.manual_seed(cfg.seed + rank)
     model = Transformer(model_cfg)
@@ -551,9 +565,7 @@ def format_seconds(s):
 
 
 def write_json(path, obj):
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    prepare.write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def trim_log(out, step):
@@ -563,13 +575,7 @@ def trim_log(out, step):
         path.unlink(missing_ok=True)
     elif path.exists():
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        write_json_lines(path, keep)
-
-
-def write_json_lines(path, lines):
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+        prepare.write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def main(argv=None):
