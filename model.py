@@ -100,7 +100,8 @@ def sinusoidal_table(n_pos, dim):
 
 
 def rope_cos_sin(pos, head_dim, base):
-    """cos and sin (T, hs) of the rotation angles pos * theta_i, theta_i = base^(-2i/hs).
+    """cos and sin (T, hs) of the rotation angles pos * theta_i, theta_i = base^(-2i/hs), for
+    apply_rope: the sin of the first half is negated (see there).
 
     Computed for whatever positions are asked (no table), so RoPE works at any length.
     Layout is 'half split' (dimension i pairs with i + hs/2, as GPT-NeoX and LLaMA do) rather than
@@ -108,15 +109,18 @@ def rope_cos_sin(pos, head_dim, base):
     """
     inv_freq = base ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
     angles = pos.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
-    angles = torch.cat([angles, angles], dim=-1)       # (T, hs)
-    return angles.cos(), angles.sin()
+    sin = angles.sin()
+    return torch.cat([angles, angles], dim=-1).cos(), torch.cat([-sin, sin], dim=-1)
 
 
 def apply_rope(x, cos, sin):
-    """Rotate each pair (x_i, x_{i+hs/2}) of x (B, nh, T, hs) by its angle; in fp32, back to x.dtype."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (x.float() * cos + rotated * sin).to(x.dtype)
+    """Rotate each pair (x_i, x_{i+hs/2}) of x (..., hs) by its angle, in fp32, back to x.dtype:
+        out_i        = x_i cos - x_{i+hs/2} sin
+        out_{i+hs/2} = x_{i+hs/2} cos + x_i sin
+    Rolling x by hs/2 swaps its halves, and the negated first half of sin (rope_cos_sin) supplies
+    the minus sign: five elementwise kernels in all, which matters when decoding one token."""
+    xf = x.float()
+    return (xf * cos + xf.roll(x.size(-1) // 2, dims=-1) * sin).to(x.dtype)
 
 
 def alibi_slopes(n_head):
@@ -167,10 +171,14 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, ctx):
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if ctx.rope is not None:
-            q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        if ctx.rope is not None:  # rotate queries and keys together: (B, T, 2, nh, hs)
+            cos, sin = ctx.rope  # (T, hs)
+            q, k = apply_rope(qkv[:, :, :2], cos[:, None, None], sin[:, None, None]).unbind(2)
+            v = qkv[:, :, 2]
+        else:
+            q, k, v = qkv.unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if ctx.cache is not None:  # generation: store this step's keys/values, attend over all cached ones
             k, v = ctx.cache.update(self.layer_idx, k, v, ctx.slots)
         bias = None if ctx.bias is None else ctx.bias.to(q.dtype)
@@ -384,7 +392,7 @@ class Transformer(nn.Module):
         elif cfg.pos_encoding == "sinusoidal":
             # the paper scales embeddings by sqrt(d_model) before adding the table (Vaswani et al. 3.4);
             # without it the fixed table (rms 0.7) would drown the 0.02-scale token embeddings
-            x = x * math.sqrt(cfg.n_embd) + self.sin_table[pos]
+            x = x * math.sqrt(cfg.n_embd) + self.sin_table[pos].to(x.dtype)
         x = self.transformer.drop(x)
         slots, kpos = None, pos
         if cache is not None:

@@ -129,6 +129,21 @@ def test_rope_preserves_norm_and_depends_only_on_offset():
     assert abs(other - dots[0]) > 1e-3
 
 
+def test_rope_rotates_each_half_split_pair_by_its_angle():
+    g = torch.Generator().manual_seed(0)
+    hs, base = 8, 10000.0
+    x = torch.randn(2, 3, 5, hs, generator=g)  # (B, nh, T, hs)
+    cos, sin = rope_cos_sin(torch.arange(5), hs, base)
+    out = apply_rope(x, cos, sin)
+    for t in range(5):
+        for i in range(hs // 2):
+            a = t * base ** (-2 * i / hs)
+            x1, x2 = x[..., t, i], x[..., t, i + hs // 2]
+            torch.testing.assert_close(out[..., t, i], x1 * math.cos(a) - x2 * math.sin(a))
+            torch.testing.assert_close(out[..., t, i + hs // 2], x2 * math.cos(a) + x1 * math.sin(a))
+    assert apply_rope(x.bfloat16(), cos, sin).dtype == torch.bfloat16
+
+
 def test_alibi_slopes_are_the_papers_geometric_sequence():
     torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
     torch.testing.assert_close(alibi_slopes(4), torch.tensor([2.0 ** -(2 * (i + 1)) for i in range(4)]))
