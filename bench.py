@@ -11,6 +11,7 @@ Every mode prints a table and writes the numbers as JSON (--json=PATH, default b
 Timed regions are bracketed by CUDA events or torch.cuda.synchronize(); warm-up (compilation,
 cuBLAS start-up) is excluded except in time_to_loss, which times a whole fresh process on purpose.
 """
+import copy
 import json
 import platform
 import statistics
@@ -116,12 +117,17 @@ def bench_train(argv, bench):
     cfg, raw, device, dtype, autocast = build(argv, bench)
     optimizers = train.make_optimizers(raw, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    model = torch.compile(raw, mode=cfg.compile_mode) if cfg.compile and device.type == "cuda" else raw
+    model = train.compile_model(raw, cfg, device)
     T = raw.config.block_size
     batches = RandomBatches(raw.config.vocab_size, cfg.batch_size, T, device)
     t0 = time.perf_counter()
+    graphed = None
+    if cfg.cuda_graph:
+        if device.type != "cuda" or scaler:
+            raise train.ConfigError(f"cuda_graph=True needs CUDA and bf16 or fp32 (here: {device.type}, {dtype})")
+        graphed = train.GraphedStep(model, list(raw.parameters()), batches.get(0, 0, 0), 1 / cfg.grad_accum, dtype)
     for step in range(bench.warmup):  # compilation and autotuning happen here
-        train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast)
+        train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast, graphed=graphed)
     synchronize(device)
     warmup_s = time.perf_counter() - t0
     if device.type == "cuda":
@@ -129,7 +135,7 @@ def bench_train(argv, bench):
     times = []
     for step in range(bench.warmup, bench.warmup + bench.steps):
         t = time.perf_counter()  # train_step ends in a sync (loss and grad norm are read back)
-        train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast)
+        train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast, graphed=graphed)
         synchronize(device)
         times.append(time.perf_counter() - t)
     ms = statistics.median(times) * 1000
@@ -137,6 +143,7 @@ def bench_train(argv, bench):
     peak = train.peak_flops(device)
     result = {"mode": "train", "params": raw.num_params(), "batch_size": cfg.batch_size, "block_size": T,
               "grad_accum": cfg.grad_accum, "compile": cfg.compile and device.type == "cuda",
+              "compile_scope": cfg.compile_scope, "cuda_graph": cfg.cuda_graph,
               "dtype": str(dtype).removeprefix("torch."), "ms_per_step": ms, "ms_min": min(times) * 1000,
               "ms_max": max(times) * 1000, "tokens_per_s": tokens / (ms / 1000),
               "mfu": raw.flops_per_token(T) * tokens / (ms / 1000) / peak if peak else None,
@@ -172,24 +179,25 @@ def bench_generate(argv, bench):
     if bench.no_cache:
         settings += [("no_cache", 1), ("no_cache", bench.batch_n)]
     for kind, batch in settings:
-        autocast = sample.autocast_for(cfg.dtype, device, batch)  # the precision sample.py would use
+        run_dtype = sample.inference_dtype(cfg.dtype, device, batch)  # the precision sample.py would use
+        run_model = sample.cast_for_inference(copy.deepcopy(model), run_dtype)
         prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
         runs = []
         for r in range(bench.repeats + 1):  # the first run is reported apart: it pays for start-up
             synchronize(device)
             t = time.perf_counter()
-            with torch.no_grad(), autocast:
+            with torch.no_grad():
                 if kind == "kv_cache":
-                    model.generate(prompt, n, temperature=0)
+                    run_model.generate(prompt, n, temperature=0)
                 else:
-                    generate_without_cache(model, prompt, n)
+                    generate_without_cache(run_model, prompt, n)
             synchronize(device)
             runs.append(time.perf_counter() - t)
             if kind == "no_cache" and runs[-1] * (bench.repeats + 1) > 120:
                 break  # slow reference: one timed run is enough
         warm = runs[1:] or runs
         row = {"kind": kind, "batch": batch, "new_tokens": n, "first_s": runs[0],
-               "dtype": str(autocast.fast_dtype if isinstance(autocast, torch.autocast) else torch.float32),
+               "dtype": str(run_dtype).removeprefix("torch."),
                "tokens_per_s": batch * n / statistics.median(warm), "first_tokens_per_s": batch * n / runs[0]}
         rows.append(row)
         print(f"generate {kind:>8} batch {batch:>3}: {row['tokens_per_s']:9.0f} tokens/s "
@@ -217,7 +225,8 @@ def bench_time_to_loss(argv, bench):
               "wall_s": wall, "reached": reached is not None,
               "step": reached["step"] if reached else None, "val_loss": reached["loss"] if reached else None,
               "time_in_train_s": reached["time"] if reached else None,
-              "best_val_loss": min(e["loss"] for e in evals), "log_tail": proc.stdout[-2000:], **environment(device)}
+              "best_val_loss": min(e["loss"] for e in evals),
+              "log_head": proc.stdout[:2500], "log_tail": proc.stdout[-2000:], **environment(device)}
     took = f"{result['seconds_to_target']:.1f} s from launch" if reached else "not reached"
     print(f"time to val loss {bench.target}: {took} (step {result['step']}, exact val loss {result['val_loss']}); "
           f"process wall time {wall:.1f} s; best {result['best_val_loss']:.4f}")

@@ -57,6 +57,8 @@ class TrainConfig:
     dtype: str = "auto"              # 'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), 'bfloat16', 'float16', 'float32'
     compile: bool = True             # torch.compile the model (CUDA only; CPU and MPS run eagerly)
     compile_mode: str = "default"    # torch.compile mode: 'default' or 'reduce-overhead' (adds CUDA graphs)
+    compile_scope: str = "model"     # 'model': one graph for the network; 'block': one compilation for all layers
+    cuda_graph: bool = False         # replay forward+backward as one recorded CUDA graph (CUDA, LMs, no DDP)
     seed: int = 1337                 # seeds the model init, dropout and the data order
 
 
@@ -176,9 +178,18 @@ def validate(cfg, model_kw):
     errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2") if not 0 <= getattr(cfg, k) < 1]
     choices = dict(init_from=("scratch", "resume"), eval_split=("val", "test"), optimizer=("adamw", "muon"),
                    compile_mode=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                   compile_scope=("model", "block"),
                    dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(prepare.DATASETS))
     errors += [f"{k}={getattr(cfg, k)!r} is not one of {', '.join(map(repr, c))}"
                for k, c in choices.items() if getattr(cfg, k) not in c]
+    if cfg.cuda_graph and cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune"):
+        errors.append(f"cuda_graph=True and compile_mode={cfg.compile_mode!r} both record CUDA graphs; "
+                      f"use compile_mode='default' or 'max-autotune-no-cudagraphs', or --compile=false")
+    if cfg.cuda_graph and prepare.DATASETS.get(cfg.dataset, {}).get("task") == "cls":
+        errors.append(f"cuda_graph=True needs batches of one shape: a language model, not {cfg.dataset!r} "
+                      f"(whose batches are padded to their longest text)")
+    if cfg.cuda_graph and cfg.dtype == "float16":
+        errors.append("cuda_graph=True is not supported with dtype='float16' (its loss scaling); use 'bfloat16'")
     if cfg.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
         errors.append(f"optimizer='muon' needs torch >= 2.9 (this is {torch.__version__}); use 'adamw'")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):

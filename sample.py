@@ -13,7 +13,6 @@ For a classifier, --start is one text or FILE:path with one text per line.
 import difflib
 import re
 import sys
-from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -142,16 +141,27 @@ def load(out_dir, which="best", device="cpu"):
     return model.to(device).eval(), tokenizer, ckpt, path
 
 
-def autocast_for(dtype, device, batch=1):
-    """'auto': bf16 autocast on CUDA; on the CPU for a single sequence only. Decoding one token at a
-    time reads every weight once per token, so batch 1 is memory-bound and autocast's bf16 copies of
-    the weights halve the bytes read (character model, 2 CPU cores: 123 -> 207 tokens/s); a batch is
-    compute-bound, and CPUs without bf16 units compute faster in fp32 (batch 16: 825 vs 461)."""
+def inference_dtype(dtype, device, decode_batch=None):
+    """The torch dtype for dtype='auto' | 'bfloat16' | 'float16' | 'float32'. 'auto': bf16 on CUDA;
+    on the CPU only to decode a single sequence (decode_batch=1). Decoding one token at a time reads
+    every weight once per token, so batch 1 is memory-bound and bf16 weights halve the bytes read;
+    a batch, or a classifier's forward over whole texts, is compute-bound, and CPUs without bf16
+    units compute faster in fp32 (PERFORMANCE.md, section 4)."""
     if dtype == "auto":
-        bf16 = (device.type == "cpu" and batch == 1) or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        bf16 = (device.type == "cpu" and decode_batch == 1) or \
+            (device.type == "cuda" and torch.cuda.is_bf16_supported())
         dtype = "bfloat16" if bf16 else "float32"
-    dtype = getattr(torch, dtype)
-    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    return getattr(torch, dtype)
+
+
+def cast_for_inference(model, dtype):
+    """Store the model's parameters in dtype (in place; returns the model). Inference then needs no
+    autocast, whose per-call casts of every weight are as many extra kernels (and bytes) as the matrix
+    products themselves when decoding one token. LayerNorm and softmax still accumulate in fp32
+    inside their kernels, RoPE rotates in fp32, and the fixed position tables (buffers) stay fp32."""
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
+    return model
 
 
 def read_start(start):
@@ -199,9 +209,10 @@ class StreamDecoder:
 
 @torch.no_grad()
 def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens=500, temperature=0.8,
-             top_k=200, top_p=1.0, seed=1337, autocast=nullcontext(), stream=None):
+             top_k=200, top_p=1.0, seed=1337, stream=None):
     """Texts (prompt + continuation) of num_samples samples; with stream, written there as well:
-    one sample as its tokens arrive, several one after another between lines of dashes."""
+    one sample as its tokens arrive, several one after another between lines of dashes.
+    The model computes in the dtype of its parameters (see cast_for_inference)."""
     try:
         ids = tokenizer.encode(prompt)
     except ValueError as e:  # characters or words the training data never had
@@ -222,17 +233,15 @@ def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens
         pieces = [decoder.push(ids)]
         write = stream.write if stream is not None else (lambda s: None)
         write(pieces[0])
-        with autocast:
-            for nxt in model.generate_stream(idx, max_new_tokens, **kw):  # (1, 1)
-                pieces.append(decoder.push([nxt.item()]))
-                write(pieces[-1])
-                if stream is not None:
-                    stream.flush()  # show each piece now, not when the buffer fills
+        for nxt in model.generate_stream(idx, max_new_tokens, **kw):  # (1, 1)
+            pieces.append(decoder.push([nxt.item()]))
+            write(pieces[-1])
+            if stream is not None:
+                stream.flush()  # show each piece now, not when the buffer fills
         pieces.append(decoder.flush())
         write(pieces[-1] + "\n")
         return ["".join(pieces)]
-    with autocast:
-        out = model.generate(idx, max_new_tokens, **kw)  # (B, T + max_new_tokens)
+    out = model.generate(idx, max_new_tokens, **kw)  # (B, T + max_new_tokens)
     texts = [tokenizer.decode(row.tolist()) for row in out]
     if stream is not None:
         stream.write(("\n" + "-" * 40 + "\n").join(texts) + "\n")
@@ -248,15 +257,16 @@ def sample(out_dir=MAIN_OUT_DIR, start="\n", num_samples=1, max_new_tokens=500, 
     if model.config.n_classes:
         raise SampleError(f"{path} is a classifier ({model.config.n_classes} classes), not a language "
                           f"model: use classify()")
+    cast_for_inference(model, inference_dtype(dtype, device, num_samples))
     return generate(model, tokenizer, ckpt["data"]["meta"]["vocab_size"], read_start(start), num_samples,
-                    max_new_tokens, temperature, top_k, top_p, seed, autocast_for(dtype, device, num_samples), stream)
+                    max_new_tokens, temperature, top_k, top_p, seed, stream)
 
 
 # ----------------------------------------------------------------------------------------------
 # classification
 
 @torch.no_grad()
-def label(model, tokenizer, label_names, texts, autocast=nullcontext(), stream=None, batch_size=64):
+def label(model, tokenizer, label_names, texts, stream=None, batch_size=64):
     """For each text {"text", "label", "probs": {label: p} from most to least likely}."""
     device = next(model.parameters()).device
     pad = tokenizer.stoi[tokenizer.spec["pad"]]
@@ -272,8 +282,7 @@ def label(model, tokenizer, label_names, texts, autocast=nullcontext(), stream=N
         mask = torch.zeros(x.shape, dtype=torch.bool)  # True = real token, right padding as in training
         for r, seq in enumerate(seqs):
             x[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), True
-        with autocast:
-            logits, _ = model(x.to(device), attention_mask=mask.to(device))
+        logits, _ = model(x.to(device), attention_mask=mask.to(device))
         probs = F.softmax(logits.float(), dim=-1).cpu()  # (B, n_classes)
         for t, p in zip(chunk, probs.tolist()):
             ranked = dict(sorted(zip(label_names, p), key=lambda kv: -kv[1]))
@@ -305,7 +314,8 @@ def classify(out_dir, start, device="auto", dtype="auto", checkpoint="best", str
     if not model.config.n_classes:
         raise SampleError(f"{path} is a language model, not a classifier: use sample()")
     texts = texts_to_classify(start) if isinstance(start, str) else list(start)
-    return label(model, tokenizer, ckpt["data"]["meta"]["label_names"], texts, autocast_for(dtype, device), stream)
+    cast_for_inference(model, inference_dtype(dtype, device))
+    return label(model, tokenizer, ckpt["data"]["meta"]["label_names"], texts, stream)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,14 +329,17 @@ def main(argv=None):
         cfg = parse_args(argv)
         device = get_device(cfg.device)
         model, tokenizer, ckpt, path = load(cfg.out_dir, cfg.checkpoint, device)
-        autocast, meta = autocast_for(cfg.dtype, device, cfg.num_samples), ckpt["data"]["meta"]
+        meta = ckpt["data"]["meta"]
         # to stderr, so that stdout holds nothing but the text (python sample.py > out.txt)
         print(f"{path}: step {ckpt['step']}, {model.num_params() / 1e6:.2f}M parameters, {device}", file=sys.stderr)
         if model.config.n_classes:
-            label(model, tokenizer, meta["label_names"], texts_to_classify(cfg.start), autocast, sys.stdout)
+            texts = texts_to_classify(cfg.start)
+            cast_for_inference(model, inference_dtype(cfg.dtype, device))
+            label(model, tokenizer, meta["label_names"], texts, sys.stdout)
         else:
+            cast_for_inference(model, inference_dtype(cfg.dtype, device, cfg.num_samples))
             generate(model, tokenizer, meta["vocab_size"], read_start(cfg.start), cfg.num_samples,
-                     cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, autocast, sys.stdout)
+                     cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, sys.stdout)
     except (SampleError, CheckpointError, prepare.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -155,7 +155,13 @@ class Batches:
 
 @torch.no_grad()
 def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1):
-    """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced."""
+    """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced.
+    Always eager: compiling the inference shapes too would cost more than a few evaluations take."""
+    with torch.compiler.set_stance("force_eager"):
+        return _evaluate(model, data, split, cfg, device, autocast, rank, world)
+
+
+def _evaluate(model, data, split, cfg, device, autocast, rank, world):
     model.eval()
     block_size = model.config.block_size
     if data.task == "lm":
@@ -288,11 +294,73 @@ class NonFinite(Exception):
     pass
 
 
-def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world=1, autocast=nullcontext()):
+def compile_model(raw, cfg, device, world=1, say=print):
+    """The model that training calls: raw itself (CPU, MPS, compile=False, or compile_scope='block',
+    which compiles each block in place: one compilation, as every block runs the same code on the
+    same shapes), or raw wrapped by torch.compile."""
+    if not (cfg.compile and device.type == "cuda"):
+        return raw
+    mode = cfg.compile_mode
+    if world > 1 and mode == "reduce-overhead":  # CUDA graphs and DDP's gradient hooks do not mix
+        say("note: compile_mode='reduce-overhead' is not used with DDP; compiling with mode='default'")
+        mode = "default"
+    if cfg.compile_scope == "block":
+        for block in raw.transformer.h:
+            block.compile(mode=mode)
+        return raw
+    return torch.compile(raw, mode=mode)
+
+
+class GraphedStep:
+    """Forward and backward of one language-model micro-batch, recorded once as a CUDA graph and
+    replayed at every micro-step: one launch in place of a thousand small ones, the same arithmetic
+    (dropout included: CUDA graphs advance the random generator at each replay).
+
+    A graph replays fixed kernels on fixed addresses, so the batch is copied into fixed input
+    tensors, and the gradients exist before recording so that the recorded backward accumulates
+    into them in place; train_step then zeroes them rather than freeing them. Recording happens
+    after a few warm-up passes on a side stream (they also compile the model, if it is compiled)."""
+
+    def __init__(self, model, params, example, scale, dtype):
+        self.x, self.y = (t.clone() for t in example)
+        device = self.x.device
+        # cached weight casts must not outlive the recording
+        autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32, cache_enabled=False)
+
+        def forward_backward():
+            with autocast:
+                _, loss = model(self.x, self.y)
+            loss = loss * scale
+            loss.backward()
+            return loss.detach()
+
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                forward_backward()
+        torch.cuda.current_stream(device).wait_stream(side)
+        for p in params:
+            if p.grad is not None:
+                p.grad.zero_()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss = forward_backward()
+
+    def __call__(self, x, y):
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.graph.replay()
+        return self.loss
+
+
+def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world=1, autocast=nullcontext(),
+               graphed=None):
     """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr, tokens) as
     floats, tokens being the real (not padding) tokens this process trained on;
     raises NonFinite, before the update, if the loss or the gradient norm is inf or nan.
-    model may be compiled and DDP-wrapped; raw is the plain module underneath."""
+    model may be compiled and DDP-wrapped; raw is the plain module underneath; graphed, a
+    GraphedStep, replaces the forward and backward passes."""
     lr = lr_at(step, cfg)
     for opt in optimizers:
         for group in opt.param_groups:
@@ -301,6 +369,10 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
     tokens = torch.zeros((), device=loss_sum.device)
     for micro in range(cfg.grad_accum):
         batch = batches.get(step, micro, rank)
+        if graphed is not None:
+            loss_sum += graphed(*batch)
+            tokens += batch[0].numel()
+            continue
         sync = world == 1 or micro == cfg.grad_accum - 1  # DDP: all-reduce on the last micro-step only
         with (nullcontext() if sync else model.no_sync()), autocast:
             if batches.task == "lm":
@@ -326,7 +398,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
             scaler.step(opt)
         else:
             opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=graphed is None)  # a graph's gradients stay where it recorded them
     if scaler:
         scaler.update()
     return loss_value, grad_value, lr, n_tokens
@@ -458,16 +530,19 @@ def train(cfg, model_kw, quiet=False):
         if not quiet:
             cpu_notice(cfg, model_kw, flops_per_step, device)
 
-    raw = model  # the source of truth for saving and evaluation: never compiled, never wrapped
-    if cfg.compile and device.type == "cuda":
-        mode = cfg.compile_mode
-        if world > 1 and mode == "reduce-overhead":  # CUDA graphs and DDP's gradient hooks do not mix
-            say("note: compile_mode='reduce-overhead' is not used with DDP; compiling with mode='default'")
-            mode = "default"
-        model = torch.compile(model, mode=mode)
+    raw = model  # the source of truth for saving and evaluation: never wrapped, evaluated eagerly
+    model = compile_model(raw, cfg, device, world, say)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     batches = Batches(data, cfg, model_cfg.block_size, device, world)
+    graphed = None
+    if cfg.cuda_graph:
+        why = ("it runs on " + device.type if device.type != "cuda" else "DDP's gradient hooks do not mix with it"
+               if world > 1 else "fp16 loss scaling is not recorded" if scaler else None)
+        if why:
+            raise ConfigError(f"cuda_graph=True cannot be used here: {why}; drop --cuda_graph=true")
+        graphed = GraphedStep(model, [p for p in raw.parameters() if p.requires_grad],
+                              batches.get(start, 0, rank), 1 / cfg.grad_accum, dtype)
     peak = peak_flops(device)
     metric, higher_better = ("loss", False) if data.task == "lm" else ("accuracy", True)
 
@@ -485,7 +560,7 @@ def train(cfg, model_kw, quiet=False):
             save_checkpoint(out / which, raw, optimizers, scaler, step, best, cfg, model_cfg, data, last_metrics)
 
     say(f"training {cfg.max_iters} steps of {tokens_per_step:,} tokens"
-        f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'}")
+        f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'} | {time.time() - t_start:.1f} s")
     t_run, t_log, step_ms, step_tokens = time.time(), time.time(), [], []
     try:
         for step in range(start, cfg.max_iters + 1):
@@ -518,7 +593,7 @@ def train(cfg, model_kw, quiet=False):
 
             try:
                 loss_value, grad_value, lr, n_tokens = train_step(model, raw, optimizers, scaler, batches, step,
-                                                                  cfg, rank, world, autocast)
+                                                                  cfg, rank, world, autocast, graphed)
             except NonFinite as e:
                 kept = f"the last good checkpoint is {out / 'ckpt_last.pt'}" if (out / "ckpt_last.pt").exists() \
                     else "no checkpoint was written yet"

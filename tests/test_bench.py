@@ -24,8 +24,8 @@ def test_generate_mode(tmp_path, tiny_data):
                        *TINY, "--max_new_tokens=40", "--repeats=1", "--batch_n=3"]) == 0
     rows = {(r["kind"], r["batch"]): r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {("kv_cache", 1), ("kv_cache", 3), ("no_cache", 1), ("no_cache", 3)}
-    assert rows[("kv_cache", 1)]["dtype"] == "torch.bfloat16"  # one CPU sample: bf16 (memory-bound)
-    assert rows[("kv_cache", 3)]["dtype"] == "torch.float32"
+    assert rows[("kv_cache", 1)]["dtype"] == "bfloat16"  # one CPU sample: bf16 (memory-bound)
+    assert rows[("kv_cache", 3)]["dtype"] == "float32"
 
 
 def test_time_to_loss_mode(tmp_path, tiny_data):

@@ -212,3 +212,35 @@ def test_classifier_input_errors(trec_run, char_run):
         S.sample(trec_run, device="cpu")
     with pytest.raises(S.SampleError, match="language model"):
         S.classify(char_run, "hello", device="cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# inference precision
+
+@pytest.mark.parametrize("pos", ["rope", "learned", "sinusoidal", "alibi"])
+def test_bf16_weights_stay_close_to_fp32_and_keep_fp32_tables(pos):
+    from model import Transformer, TransformerConfig
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32,
+                                          pos_encoding=pos)).eval()
+    x = torch.randint(50, (2, 16))
+    with torch.no_grad():
+        ref, _ = model(x)
+        half = S.cast_for_inference(model, torch.bfloat16)
+        out, _ = half(x)
+        gen = half.generate(x[:1, :3], 20, temperature=0)  # through the KV cache, past block_size
+    assert out.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in half.parameters())
+    assert all(b.dtype == torch.float32 for b in half.buffers())
+    assert (out.float() - ref).abs().max() < 0.02 * ref.abs().max()
+    assert gen.shape == (1, 23)
+
+
+def test_bf16_weights_lose_almost_no_val_loss(char_run, tiny_data):
+    model, _, _, _ = S.load(char_run, "best", torch.device("cpu"))
+    val = torch.from_numpy(prepare.load("shakespeare_char", tiny_data).tokens("val").astype("int64"))
+    n = (len(val) - 1) // 16 * 16  # the tiny split: a few hundred characters
+    x, y = val[:n].view(-1, 16), val[1:n + 1].view(-1, 16)
+    with torch.no_grad():
+        full = model(x, y)[1].item()
+        half = S.cast_for_inference(model, torch.bfloat16)(x, y)[1].item()
+    assert abs(half - full) < 0.005 * full

@@ -76,6 +76,15 @@ def test_every_problem_in_one_message(tmp_path):
         train.parse_args(["--n_embd=30", "--n_head=4"])
 
 
+def test_cuda_graph_misuse_is_explained(tiny_data, tmp_path):
+    with pytest.raises(train.ConfigError) as info:
+        train.parse_args(["--cuda_graph=true", "--compile_mode=reduce-overhead", "--dataset=sst2", "--dtype=float16"])
+    for expected in ["both record CUDA graphs", "not 'sst2'", "dtype='float16'"]:
+        assert expected in str(info.value), expected
+    with pytest.raises(train.ConfigError, match="cuda_graph=True cannot be used here: it runs on cpu"):
+        run(tiny_data, tmp_path, "--cuda_graph=true")
+
+
 def test_help_lists_every_key(capsys):
     assert train.main(["--help"]) == 0
     out = capsys.readouterr().out
