@@ -148,6 +148,8 @@ def bench_train(argv, bench):
               "ms_max": max(times) * 1000, "tokens_per_s": tokens / (ms / 1000),
               "mfu": raw.flops_per_token(T) * tokens / (ms / 1000) / peak if peak else None,
               "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+              # a recorded CUDA graph keeps its activations in a private pool: reserved, not allocated
+              "peak_reserved_gb": torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None,
               "warmup_s": warmup_s, "steps": bench.steps, **environment(device)}
     mfu = f"{result['mfu']:.1%}" if result["mfu"] else "n/a"
     print(f"train: {result['params'] / 1e6:.1f}M params, {cfg.batch_size}x{T} tokens/step: {ms:.2f} ms/step "

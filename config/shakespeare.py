@@ -9,15 +9,16 @@ n_layer = 6
 n_head = 6
 n_embd = 384
 block_size = 256
-dropout = 0.25         # 1M characters overfit quickly: dropout is what keeps val loss going down
+dropout = 0.35         # 1M characters overfit quickly: dropout is what keeps val loss going down
 pos_encoding = "rope"
 
 batch_size = 64
 learning_rate = 1e-3
 min_lr = 1e-4
-max_iters = 2000       # the val loss is lowest around here: longer runs overfit (5000 steps: 1.46 -> 1.75)
+max_iters = 3000       # with Muon and dropout 0.35 the val loss is still flat here (AdamW, 5000 steps: 1.46 -> 1.75)
 warmup_iters = 100
 beta2 = 0.99           # a small data set gives few tokens per step: a shorter second-moment memory helps
+optimizer = "muon"     # Muon for the blocks' matrices (AdamW for the rest): 1.435 where AdamW gets 1.457
 
 compile_mode = "reduce-overhead"  # CUDA graphs: 9 ms instead of 16 ms per step on an H100
 

@@ -1,7 +1,8 @@
 # The fastest way we know to an exact val loss of 1.47 on Tiny Shakespeare (characters), one GPU.
 # python bench.py config/shakespeare_speedrun.py --mode=time_to_loss --target=1.47
-# It is config/shakespeare.py with twice the batch and learning rate and a short schedule, evaluated
-# often (exactly, on the whole val split) so the target is seen as soon as it is reached.
+# The main job's model (AdamW, dropout 0.2) with twice the batch, three times the learning rate and a
+# short schedule, evaluated often (exactly, on the whole val split) so the target is seen as soon as
+# it is reached.
 out_dir = "out-shakespeare-speedrun"
 dataset = "shakespeare_char"
 
@@ -13,13 +14,17 @@ dropout = 0.2
 pos_encoding = "rope"
 
 batch_size = 128
-learning_rate = 2e-3
+learning_rate = 3e-3
 min_lr = 2e-4
 max_iters = 800
 warmup_iters = 50
 beta2 = 0.99
 
-compile_mode = "reduce-overhead"
+# compile one block (all six run the same code: one compilation) and record forward + backward as
+# one CUDA graph: the same 14 ms step as compiling the whole model, in a fraction of the compile time
+compile_scope = "block"
+cuda_graph = True
+
 eval_interval = 50
 eval_batch_size = 512
 log_interval = 50
