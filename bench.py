@@ -4,6 +4,7 @@ sample.py actually run.
 
     python bench.py --mode=train                                  # GPT-2 small shape (124M, context 1024)
     python bench.py --mode=train --batch_size=32 --compile=false
+    python bench.py --mode=train --batch_size=32 --profile=true     # and where a step's time goes
     python bench.py config/shakespeare.py --mode=generate         # tokens/s, batch 1 and N, cache on/off
     python bench.py config/shakespeare.py --mode=time_to_loss --target=1.47
 
@@ -47,6 +48,7 @@ class BenchConfig:
     no_cache: bool = True        # generate: also time the cache-less reference loop (slow on a CPU)
     target: float = 1.47         # time_to_loss: stop once the exact val loss reaches this
     vocab_size: int = 0          # train/generate: 0 = the data set's (padded) vocabulary, or 50304 without a config
+    profile: bool = False        # train: after timing, list the kernels a step's time goes to (torch.profiler)
     json: str = ""               # where to write the results (default bench_MODE.json)
 
 
@@ -121,11 +123,7 @@ def bench_train(argv, bench):
     T = raw.config.block_size
     batches = RandomBatches(raw.config.vocab_size, cfg.batch_size, T, device)
     t0 = time.perf_counter()
-    graphed = None
-    if cfg.cuda_graph:
-        if device.type != "cuda" or scaler:
-            raise train.ConfigError(f"cuda_graph=True needs CUDA and bf16 or fp32 (here: {device.type}, {dtype})")
-        graphed = train.GraphedStep(model, list(raw.parameters()), batches.get(0, 0, 0), 1 / cfg.grad_accum, dtype)
+    graphed = train.GraphedStep(model, batches.get(0, 0, 0), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
     for step in range(bench.warmup):  # compilation and autotuning happen here
         train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast, graphed=graphed)
     synchronize(device)
@@ -151,11 +149,33 @@ def bench_train(argv, bench):
               # a recorded CUDA graph keeps its activations in a private pool: reserved, not allocated
               "peak_reserved_gb": torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None,
               "warmup_s": warmup_s, "steps": bench.steps, **environment(device)}
+    if bench.profile:
+        result["profile"] = profile_steps(model, raw, optimizers, scaler, batches, cfg, autocast, graphed, device,
+                                          first=bench.warmup + bench.steps)
     mfu = f"{result['mfu']:.1%}" if result["mfu"] else "n/a"
     print(f"train: {result['params'] / 1e6:.1f}M params, {cfg.batch_size}x{T} tokens/step: {ms:.2f} ms/step "
           f"(median of {bench.steps}), {result['tokens_per_s'] / 1e3:.0f}k tokens/s, MFU {mfu}, "
           f"warm-up {warmup_s:.1f} s")
     return result
+
+
+def profile_steps(model, raw, optimizers, scaler, batches, cfg, autocast, graphed, device, first, n=5):
+    """torch.profiler over n more training steps: prints the kernels (GPU) or operators (CPU) that
+    take the time, and returns the top 30 as [{name, ms_per_step, share, calls_per_step}]."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
+        for step in range(first, first + n):
+            train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast, graphed=graphed)
+        synchronize(device)
+    key = "cuda_time_total" if cuda else "self_cpu_time_total"
+    events = prof.key_averages()
+    print(events.table(sort_by=key, row_limit=30, max_name_column_width=80))
+    time_of = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    total = sum(time_of(e) for e in events) or 1
+    top = sorted(events, key=time_of, reverse=True)[:30]
+    return [{"name": e.key, "ms_per_step": time_of(e) / 1000 / n, "share": time_of(e) / total,
+             "calls_per_step": e.count / n} for e in top]
 
 
 def generate_without_cache(model, idx, n):

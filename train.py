@@ -321,7 +321,18 @@ class GraphedStep:
     into them in place; train_step then zeroes them rather than freeing them. Recording happens
     after a few warm-up passes on a side stream (they also compile the model, if it is compiled)."""
 
-    def __init__(self, model, params, example, scale, dtype):
+    def __init__(self, model, example, scale, dtype):
+        """model: what training calls (maybe compiled); example: an (x, y) batch on the device;
+        scale: the loss factor (1 / grad_accum); dtype: the autocast dtype (fp32: none)."""
+        why = None
+        if example[0].device.type != "cuda":
+            why = f"it runs on {example[0].device.type}"
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            why = "DDP's gradient hooks do not mix with it"
+        elif dtype == torch.float16:
+            why = "fp16 loss scaling is not recorded"
+        if why:
+            raise ConfigError(f"cuda_graph=True cannot be used here: {why}; drop --cuda_graph=true")
         self.x, self.y = (t.clone() for t in example)
         device = self.x.device
         # cached weight casts must not outlive the recording
@@ -340,7 +351,7 @@ class GraphedStep:
             for _ in range(3):
                 forward_backward()
         torch.cuda.current_stream(device).wait_stream(side)
-        for p in params:
+        for p in model.parameters():
             if p.grad is not None:
                 p.grad.zero_()
         self.graph = torch.cuda.CUDAGraph()
@@ -523,26 +534,19 @@ def train(cfg, model_kw, quiet=False):
     tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.grad_accum * world  # at most, for classifiers
     flops_per_token = model.flops_per_token(model_cfg.block_size)
     flops_per_step = flops_per_token * tokens_per_step
-    if master:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
-        trim_log(out, start)
-        if not quiet:
-            cpu_notice(cfg, model_kw, flops_per_step, device)
 
     raw = model  # the source of truth for saving and evaluation: never wrapped, evaluated eagerly
     model = compile_model(raw, cfg, device, world, say)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     batches = Batches(data, cfg, model_cfg.block_size, device, world)
-    graphed = None
-    if cfg.cuda_graph:
-        why = ("it runs on " + device.type if device.type != "cuda" else "DDP's gradient hooks do not mix with it"
-               if world > 1 else "fp16 loss scaling is not recorded" if scaler else None)
-        if why:
-            raise ConfigError(f"cuda_graph=True cannot be used here: {why}; drop --cuda_graph=true")
-        graphed = GraphedStep(model, [p for p in raw.parameters() if p.requires_grad],
-                              batches.get(start, 0, rank), 1 / cfg.grad_accum, dtype)
+    graphed = GraphedStep(model, batches.get(start, 0, rank), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
+    if master:  # only now: a run refused above leaves out_dir as it was
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
+        trim_log(out, start)
+        if not quiet:
+            cpu_notice(cfg, model_kw, flops_per_step, device)
     peak = peak_flops(device)
     metric, higher_better = ("loss", False) if data.task == "lm" else ("accuracy", True)
 

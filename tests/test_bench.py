@@ -18,6 +18,16 @@ def test_train_mode(tmp_path):
     assert r["mfu"] is None and r["params"] > 0 and r["compile"] is False
 
 
+def test_train_mode_profile(tmp_path):
+    out = tmp_path / "p.json"
+    assert bench.main(["--mode=train", *TINY, "--batch_size=4", "--steps=1", "--warmup=1", "--vocab_size=50",
+                       "--profile=true", f"--json={out}"]) == 0
+    prof = json.loads(out.read_text())["profile"]
+    assert prof and all(p["ms_per_step"] >= 0 and 0 <= p["share"] <= 1 for p in prof)
+    assert any("addmm" in p["name"] or "mm" in p["name"] for p in prof)  # the matrix products show up
+    assert [p["ms_per_step"] for p in prof] == sorted((p["ms_per_step"] for p in prof), reverse=True)
+
+
 def test_generate_mode(tmp_path, tiny_data):
     out = tmp_path / "g.json"
     assert bench.main([f"--json={out}", "--mode=generate", "--dataset=shakespeare_char", f"--data_dir={tiny_data}",

@@ -83,6 +83,7 @@ def test_cuda_graph_misuse_is_explained(tiny_data, tmp_path):
         assert expected in str(info.value), expected
     with pytest.raises(train.ConfigError, match="cuda_graph=True cannot be used here: it runs on cpu"):
         run(tiny_data, tmp_path, "--cuda_graph=true")
+    assert not (tmp_path / "config.json").exists()  # refused before anything was written
 
 
 def test_help_lists_every_key(capsys):
