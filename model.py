@@ -6,6 +6,7 @@ and GPT-2 weight import.
     from model import Transformer, TransformerConfig
     model = Transformer(TransformerConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384))
     logits, loss = model(idx, targets)                      # (B, T, V), mean cross-entropy
+    _, loss = model(idx, targets, return_logits=False)      # training: head and loss fused, no logits kept
     out = model.generate(idx, max_new_tokens=200, temperature=0.8, top_k=200)
     gpt2 = Transformer.from_pretrained("path/to/gpt2")      # a local Hugging Face directory
 
@@ -54,6 +55,7 @@ class TransformerConfig:
     n_classes: int = 0          # 0: language-model head; > 0: sequence classifier
     pooling: str = "mean"       # classifier: 'mean' over real tokens | 'first' ([CLS]) | 'last' (causal)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (Szegedy et al. 2016), both heads
+    fp8_head: bool = False      # training: the LM head's three matmuls in FP8 (LinearCrossEntropy; H100-class GPU)
 
     def __post_init__(self):
         errors = []
@@ -82,6 +84,9 @@ class TransformerConfig:
         elif self.n_classes and self.causal and self.pooling == "first":
             errors.append("pooling='first' with causal=True: in a causal model the first token sees only "
                           "itself; use pooling='last' or 'mean', or causal=False")
+        if self.fp8_head and (self.n_classes or self.n_embd % 16):
+            errors.append(f"fp8_head=True needs a language model (n_classes=0) with n_embd={self.n_embd} "
+                          f"a multiple of 16")
         if errors:
             raise ValueError("invalid TransformerConfig:\n  " + "\n  ".join(errors))
 
@@ -136,6 +141,75 @@ def alibi_slopes(n_head):
         return torch.tensor(geometric(n_head))
     closest = 2 ** math.floor(math.log2(n_head))
     return torch.tensor(geometric(closest) + geometric(2 * closest)[0::2][: n_head - closest])
+
+
+# ----------------------------------------------------------------------------------------------
+# the language-model loss, fused with its head
+
+E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
+GRAD_SCALE = 2.0 ** 15  # |d loss / d logit| * n <= 1, so this fits E5M2 (max 57344) with no amax pass
+
+
+def to_fp8(x, dtype):
+    """Tensorwise FP8: (x8, inv) with x ~ x8 * inv, the largest |x| mapped to dtype's largest value."""
+    scale = torch.finfo(dtype).max / x.abs().amax().float().clamp(min=1e-12)
+    return (x.float() * scale).to(dtype), scale.reciprocal()
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits h @ weight^T against targets (-1: ignored), with label
+    smoothing eps, for training. h (N, C), weight (V, C), targets (N,).
+
+    The forward pass works out the gradients too, so the (N, V) logits live only inside it: with
+    GPT-2's vocabulary they are the largest tensor of a step (32 x 1024 tokens: 3.3 GB in bf16),
+    which the plain path stores for the backward pass and reads twice more there. Here they are
+    read once for the log-sum-exp and once to become their own gradient,
+        d loss / d logits = (softmax(logits) - (1 - eps) onehot(target) - eps / V) * [target >= 0] / n,
+    which the two backward matrix products then consume. The backward pass only scales the two
+    saved gradients by the incoming one. Matrix products follow autocast, like nn.Linear's.
+
+    fp8=True runs the three products in FP8 (torch._scaled_mm, fp32 accumulation): h and weight
+    in E4M3 with tensorwise scales, the logit gradient in E5M2 with the fixed GRAD_SCALE, since
+    every element of softmax - onehot lies in [-1, 1]."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, eps, fp8=False):
+        if fp8:
+            if h.size(0) % 16 or weight.size(0) % 16:
+                raise ValueError(f"fp8_head needs the tokens in a batch ({h.size(0)}) and the vocabulary "
+                                 f"({weight.size(0)}) to be multiples of 16; change batch_size or block_size, "
+                                 f"or drop fp8_head")
+            h8, h_inv = to_fp8(h, E4M3)
+            w8, w_inv = to_fp8(weight, E4M3)
+            logits = torch._scaled_mm(h8, w8.t(), h_inv, w_inv, out_dtype=torch.bfloat16)  # (N, V)
+        else:
+            logits = h @ weight.t()  # (N, V), in the compute dtype: autocast's, else h's
+        dtype, logits = logits.dtype, logits.to(torch.promote_types(logits.dtype, torch.float32))
+        lse = logits.logsumexp(-1)  # (N,)
+        valid = targets >= 0
+        n = valid.sum().clamp(min=1)
+        target = targets.clamp(min=0)[:, None]  # (N, 1)
+        loss = lse - logits.gather(1, target).squeeze(1)  # -log p(target)
+        if eps:
+            loss = (1 - eps) * loss + eps * (lse - logits.mean(-1))  # eps * mean over classes of -log p
+        loss = torch.where(valid, loss, 0.0).sum() / n
+        onehot = torch.arange(logits.size(1), device=logits.device) == target  # (N, V)
+        grad = ((logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / logits.size(1)) * valid[:, None]
+        if fp8:  # the column-major operands _scaled_mm wants are transposed copies
+            g8, g_inv = (grad * GRAD_SCALE).to(E5M2), (n * GRAD_SCALE).float().reciprocal()
+            grad_h = torch._scaled_mm(g8, w8.t().contiguous().t(), g_inv, w_inv, out_dtype=torch.bfloat16)
+            grad_w = torch._scaled_mm(g8.t().contiguous(), h8.t().contiguous().t(), g_inv, h_inv,
+                                      out_dtype=torch.bfloat16)
+        else:
+            grad = (grad / n).to(dtype)
+            grad_h, grad_w = grad @ weight, grad.t() @ h  # (N, C), (V, C)
+        ctx.save_for_backward(grad_h.to(h.dtype), grad_w.to(weight.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        grad_h, grad_weight = ctx.saved_tensors
+        return g * grad_h, g * grad_weight, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,12 +500,14 @@ class Transformer(nn.Module):
         last = attention_mask.long().sum(dim=1).clamp(min=1) - 1  # right padding: last real token
         return h[torch.arange(h.size(0), device=h.device), last]
 
-    def forward(self, idx, targets=None, attention_mask=None):
+    def forward(self, idx, targets=None, attention_mask=None, return_logits=True):
         """idx (B, T) token ids; attention_mask (B, T), 1 for real tokens, 0 for padding.
 
         Language model: logits (B, T, vocab) at every position; loss = mean cross-entropy over
         targets (B, T), positions with target -1 ignored.
         Classifier: logits (B, n_classes); loss = cross-entropy against class ids targets (B,).
+        return_logits=False (training) returns (None, loss): with gradients on, the LM head and the
+        loss then run as one LinearCrossEntropy, which never stores the (B, T, vocab) logits.
         """
         cfg = self.config
         h = self.encode(idx, attention_mask)
@@ -440,11 +516,14 @@ class Transformer(nn.Module):
             loss = None if targets is None else F.cross_entropy(
                 logits.float(), targets, label_smoothing=cfg.label_smoothing)
             return logits, loss
+        if not return_logits and targets is not None and torch.is_grad_enabled():
+            return None, LinearCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight, targets.reshape(-1),
+                                                  cfg.label_smoothing, cfg.fp8_head)
         logits = self.lm_head(h)
         loss = None if targets is None else F.cross_entropy(
             logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
             label_smoothing=cfg.label_smoothing)
-        return logits, loss
+        return (logits if return_logits else None), loss
 
     @torch.no_grad()
     def attention_maps(self, idx, attention_mask=None):

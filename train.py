@@ -58,6 +58,9 @@ def resolve_device(name):
     return torch.device("cpu")
 
 
+SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
+
+
 def resolve_dtype(name, device):
     if name != "auto":
         return getattr(torch, name)
@@ -340,7 +343,7 @@ class GraphedStep:
 
         def forward_backward():
             with autocast:
-                _, loss = model(self.x, self.y)
+                _, loss = model(self.x, self.y, return_logits=False)
             loss = loss * scale
             loss.backward()
             return loss.detach()
@@ -387,7 +390,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         sync = world == 1 or micro == cfg.grad_accum - 1  # DDP: all-reduce on the last micro-step only
         with (nullcontext() if sync else model.no_sync()), autocast:
             if batches.task == "lm":
-                _, loss = model(batch[0], batch[1])
+                _, loss = model(batch[0], batch[1], return_logits=False)
                 tokens += batch[0].numel()
             else:
                 _, loss = model(batch[0], batch[2], attention_mask=batch[1])
@@ -487,18 +490,23 @@ def train(cfg, model_kw, quiet=False):
         ckpt = load_checkpoint(out / name)
         model_cfg = TransformerConfig(**ckpt["config"]["model"])
         changed = {k: (getattr(model_cfg, k), v) for k, v in model_kw.items()
-                   if k != "attention" and getattr(model_cfg, k) != v}
+                   if k not in SPEED_KEYS and getattr(model_cfg, k) != v}
         if changed:
             raise ConfigError(f"{out / name} was trained with a different model: "
                               + ", ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in changed.items()))
-        if "attention" in model_kw:  # the one model key that changes speed, not the function
-            model_cfg.attention = model_kw["attention"]
+        for k in SPEED_KEYS & model_kw.keys():
+            setattr(model_cfg, k, model_kw[k])
     else:
         if master and not cfg.overwrite and ((out / "ckpt_last.pt").exists() or (out / "config.json").exists()):
             raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
                               f"replace it with --overwrite=true, or choose another --out_dir")
         model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes, **model_kw)
 
+    if model_cfg.fp8_head and device.type != "cpu" and not (
+            device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)):
+        raise ConfigError(f"fp8_head=True needs FP8 matmuls (a CUDA GPU of compute capability 8.9 or newer, or "
+                          f"the CPU), not {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}; "
+                          f"drop --fp8_head=true")
     torch.manual_seed(cfg.seed + rank)
     model = Transformer(model_cfg)
     if ckpt is not None:

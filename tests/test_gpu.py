@@ -111,3 +111,41 @@ def test_block_compiled_graphed_training_equals_eager():
             if compiled else None
         runs.append([train.train_step(model, raw, opts, None, Fixed(), s, cfg, graphed=graphed)[0] for s in range(6)])
     assert runs[1] == pytest.approx(runs[0], rel=1e-4)
+
+
+def test_compiled_fused_head_matches_plain_head_in_bf16():
+    """The training path (return_logits=False: LinearCrossEntropy) under torch.compile and bf16
+    autocast gives the loss and gradients of the plain head, to bf16 accuracy."""
+    x = torch.randint(0, 1000, (4, 128), device="cuda")
+    y = torch.roll(x, -1, dims=1)
+    results = []
+    for return_logits in (True, False):
+        torch.manual_seed(0)
+        model = Transformer(TransformerConfig(vocab_size=1024, block_size=128, n_layer=2, n_head=4,
+                                              n_embd=128)).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, loss = torch.compile(model)(x, y, return_logits=return_logits)
+        loss.backward()
+        results.append((loss.item(), [p.grad for p in model.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert abs(loss_a - loss_b) < 1e-3 * loss_a
+    for a, b in zip(grads_a, grads_b):
+        assert ((a - b).norm() / a.norm()).item() < 2e-2
+
+
+def test_compiled_fp8_head_is_close_to_bf16():
+    x = torch.randint(0, 1024, (4, 128), device="cuda")
+    y = torch.roll(x, -1, dims=1)
+    results = []
+    for fp8 in (False, True):
+        torch.manual_seed(0)
+        model = Transformer(TransformerConfig(vocab_size=1024, block_size=128, n_layer=2, n_head=4, n_embd=128,
+                                              fp8_head=fp8)).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, loss = torch.compile(model)(x, y, return_logits=False)
+        loss.backward()
+        results.append((loss.item(), [p.grad.flatten() for p in model.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert abs(loss_a - loss_b) < 1e-2 * loss_a
+    for a, b in zip(grads_a, grads_b):
+        assert torch.nn.functional.cosine_similarity(a, b, dim=0).item() > 0.99

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from model import (ATTENTIONS, NORMS, POS_ENCODINGS, Transformer, TransformerConfig, alibi_slopes,
-                   apply_rope, rope_cos_sin, sample_next, sinusoidal_table)
+from model import (ATTENTIONS, NORMS, POS_ENCODINGS, LinearCrossEntropy, Transformer, TransformerConfig,
+                   alibi_slopes, apply_rope, rope_cos_sin, sample_next, sinusoidal_table)
 
 V, T = 37, 16
 
@@ -228,6 +228,107 @@ def test_loss_ignores_targets_of_minus_one():
     logits, loss = model(x, y)
     expected = torch.nn.functional.cross_entropy(logits[:, :5].reshape(-1, V), x[:, :5].reshape(-1))
     torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_fused_linear_cross_entropy_matches_f_cross_entropy(eps):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(40, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, V, (40,), generator=g)
+    targets[::7] = -1  # ignored positions count neither in the loss nor in the mean
+    ref = torch.nn.functional.cross_entropy(h @ w.t(), targets, ignore_index=-1, label_smoothing=eps)
+    ref_grads = torch.autograd.grad(ref * 3.0, (h, w))
+    loss = LinearCrossEntropy.apply(h, w, targets, eps)
+    grads = torch.autograd.grad(loss * 3.0, (h, w))  # the incoming gradient scales both
+    torch.testing.assert_close(loss, ref)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_linear_cross_entropy_of_only_ignored_targets_is_zero():
+    h = torch.randn(4, 8, requires_grad=True)
+    w = torch.randn(V, 8, requires_grad=True)
+    loss = LinearCrossEntropy.apply(h, w, torch.full((4,), -1), 0.0)
+    loss.backward()
+    assert loss.item() == 0.0 and not h.grad.any() and not w.grad.any()
+
+
+def test_fp8_head_is_close_to_exact():
+    """FP8 operands (3 mantissa bits for h and weight, 2 for the logit gradient) with fp32
+    accumulation: loss within 1%, gradients pointing the same way to within a few percent."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(256, 64, generator=g, dtype=torch.float64, requires_grad=True)
+    w = (0.2 * torch.randn(96, 64, generator=g, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, 96, (256,), generator=g)
+    targets[::5] = -1
+    ref = torch.nn.functional.cross_entropy(h @ w.t(), targets, ignore_index=-1)
+    ref_grads = torch.autograd.grad(ref, (h, w))
+    loss = LinearCrossEntropy.apply(h.float(), w.float(), targets, 0.0, True)
+    grads = torch.autograd.grad(loss, (h, w))
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-2)
+    for a, b in zip(grads, ref_grads):
+        assert torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten(), dim=0) > 0.99
+        assert ((a - b).norm() / b.norm()).item() < 0.1
+    assert not grads[0][::5].any()  # ignored positions get no gradient
+
+
+def test_fp8_head_trains_and_refuses_bad_shapes():
+    model = tiny(vocab_size=48, fp8_head=True)
+    x = torch.randint(0, 48, (4, T), generator=torch.Generator().manual_seed(1))
+    y = torch.roll(x, -1, dims=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        _, loss = model(x, y, return_logits=False)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
+    with pytest.raises(ValueError, match=r"tokens in a batch \(15\) and the vocabulary \(48\) to be multiples of 16"):
+        model(x[:1, :15], y[:1, :15], return_logits=False)
+    with pytest.raises(ValueError, match=r"vocabulary \(37\)"):
+        tiny(fp8_head=True)(x[:, :4] % V, y[:, :4] % V, return_logits=False)
+    with pytest.raises(ValueError, match="fp8_head=True needs a language model"):
+        tiny(n_classes=3, fp8_head=True)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(tie_weights=False, label_smoothing=0.1)])
+def test_training_loss_without_logits_equals_the_plain_path(kw):
+    """model(x, y, return_logits=False) takes the fused head: same loss, same gradients, no logits."""
+    x = ids(B=2)
+    y = torch.roll(x, -1, dims=1)
+    y[0, -3:] = -1
+    results = []
+    for return_logits in (True, False):
+        model = tiny(**kw)
+        logits, loss = model(x, y, return_logits=return_logits)
+        loss.backward()
+        assert (logits is None) == (not return_logits)
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a)
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], atol=1e-6, rtol=1e-4, msg=name)
+    with torch.no_grad():  # no gradients: the plain head, the logits dropped
+        logits, loss = model(x, y, return_logits=False)
+    assert logits is None
+    torch.testing.assert_close(loss, loss_a)
+
+
+def test_fused_head_under_bf16_autocast_follows_the_plain_path():
+    x = ids(B=2)
+    y = torch.roll(x, -1, dims=1)
+    losses, grads = [], []
+    for return_logits in (True, False):
+        model = tiny()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, loss = model(x, y, return_logits=return_logits)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.transformer.wte.weight.grad)
+        assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+    torch.testing.assert_close(grads[1], grads[0], atol=2e-4, rtol=2e-2)
 
 
 def test_gpt2_residual_projection_init_is_scaled():
