@@ -7,6 +7,7 @@ sample.py actually run.
     python bench.py --mode=train --batch_size=32 --profile=true     # and where a step's time goes
     python bench.py config/shakespeare.py --mode=generate         # tokens/s, batch 1 and N, cache on/off
     python bench.py config/shakespeare.py --mode=time_to_loss --target=1.47
+    python bench.py --mode=matmul --batch_size=32                   # each matrix product: bf16 vs fp8
 
 Every mode prints a table and writes the numbers as JSON (--json=PATH, default bench_MODE.json).
 Timed regions are bracketed by CUDA events or torch.cuda.synchronize(); warm-up (compilation,
@@ -37,11 +38,14 @@ GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, bias=False
                   pos_encoding="learned", batch_size=12)
 
 
+MODES = ("train", "generate", "time_to_loss", "matmul")
+
+
 @dataclass
 class BenchConfig:
-    mode: str = "train"          # 'train', 'generate' or 'time_to_loss'
-    steps: int = 20              # train: timed steps (after warm-up)
-    warmup: int = 5              # train: untimed steps first (compilation happens here)
+    mode: str = "train"          # 'train', 'generate', 'time_to_loss' or 'matmul'
+    steps: int = 20              # train, matmul: timed repeats (after warm-up)
+    warmup: int = 5              # train, matmul: untimed repeats first (compilation happens here)
     repeats: int = 3             # generate: timed generations per setting (median reported)
     max_new_tokens: int = 1000   # generate: tokens per generation
     batch_n: int = 16            # generate: the 'batch N' setting next to batch 1
@@ -63,8 +67,8 @@ def split_args(argv):
         else:
             rest.append(arg)
     cfg = BenchConfig(**bench)
-    if cfg.mode not in ("train", "generate", "time_to_loss"):
-        raise train.ConfigError(f"mode={cfg.mode!r} is not one of 'train', 'generate', 'time_to_loss'")
+    if cfg.mode not in MODES:
+        raise train.ConfigError(f"mode={cfg.mode!r} is not one of {', '.join(map(repr, MODES))}")
     return cfg, rest
 
 
@@ -255,6 +259,59 @@ def bench_time_to_loss(argv, bench):
     return result
 
 
+def bench_matmul(argv, bench):
+    """Every matrix product of one training step of the model (per linear layer: the forward one and
+    the two of the backward pass), each timed alone in the compute dtype and in FP8
+    (torch._scaled_mm: E4M3 weights and activations, E5M2 gradients, tensorwise scales), with the
+    operands already cast and laid out: what FP8 matrix products could save, the casts not counted."""
+    from model import E4M3, E5M2, to_fp8
+    cfg, raw, device, dtype, _ = build(argv, bench)
+    m = raw.config
+    M, C, H = cfg.batch_size * m.block_size, m.n_embd, m.mlp_ratio * m.n_embd
+    layers = {"c_attn": (C, 3 * C, m.n_layer), "attn.c_proj": (C, C, m.n_layer), "mlp.c_fc": (C, H, m.n_layer),
+              "mlp.c_proj": (H, C, m.n_layer)}
+    if not m.n_classes:
+        layers["lm_head"] = (C, m.vocab_size, 1)
+
+    def timed(fn):
+        runs = []
+        for i in range(bench.warmup + bench.steps):
+            synchronize(device)
+            t = time.perf_counter()
+            fn()
+            synchronize(device)
+            runs.append(time.perf_counter() - t)
+        return statistics.median(runs[bench.warmup:]) * 1000
+
+    def products(x, w, grad):
+        """ms of y = x w^T, dx = grad w and dw = grad^T x: in x's dtype, then in FP8."""
+        ms = timed(lambda: x @ w.t()) + timed(lambda: grad @ w) + timed(lambda: grad.t() @ x)
+        (x8, sx), (w8, sw), (g8, sg) = to_fp8(x, E4M3), to_fp8(w, E4M3), to_fp8(grad, E5M2)
+        wt, gt, xt = w8.t().contiguous().t(), g8.t().contiguous(), x8.t().contiguous().t()  # column-major operands
+        out = torch.bfloat16
+        return ms, (timed(lambda: torch._scaled_mm(x8, w8.t(), sx, sw, out_dtype=out))
+                    + timed(lambda: torch._scaled_mm(g8, wt, sg, sw, out_dtype=out))
+                    + timed(lambda: torch._scaled_mm(gt, xt, sg, sx, out_dtype=out)))
+
+    rows, total = [], {"ms": 0.0, "fp8_ms": 0.0}
+    g = torch.Generator(device=device).manual_seed(0)
+    for name, (K, N, count) in layers.items():
+        ms, fp8_ms = products(*(torch.randn(*shape, device=device, generator=g).to(dtype)
+                                for shape in ((M, K), (N, K), (M, N))))
+        flop = 3 * 2 * M * K * N
+        rows.append({"layer": name, "M": M, "K": K, "N": N, "per_step": count, "ms": ms, "fp8_ms": fp8_ms,
+                     "tflops": flop / ms / 1e9, "fp8_tflops": flop / fp8_ms / 1e9})
+        total["ms"] += count * ms
+        total["fp8_ms"] += count * fp8_ms
+        print(f"{name:>12} ({M}x{K} @ {K}x{N}) x{count}: {ms:7.3f} ms ({rows[-1]['tflops']:6.1f} TFLOP/s) "
+              f"-> fp8 {fp8_ms:7.3f} ms ({rows[-1]['fp8_tflops']:6.1f} TFLOP/s)")
+    dt = str(dtype).removeprefix("torch.")
+    print(f"all matrix products of a step: {total['ms']:.2f} ms in {dt}, {total['fp8_ms']:.2f} ms in fp8 "
+          f"(difference {total['fp8_ms'] - total['ms']:+.2f} ms, casts not counted)")
+    return {"mode": "matmul", "dtype": dt, "rows": rows, "per_step_ms": total["ms"],
+            "per_step_fp8_ms": total["fp8_ms"], "repeats": bench.steps, **environment(device)}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
@@ -264,7 +321,8 @@ def main(argv=None):
         return 0
     try:
         bench, rest = split_args(argv)
-        result = {"train": bench_train, "generate": bench_generate, "time_to_loss": bench_time_to_loss}[bench.mode](rest, bench)
+        result = {"train": bench_train, "generate": bench_generate, "time_to_loss": bench_time_to_loss,
+                  "matmul": bench_matmul}[bench.mode](rest, bench)
     except (train.ConfigError, prepare.DataError, train.CheckpointError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

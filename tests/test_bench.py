@@ -28,6 +28,19 @@ def test_train_mode_profile(tmp_path):
     assert [p["ms_per_step"] for p in prof] == sorted((p["ms_per_step"] for p in prof), reverse=True)
 
 
+def test_matmul_mode(tmp_path):
+    out = tmp_path / "m.json"
+    assert bench.main(["--mode=matmul", *TINY, "--n_layer=2", "--batch_size=4", "--steps=2", "--warmup=1",
+                       "--vocab_size=48", f"--json={out}"]) == 0
+    r = json.loads(out.read_text())
+    rows = {row["layer"]: row for row in r["rows"]}
+    assert set(rows) == {"c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "lm_head"}
+    assert (rows["c_attn"]["M"], rows["c_attn"]["K"], rows["c_attn"]["N"], rows["c_attn"]["per_step"]) == (64, 32, 96, 2)
+    assert (rows["lm_head"]["N"], rows["lm_head"]["per_step"]) == (48, 1)
+    assert r["per_step_ms"] == pytest.approx(sum(row["ms"] * row["per_step"] for row in r["rows"]))
+    assert r["per_step_fp8_ms"] == pytest.approx(sum(row["fp8_ms"] * row["per_step"] for row in r["rows"]))
+
+
 def test_generate_mode(tmp_path, tiny_data):
     out = tmp_path / "g.json"
     assert bench.main([f"--json={out}", "--mode=generate", "--dataset=shakespeare_char", f"--data_dir={tiny_data}",
