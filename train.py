@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -494,8 +494,7 @@ def train(cfg, model_kw, quiet=False):
         if changed:
             raise ConfigError(f"{out / name} was trained with a different model: "
                               + ", ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in changed.items()))
-        for k in SPEED_KEYS & model_kw.keys():
-            setattr(model_cfg, k, model_kw[k])
+        model_cfg = replace(model_cfg, **{k: model_kw[k] for k in SPEED_KEYS & model_kw.keys()})  # validated again
     else:
         if master and not cfg.overwrite and ((out / "ckpt_last.pt").exists() or (out / "config.json").exists()):
             raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "

@@ -216,6 +216,13 @@ def test_resume_with_another_model_is_refused(tiny_data, tmp_path):
         run(tiny_data, tmp_path / "r", "--max_iters=4", "--init_from=resume", "--n_layer=3")
 
 
+def test_resume_may_change_how_the_model_computes(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "r", "--max_iters=2", "--eval_interval=2")
+    run(tiny_data, tmp_path / "r", "--max_iters=4", "--eval_interval=2", "--init_from=resume", "--attention=manual")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["model"]["attention"] == "manual"
+
+
 def test_classifier_and_eval_only(tiny_data, tmp_path):
     out = tmp_path / "cls"
     args = ["--dataset=trec", "--causal=false", "--block_size=32", "--max_iters=30", "--eval_interval=10",
