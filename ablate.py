@@ -43,9 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
-import plot
 import prepare
 import train
 
@@ -248,6 +246,7 @@ def collect(job, out):
 def summarize(runs, names, metric, baseline):
     """Per variant: n, mean, sample std (ddof=1), difference to the baseline's mean, and Welch's
     t-test of the variant's seeds against the baseline's (unequal variances)."""
+    from scipy import stats  # here, not at the top: a second of start-up that only the summary needs
     values = {v: np.array([r[metric] for r in runs if r["variant"] == v and r.get(metric) is not None], float)
               for v in names}
     base = values.get(baseline, np.array([]))
@@ -416,6 +415,7 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     out.mkdir(parents=True, exist_ok=True)
     prepare.write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     prepare.write_atomic(out / "results.csv", runs_csv(runs))
+    import plot  # matplotlib: only the chart needs it
     chart = plot.plot_ablation(results, out / "ablation.png") if results["summary"] else None
     prepare.write_atomic(out / "summary.md", summary_md(results, chart and Path(chart).name))
     say("\n".join(table(results)))

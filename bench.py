@@ -275,7 +275,7 @@ def bench_matmul(argv, bench):
 
     def timed(fn):
         runs = []
-        for i in range(bench.warmup + bench.steps):
+        for _ in range(bench.warmup + bench.steps):
             synchronize(device)
             t = time.perf_counter()
             fn()

@@ -506,8 +506,8 @@ class Transformer(nn.Module):
         Language model: logits (B, T, vocab) at every position; loss = mean cross-entropy over
         targets (B, T), positions with target -1 ignored.
         Classifier: logits (B, n_classes); loss = cross-entropy against class ids targets (B,).
-        return_logits=False (training) returns (None, loss): with gradients on, the LM head and the
-        loss then run as one LinearCrossEntropy, which never stores the (B, T, vocab) logits.
+        return_logits=False (training) returns (None, loss); for a language model with gradients on,
+        the head and the loss then run as one LinearCrossEntropy, which never stores the logits.
         """
         cfg = self.config
         h = self.encode(idx, attention_mask)
@@ -515,14 +515,14 @@ class Transformer(nn.Module):
             logits = self.cls_head(self.pool(h, attention_mask))
             loss = None if targets is None else F.cross_entropy(
                 logits.float(), targets, label_smoothing=cfg.label_smoothing)
-            return logits, loss
-        if not return_logits and targets is not None and torch.is_grad_enabled():
+        elif not return_logits and targets is not None and torch.is_grad_enabled():
             return None, LinearCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight, targets.reshape(-1),
                                                   cfg.label_smoothing, cfg.fp8_head)
-        logits = self.lm_head(h)
-        loss = None if targets is None else F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
-            label_smoothing=cfg.label_smoothing)
+        else:
+            logits = self.lm_head(h)
+            loss = None if targets is None else F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                label_smoothing=cfg.label_smoothing)
         return (logits if return_logits else None), loss
 
     @torch.no_grad()

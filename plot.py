@@ -11,8 +11,8 @@ Other kinds: `confusion --out_dir=RUN` (a classifier's metrics.json) and `ablati
 directory (the current one for positions without a run, and for several curves), named after the kind.
 """
 import argparse
+import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import torch
 from matplotlib.figure import Figure
 
 import prepare
+import sample
 import train
 from model import rope_cos_sin, sinusoidal_table
 
@@ -35,12 +36,12 @@ class PlotError(ValueError):
 
 
 def save(fig, path):
-    """Write fig to path as PNG via a temp file + os.replace, so a reader never sees half a file."""
+    """Write fig to path as PNG, atomically (prepare.write_atomic): a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI)
+    prepare.write_atomic(path, png.getvalue())
     return path
 
 
@@ -57,13 +58,13 @@ def load_run(out_dir):
     if not out.is_dir():
         raise PlotError(f"out_dir {str(out)!r} does not exist: train a run into it first "
                         f"(python train.py --out_dir={out} ...) or point --out_dir at an existing run")
-    names = [n for n in ("ckpt_best.pt", "ckpt_last.pt") if (out / n).is_file()]
-    if not names:
+    try:
+        sample.find_checkpoint(out, "best")
+    except train.CheckpointError:
         raise PlotError(f"out_dir {str(out)!r} holds no checkpoint (ckpt_best.pt or ckpt_last.pt): "
-                        f"train a run into it first (python train.py --out_dir={out} ...)")
-    ckpt = train.load_checkpoint(out / names[0])
-    model = train.model_from_checkpoint(ckpt).eval()
-    return ckpt, model, prepare.Tokenizer(ckpt["data"]["meta"]["tokenizer"])
+                        f"train a run into it first (python train.py --out_dir={out} ...)") from None
+    model, tokenizer, ckpt, _ = sample.load(out, "best", "cpu")
+    return ckpt, model, tokenizer
 
 
 def run_title(out_dir, ckpt):
@@ -145,10 +146,10 @@ def attention_figsize(n_rows, n_cols, n_tokens):
 
 def plot_attention(out_dir, text, path, layer=None, max_tokens=MAX_TOKENS):
     """Attention weights of every layer and head (or one layer) for text, tokens on both axes."""
-    ckpt, model, tok = load_run(out_dir)
-    cfg = model.config
     if not text:
         raise PlotError("--text is empty: give a text to look at, e.g. --text='ROMEO:'")
+    ckpt, model, tok = load_run(out_dir)
+    cfg = model.config
     try:
         ids = tok.encode(text)
     except ValueError as e:  # e.g. a character the char-level vocabulary lacks

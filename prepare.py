@@ -142,18 +142,19 @@ def _fetch_url(url, rel, dest, quiet):
     if not member:
         tmp = _download(url, dest, quiet)
         try:
-            _check(tmp.read_bytes(), sha, url)
+            data = _check(tmp.read_bytes(), sha, url)
         except DataError:
             tmp.unlink()
             raise
         os.replace(tmp, dest)
-        return dest.read_bytes()
+        return data
     # a member of a zip: keep the archive next to the cache so its other members need no second download
     zpath = dest.parent / Path(urlparse(base).path).name
     if not zpath.exists():
         os.replace(_download(base, zpath, quiet), zpath)
     try:
-        data = _check(zipfile.ZipFile(zpath).read(member), sha, url)
+        with zipfile.ZipFile(zpath) as z:
+            data = _check(z.read(member), sha, url)
     except (zipfile.BadZipFile, KeyError, DataError) as e:
         zpath.unlink()  # a bad archive must not stick in the cache
         raise DataError(f"{base} ({zpath}) is not a zip holding a good {member}: {e}") from e
@@ -165,7 +166,8 @@ def _read_local(path, rel):
     if path.suffix == ".zip":  # e.g. --source SST-2.zip
         member = SOURCES[rel][0].partition("#")[2] or Path(rel).name
         try:
-            data = zipfile.ZipFile(path).read(member)
+            with zipfile.ZipFile(path) as z:
+                data = z.read(member)
         except (zipfile.BadZipFile, KeyError) as e:
             raise DataError(f"--source {path}: no member {member} ({e})") from e
         return _check(data, SOURCES[rel][1], f"{path}#{member}")
@@ -439,22 +441,30 @@ def write_atomic(path, data):
         tmp.unlink(missing_ok=True)
 
 
+META_KEYS = ("format_version", "task", "files", "splits", "dtype", "tokenizer", "vocab_size")
+
+
 def _up_to_date(out, name):
     try:
         meta = json.loads((out / "meta.json").read_text())
         want = {rel: SOURCES[rel][1] for rel in DATASETS[name]["sources"]}
         intact = all(hashlib.sha256((out / f).read_bytes()).hexdigest() == info["sha256"]
                      for f, info in meta["files"].items())
-        return meta["format_version"] == FORMAT_VERSION and meta["sources"] == want and intact
+        complete = all(k in meta for k in META_KEYS)  # what Data reads; a meta.json without one is rebuilt
+        return meta["format_version"] == FORMAT_VERSION and meta["sources"] == want and intact and complete
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def _known(name):
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
 
 
 def prepare(name, source=None, data_dir="data", quiet=False, force=False):
     """Fetch, verify and tokenize data set `name` into data_dir/name; return that directory. Skips when
     meta.json and every output file's sha256 are intact (unless force)."""
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+    _known(name)
     spec, out = DATASETS[name], Path(data_dir) / name
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -465,7 +475,11 @@ def prepare(name, source=None, data_dir="data", quiet=False, force=False):
         return out
     if source is not None and Path(source, "tiktoken_cache").is_dir():  # a mirror root also has the BPE files
         os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(Path(source, "tiktoken_cache")))
-    raw = fetch(name, source, data_dir, quiet)  # everything is verified before any output is touched
+    try:
+        raw = fetch(name, source, data_dir, quiet)  # everything is verified before any output is touched
+    except OSError as e:  # an unreadable --source file, a cache directory that cannot be written
+        raise DataError(f"cannot read or cache the sources of {name}: {e}; check --source, or pass "
+                        f"--data_dir DIR somewhere writable") from e
     built = spec["build"](raw)
     tok = built["tokenizer"]
     vocab_size = Tokenizer(tok).vocab_size
@@ -521,14 +535,16 @@ class Data:
     """A prepared data set: meta.json, tokenizer and split files (checked by size, not hashed, on load)."""
 
     def __init__(self, name, data_dir="data"):
-        if name not in DATASETS:
-            raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+        _known(name)
         self.name, self.dir = name, Path(data_dir) / name
         cmd = f"python prepare.py {name}" + (f" --data_dir {data_dir}" if str(data_dir) != "data" else "")
         try:
             self.meta = json.loads((self.dir / "meta.json").read_text())
             self.task, version = self.meta["task"], self.meta["format_version"]
             sizes = {f: int(info["bytes"]) for f, info in self.meta["files"].items()}
+            self.splits = tuple(self.meta["splits"])
+            self.dtype = np.dtype(self.meta["dtype"])
+            tokenizer, self.vocab_size = self.meta["tokenizer"], self.meta["vocab_size"]
         except FileNotFoundError:
             raise DataError(f"{self.dir / 'meta.json'} not found: run `{cmd}`") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -541,10 +557,7 @@ class Data:
             if size != want:
                 raise DataError(f"{self.dir / f} is missing or has {size} bytes, expected {want:,}: "
                                 f"run `{cmd} --force`")
-        self.splits = tuple(self.meta["splits"])
-        self.dtype = np.dtype(self.meta["dtype"])
-        self.tokenizer = Tokenizer(self.meta["tokenizer"])
-        self.vocab_size = self.meta["vocab_size"]
+        self.tokenizer = Tokenizer(tokenizer)
         self.label_names = self.meta.get("label_names", [])
         self.n_classes = len(self.label_names)
         self.pad_id, self.eos_id = self.meta.get("pad_id"), self.meta.get("eos_id")

@@ -223,10 +223,9 @@ def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens
                           f"(the default is a newline)")
     device = next(model.parameters()).device
     # the seed fixes the text: torch.multinomial draws only from this generator
-    torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (B, T)
-    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None,
+    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p,
               generator=generator, vocab_limit=vocab_size)  # a padded vocabulary's extra rows are never sampled
     if num_samples == 1:
         decoder = StreamDecoder(tokenizer)

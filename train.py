@@ -58,9 +58,6 @@ def resolve_device(name):
     return torch.device("cpu")
 
 
-SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
-
-
 def resolve_dtype(name, device):
     if name != "auto":
         return getattr(torch, name)
@@ -126,7 +123,7 @@ class Batches:
         self.global_size = cfg.batch_size * cfg.grad_accum * world
         self.step, self.batch, self.task = None, None, data.task
         if data.task == "lm":  # the whole split lives on the device: tiny next to the model
-            self.train = torch.from_numpy(np.asarray(data.tokens("train"), dtype=np.int64)).to(device)
+            self.train = split_on_device(data, "train", device)
         else:
             self.tokens, self.offsets, self.labels = data.examples("train")
             self.epoch, self.perm = -1, None
@@ -203,6 +200,7 @@ def lm_metrics(nats, n_targets, data, split):
 
 
 # evaluation runs every eval_interval steps: load each split and count its characters only once
+# (Batches takes the train split from here too)
 @functools.lru_cache(maxsize=8)
 def split_on_device(data, split, device):
     return torch.from_numpy(np.asarray(data.tokens(split), dtype=np.int64)).to(device)
@@ -393,7 +391,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
                 _, loss = model(batch[0], batch[1], return_logits=False)
                 tokens += batch[0].numel()
             else:
-                _, loss = model(batch[0], batch[2], attention_mask=batch[1])
+                _, loss = model(batch[0], batch[2], attention_mask=batch[1], return_logits=False)
                 tokens += batch[1].sum()
             loss = loss / cfg.grad_accum  # the mean over the whole accumulated batch
         (scaler.scale(loss) if scaler else loss).backward()
@@ -469,6 +467,9 @@ def cpu_notice(cfg, model_kw, flops_per_step, device):
           f"model here in about {alt_flops / rate / 60:.0f} min.")
 
 
+SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
+
+
 def train(cfg, model_kw, quiet=False):
     """Run (or resume, or evaluate) according to cfg. Returns the final metrics dict."""
     t_start = time.time()
@@ -534,9 +535,10 @@ def train(cfg, model_kw, quiet=False):
         if scaler is not None and ckpt["scaler"] is not None:
             scaler.load_state_dict(ckpt["scaler"])
         start, best, last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
-        torch.set_rng_state(ckpt["rng"]["torch"]) if world == 1 else None
-        if device.type == "cuda" and ckpt["rng"]["cuda"] and world == 1:
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        if world == 1:  # with DDP each process seeds itself (seed + rank) instead
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if device.type == "cuda" and ckpt["rng"]["cuda"]:
+                torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         say(f"resuming from {out / 'ckpt_last.pt'} at step {start}")
     tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.grad_accum * world  # at most, for classifiers
     flops_per_token = model.flops_per_token(model_cfg.block_size)

@@ -243,7 +243,9 @@ def test_load_missing_and_corrupt(tiny, tmp_path):
         P.load("shakespeare_char", tiny)
     (d / "train.bin").write_bytes(train)
     assert P.load("shakespeare_char", tiny).tokens("train").shape == (len(train) // 2,)
-    for garbage in ["{not json", "[1, 2]", '{"task": "lm"}']:
+    meta = json.loads((d / "meta.json").read_text())
+    no_dtype = json.dumps({k: v for k, v in meta.items() if k != "dtype"})  # every other key intact
+    for garbage in ["{not json", "[1, 2]", '{"task": "lm"}', no_dtype]:
         (d / "meta.json").write_text(garbage)
         with pytest.raises(P.DataError, match="meta.json is unreadable") as e:
             P.load("shakespeare_char", tiny)
