@@ -1,6 +1,6 @@
 # The fastest way we know to an exact val loss of 1.47 on Tiny Shakespeare (characters), one GPU.
 # python bench.py config/shakespeare_speedrun.py --mode=time_to_loss --target=1.47
-# The main job's model (AdamW, dropout 0.2) with twice the batch, three times the learning rate and a
+# The main job's 6x384 model, with AdamW and dropout 0.2, twice the batch, a higher learning rate and a
 # short schedule, evaluated often (exactly, on the whole val split) so the target is seen as soon as
 # it is reached.
 out_dir = "out-shakespeare-speedrun"
