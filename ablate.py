@@ -6,6 +6,7 @@ per variant, the difference to the baseline, a Welch t-test against the seed spr
     python ablate.py lm --seeds 3 --jobs 8             # 14 variants x 3 seeds: 5 min on one H100
     python ablate.py cls --variants baseline,pos=none --seeds 5 --out results/cls-pos
     python ablate.py lm --quick                        # the whole study in tiny: 1.5 min on 2 CPU cores
+    python ablate.py sst2reg --seeds 5 --test          # then score the variant chosen on val on the test split
 
 A study is config/study_NAME.py (or any path to such a file), plain Python like every config:
 base (a train config file, or a list of them), overrides, gpu / cpu / quick (sizes per device),
@@ -17,6 +18,11 @@ The size is `quick` with --quick, else `gpu` when CUDA is available, else `cpu`.
 Each run writes OUT/runs/VARIANT-sSEED/ (train.log holds its output). A run that finished with the
 same config is skipped, so an interrupted study resumes where it stopped; a run cut off half-way
 resumes from its last checkpoint. OUT gets results.csv, results.json, summary.md and ablation.png.
+
+--test is for choosing a recipe: the variant with the best mean of the study's metric (a validation
+figure) is selected, and only its runs are then scored on the test split, once per seed, by their
+best checkpoint (train.py --eval_only=true --eval_split=test, written to RUN/metrics_test.json).
+results.json and summary.md get the selected variant's test metrics, mean ± std over the seeds.
 """
 import argparse
 import csv
@@ -189,7 +195,7 @@ class Runner:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
 
-    def run(self, job):
+    def run(self, job, log_name="train.log"):
         if self.stopping.is_set():
             return None
         slot = self.slots.get()
@@ -201,13 +207,15 @@ class Runner:
                 env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
             out_dir = job["out_dir"]
             out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "metrics.json").unlink(missing_ok=True)  # a stale one must never pass for this run's
+            evaluating = job["state"] == "eval"
+            stale = out_dir / ("metrics_test.json" if evaluating else "metrics.json")
+            stale.unlink(missing_ok=True)  # a stale one must never pass for this run's
             args = [sys.executable, str(ROOT / "train.py"), *job["args"], f"--seed={job['seed']}",
-                    f"--out_dir={out_dir}", "--overwrite=true"]
+                    f"--out_dir={out_dir}", *([] if evaluating else ["--overwrite=true"])]
             if job["state"] == "resume":
                 args.append("--init_from=resume")
             t0 = time.time()
-            with open(out_dir / "train.log", "a" if job["state"] == "resume" else "w") as log:
+            with open(out_dir / log_name, "a" if job["state"] == "resume" else "w") as log:
                 log.write(shlex.join(args) + "\n")
                 log.flush()
                 proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -313,6 +321,14 @@ def summary_md(results, chart):
              f"- tokens/s: median over each run's training log, mean over seeds. {results['jobs']} run(s) "
              f"shared the device at a time (--jobs), so compare speeds within one study only.", ""]
     lines += table(results)
+    if results.get("test"):
+        t = results["test"]
+        lines += ["", f"## Test split: `{t['variant']}` (selected by {t['selected_by']})", "",
+                  "| seed | " + " | ".join(t["summary"]) + " |", "|---" * (len(t["summary"]) + 1) + "|"]
+        lines += [f"| {r['seed']} | " + " | ".join(f"{r[k]:.4f}" for k in t["summary"]) + " |" for r in t["runs"]]
+        lines.append("| mean ± std | " + " | ".join(
+            f"{v['mean']:.4f} ± {v['std']:.4f}" if v["std"] is not None else f"{v['mean']:.4f}"
+            for v in t["summary"].values()) + " |")
     if chart:
         lines += ["", f"![{results['study']} ablation]({chart})"]
     if results["failed"]:
@@ -331,9 +347,11 @@ def device_name():
 # ----------------------------------------------------------------------------------------------
 # the study
 
-def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, variants=None, extra=None, quiet=False):
+def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, variants=None, extra=None, quiet=False,
+              test=False):
     """Train every (variant, seed) not yet finished, then write results.csv/.json, summary.md and
-    ablation.png to out. Returns the results dict (with counts "ran" and "skipped")."""
+    ablation.png to out. Returns the results dict (with counts "ran" and "skipped").
+    test=True: then score the variant selected on val on the test split (score_selected)."""
     say = (lambda *a, **k: None) if quiet else print
     study = load_study(name_or_path)
     size = "quick" if quick else "gpu" if torch.cuda.is_available() else "cpu"
@@ -405,13 +423,16 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     cmd = ["python", "ablate.py", study["name"] if str(name_or_path) in find_studies() else str(name_or_path),
            f"--seeds={seeds}", f"--jobs={jobs}", *(["--quick"] if quick else []),
            *([f"--out={out}"] if out_given else []),
-           *([f"--variants={','.join(names)}"] if variants else []), *[f"--set={k}={v}" for k, v in extra.items()]]
+           *([f"--variants={','.join(names)}"] if variants else []), *[f"--set={k}={v}" for k, v in extra.items()],
+           *(["--test"] if test else [])]
     results = {"study": study["name"], "description": study["description"], "metric": study["metric"],
                "higher_is_better": study["higher_is_better"], "baseline": study["baseline"],
                "command": shlex.join(cmd), "size": size, "jobs": jobs, "device": device_name(),
                "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "runs": runs, "summary": summarize(runs, names, study["metric"], study["baseline"]),
                "failed": failed, "ran": len(todo), "skipped": len(jobs_list) - len(todo)}
+    if test and not failed:
+        results["test"] = score_selected(results, study, jobs_list, runner)
     out.mkdir(parents=True, exist_ok=True)
     prepare.write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     prepare.write_atomic(out / "results.csv", runs_csv(runs))
@@ -423,6 +444,28 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     if failed:
         say(f"{len(failed)} run(s) failed and are left out of the summary: see their train.log above")
     return results
+
+
+def score_selected(results, study, jobs_list, runner):
+    """Test metrics of the selected variant's runs (best mean of the study's metric, a val figure)."""
+    rows = [r for r in results["summary"] if r["mean"] is not None]
+    if not rows:
+        return None
+    pick = (max if study["higher_is_better"] else min)(rows, key=lambda r: r["mean"])["variant"]
+    scored = []
+    for job in (j for j in jobs_list if j["variant"] == pick):
+        eval_job = dict(job, args=[*job["args"], "--eval_only=true", "--eval_split=test"], state="eval")
+        code, _ = runner.run(eval_job, log_name="test.log")
+        m = read_json(job["out_dir"] / "metrics_test.json")
+        if code != 0 or not m:
+            raise StudyError(f"scoring {pick!r} seed {job['seed']} on the test split failed: see "
+                             f"{job['out_dir'] / 'test.log'}")
+        scored.append({"seed": job["seed"], **{k: v for k, v in m.items() if isinstance(v, (int, float))}})
+    keys = [k for k in ("perplexity", "loss", "accuracy", "macro_f1") if all(k in r for r in scored)]
+    stats = {k: {"mean": float(np.mean([r[k] for r in scored])),
+                 "std": float(np.std([r[k] for r in scored], ddof=1)) if len(scored) > 1 else None}
+             for k in keys}
+    return {"variant": pick, "selected_by": f"best mean {study['metric']} on val", "runs": scored, "summary": stats}
 
 
 def list_studies():
@@ -452,6 +495,8 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a train/model key for every run, e.g. --set data_dir=/data (repeatable; relative "
                              "paths are relative to the repository, where the runs start)")
+    parser.add_argument("--test", action="store_true",
+                        help="then score the variant with the best mean val metric on the test split, every seed")
     parser.add_argument("--list", action="store_true", help="list the studies and stop")
     args = parser.parse_args(argv)
     if args.list or args.study is None:
@@ -466,7 +511,8 @@ def main(argv=None):
     try:
         variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
         results = run_study(args.study or DEFAULT_STUDY, seeds=args.seeds, jobs=args.jobs, quick=args.quick,
-                            out=args.out, variants=variants, extra=dict(s.split("=", 1) for s in args.set))
+                            out=args.out, variants=variants, extra=dict(s.split("=", 1) for s in args.set),
+                            test=args.test)
     except (StudyError, train.ConfigError, prepare.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ class TrainConfig:
     overwrite: bool = False          # allow a fresh run into an out_dir that already holds a run
     eval_interval: int = 250         # steps between exact evaluations (and checkpoints)
     log_interval: int = 10           # steps between log lines
-    eval_only: bool = False          # evaluate out_dir's checkpoint on eval_split, write metrics.json
+    eval_only: bool = False          # evaluate out_dir's checkpoint on eval_split, write metrics_SPLIT.json
     eval_split: str = "val"          # split for eval_only: 'val' or 'test'
     stop_after: int = 0              # stop (saving ckpt_last.pt) after this many steps of this run; 0: off
     stop_at_loss: float = 0.0        # stop once the exact val loss is <= this (time-to-loss runs); 0: off
@@ -41,6 +41,7 @@ class TrainConfig:
     batch_size: int = 64             # sequences per micro-batch, per process
     grad_accum: int = 1              # micro-batches per optimizer step, per process
     eval_batch_size: int = 256       # sequences per evaluation batch
+    eval_stride: int = 0             # LM eval: 0 = separate windows; s = window sliding by s (context >= block_size-s)
     # optimizer
     learning_rate: float = 1e-3      # peak learning rate, reached after warmup
     min_lr: float = 1e-4             # floor of the cosine decay, reached at max_iters
@@ -169,6 +170,10 @@ def validate(cfg, model_kw):
     errors += [f"{k}={getattr(cfg, k)} must be >= 0" for k in
                ("max_iters", "warmup_iters", "weight_decay", "grad_clip", "stop_after", "stop_at_loss")
                if getattr(cfg, k) < 0]
+    block_size = model_kw.get("block_size", DEFAULTS["block_size"])
+    if not 0 <= cfg.eval_stride <= block_size:
+        errors.append(f"eval_stride={cfg.eval_stride} must be in [0, block_size={block_size}]: 0 for separate "
+                      f"windows, s for a window sliding s tokens at a time")
     if cfg.warmup_iters > cfg.max_iters:
         errors.append(f"warmup_iters={cfg.warmup_iters} is longer than training (max_iters={cfg.max_iters})")
     if cfg.learning_rate <= 0:

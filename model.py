@@ -48,7 +48,14 @@ class TransformerConfig:
     activation: str = "gelu"    # 'gelu' (exact erf) | 'gelu_tanh' (GPT-2's approximation) | 'relu'
     bias: bool = True           # biases in Linear and LayerNorm
     tie_weights: bool = True    # LM head shares the token embedding matrix (Press & Wolf 2017)
-    dropout: float = 0.0        # on embeddings, attention weights and residual branches
+    dropout: float = 0.0        # on embeddings, attention weights and residual branches (the defaults below)
+    # finer dropout for small corpora (AWD-LSTM, Merity et al. 2017; the Transformer-XL WikiText-2 recipe);
+    # -1 means "same as dropout"
+    attn_dropout: float = -1.0  # on the attention weights (Transformer-XL's dropatt)
+    resid_dropout: float = -1.0  # on the attention and MLP outputs before they join the residual stream
+    embd_dropout: float = -1.0  # on the input embeddings, per element (AWD-LSTM's dropouti)
+    out_dropout: float = 0.0    # on the final hidden states before the head (AWD-LSTM's dropouto)
+    word_dropout: float = 0.0   # drop whole word types from the input embedding table (Gal & Ghahramani 2016)
     norm_eps: float = 1e-5      # LayerNorm epsilon
     rope_base: float = 10000.0  # RoPE theta_i = base^(-2i/d) (Su et al. 2021, eq. 15)
     # head
@@ -74,6 +81,12 @@ class TransformerConfig:
                           f"n_embd/n_head={self.n_embd // self.n_head} must be even")
         if not 0.0 <= self.dropout < 1.0:
             errors.append(f"dropout={self.dropout} must be in [0, 1)")
+        for name in ("attn_dropout", "resid_dropout", "embd_dropout"):
+            if not (getattr(self, name) == -1.0 or 0.0 <= getattr(self, name) < 1.0):
+                errors.append(f"{name}={getattr(self, name)} must be in [0, 1), or -1 for dropout's rate")
+        for name in ("out_dropout", "word_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                errors.append(f"{name}={getattr(self, name)} must be in [0, 1)")
         if not 0.0 <= self.label_smoothing < 1.0:
             errors.append(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         if not isinstance(self.n_classes, int) or self.n_classes < 0 or self.n_classes == 1:
@@ -89,6 +102,11 @@ class TransformerConfig:
                           f"a multiple of 16")
         if errors:
             raise ValueError("invalid TransformerConfig:\n  " + "\n  ".join(errors))
+
+    def rate(self, name):
+        """The dropout rate of one site: attn, resid or embd (-1 falls back to dropout)."""
+        value = getattr(self, f"{name}_dropout")
+        return self.dropout if value == -1.0 else value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,8 +258,8 @@ class SelfAttention(nn.Module):
         self.n_head, self.layer_idx = cfg.n_head, layer_idx
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
-        self.dropout, self.kind, self.causal = cfg.dropout, cfg.attention, cfg.causal
+        self.resid_dropout = nn.Dropout(cfg.rate("resid"))
+        self.dropout, self.kind, self.causal = cfg.rate("attn"), cfg.attention, cfg.causal
 
     def forward(self, x, ctx):
         B, T, C = x.shape
@@ -274,7 +292,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
         self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"), "relu": nn.ReLU()}[cfg.activation]
         self.c_proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.rate("resid"))
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
@@ -348,12 +366,13 @@ class Transformer(nn.Module):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
             wpe=nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_encoding == "learned" else nn.Identity(),
-            drop=nn.Dropout(cfg.dropout),
+            drop=nn.Dropout(cfg.rate("embd")),
             h=nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)]),
             # pre-LN needs a final norm (the residual stream is never normalised otherwise);
             # post-LN already ends in one.
             ln_f=layer_norm(cfg) if cfg.norm == "pre" else nn.Identity(),
         ))
+        self.out_drop = nn.Dropout(cfg.out_dropout)
         if cfg.n_classes:
             self.cls_head = nn.Linear(cfg.n_embd, cfg.n_classes)
         else:
@@ -461,6 +480,9 @@ class Transformer(nn.Module):
         if pos is None:
             pos = torch.arange(start, start + T, device=idx.device)  # absolute positions (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
+        if self.training and cfg.word_dropout:  # a dropped word type is zero at every position of the batch
+            keep = torch.rand(cfg.vocab_size, device=idx.device) >= cfg.word_dropout  # (V,)
+            x = x * (keep[idx] / (1 - cfg.word_dropout)).to(x.dtype)[..., None]
         if cfg.pos_encoding == "learned":
             x = x + self.transformer.wpe(pos)
         elif cfg.pos_encoding == "sinusoidal":
@@ -510,7 +532,7 @@ class Transformer(nn.Module):
         the head and the loss then run as one LinearCrossEntropy, which never stores the logits.
         """
         cfg = self.config
-        h = self.encode(idx, attention_mask)
+        h = self.out_drop(self.encode(idx, attention_mask))
         if cfg.n_classes:
             logits = self.cls_head(self.pool(h, attention_mask))
             loss = None if targets is None else F.cross_entropy(

@@ -609,17 +609,42 @@ def lm_batch(data, batch_size, block_size, generator):
     return data[idx].long(), data[idx + 1].long()
 
 
-def lm_eval_batches(data, batch_size, block_size):
-    """Every target data[1:] exactly once, in consecutive non-overlapping windows of block_size; the last
-    window is padded with x = 0, y = -1 (ignored). Exact loss = sum of token losses / (len(data) - 1)."""
-    n_targets, step = len(data) - 1, batch_size * block_size
-    for s in range(0, n_targets, step):
-        e = min(s + step, n_targets)
-        rows = -(-(e - s) // block_size)
-        x = torch.zeros(rows * block_size, dtype=torch.long, device=data.device)
-        y = torch.full_like(x, -1)
-        x[:e - s], y[:e - s] = data[s:e], data[s + 1:e + 1]
-        yield x.view(rows, block_size), y.view(rows, block_size)
+def lm_eval_batches(data, batch_size, block_size, stride=0):
+    """Every target data[1:] exactly once, as batches (x, y) of windows of block_size tokens; y = -1
+    where a position is not scored. Exact loss = sum of token losses / (len(data) - 1).
+
+    stride=0: consecutive non-overlapping windows (the last one padded with x = 0, y = -1), so a
+    token sees on average half a window of context (nanoGPT's protocol).
+    0 < stride <= block_size: a sliding window moved stride tokens at a time, scoring only the
+    stride newest targets of each window (the first window scores all of its own), so every target
+    after the first window sees at least block_size - stride + 1 tokens; stride=1 is full context."""
+    n_targets = len(data) - 1
+    if not stride:
+        step = batch_size * block_size
+        for s in range(0, n_targets, step):
+            e = min(s + step, n_targets)
+            rows = -(-(e - s) // block_size)
+            x = torch.zeros(rows * block_size, dtype=torch.long, device=data.device)
+            y = torch.full_like(x, -1)
+            x[:e - s], y[:e - s] = data[s:e], data[s + 1:e + 1]
+            yield x.view(rows, block_size), y.view(rows, block_size)
+        return
+    if not 0 < stride <= block_size:
+        raise ValueError(f"stride={stride} must be in [1, block_size={block_size}], or 0 for separate windows")
+    # scored target ranges [lo, hi): the first window's, then stride at a time
+    his = torch.tensor([min(block_size, n_targets)] + list(range(block_size + stride, n_targets, stride))
+                       + ([n_targets] if n_targets > block_size else []))
+    his = torch.unique_consecutive(his)
+    los = torch.cat([torch.zeros(1, dtype=torch.long), his[:-1]])
+    starts = (his - block_size).clamp(min=0)  # each window ends at its last scored target
+    offsets = torch.arange(block_size)
+    for b in range(0, len(his), batch_size):
+        pos = (starts[b:b + batch_size, None] + offsets).to(data.device)  # (rows, block_size) target index
+        lo, hi = los[b:b + batch_size, None].to(data.device), his[b:b + batch_size, None].to(data.device)
+        inside = pos < n_targets
+        x = torch.where(inside, data[pos.clamp(max=n_targets - 1)], 0)
+        y = torch.where(inside & (pos >= lo) & (pos < hi), data[(pos + 1).clamp(max=n_targets)], -1)
+        yield x, y
 
 
 def cls_batch(tokens, offsets, labels, idx, max_len, pad_id, device):

@@ -154,27 +154,29 @@ class Batches:
 # exact evaluation
 
 @torch.no_grad()
-def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1):
+def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1, stride=None):
     """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced.
+    Language models are scored with cfg.eval_stride (or stride): see prepare.lm_eval_batches.
     Always eager: compiling the inference shapes too would cost more than a few evaluations take."""
     with torch.compiler.set_stance("force_eager"):
-        return _evaluate(model, data, split, cfg, device, autocast, rank, world)
+        return _evaluate(model, data, split, cfg, device, autocast, rank, world, stride)
 
 
-def _evaluate(model, data, split, cfg, device, autocast, rank, world):
+def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=None):
     model.eval()
     block_size = model.config.block_size
     if data.task == "lm":
+        stride = cfg.eval_stride if stride is None else stride
         tokens = split_on_device(data, split, device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
-        for i, (x, y) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size)):
+        for i, (x, y) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size, stride)):
             if i % world == rank:
                 with autocast:
                     logits, _ = model(x)
                 sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
                 sums[1] += (y >= 0).sum()
         all_reduce(sums, world)
-        metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
+        metrics = {**lm_metrics(sums[0].item(), int(sums[1].item()), data, split), "eval_stride": stride}
     else:
         tokens, offsets, labels = data.examples(split)
         preds, loss_sum = [], torch.zeros((), dtype=torch.float64, device=device)
@@ -517,10 +519,13 @@ def train(cfg, model_kw, quiet=False):
 
     if cfg.eval_only:
         metrics = evaluate(model, data, cfg.eval_split, cfg, device, autocast, rank, world)
+        if data.task == "lm" and cfg.eval_stride:  # the separate-window figure too, for comparison
+            windows = evaluate(model, data, cfg.eval_split, cfg, device, autocast, rank, world, stride=0)
+            metrics["separate_windows"] = {k: windows[k] for k in ("loss", "perplexity")}
         result = {"split": cfg.eval_split, "step": ckpt["step"], "checkpoint": str(out / name), **metrics}
-        if master:
-            write_json(out / "metrics.json", result)
-        say(f"{cfg.eval_split}: {headline(metrics)} (step {ckpt['step']}) -> {out / 'metrics.json'}")
+        if master:  # beside the training run's metrics.json, never over it
+            write_json(out / f"metrics_{cfg.eval_split}.json", result)
+        say(f"{cfg.eval_split}: {headline(metrics)} (step {ckpt['step']}) -> {out / f'metrics_{cfg.eval_split}.json'}")
         return result
 
     optimizers = make_optimizers(model, cfg, device)

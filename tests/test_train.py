@@ -231,7 +231,8 @@ def test_classifier_and_eval_only(tiny_data, tmp_path):
     assert 0 <= result["accuracy"] <= 1 and len(result["confusion"]) == 6
     cfg, kw = train.parse_args(tiny_args(tiny_data, out, *args, "--eval_only=true", "--eval_split=test"))
     metrics = train.train(cfg, kw, quiet=True)
-    saved = json.loads((out / "metrics.json").read_text())
+    saved = json.loads((out / "metrics_test.json").read_text())
+    assert json.loads((out / "metrics.json").read_text())["split"] == "val"  # the training result is kept
     assert saved["split"] == "test" and sum(map(sum, saved["confusion"])) == 12
     assert saved["accuracy"] == metrics["accuracy"]
 
