@@ -507,8 +507,10 @@ def train(cfg, model_kw, quiet=False):
         raise ConfigError(f"fp8_head=True needs FP8 matmuls (a CUDA GPU of compute capability 8.9 or newer, or "
                           f"the CPU), not {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}; "
                           f"drop --fp8_head=true")
-    torch.manual_seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process (FSDP shards them as they are)
     model = Transformer(model_cfg)
+    if rank:
+        torch.manual_seed(cfg.seed + rank)  # and dropout masks of its own
     if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=True)
     model.to(device)
