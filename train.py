@@ -359,7 +359,8 @@ def compile_model(raw, cfg, device, world=1, say=print):
         return raw
     mode = cfg.compile_mode
     if world > 1 and mode == "reduce-overhead":  # CUDA graphs and DDP's gradient hooks do not mix
-        say(f"note: compile_mode='reduce-overhead' is not used with {cfg.parallel.upper()}; compiling with mode='default'")
+        say(f"note: compile_mode='reduce-overhead' is not used with {cfg.parallel.upper()}; "
+            f"compiling with mode='default'")
         mode = "default"
     if cfg.compile_scope == "block":
         for block in raw.transformer.h:
@@ -388,7 +389,8 @@ def parallelize(raw, cfg, device, dtype, world=1, local_rank=0, say=print):
                 "start several with torchrun --nproc_per_node=N")
         model = compile_model(raw, cfg, device, world, say)
         if world > 1:
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[local_rank] if device.type == "cuda" else None)
         return model
     if dtype == torch.float16:
         raise ConfigError("parallel='fsdp' does not support float16: its loss scaler would check only each "
@@ -622,7 +624,7 @@ def train(cfg, model_kw, quiet=False):
         say(f"{cfg.eval_split}: {headline(metrics)} (step {ckpt['step']}) -> {out / 'metrics.json'}")
         return result
 
-    raw = model  # the source of truth for saving and evaluation: never wrapped (FSDP shards it in place), evaluated eagerly
+    raw = model  # saved and evaluated (eagerly): never wrapped, though FSDP shards it in place
     model = parallelize(raw, cfg, device, dtype, world, local_rank, say)
     optimizers = make_optimizers(raw, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
