@@ -59,7 +59,8 @@ class TrainConfig:
     compile: bool = True             # torch.compile the model (CUDA only; CPU and MPS run eagerly)
     compile_mode: str = "default"    # torch.compile mode: 'default' or 'reduce-overhead' (adds CUDA graphs)
     compile_scope: str = "model"     # 'model': one graph for the network; 'block': one compilation for all layers
-    cuda_graph: bool = False         # replay forward+backward as one recorded CUDA graph (CUDA, LMs, no DDP)
+    cuda_graph: bool = False         # replay forward+backward as one recorded CUDA graph (CUDA, LMs, no DDP or FSDP)
+    parallel: str = "ddp"            # with torchrun: 'ddp' (each process holds the whole model) or 'fsdp' (sharded)
     seed: int = 1337                 # seeds the model init, dropout and the data order
 
 
@@ -183,7 +184,7 @@ def validate(cfg, model_kw):
     errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2") if not 0 <= getattr(cfg, k) < 1]
     choices = dict(init_from=("scratch", "resume"), eval_split=("val", "test"), optimizer=("adamw", "muon"),
                    compile_mode=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-                   compile_scope=("model", "block"),
+                   compile_scope=("model", "block"), parallel=("ddp", "fsdp"),
                    dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(prepare.DATASETS))
     errors += [f"{k}={getattr(cfg, k)!r} is not one of {', '.join(map(repr, c))}"
                for k, c in choices.items() if getattr(cfg, k) not in c]
@@ -197,6 +198,9 @@ def validate(cfg, model_kw):
         errors.append("cuda_graph=True is not supported with dtype='float16' (its loss scaling); use 'bfloat16'")
     if cfg.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
         errors.append(f"optimizer='muon' needs torch >= 2.9 (this is {torch.__version__}); use 'adamw'")
+    if cfg.optimizer == "muon" and cfg.parallel == "fsdp":
+        errors.append("optimizer='muon' is not supported with parallel='fsdp': Muon orthogonalises whole weight "
+                      "matrices and each process holds only a shard of them; use 'adamw' or parallel='ddp'")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         errors.append(f"device={cfg.device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
     if cfg.dataset in prepare.DATASETS:  # check the model keys with a stand-in vocabulary

@@ -5,10 +5,13 @@ Train a Transformer language model or classifier; the task follows from the data
     python train.py config/shakespeare_cpu.py --max_iters=500    # minutes on a laptop CPU
     python train.py config/sst2.py --compile=false --seed=2
     torchrun --standalone --nproc_per_node=4 train.py config/shakespeare.py
+    torchrun --standalone --nproc_per_node=8 train.py config/shakespeare.py --parallel=fsdp   # sharded
     python train.py --help                                       # every key, its default and meaning
 
 Multi-node: run the same torchrun command on every node with --nnodes=N --node_rank=i
 --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT (HOST being node 0); rank 0 writes all files.
+--parallel=ddp keeps the whole model, its gradients and optimizer state in every process; --parallel=fsdp
+shards all three over the processes, for models that do not fit on one GPU (see parallelize()).
 """
 import functools
 import json
@@ -175,6 +178,9 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
                     logits, _ = model(x)
                 sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
                 sums[1] += (y >= 0).sum()
+        if sharded(model) and rank >= (i + 1) % world > 0:  # one batch fewer than some others: FSDP's
+            with autocast:  # forward gathers the weights with every process, so each runs as many forwards
+                model(x)
         all_reduce(sums, world)
         metrics = {**lm_metrics(sums[0].item(), int(sums[1].item()), data, split), "eval_stride": stride}
     else:
@@ -188,6 +194,8 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
             preds.append(logits.argmax(-1).cpu())
         preds = torch.cat(preds).numpy()
         metrics = {"loss": loss_sum.item() / len(labels), **classification_metrics(preds, labels, data.label_names)}
+    if sharded(model):  # FSDP keeps the root's weights gathered after a forward, for the backward that
+        model.reshard()  # usually follows: free them, and hand the optimizer its shards back
     model.train()
     return metrics
 
@@ -235,6 +243,14 @@ def all_reduce(tensor, world):
         torch.distributed.all_reduce(tensor)
 
 
+def sharded(model):
+    """Whether model is sharded over processes in place by FSDP (see parallelize)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False  # one process: nothing to shard, and no FSDP import (it takes about a second)
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+
 def headline(metrics):
     keys = ("loss", "perplexity", "bits_per_char", "accuracy", "macro_f1")
     return " | ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
@@ -247,10 +263,10 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def save_checkpoint(path, model, optimizers, scaler, step, best, cfg, model_cfg, data, metrics):
+def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data, metrics):
     state = {
         "version": CHECKPOINT_VERSION,
-        "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+        "model": model_state, "optimizers": optimizer_states,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "step": step, "best": best, "metrics": metrics,
         "config": {"train": asdict(cfg), "model": asdict(model_cfg)},
@@ -276,6 +292,46 @@ def load_checkpoint(path):
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} is not a version-{CHECKPOINT_VERSION} checkpoint of this project")
     return ckpt
+
+
+# FSDP: the sharded state is gathered into whole tensors on rank 0's CPU and written as the one file a
+# single process writes, so sample.py, eval_only and a resume with any number of processes read it
+# unchanged. The price: rank 0's host memory holds the whole model and optimizer state while saving
+# (16 bytes a parameter with AdamW: 12 GB for 774M parameters), and every process reads the whole
+# file on resume. A model too large for that would need sharded files (torch.distributed.checkpoint.save).
+
+def gather_state(model, optimizers):
+    """(model state dict, optimizer state dicts) as one process would save them. If FSDP shards the
+    model, every process must call this, and only rank 0 gets the tensors."""
+    if not sharded(model):
+        return model.state_dict(), [o.state_dict() for o in optimizers]
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    optimizer_states = [get_optimizer_state_dict(model, o, options=options) for o in optimizers]
+    return get_model_state_dict(model, options=options), [
+        relabel(state, {name: i for i, name in enumerate(n for g in state["param_groups"] for n in g["params"])})
+        if state else state for state in optimizer_states]
+
+
+def load_optimizer_states(model, optimizers, states):
+    """The inverse of gather_state for the optimizers: whole tensors in, each process keeps its shards."""
+    if not sharded(model):
+        for opt, state in zip(optimizers, states):
+            opt.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    names = {p: name for name, p in model.named_parameters()}
+    for opt, state in zip(optimizers, states):
+        order = [names[p] for g in opt.param_groups for p in g["params"]]
+        set_optimizer_state_dict(model, opt, relabel(state, dict(enumerate(order))),
+                                 options=StateDictOptions(full_state_dict=True))
+
+
+def relabel(state, key):
+    """An optimizer state dict with every parameter key k replaced by key[k]. torch.optim keys its
+    state by position (0, 1, ... over the param groups in order); torch.distributed.checkpoint by name."""
+    return {"state": {key[k]: v for k, v in state["state"].items()},
+            "param_groups": [{**g, "params": [key[k] for k in g["params"]]} for g in state["param_groups"]]}
 
 
 def model_from_checkpoint(ckpt, **overrides):
@@ -305,13 +361,49 @@ def compile_model(raw, cfg, device, world=1, say=print):
         return raw
     mode = cfg.compile_mode
     if world > 1 and mode == "reduce-overhead":  # CUDA graphs and DDP's gradient hooks do not mix
-        say("note: compile_mode='reduce-overhead' is not used with DDP; compiling with mode='default'")
+        say(f"note: compile_mode='reduce-overhead' is not used with {cfg.parallel.upper()}; "
+            f"compiling with mode='default'")
         mode = "default"
     if cfg.compile_scope == "block":
         for block in raw.transformer.h:
             block.compile(mode=mode)
         return raw
     return torch.compile(raw, mode=mode)
+
+
+def parallelize(raw, cfg, device, dtype, world=1, local_rank=0, say=print):
+    """The model that training calls, for each way of running; raw stays the module to save and evaluate.
+
+    One process: raw, maybe compiled (compile_model). DDP: every process holds the whole model, and
+    DDP averages the gradients over the processes during backward.
+    FSDP (PyTorch's FSDP2, fully_shard): raw's parameters become shards in place (DTensors, a
+    1/world slice of dim 0 of every tensor in each process), so do their gradients and the optimizer
+    state made from them. Each block is one unit: its weights are all-gathered just before it runs
+    and freed after it, in forward and again in backward, and its gradients are reduce-scattered
+    (averaged) once its backward is done. The root unit holds the rest: embeddings, ln_f and the
+    head, whose matrix is the token embedding's when tied, so both must sit in the same unit.
+    bf16: weights are gathered and computed in bf16 (half the traffic) and gradients reduced in
+    fp32, while the fp32 shards stay the optimizer's master weights. Unlike autocast over fp32
+    weights (one process, DDP), this also keeps the residual stream and the norms' gains in bf16."""
+    if cfg.parallel == "ddp" or world == 1:
+        if cfg.parallel == "fsdp":
+            say("note: parallel='fsdp' with one process has nothing to shard: the model trains whole; "
+                "start several with torchrun --nproc_per_node=N")
+        model = compile_model(raw, cfg, device, world, say)
+        if world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[local_rank] if device.type == "cuda" else None)
+        return model
+    if dtype == torch.float16:
+        raise ConfigError("parallel='fsdp' does not support float16: its loss scaler would check only each "
+                          "process's shard of the gradients for overflow; use --dtype=bfloat16 or --parallel=ddp")
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype == torch.bfloat16 \
+        else MixedPrecisionPolicy()
+    for block in raw.transformer.h:
+        fully_shard(block, mp_policy=policy)
+    fully_shard(raw, mp_policy=policy)
+    return compile_model(raw, cfg, device, world, say)  # compiled after sharding, as FSDP2 expects
 
 
 class GraphedStep:
@@ -332,6 +424,8 @@ class GraphedStep:
             why = f"it runs on {example[0].device.type}"
         elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
             why = "DDP's gradient hooks do not mix with it"
+        elif sharded(getattr(model, "_orig_mod", model)):
+            why = "FSDP's all-gathers and reduce-scatters are not recorded"
         elif dtype == torch.float16:
             why = "fp16 loss scaling is not recorded"
         if why:
@@ -373,8 +467,8 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
     """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr, tokens) as
     floats, tokens being the real (not padding) tokens this process trained on;
     raises NonFinite, before the update, if the loss or the gradient norm is inf or nan.
-    model may be compiled and DDP-wrapped; raw is the plain module underneath; graphed, a
-    GraphedStep, replaces the forward and backward passes."""
+    model may be compiled and DDP-wrapped; raw is the plain module underneath (FSDP: sharded in
+    place); graphed, a GraphedStep, replaces the forward and backward passes."""
     lr = lr_at(step, cfg)
     for opt in optimizers:
         for group in opt.param_groups:
@@ -387,7 +481,10 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
             loss_sum += graphed(*batch)
             tokens += batch[0].numel()
             continue
-        sync = world == 1 or micro == cfg.grad_accum - 1  # DDP: all-reduce on the last micro-step only
+        # DDP: all-reduce on the last micro-step only. FSDP reduce-scatters at every micro-step: skipping
+        # it (set_requires_gradient_sync(False)) would keep whole gradients in every process, which is
+        # the very memory that sharding saves
+        sync = world == 1 or micro == cfg.grad_accum - 1 or sharded(raw)
         with (nullcontext() if sync else model.no_sync()), autocast:
             if batches.task == "lm":
                 _, loss = model(batch[0], batch[1], return_logits=False)
@@ -402,6 +499,8 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         for opt in optimizers:
             scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
     grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf"))
+    if sharded(raw):  # the norm over every process's shards, a replicated DTensor
+        grad_norm = grad_norm.full_tensor()
     loss_value, grad_value, n_tokens = torch.stack([loss_sum, grad_norm.float(), tokens]).tolist()  # the one sync
     if not math.isfinite(loss_value):
         raise NonFinite(f"non-finite loss ({loss_value})")
@@ -509,8 +608,10 @@ def train(cfg, model_kw, quiet=False):
         raise ConfigError(f"fp8_head=True needs FP8 matmuls (a CUDA GPU of compute capability 8.9 or newer, or "
                           f"the CPU), not {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}; "
                           f"drop --fp8_head=true")
-    torch.manual_seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process (FSDP shards them as they are)
     model = Transformer(model_cfg)
+    if rank:
+        torch.manual_seed(cfg.seed + rank)  # and dropout masks of its own
     if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=True)
     model.to(device)
@@ -528,31 +629,28 @@ def train(cfg, model_kw, quiet=False):
         say(f"{cfg.eval_split}: {headline(metrics)} (step {ckpt['step']}) -> {out / f'metrics_{cfg.eval_split}.json'}")
         return result
 
-    optimizers = make_optimizers(model, cfg, device)
+    raw = model  # saved and evaluated (eagerly): never wrapped, though FSDP shards it in place
+    model = parallelize(raw, cfg, device, dtype, world, local_rank, say)
+    optimizers = make_optimizers(raw, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     start, best, last_metrics = 0, None, None
     if ckpt is not None:
         if len(ckpt["optimizers"]) != len(optimizers):
             raise ConfigError(f"{out / 'ckpt_last.pt'} was trained with another optimizer; keep optimizer="
                               f"{ckpt['config']['train']['optimizer']!r} to resume it")
-        for opt, state in zip(optimizers, ckpt["optimizers"]):
-            opt.load_state_dict(state)
+        load_optimizer_states(raw, optimizers, ckpt["optimizers"])
         if scaler is not None and ckpt["scaler"] is not None:
             scaler.load_state_dict(ckpt["scaler"])
         start, best, last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
-        if world == 1:  # with DDP each process seeds itself (seed + rank) instead
+        if world == 1:  # with DDP or FSDP each process seeds itself (seed + rank) instead
             torch.set_rng_state(ckpt["rng"]["torch"])
             if device.type == "cuda" and ckpt["rng"]["cuda"]:
                 torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         say(f"resuming from {out / 'ckpt_last.pt'} at step {start}")
     tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.grad_accum * world  # at most, for classifiers
-    flops_per_token = model.flops_per_token(model_cfg.block_size)
+    flops_per_token = raw.flops_per_token(model_cfg.block_size)
     flops_per_step = flops_per_token * tokens_per_step
 
-    raw = model  # the source of truth for saving and evaluation: never wrapped, evaluated eagerly
-    model = compile_model(raw, cfg, device, world, say)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     batches = Batches(data, cfg, model_cfg.block_size, device, world)
     graphed = GraphedStep(model, batches.get(start, 0, rank), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
     if master:  # only now: a run refused above leaves out_dir as it was
@@ -574,8 +672,10 @@ def train(cfg, model_kw, quiet=False):
                 pass
 
     def checkpoint(step, which="ckpt_last.pt"):
+        model_state, optimizer_states = gather_state(raw, optimizers)  # FSDP: a collective of every process
         if master:
-            save_checkpoint(out / which, raw, optimizers, scaler, step, best, cfg, model_cfg, data, last_metrics)
+            save_checkpoint(out / which, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data,
+                            last_metrics)
 
     say(f"training {cfg.max_iters} steps of {tokens_per_step:,} tokens"
         f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'} | {time.time() - t_start:.1f} s")

@@ -32,6 +32,15 @@ def run(data_dir, out_dir, *extra):
     return train.train(cfg, kw, quiet=True)
 
 
+def torchrun(data_dir, out_dir, *extra, nproc=2):
+    """train.py in nproc CPU processes (gloo), started as torchrun starts them."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(ROOT / "train.py"), *tiny_args(data_dir, out_dir, *extra)]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def weights(path):
     return torch.load(path, weights_only=True)["model"]
 
@@ -272,11 +281,7 @@ def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_ddp_two_processes_equal_one_process_with_accumulation(tiny_data, tmp_path):
     common = ["--max_iters=4", "--eval_interval=4", "--batch_size=4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train.py"), *tiny_args(tiny_data, tmp_path / "ddp", *common)]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    torchrun(tiny_data, tmp_path / "ddp", *common)
     run(tiny_data, tmp_path / "one", *common, "--grad_accum=2")
     a, b = weights(tmp_path / "ddp" / "ckpt_last.pt"), weights(tmp_path / "one" / "ckpt_last.pt")
     for name in a:
