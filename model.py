@@ -200,16 +200,24 @@ class LinearCrossEntropy(torch.autograd.Function):
             grad_h = torch._scaled_mm(g8, w8.t().contiguous().t(), g_inv, w_inv, out_dtype=torch.bfloat16)
             grad_w = torch._scaled_mm(g8.t().contiguous(), h8.t().contiguous().t(), g_inv, h_inv,
                                       out_dtype=torch.bfloat16)
+            grad_h, grad_w = grad_h.to(h.dtype), grad_w.to(weight.dtype)
         else:
-            grad = (grad / n).to(dtype)
-            grad_h, grad_w = grad @ weight, grad.t() @ h  # (N, C), (V, C)
-        ctx.save_for_backward(grad_h.to(h.dtype), grad_w.to(weight.dtype))
+            # 1/n comes after the products, in fp32: in fp16, grad / n (~1e-8 for 16k tokens) would
+            # flush to zero before a GradScaler's scale reached it in backward. Unnormalised, a row
+            # of grad sums to at most 2 in absolute value, so grad @ weight stays in range; grad^T @ h
+            # sums over n tokens, so h is scaled by a power of two s with n * max|h| * s <= 2^15.
+            s = (2.0 ** 15 / (n * h.abs().amax().float().clamp(min=1e-12))).log2().floor().exp2().clamp(max=1)
+            acc, grad = grad.dtype, grad.to(dtype)  # fp32 (fp64 for fp64 inputs), the compute dtype
+            grad_h = (grad @ weight).to(acc) / n  # (N, C)
+            grad_w = (grad.t() @ (h * s.to(h.dtype))).to(acc) / (n * s)  # (V, C)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = h.dtype, weight.dtype
         return loss
 
     @staticmethod
     def backward(ctx, g):
-        grad_h, grad_weight = ctx.saved_tensors
-        return g * grad_h, g * grad_weight, None, None, None
+        grad_h, grad_weight = ctx.saved_tensors  # fp32 unless fp8: scaled by g before any cast
+        return (g * grad_h).to(ctx.dtypes[0]), (g * grad_weight).to(ctx.dtypes[1]), None, None, None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -246,6 +246,39 @@ def test_fused_linear_cross_entropy_matches_f_cross_entropy(eps):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+def test_fused_head_under_fp16_autocast_keeps_small_gradients(aligned):
+    """fp16 + GradScaler: the loss is scaled by 2^16 before backward. Bug caught: the logit gradient
+    divided by n (16k tokens) and cast to fp16 inside the forward pass, where most entries flush
+    to zero (2% gradient error against 0.03% for the plain path). aligned: every token shares a
+    target and h points one way, so the unnormalised grad^T @ h would overflow fp16 if h were not
+    scaled down first."""
+    g = torch.Generator().manual_seed(0)
+    N, C, Vb = 16384, 16, 1024
+    h = torch.randn(N, C, generator=g, dtype=torch.float64)
+    w = 0.1 * torch.randn(Vb, C, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, Vb, (N,), generator=g)
+    if aligned:
+        h, targets = 8 * h.abs(), torch.zeros_like(targets)
+
+    def grads(loss_fn, dtype):
+        hh, ww = h.to(dtype).detach().requires_grad_(), w.to(dtype).detach().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.float16, enabled=dtype == torch.float32):
+            loss = loss_fn(hh, ww)
+        (loss * 2.0 ** 16).backward()  # what GradScaler's initial scale does
+        return hh.grad.double() / 2 ** 16, ww.grad.double() / 2 ** 16
+
+    ref = grads(lambda a, b: torch.nn.functional.cross_entropy(a @ b.t(), targets), torch.float64)
+    plain = grads(lambda a, b: torch.nn.functional.cross_entropy((a @ b.t()).float(), targets), torch.float32)
+    fused = grads(lambda a, b: LinearCrossEntropy.apply(a, b, targets, 0.0), torch.float32)
+    for p, f, r in zip(plain, fused, ref):
+        plain_err, fused_err = ((p - r).norm() / r.norm()).item(), ((f - r).norm() / r.norm()).item()
+        if aligned:  # the plain path overflows here too, at this scale: GradScaler would halve it
+            assert fused_err < 1e-3, fused_err
+        else:
+            assert plain_err < 1e-3 and fused_err < 1.5 * plain_err, (plain_err, fused_err)
+
+
 def test_fused_linear_cross_entropy_of_only_ignored_targets_is_zero():
     h = torch.randn(4, 8, requires_grad=True)
     w = torch.randn(V, 8, requires_grad=True)
