@@ -62,8 +62,17 @@ def resolve_dtype(name, device):
     if name != "auto":
         return getattr(torch, name)
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float16
     return torch.float32
+
+
+def native_bf16():
+    """bf16 units in this GPU. torch.cuda.is_bf16_supported() alone also says yes where bf16 is only
+    emulated (e.g. a V100 or T4 on torch >= 2.4), which is slower than fp16 with a GradScaler."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4 has no such argument and counts native support only
+        return torch.cuda.is_bf16_supported()
 
 
 def padded_vocab(n):

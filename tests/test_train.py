@@ -102,6 +102,26 @@ def test_shipped_configs_parse():
 
 # ---- schedule, accumulation, metrics -----------------------------------------------------------
 
+def test_auto_dtype_asks_for_native_bf16(monkeypatch):
+    """Bug caught: dtype='auto' choosing bf16 on a GPU that only emulates it (is_bf16_supported()
+    counts emulation unless including_emulation=False)."""
+    cuda = torch.device("cuda")
+
+    def gpu(native, emulated=True):
+        def is_bf16_supported(including_emulation=True):
+            return native or (including_emulation and emulated)
+        return is_bf16_supported
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", gpu(native=False))  # a V100 or T4
+    assert train.resolve_dtype("auto", cuda) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", gpu(native=True))  # an A100 or newer
+    assert train.resolve_dtype("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # torch < 2.4: no argument
+    assert train.resolve_dtype("auto", cuda) == torch.float16
+    assert train.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert train.resolve_dtype("float16", cuda) == torch.float16
+
+
 def test_warmup_then_cosine_schedule():
     cfg = train.TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
     lrs = [train.lr_at(s, cfg) for s in range(111)]
