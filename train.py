@@ -376,9 +376,10 @@ class GraphedStep:
 
 
 def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world=1, autocast=nullcontext(),
-               graphed=None):
-    """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr, tokens) as
-    floats, tokens being the real (not padding) tokens this process trained on;
+               graphed=None, stop=False):
+    """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr, tokens, stop):
+    the loss averaged over all processes, tokens the real (not padding) tokens all of them trained
+    on, and stop, whether any process was asked to stop (its argument stop);
     raises NonFinite, before the update, if the loss or the gradient norm is inf or nan.
     model may be compiled and DDP-wrapped; raw is the plain module underneath; graphed, a
     GraphedStep, replaces the forward and backward passes."""
@@ -409,7 +410,12 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         for opt in optimizers:
             scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
     grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf"))
-    loss_value, grad_value, n_tokens = torch.stack([loss_sum, grad_norm.float(), tokens]).tolist()  # the one sync
+    # DDP: loss, tokens and stop requests summed over the processes, so that all of them log the same
+    # loss and stop at the same step (a process that went on alone would hang in the next all-reduce)
+    shared = torch.stack([loss_sum, tokens, torch.full((), float(stop), device=tokens.device)])
+    all_reduce(shared, world)
+    loss_value, n_tokens, stop, grad_value = torch.cat([shared, grad_norm.float()[None]]).tolist()  # the one sync
+    loss_value /= world
     if not math.isfinite(loss_value):
         raise NonFinite(f"non-finite loss ({loss_value})")
     if not math.isfinite(grad_value) and not scaler:  # fp16: the scaler skips overflowed steps itself
@@ -422,7 +428,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         opt.zero_grad(set_to_none=graphed is None)  # a graph's gradients stay where it recorded them
     if scaler:
         scaler.update()
-    return loss_value, grad_value, lr, n_tokens
+    return loss_value, grad_value, lr, n_tokens, stop > 0
 
 
 def log_line(out_dir, record):
@@ -568,7 +574,7 @@ def train(cfg, model_kw, quiet=False):
     peak = peak_flops(device)
     metric, higher_better = ("loss", False) if data.task == "lm" else ("accuracy", True)
 
-    stop_signal = []
+    stop_signal, stop = [], False  # this process's signals; a stop agreed by all processes (train_step)
     handlers = {}
     if master or world > 1:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -607,15 +613,16 @@ def train(cfg, model_kw, quiet=False):
                     break
             if last:
                 break
-            if stop_signal or (cfg.stop_after and step - start == cfg.stop_after):
+            if stop or (world == 1 and stop_signal) or (cfg.stop_after and step - start == cfg.stop_after):
                 checkpoint(step)
-                say(f"stopped at step {step} ({'signal' if stop_signal else 'stop_after'}); saved "
+                say(f"stopped at step {step} ({'signal' if stop or stop_signal else 'stop_after'}); saved "
                     f"{out / 'ckpt_last.pt'}; continue with --init_from=resume")
                 break
 
             try:
-                loss_value, grad_value, lr, n_tokens = train_step(model, raw, optimizers, scaler, batches, step,
-                                                                  cfg, rank, world, autocast, graphed)
+                loss_value, grad_value, lr, n_tokens, stop = train_step(model, raw, optimizers, scaler, batches,
+                                                                        step, cfg, rank, world, autocast, graphed,
+                                                                        stop=bool(stop_signal))
             except NonFinite as e:
                 kept = f"the last good checkpoint is {out / 'ckpt_last.pt'}" if (out / "ckpt_last.pt").exists() \
                     else "no checkpoint was written yet"
@@ -625,13 +632,13 @@ def train(cfg, model_kw, quiet=False):
             # ---- logging ----
             now = time.time()
             step_ms.append((now - t_log) * 1000)
-            step_tokens.append(n_tokens * world)  # classification: real tokens, padding not counted
+            step_tokens.append(n_tokens)  # all processes'; classification: real tokens, padding not counted
             t_log = now
             if step % cfg.log_interval == 0 and master:
                 ms = sorted(step_ms)[len(step_ms) // 2]  # median over the interval: robust to eval pauses
                 tps = sum(step_tokens) / len(step_tokens) / (ms / 1000)
                 step_ms, step_tokens = [], []
-                mfu = flops_per_token * tps / peak if peak else None
+                mfu = flops_per_token * tps / world / peak if peak else None  # per GPU: peak is one GPU's
                 mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
                 done = step + 1 - start
                 eta = (now - t_run) / done * (cfg.max_iters - step - 1)

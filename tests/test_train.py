@@ -288,20 +288,80 @@ def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
     assert step >= 3
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_ddp_two_processes_equal_one_process_with_accumulation(tiny_data, tmp_path):
-    common = ["--max_iters=4", "--eval_interval=4", "--batch_size=4"]
+def ddp(tiny_data, out, *extra, prelude="", background=False):
+    """train.py in 2 gloo processes under torchrun; prelude is code run in each before train.main."""
+    script = out.parent / f"{out.name}_launch.py"
+    script.write_text(f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport train\n{prelude}\n"
+                      f"sys.exit(train.main(sys.argv[1:]))\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           *tiny_args(tiny_data, out, *extra)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train.py"), *tiny_args(tiny_data, tmp_path / "ddp", *common)]
+    if background:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    run(tiny_data, tmp_path / "one", *common, "--grad_accum=2")
-    a, b = weights(tmp_path / "ddp" / "ckpt_last.pt"), weights(tmp_path / "one" / "ckpt_last.pt")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0, msg=name)
+
+
+def train_records(out_dir):
+    lines = (Path(out_dir) / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_ddp_two_processes_equal_one_process_with_accumulation(tiny_data, tmp_path, monkeypatch):
+    """2 processes x 2 micro-batches (DDP's no_sync path) train like 1 process x 4. Bugs caught: a wrong
+    no_sync or / grad_accum (gradient norms differ), rank 0's share of the loss logged as the loss,
+    tokens/s counted for one process, MFU multiplied by the number of processes."""
+    common = ["--max_iters=4", "--eval_interval=4", "--batch_size=4"]
+    ddp(tiny_data, tmp_path / "ddp", *common, "--grad_accum=2", prelude="train.peak_flops = lambda device: 1e12")
+    monkeypatch.setattr(train, "peak_flops", lambda device: 1e12)  # a made-up GPU, so that MFU is logged
+    run(tiny_data, tmp_path / "one", *common, "--grad_accum=4")
+    a, b = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 1, 2, 3]
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-6)
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-5)
+        for r in (ra, rb):  # every step trains on 4 x 4 sequences of 16 tokens, in both runs
+            assert r["tokens_per_s"] * r["ms_per_step"] / 1000 == pytest.approx(4 * 4 * 16)
+        # MFU per GPU: at equal tokens/s, two processes reach half the MFU of one
+        assert ra["mfu"] / ra["tokens_per_s"] == pytest.approx(rb["mfu"] / rb["tokens_per_s"] / 2)
+    wa, wb = weights(tmp_path / "ddp" / "ckpt_last.pt"), weights(tmp_path / "one" / "ckpt_last.pt")
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], atol=1e-6, rtol=0, msg=name)
     ddp_eval = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["loss"]
     assert ddp_eval == pytest.approx(json.loads((tmp_path / "one" / "metrics.json").read_text())["loss"], rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_ddp_signal_to_one_process_stops_both_at_the_same_step(tiny_data, tmp_path):
+    """SIGTERM to rank 1 only. Bug caught: each process deciding on its own signal flag, so that
+    rank 0 trains on alone and hangs (or fails) in the next all-reduce."""
+    out = tmp_path / "r"
+    prelude = (f"open(os.path.join({str(tmp_path)!r}, 'pid' + os.environ['RANK']), 'w').write(str(os.getpid()))\n"
+               "_train = train.train\n"
+               "def train_and_say(cfg, kw, quiet=False):\n"
+               "    result = _train(cfg, kw, quiet)\n"
+               "    print(f\"rank {os.environ['RANK']} ended at step {result['step']}\", flush=True)\n"
+               "    return result\n"
+               "train.train = train_and_say")
+    proc = ddp(tiny_data, out, "--max_iters=100000", "--eval_interval=100000", "--warmup_iters=0",
+               prelude=prelude, background=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "log.jsonl").exists() or len(train_losses(out)) < 3 or not (tmp_path / "pid1").exists():
+            assert proc.poll() is None and time.time() < deadline, "training did not start"
+            time.sleep(0.2)
+        os.kill(int((tmp_path / "pid1").read_text()), signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, output
+    step = torch.load(out / "ckpt_last.pt", weights_only=True)["step"]
+    assert f"stopped at step {step} (signal)" in output
+    assert f"rank 0 ended at step {step}" in output and f"rank 1 ended at step {step}" in output, output
 
 
 def test_checkpoints_at_the_end_only(tiny_data, tmp_path):
