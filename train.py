@@ -673,12 +673,15 @@ def write_json(path, obj):
 
 
 def trim_log(out, step):
-    """On resume, drop log records past the checkpoint (they belong to the interrupted tail)."""
+    """On resume, drop log records past the checkpoint (they belong to the interrupted tail). The
+    checkpoint of step `step` is written after that step's evaluation and before its training step,
+    so the evaluation record of `step` stays and its training record goes (the resumed run writes it)."""
     path = out / "log.jsonl"
     if step == 0:
         path.unlink(missing_ok=True)
     elif path.exists():
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        records = [(line, json.loads(line)) for line in path.read_text().splitlines() if line]
+        keep = [line for line, r in records if r["step"] < step or (r["step"] == step and r["kind"] == "eval")]
         prepare.write_atomic(path, "".join(line + "\n" for line in keep))
 
 

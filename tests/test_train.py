@@ -202,6 +202,30 @@ def test_resume_is_bit_exact(tiny_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_after_a_crash_logs_every_record_once(tiny_data, tmp_path, monkeypatch):
+    """A crash at step 12, the last checkpoint at step 10, then resume. Bug caught: log records of the
+    checkpoint's step kept on resume, so the training record of step 10 appears twice."""
+    args = ("--max_iters=20", "--eval_interval=5")
+    run(tiny_data, tmp_path / "full", *args)
+    step_once = train.train_step
+
+    def crash_at_12(*a, **kw):
+        if a[5] == 12:  # step
+            raise RuntimeError("power cut")
+        return step_once(*a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "train_step", crash_at_12)
+        with pytest.raises(RuntimeError, match="power cut"):
+            run(tiny_data, tmp_path / "split", *args)
+    assert torch.load(tmp_path / "split" / "ckpt_last.pt", weights_only=True)["step"] == 10
+    run(tiny_data, tmp_path / "split", *args, "--init_from=resume")
+    records = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    keys = [(r["kind"], r["step"]) for r in records]
+    assert sorted(keys) == sorted([("train", s) for s in range(20)] + [("eval", s) for s in (5, 10, 15, 20)])
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "full")
+
+
 def test_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "r"
     run(tiny_data, out, "--max_iters=10", "--eval_interval=10")
