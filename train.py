@@ -77,7 +77,8 @@ def native_bf16():
 
 def padded_vocab(n):
     """Large vocabularies padded to a multiple of 64 for faster matmuls (50257 -> 50304); the extra
-    rows are never targets, and sampling masks them (sample.py passes vocab_limit)."""
+    rows are never targets, the model gives them no probability (real_vocab_size), and sampling
+    masks them (sample.py passes vocab_limit)."""
     return n if n < 1024 else -(-n // 64) * 64
 
 
@@ -515,7 +516,8 @@ def train(cfg, model_kw, quiet=False):
         if master and not cfg.overwrite and ((out / "ckpt_last.pt").exists() or (out / "config.json").exists()):
             raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
                               f"replace it with --overwrite=true, or choose another --out_dir")
-        model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes, **model_kw)
+        model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes,
+                                      real_vocab_size=data.vocab_size if data.task == "lm" else 0, **model_kw)
 
     if model_cfg.fp8_head and device.type != "cpu" and not (
             device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)):

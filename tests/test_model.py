@@ -279,6 +279,42 @@ def test_fused_head_under_fp16_autocast_keeps_small_gradients(aligned):
             assert plain_err < 1e-3 and fused_err < 1.5 * plain_err, (plain_err, fused_err)
 
 
+def test_label_smoothing_spreads_over_the_real_vocabulary_only():
+    """A vocabulary padded from 32 to 37 ids. Bug caught: label smoothing (and softmax) putting
+    probability on the padding ids, in the fused head or in the plain path."""
+    eps, real = 0.1, 32
+    x = ids(B=2) % real
+    y = torch.roll(x, -1, dims=1)
+    y[0, -3:] = -1
+    results = []
+    for return_logits in (True, False):
+        model = tiny(real_vocab_size=real, label_smoothing=eps)
+        logits, loss = model(x, y, return_logits=return_logits)
+        loss.backward()
+        results.append((loss.detach(), model.lm_head.weight.grad))
+    with torch.no_grad():  # by hand: softmax over the 32 real ids, eps spread evenly over them
+        logits, _ = model(x)
+        h = model.encode(x)
+        logp = torch.log_softmax((h @ model.lm_head.weight.t())[..., :real].double(), dim=-1)
+        keep = y >= 0
+        nll = -logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
+        expected = ((1 - eps) * nll - eps * logp.mean(-1))[keep].mean()
+    assert (logits[..., real:] == float("-inf")).all() and torch.isfinite(logits[..., :real]).all()
+    for loss, grad in results:
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert not grad[real:].any()  # the padding rows are left alone (the embedding never sees them)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-6, rtol=1e-4)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(40, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, real, (40,), generator=g)
+    ref = torch.nn.functional.cross_entropy((h @ w.t())[:, :real], targets, label_smoothing=eps)
+    loss = LinearCrossEntropy.apply(h, w, targets, eps, False, real)
+    torch.testing.assert_close(loss, ref)
+    for a, b in zip(torch.autograd.grad(loss, (h, w)), torch.autograd.grad(ref, (h, w))):
+        torch.testing.assert_close(a, b)
+
+
 def test_fused_linear_cross_entropy_of_only_ignored_targets_is_zero():
     h = torch.randn(4, 8, requires_grad=True)
     w = torch.randn(V, 8, requires_grad=True)
