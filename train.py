@@ -223,7 +223,10 @@ def target_chars(data, split):
 
 
 def classification_metrics(pred, true, label_names):
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true)."""
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true).
+    A 0/0 precision or recall counts as 0 (scikit-learn's zero_division=0). Macro-F1 averages over
+    the classes that occur in true or pred, as scikit-learn's f1_score(average='macro') does without
+    labels=: a class absent from both (say from a small test split) has no F1 to count, not an F1 of 0."""
     k = len(label_names)
     pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
     confusion = np.zeros((k, k), dtype=np.int64)
@@ -234,7 +237,9 @@ def classification_metrics(pred, true, label_names):
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
     per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                  for name, p, r, f, s in zip(label_names, precision, recall, f1, confusion.sum(1))}
-    return {"accuracy": float(tp.sum() / max(1, len(true))), "macro_f1": float(f1.mean()),
+    present = (confusion.sum(0) > 0) | (confusion.sum(1) > 0)
+    macro_f1 = float(f1[present].mean()) if present.any() else 0.0
+    return {"accuracy": float(tp.sum() / max(1, len(true))), "macro_f1": macro_f1,
             "per_class": per_class, "confusion": confusion.tolist(), "labels": list(label_names)}
 
 

@@ -172,6 +172,12 @@ def test_classification_metrics_by_hand():
     assert m["per_class"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
     assert m["per_class"]["c"]["f1"] == pytest.approx(2 / 3)
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    # a fourth class that neither occurs nor is predicted is left out of the macro average (bug caught:
+    # counting it as F1 0); a fifth that is predicted but never occurs counts, with F1 0
+    m = train.classification_metrics(pred + [4], true + [0], ["a", "b", "c", "d", "e"])
+    # a: P 1, R 2/4, F1 2/3;  b, c as above;  e: P 0, R 0/0 -> F1 0
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 2 / 3 + 0.0) / 4)
+    assert m["per_class"]["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
 # ---- runs ------------------------------------------------------------------------------------------
