@@ -411,6 +411,32 @@ def test_stop_at_loss_stops_at_the_first_evaluation_below(tiny_data, tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
+def test_muon_is_torch_muon_with_q_k_v_orthogonalised_apart():
+    """Against torch.optim.Muon: equal on a plain matrix, and on c_attn equal to three torch Muons, one
+    per (C, C) block. Bug caught: the fused QKV matrix orthogonalised as one (3C, C) matrix."""
+    g = torch.Generator().manual_seed(0)
+    C = 16
+    w, qkv = torch.randn(4 * C, C, generator=g), torch.randn(3 * C, C, generator=g)
+    grads = [(torch.randn(4 * C, C, generator=g), torch.randn(3 * C, C, generator=g)) for _ in range(3)]
+    hyper = dict(lr=0.02, weight_decay=0.1, momentum=0.9)
+    ours = [w.clone().requires_grad_(), qkv.clone().requires_grad_()]
+    opt = train.Muon(ours, blocks={ours[1]: 3}, **hyper)
+    ref = [w.clone().requires_grad_()] + [b.clone().requires_grad_() for b in qkv.chunk(3)]
+    ref_opt = torch.optim.Muon(ref, adjust_lr_fn="match_rms_adamw", **hyper)
+    for gw, gq in grads:  # three steps: the momentum buffers matter too
+        ours[0].grad, ours[1].grad = gw.clone(), gq.clone()
+        for p, grad in zip(ref, [gw, *gq.chunk(3)]):
+            p.grad = grad.clone()
+        opt.step()
+        ref_opt.step()
+    torch.testing.assert_close(ours[0], ref[0], atol=0, rtol=0)
+    torch.testing.assert_close(ours[1], torch.cat(ref[1:]), atol=0, rtol=0)
+    model = train.Transformer(train.TransformerConfig(vocab_size=8, block_size=4, n_layer=2, n_head=2, n_embd=8))
+    muon = train.make_optimizers(model, train.TrainConfig(optimizer="muon"), torch.device("cpu"))[1]
+    assert {id(p): k for p, k in muon.blocks.items()} == {id(b.attn.c_attn.weight): 3 for b in model.transformer.h}
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 def test_muon_trains_and_resumes_only_with_muon(tiny_data, tmp_path):
     out = tmp_path / "r"
     run(tiny_data, out, "--max_iters=4", "--eval_interval=4", "--optimizer=muon")
