@@ -473,6 +473,7 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         B, T = idx.shape
         self._check_input(idx, start + T)
+        table = pos is None and cache is None and T <= cfg.block_size  # positions 0..T-1: RoPE's table
         if pos is None:
             pos = torch.arange(start, start + T, device=idx.device)  # absolute positions (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
@@ -491,7 +492,7 @@ class Transformer(nn.Module):
             cache.pos[slots] = pos
             kpos = cache.pos
         rope = None
-        if cfg.pos_encoding == "rope" and cache is None and T <= cfg.block_size:
+        if cfg.pos_encoding == "rope" and table:
             rope = self.rope_cos[:T], self.rope_sin[:T]  # pos is 0..T-1
         elif cfg.pos_encoding == "rope":
             rope = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import model as model_module
 from model import (ATTENTIONS, NORMS, POS_ENCODINGS, LinearCrossEntropy, Transformer, TransformerConfig,
                    alibi_slopes, apply_rope, rope_cos_sin, sample_next, sinusoidal_table)
 
@@ -159,6 +160,74 @@ def test_alibi_bias_penalises_distance():
     slope0 = alibi_slopes(4)[0].item()
     assert bias[0, 0, 3, 0].item() == pytest.approx(-3 * slope0)
     assert bias[0, 0, 0, 3].item() == float("-inf")
+
+
+def bias_by_loops(qpos, kpos, mask, causal, W, slopes):
+    """The additive attention bias (B, nh, Tq, Tk) written out element by element from its definition."""
+    B, nh = (1 if mask is None else len(mask)), len(slopes)
+    out = torch.zeros(B, nh, len(qpos), len(kpos))
+    for b, h, i, j in itertools.product(range(B), range(nh), range(len(qpos)), range(len(kpos))):
+        d = int(qpos[i]) - int(kpos[j])
+        ok = int(kpos[j]) >= 0 and (0 <= d < W if causal else abs(d) < W)
+        ok = ok and (mask is None or bool(mask[b][j]))
+        if ok or d == 0:  # a query always sees itself
+            out[b, h, i, j] = -float(slopes[h]) * abs(d)
+        else:
+            out[b, h, i, j] = float("-inf")
+    return out
+
+
+@pytest.mark.parametrize("pe", ["alibi", "rope"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_bias_equals_its_definition(pe, causal):
+    """_attn_bias, which manual and fused attention share, against loops: padding, the sliding window
+    past block_size, empty cache slots, ALiBi on both sides. Bugs caught: a mask off by one (< W vs
+    <= W, dist > 0 vs >= 0), padding applied to queries instead of keys, ALiBi's sign or slope order."""
+    model = tiny(pos_encoding=pe, causal=causal, n_classes=0 if causal else 3)
+    slopes = alibi_slopes(4) if pe == "alibi" else torch.zeros(4)
+    W = T
+    cases = [(torch.arange(6), torch.arange(6), right_padding_mask([6, 4], L=6)),      # padding
+             (torch.arange(2 * W + 3), torch.arange(2 * W + 3), None),                   # past block_size
+             (torch.tensor([20]), torch.tensor([17, 18, 19, 20, 5, -1, 4, 16]), None)]  # a ring buffer
+    for qpos, kpos, mask in cases:
+        got = model._attn_bias(qpos, kpos, mask, cached=True)
+        assert torch.equal(got.expand(-1, 4, -1, -1), bias_by_loops(qpos, kpos, mask, causal, W, slopes).expand(
+            got.size(0), -1, -1, -1)), (qpos, kpos)
+
+
+def test_alibi_is_symmetric_in_the_bidirectional_encoder():
+    """Bidirectional ALiBi penalises distance both ways, -m |i - j| (Press et al. 2022). Bug caught:
+    the causal -m (i - j), which rewards keys after the query."""
+    model = tiny(pos_encoding="alibi", causal=False, n_classes=3, attention="manual").eval()
+    pos = torch.arange(T)
+    bias = model._attn_bias(pos, pos, None, cached=False)[0]  # (nh, T, T)
+    assert torch.equal(bias, bias.transpose(-1, -2))
+    assert bias[1, 2, 9].item() == pytest.approx(-7 * alibi_slopes(4)[1].item())
+    # a token's effect on the pooled output does not depend on whether it sits left or right: reverse the text
+    x = ids(B=1)
+    mean_pool = tiny(pos_encoding="alibi", causal=False, n_classes=3, pooling="mean").eval()
+    torch.testing.assert_close(mean_pool(x)[0], mean_pool(x.flip(1))[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pe", ["rope", "alibi"])
+def test_attention_depends_only_on_the_offset_between_query_and_key(pe):
+    """Model level: shifting every position by a constant leaves every attention weight of every layer
+    unchanged, while other offsets change them. Bugs caught: RoPE on the queries only (or the keys
+    only), rotation by the wrong positions, no position signal at all."""
+    model = tiny(pos_encoding=pe).eval()
+    x = ids(B=2)
+
+    def maps(pos):  # attention weights of every layer, (B, nh, T, T) each
+        record = []
+        model.encode(x, record=record, pos=pos)
+        return record
+
+    base = maps(torch.arange(T))
+    for shift in (3, 1000):
+        for a, b in zip(base, maps(torch.arange(T) + shift)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    stretched = maps(2 * torch.arange(T))  # every offset doubled
+    assert not torch.allclose(base[0], stretched[0], atol=1e-3)
 
 
 # ---- classifier --------------------------------------------------------------------------------
@@ -419,28 +488,30 @@ def test_num_params_counts_tied_weights_once():
 
 # ---- generation --------------------------------------------------------------------------------
 
-def greedy_by_recomputing(model, prompt, n):
-    """Reference: a full forward at every step over what the model is defined to see."""
-    cfg = model.config
-    seq = prompt
-    for _ in range(n):
-        window = seq if cfg.pos_encoding in ("rope", "alibi", "none") else seq[:, -cfg.block_size:]
-        logits, _ = model(window)
-        seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return seq
-
-
 @pytest.mark.parametrize("pe", POS_ENCODINGS)
 @pytest.mark.parametrize("attn", ATTENTIONS)
-def test_kv_cache_generation_equals_full_recompute(pe, attn):
+def test_kv_cache_logits_equal_a_full_forward_at_every_step(pe, attn, monkeypatch):
+    """The logits generate() samples from, at each of 2 * block_size steps, against a full forward over
+    what the model is defined to see (the whole text for relative encodings: a sliding window; the
+    last block_size tokens, from position 0, for absolute ones). An unmodified random model, and
+    logits compared, not greedy tokens. Bugs caught: cached keys or positions off by one, a ring
+    buffer slot overwritten early, RoPE angles or ALiBi distances wrong past block_size."""
     model = tiny(pos_encoding=pe, attention=attn).eval()
-    with torch.no_grad():  # sharpen the random model so greedy choices are not near-ties
-        model.transformer.wte.weight.mul_(20)
+    seen, g = [], torch.Generator().manual_seed(5)
+
+    def record(logits, *args):  # stands in for sampling: keeps the logits, draws any token
+        seen.append(logits.clone())
+        return torch.randint(0, V, (logits.size(0), 1), generator=g)
+
+    monkeypatch.setattr(model_module, "sample_next", record)
     prompt = ids(B=2, L=5)
-    n = 2 * T  # well past block_size, where the two families of encodings differ
-    cached = model.generate(prompt, n, temperature=0)
-    assert cached.shape == (2, 5 + n)
-    assert torch.equal(cached, greedy_by_recomputing(model, prompt, n))
+    out = model.generate(prompt, 2 * T, temperature=1.0)
+    assert len(seen) == 2 * T and out.shape == (2, 5 + 2 * T)
+    with torch.no_grad():
+        for i, logits in enumerate(seen):
+            seq = out[:, :5 + i]
+            window = seq if pe in ("rope", "alibi", "none") else seq[:, -T:]
+            torch.testing.assert_close(logits, model(window)[0][:, -1], atol=1e-5, rtol=1e-5, msg=f"step {i}")
 
 
 def test_generation_is_reproducible_with_a_generator_and_greedy_ignores_it():
