@@ -246,6 +246,20 @@ def test_padding_does_not_change_classifier_output(pe, causal, pooling):
     torch.testing.assert_close(out2, alone, atol=1e-5, rtol=0)
 
 
+def test_classifier_label_smoothing_is_the_formula():
+    """Classifier loss with label smoothing eps: (1 - eps) (-log p_y) + eps mean_c (-log p_c) over the
+    classes. Bug caught: smoothing dropped from (or mis-weighted in) the classifier head."""
+    eps = 0.2
+    model = tiny(causal=False, n_classes=3, pooling="mean", label_smoothing=eps)
+    x, y = ids(B=4), torch.tensor([0, 2, 1, 2])
+    logits, loss = model(x, y)
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    expected = ((1 - eps) * -logp[torch.arange(4), y] - eps * logp.mean(-1)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert tiny(causal=False, n_classes=3, pooling="mean")(x, y)[1].item() == pytest.approx(
+        -logp[torch.arange(4), y].mean().item(), rel=1e-6)
+
+
 def test_no_position_encoding_bidirectional_encoder_is_permutation_invariant():
     model = tiny(pos_encoding="none", causal=False, n_classes=4, pooling="mean").eval()
     x = ids(B=2)
