@@ -112,6 +112,18 @@ def test_sinusoidal_table_is_the_papers_formula():
             assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
 
 
+def test_sinusoidal_input_is_scaled_embedding_plus_table():
+    """x = wte(idx) * sqrt(d_model) + PE (Vaswani et al. 2017, 3.4). Bug caught: the sqrt(d_model) scale
+    dropped, or the table indexed by the wrong positions."""
+    model = tiny(pos_encoding="sinusoidal").eval()
+    seen = []
+    model.transformer.drop.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    x = ids(B=2)
+    model(x)
+    expected = model.transformer.wte.weight[x] * math.sqrt(32) + sinusoidal_table(T, 32)[None]
+    torch.testing.assert_close(seen[0], expected)
+
+
 def test_rope_preserves_norm_and_depends_only_on_offset():
     g = torch.Generator().manual_seed(0)
     hs = 16
@@ -275,6 +287,31 @@ def test_no_position_encoding_bidirectional_encoder_is_permutation_invariant():
 
 
 # ---- learning --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("attn", ATTENTIONS)
+def test_dropout_acts_in_training_only(attn):
+    """dropout=0.5 (embeddings, attention weights, residual branches): in eval mode the model equals its
+    dropout-free twin; in training mode it does not, and generate() hands the model back in training
+    mode. Bugs caught: attention dropout left on at eval, dropout never applied, eval() not undone."""
+    x = ids(B=2)
+    model, twin = tiny(attention=attn, dropout=0.5), tiny(attention=attn)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x)[0], twin.eval()(x)[0], atol=0, rtol=0)
+        model.train()
+        assert not torch.allclose(model(x)[0], twin(x)[0], atol=1e-3)
+        for part in ("embeddings", "attention"):  # each kind of dropout on its own
+            model.eval()
+            if part == "embeddings":
+                model.transformer.drop.train()
+            else:
+                for block in model.transformer.h:
+                    block.attn.train()
+                    block.attn.resid_dropout.eval()
+            assert not torch.allclose(model(x)[0], twin(x)[0], atol=1e-4), part
+        model.train()
+        model.generate(x[:, :3], 2)
+        assert model.training
+
 
 def test_tiny_model_overfits_one_batch():
     model = tiny()

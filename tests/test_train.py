@@ -130,6 +130,7 @@ def test_warmup_then_cosine_schedule():
     assert lrs[10] == pytest.approx(1e-3)  # the peak, right after warmup
     assert lrs[60] == pytest.approx(1e-4 + 0.5 * 9e-4)  # half way down the cosine
     assert lrs[110] == pytest.approx(1e-4)
+    assert train.lr_at(130, cfg) == pytest.approx(1e-4)  # past max_iters (a resume with more steps) it stays at min_lr
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert train.lr_at(0, train.TrainConfig(warmup_iters=0)) == pytest.approx(1e-3)
 
@@ -179,6 +180,20 @@ def test_accumulated_gradient_equals_one_large_batch(tiny_data, task):
     for p, got in zip(model.parameters(), recorder.grads):
         torch.testing.assert_close(got, p.grad, atol=1e-7, rtol=1e-4)
     assert grad_norm == pytest.approx(torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item(), rel=1e-5)
+
+
+def test_gradients_are_clipped_to_grad_clip_and_the_norm_before_is_logged(tiny_data):
+    """Bug caught: grad_clip ignored (or the clipped norm reported)."""
+    data = prepare.load("shakespeare_char", tiny_data)
+    torch.manual_seed(0)
+    model = train.Transformer(train.TransformerConfig(vocab_size=data.vocab_size, block_size=16, n_layer=1,
+                                                      n_head=2, n_embd=32))
+    cfg = train.TrainConfig(batch_size=4, grad_accum=1, grad_clip=0.01)
+    recorder = GradRecorder(model.parameters())
+    grad_norm = train.train_step(model, model, [recorder], None, train.Batches(data, cfg, 16, torch.device("cpu"), 1),
+                                 0, cfg)[1]
+    assert grad_norm > 0.1  # far above the limit...
+    assert torch.cat([g.flatten() for g in recorder.grads]).norm().item() == pytest.approx(0.01, rel=1e-4)  # ...cut to it
 
 
 def test_exact_evaluation_equals_direct_computation(tiny_data):
