@@ -64,7 +64,8 @@ class TrainConfig:
     seed: int = 1337                 # seeds the model init, dropout and the data order
 
 
-MODEL_KEYS = [f.name for f in fields(TransformerConfig) if f.name not in ("vocab_size", "n_classes")]
+DATA_KEYS = ("vocab_size", "real_vocab_size", "n_classes")  # model keys the data set sets, not the user
+MODEL_KEYS = [f.name for f in fields(TransformerConfig) if f.name not in DATA_KEYS]
 TRAIN_KEYS = [f.name for f in fields(TrainConfig)]
 DEFAULTS = {**asdict(TransformerConfig()), **asdict(TrainConfig())}
 FIELD_TYPES = {k: type(v) for k, v in DEFAULTS.items()}  # every default is a bool, int, float or str
@@ -146,7 +147,7 @@ def parse_args(argv):
             pairs = [(k, v, str(path)) for k, v in namespace.items()
                      if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"]
         for key, value, source in pairs:
-            if key not in FIELD_TYPES or key in ("vocab_size", "n_classes"):
+            if key not in FIELD_TYPES or key in DATA_KEYS:
                 close = difflib.get_close_matches(key, TRAIN_KEYS + MODEL_KEYS, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else " (python train.py --help lists every key)"
                 errors.append(f"unknown key '{key}' in {source}{hint}")

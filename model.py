@@ -34,6 +34,7 @@ POOLINGS = ("mean", "first", "last")
 class TransformerConfig:
     # shape
     vocab_size: int = 50304     # token ids are 0..vocab_size-1 (GPT-2's 50257 padded to a multiple of 64)
+    real_vocab_size: int = 0    # ids from here up are padding: no text uses them, they get no probability (0: none)
     block_size: int = 1024     # longest trained context; see generate() for what happens beyond it
     n_layer: int = 12          # Transformer blocks
     n_head: int = 12           # attention heads per block
@@ -79,6 +80,8 @@ class TransformerConfig:
         elif not errors and self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
             errors.append(f"pos_encoding='rope' rotates pairs of dimensions, so the head dim "
                           f"n_embd/n_head={self.n_embd // self.n_head} must be even")
+        if not isinstance(self.real_vocab_size, int) or not 0 <= self.real_vocab_size <= self.vocab_size:
+            errors.append(f"real_vocab_size={self.real_vocab_size!r} must be in 0..vocab_size={self.vocab_size}")
         if not 0.0 <= self.dropout < 1.0:
             errors.append(f"dropout={self.dropout} must be in [0, 1)")
         for name in ("attn_dropout", "resid_dropout", "embd_dropout"):
@@ -176,13 +179,14 @@ def to_fp8(x, dtype):
 
 class LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the logits h @ weight^T against targets (-1: ignored), with label
-    smoothing eps, for training. h (N, C), weight (V, C), targets (N,).
+    smoothing eps, for training. h (N, C), weight (V, C), targets (N,). vocab: the first vocab of
+    the V ids are real, the rest padding, which gets no probability and no smoothing mass.
 
     The forward pass works out the gradients too, so the (N, V) logits live only inside it: with
     GPT-2's vocabulary they are the largest tensor of a step (32 x 1024 tokens: 3.3 GB in bf16),
     which the plain path stores for the backward pass and reads twice more there. Here they are
     read once for the log-sum-exp and once to become their own gradient,
-        d loss / d logits = (softmax(logits) - (1 - eps) onehot(target) - eps / V) * [target >= 0] / n,
+        d loss / d logits = (softmax(logits) - (1 - eps) onehot(target) - eps / vocab) * [target >= 0] / n,
     which the two backward matrix products then consume. The backward pass only scales the two
     saved gradients by the incoming one. Matrix products follow autocast, like nn.Linear's.
 
@@ -191,7 +195,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     every element of softmax - onehot lies in [-1, 1]."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, eps, fp8=False):
+    def forward(ctx, h, weight, targets, eps, fp8=False, vocab=None):
         if fp8:
             if h.size(0) % 16 or weight.size(0) % 16:
                 raise ValueError(f"fp8_head needs the tokens in a batch ({h.size(0)}) and the vocabulary "
@@ -203,31 +207,42 @@ class LinearCrossEntropy(torch.autograd.Function):
         else:
             logits = h @ weight.t()  # (N, V), in the compute dtype: autocast's, else h's
         dtype, logits = logits.dtype, logits.to(torch.promote_types(logits.dtype, torch.float32))
+        vocab, cols = vocab or logits.size(1), torch.arange(logits.size(1), device=logits.device)
+        if vocab < logits.size(1):
+            logits[:, vocab:] = float("-inf")  # padding ids
         lse = logits.logsumexp(-1)  # (N,)
         valid = targets >= 0
         n = valid.sum().clamp(min=1)
         target = targets.clamp(min=0)[:, None]  # (N, 1)
         loss = lse - logits.gather(1, target).squeeze(1)  # -log p(target)
         if eps:
-            loss = (1 - eps) * loss + eps * (lse - logits.mean(-1))  # eps * mean over classes of -log p
+            loss = (1 - eps) * loss + eps * (lse - logits[:, :vocab].mean(-1))  # eps * mean over ids of -log p
         loss = torch.where(valid, loss, 0.0).sum() / n
-        onehot = torch.arange(logits.size(1), device=logits.device) == target  # (N, V)
-        grad = ((logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / logits.size(1)) * valid[:, None]
+        onehot = cols == target  # (N, V)
+        grad = ((logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / vocab * (cols < vocab)) * valid[:, None]
         if fp8:  # the column-major operands _scaled_mm wants are transposed copies
             g8, g_inv = (grad * GRAD_SCALE).to(E5M2), (n * GRAD_SCALE).float().reciprocal()
             grad_h = torch._scaled_mm(g8, w8.t().contiguous().t(), g_inv, w_inv, out_dtype=torch.bfloat16)
             grad_w = torch._scaled_mm(g8.t().contiguous(), h8.t().contiguous().t(), g_inv, h_inv,
                                       out_dtype=torch.bfloat16)
+            grad_h, grad_w = grad_h.to(h.dtype), grad_w.to(weight.dtype)
         else:
-            grad = (grad / n).to(dtype)
-            grad_h, grad_w = grad @ weight, grad.t() @ h  # (N, C), (V, C)
-        ctx.save_for_backward(grad_h.to(h.dtype), grad_w.to(weight.dtype))
+            # 1/n comes after the products, in fp32: in fp16, grad / n (~1e-8 for 16k tokens) would
+            # flush to zero before a GradScaler's scale reached it in backward. Unnormalised, a row
+            # of grad sums to at most 2 in absolute value, so grad @ weight stays in range; grad^T @ h
+            # sums over n tokens, so h is scaled by a power of two s with n * max|h| * s <= 2^15.
+            s = (2.0 ** 15 / (n * h.abs().amax().float().clamp(min=1e-12))).log2().floor().exp2().clamp(max=1)
+            acc, grad = grad.dtype, grad.to(dtype)  # fp32 (fp64 for fp64 inputs), the compute dtype
+            grad_h = (grad @ weight).to(acc) / n  # (N, C)
+            grad_w = (grad.t() @ (h * s.to(h.dtype))).to(acc) / (n * s)  # (V, C)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = h.dtype, weight.dtype
         return loss
 
     @staticmethod
     def backward(ctx, g):
-        grad_h, grad_weight = ctx.saved_tensors
-        return g * grad_h, g * grad_weight, None, None, None
+        grad_h, grad_weight = ctx.saved_tensors  # fp32 unless fp8: scaled by g before any cast
+        return (g * grad_h).to(ctx.dtypes[0]), (g * grad_weight).to(ctx.dtypes[1]), None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,6 +492,7 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         B, T = idx.shape
         self._check_input(idx, start + T)
+        table = pos is None and cache is None and T <= cfg.block_size  # positions 0..T-1: RoPE's table
         if pos is None:
             pos = torch.arange(start, start + T, device=idx.device)  # absolute positions (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
@@ -498,7 +514,7 @@ class Transformer(nn.Module):
             cache.pos[slots] = pos
             kpos = cache.pos
         rope = None
-        if cfg.pos_encoding == "rope" and cache is None and T <= cfg.block_size:
+        if cfg.pos_encoding == "rope" and table:
             rope = self.rope_cos[:T], self.rope_sin[:T]  # pos is 0..T-1
         elif cfg.pos_encoding == "rope":
             rope = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base)
@@ -539,11 +555,14 @@ class Transformer(nn.Module):
                 logits.float(), targets, label_smoothing=cfg.label_smoothing)
         elif not return_logits and targets is not None and torch.is_grad_enabled():
             return None, LinearCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight, targets.reshape(-1),
-                                                  cfg.label_smoothing, cfg.fp8_head)
+                                                  cfg.label_smoothing, cfg.fp8_head, cfg.real_vocab_size)
         else:
             logits = self.lm_head(h)
-            loss = None if targets is None else F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+            n = cfg.real_vocab_size or cfg.vocab_size
+            if n < cfg.vocab_size:  # padding ids get no probability
+                logits = logits.masked_fill(torch.arange(cfg.vocab_size, device=logits.device) >= n, float("-inf"))
+            loss = None if targets is None else F.cross_entropy(  # label smoothing over the real ids only
+                logits.float()[..., :n].reshape(-1, n), targets.reshape(-1), ignore_index=-1,
                 label_smoothing=cfg.label_smoothing)
         return (logits if return_logits else None), loss
 

@@ -65,13 +65,23 @@ def resolve_dtype(name, device):
     if name != "auto":
         return getattr(torch, name)
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float16
     return torch.float32
+
+
+def native_bf16():
+    """bf16 units in this GPU. torch.cuda.is_bf16_supported() alone also says yes where bf16 is only
+    emulated (e.g. a V100 or T4 on torch >= 2.4), which is slower than fp16 with a GradScaler."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4 has no such argument and counts native support only
+        return torch.cuda.is_bf16_supported()
 
 
 def padded_vocab(n):
     """Large vocabularies padded to a multiple of 64 for faster matmuls (50257 -> 50304); the extra
-    rows are never targets, and sampling masks them (sample.py passes vocab_limit)."""
+    rows are never targets, the model gives them no probability (real_vocab_size), and sampling
+    masks them (sample.py passes vocab_limit)."""
     return n if n < 1024 else -(-n // 64) * 64
 
 
@@ -89,7 +99,8 @@ def make_optimizers(model, cfg, device):
     optimizer='muon': the weight matrices inside the blocks go to Muon instead (momentum, then
     orthogonalised by Newton-Schulz iterations; Jordan et al. 2024), with its learning rate scaled to
     match AdamW's update size (Liu et al. 2025), so learning_rate means the same for both.
-    Embeddings and the output layer stay with AdamW, as Muon's authors advise."""
+    Embeddings and the output layer stay with AdamW, as Muon's authors advise. The fused QKV matrix
+    is orthogonalised as its three maps Q, K, V, as the Muon reference code does (see Muon)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     muon = [p for n, p in named if cfg.optimizer == "muon" and n.startswith("transformer.h.") and p.dim() == 2]
     rest = [(n, p) for n, p in named if not any(p is q for q in muon)]
@@ -98,9 +109,52 @@ def make_optimizers(model, cfg, device):
     optimizers = [torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                                     fused=device.type == "cuda")]
     if muon:
-        optimizers.append(torch.optim.Muon(muon, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                           momentum=cfg.muon_momentum, adjust_lr_fn="match_rms_adamw"))
+        blocks = {p: 3 for n, p in named if n.endswith(".attn.c_attn.weight")}  # (3C, C): Q, K, V stacked
+        optimizers.append(Muon(muon, cfg.learning_rate, cfg.weight_decay, cfg.muon_momentum, blocks))
     return optimizers
+
+
+def newton_schulz(g, steps=5, eps=1e-7):
+    """Orthogonalise g (about U V^T of its SVD) by Keller Jordan's quintic Newton-Schulz iteration in
+    bf16, computed as torch.optim.Muon does."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    x = x.T if g.size(0) > g.size(1) else x  # (short, long): the Gram matrix is the small one
+    x = x / x.norm().clamp(min=eps)  # singular values <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)  # a x + (b G + c G^2) x
+    return x.T if g.size(0) > g.size(1) else x
+
+
+class Muon(torch.optim.Optimizer):
+    """torch.optim.Muon with adjust_lr_fn='match_rms_adamw' (Nesterov momentum, the update
+    orthogonalised, decoupled weight decay, learning rate x 0.2 sqrt(max(rows, cols))), except that a
+    parameter in `blocks` is orthogonalised as that many row blocks. c_attn's (3C, C) weight holds three
+    maps, and orthogonalising their stack as one matrix would couple them: Keller Jordan's
+    modded-nanogpt splits it ("split grouped QKV parameters", its Muon of Oct 2024), later keeps Q, K, V
+    as separate matrices. State and hyperparameters are named as torch.optim.Muon's, so its
+    checkpoints resume here."""
+
+    def __init__(self, params, lr, weight_decay, momentum, blocks):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
+        self.blocks = blocks  # {parameter: number of row blocks}
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum)  # Nesterov
+                p.mul_(1 - lr * group["weight_decay"])
+                k = self.blocks.get(p, 1)
+                for rows, u in zip(p.chunk(k), update.chunk(k)):  # views: the updates land in p
+                    rows.add_(newton_schulz(u), alpha=-lr * 0.2 * math.sqrt(max(u.shape)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,7 +277,10 @@ def target_chars(data, split):
 
 
 def classification_metrics(pred, true, label_names):
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true)."""
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true).
+    A 0/0 precision or recall counts as 0 (scikit-learn's zero_division=0). Macro-F1 averages over
+    the classes that occur in true or pred, as scikit-learn's f1_score(average='macro') does without
+    labels=: a class absent from both (say from a small test split) has no F1 to count, not an F1 of 0."""
     k = len(label_names)
     pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
     confusion = np.zeros((k, k), dtype=np.int64)
@@ -234,7 +291,9 @@ def classification_metrics(pred, true, label_names):
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
     per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                  for name, p, r, f, s in zip(label_names, precision, recall, f1, confusion.sum(1))}
-    return {"accuracy": float(tp.sum() / max(1, len(true))), "macro_f1": float(f1.mean()),
+    present = (confusion.sum(0) > 0) | (confusion.sum(1) > 0)
+    macro_f1 = float(f1[present].mean()) if present.any() else 0.0
+    return {"accuracy": float(tp.sum() / max(1, len(true))), "macro_f1": macro_f1,
             "per_class": per_class, "confusion": confusion.tolist(), "labels": list(label_names)}
 
 
@@ -463,9 +522,10 @@ class GraphedStep:
 
 
 def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world=1, autocast=nullcontext(),
-               graphed=None):
-    """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr, tokens) as
-    floats, tokens being the real (not padding) tokens this process trained on;
+               graphed=None, stop=False):
+    """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr, tokens, stop):
+    the loss averaged over all processes, tokens the real (not padding) tokens all of them trained
+    on, and stop, whether any process was asked to stop (its argument stop);
     raises NonFinite, before the update, if the loss or the gradient norm is inf or nan.
     model may be compiled and DDP-wrapped; raw is the plain module underneath (FSDP: sharded in
     place); graphed, a GraphedStep, replaces the forward and backward passes."""
@@ -501,7 +561,12 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
     grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf"))
     if sharded(raw):  # the norm over every process's shards, a replicated DTensor
         grad_norm = grad_norm.full_tensor()
-    loss_value, grad_value, n_tokens = torch.stack([loss_sum, grad_norm.float(), tokens]).tolist()  # the one sync
+    # DDP: loss, tokens and stop requests summed over the processes, so that all of them log the same
+    # loss and stop at the same step (a process that went on alone would hang in the next all-reduce)
+    shared = torch.stack([loss_sum, tokens, torch.full((), float(stop), device=tokens.device)])
+    all_reduce(shared, world)
+    loss_value, n_tokens, stop, grad_value = torch.cat([shared, grad_norm.float()[None]]).tolist()  # the one sync
+    loss_value /= world
     if not math.isfinite(loss_value):
         raise NonFinite(f"non-finite loss ({loss_value})")
     if not math.isfinite(grad_value) and not scaler:  # fp16: the scaler skips overflowed steps itself
@@ -514,7 +579,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         opt.zero_grad(set_to_none=graphed is None)  # a graph's gradients stay where it recorded them
     if scaler:
         scaler.update()
-    return loss_value, grad_value, lr, n_tokens
+    return loss_value, grad_value, lr, n_tokens, stop > 0
 
 
 def log_line(out_dir, record):
@@ -601,7 +666,8 @@ def train(cfg, model_kw, quiet=False):
         if master and not cfg.overwrite and ((out / "ckpt_last.pt").exists() or (out / "config.json").exists()):
             raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
                               f"replace it with --overwrite=true, or choose another --out_dir")
-        model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes, **model_kw)
+        model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes,
+                                      real_vocab_size=data.vocab_size if data.task == "lm" else 0, **model_kw)
 
     if model_cfg.fp8_head and device.type != "cpu" and not (
             device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)):
@@ -662,7 +728,7 @@ def train(cfg, model_kw, quiet=False):
     peak = peak_flops(device)
     metric, higher_better = ("loss", False) if data.task == "lm" else ("accuracy", True)
 
-    stop_signal = []
+    stop_signal, stop = [], False  # this process's signals; a stop agreed by all processes (train_step)
     handlers = {}
     if master or world > 1:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -703,15 +769,16 @@ def train(cfg, model_kw, quiet=False):
                     break
             if last:
                 break
-            if stop_signal or (cfg.stop_after and step - start == cfg.stop_after):
+            if stop or (world == 1 and stop_signal) or (cfg.stop_after and step - start == cfg.stop_after):
                 checkpoint(step)
-                say(f"stopped at step {step} ({'signal' if stop_signal else 'stop_after'}); saved "
+                say(f"stopped at step {step} ({'signal' if stop or stop_signal else 'stop_after'}); saved "
                     f"{out / 'ckpt_last.pt'}; continue with --init_from=resume")
                 break
 
             try:
-                loss_value, grad_value, lr, n_tokens = train_step(model, raw, optimizers, scaler, batches, step,
-                                                                  cfg, rank, world, autocast, graphed)
+                loss_value, grad_value, lr, n_tokens, stop = train_step(model, raw, optimizers, scaler, batches,
+                                                                        step, cfg, rank, world, autocast, graphed,
+                                                                        stop=bool(stop_signal))
             except NonFinite as e:
                 kept = f"the last good checkpoint is {out / 'ckpt_last.pt'}" if (out / "ckpt_last.pt").exists() \
                     else "no checkpoint was written yet"
@@ -721,13 +788,13 @@ def train(cfg, model_kw, quiet=False):
             # ---- logging ----
             now = time.time()
             step_ms.append((now - t_log) * 1000)
-            step_tokens.append(n_tokens * world)  # classification: real tokens, padding not counted
+            step_tokens.append(n_tokens)  # all processes'; classification: real tokens, padding not counted
             t_log = now
             if step % cfg.log_interval == 0 and master:
                 ms = sorted(step_ms)[len(step_ms) // 2]  # median over the interval: robust to eval pauses
                 tps = sum(step_tokens) / len(step_tokens) / (ms / 1000)
                 step_ms, step_tokens = [], []
-                mfu = flops_per_token * tps / peak if peak else None
+                mfu = flops_per_token * tps / world / peak if peak else None  # per GPU: peak is one GPU's
                 mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
                 done = step + 1 - start
                 eta = (now - t_run) / done * (cfg.max_iters - step - 1)
@@ -762,12 +829,15 @@ def write_json(path, obj):
 
 
 def trim_log(out, step):
-    """On resume, drop log records past the checkpoint (they belong to the interrupted tail)."""
+    """On resume, drop log records past the checkpoint (they belong to the interrupted tail). The
+    checkpoint of step `step` is written after that step's evaluation and before its training step,
+    so the evaluation record of `step` stays and its training record goes (the resumed run writes it)."""
     path = out / "log.jsonl"
     if step == 0:
         path.unlink(missing_ok=True)
     elif path.exists():
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        records = [(line, json.loads(line)) for line in path.read_text().splitlines() if line]
+        keep = [line for line, r in records if r["step"] < step or (r["step"] == step and r["kind"] == "eval")]
         prepare.write_atomic(path, "".join(line + "\n" for line in keep))
 
 

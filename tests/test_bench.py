@@ -1,5 +1,6 @@
 """bench.py: each mode runs on a tiny CPU configuration and writes what it claims to measure."""
 import json
+import time
 
 import pytest
 
@@ -8,14 +9,33 @@ import bench
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--device=cpu"]
 
 
-def test_train_mode(tmp_path):
+def test_train_mode(tmp_path, monkeypatch):
+    """Checked against what the steps really did: the calls, the tokens of each step's batches, the
+    wall-clock time, a by-hand FLOP count. Bugs caught: tokens without grad_accum, a warm-up step
+    timed, MFU from the wrong FLOPs."""
+    import train
+    calls = []
+    step_once = train.train_step
+
+    def counted(model, raw, optimizers, scaler, batches, step, cfg, **kw):
+        calls.append(sum(batches.get(step, m, 0)[0].numel() for m in range(cfg.grad_accum)))
+        return step_once(model, raw, optimizers, scaler, batches, step, cfg, **kw)
+
+    monkeypatch.setattr(train, "train_step", counted)
+    monkeypatch.setattr(train, "peak_flops", lambda device: 1e12)  # a made-up accelerator, so that MFU shows
     out = tmp_path / "b.json"
-    assert bench.main(["--mode=train", *TINY, "--batch_size=4", "--steps=3", "--warmup=1", "--vocab_size=50",
-                       f"--json={out}"]) == 0
+    t0 = time.perf_counter()
+    assert bench.main(["--mode=train", *TINY, "--batch_size=4", "--grad_accum=2", "--steps=3", "--warmup=1",
+                       "--vocab_size=50", f"--json={out}"]) == 0
+    wall = time.perf_counter() - t0
     r = json.loads(out.read_text())
-    assert r["steps"] == 3 and r["ms_min"] <= r["ms_per_step"] <= r["ms_max"]
-    assert r["tokens_per_s"] == pytest.approx(4 * 16 / (r["ms_per_step"] / 1000))
-    assert r["mfu"] is None and r["params"] > 0 and r["compile"] is False
+    assert calls == [4 * 2 * 16] * 4  # 1 warm-up + 3 timed steps of 2 micro-batches of 4 x 16 tokens
+    assert r["steps"] == 3 and r["ms_min"] <= r["ms_per_step"] <= r["ms_max"] and 3 * r["ms_min"] / 1000 < wall
+    assert r["tokens_per_s"] * r["ms_per_step"] / 1000 == pytest.approx(calls[-1])
+    C, V, T = 32, 50, 16  # bench's GPT-2 shape: no biases, learned positions
+    n = (12 * C * C + 2 * C) + C + V * C  # one block, ln_f, the tied embedding; not the position table
+    assert r["mfu"] * 1e12 / r["tokens_per_s"] == pytest.approx(6 * n + 12 * 1 * T * C)  # 6 N + 12 L T C
+    assert r["params"] == n + T * C and r["compile"] is False
 
 
 def test_train_mode_profile(tmp_path):

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import model as model_module
 from model import (ATTENTIONS, NORMS, POS_ENCODINGS, LinearCrossEntropy, Transformer, TransformerConfig,
                    alibi_slopes, apply_rope, rope_cos_sin, sample_next, sinusoidal_table)
 
@@ -111,6 +112,18 @@ def test_sinusoidal_table_is_the_papers_formula():
             assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
 
 
+def test_sinusoidal_input_is_scaled_embedding_plus_table():
+    """x = wte(idx) * sqrt(d_model) + PE (Vaswani et al. 2017, 3.4). Bug caught: the sqrt(d_model) scale
+    dropped, or the table indexed by the wrong positions."""
+    model = tiny(pos_encoding="sinusoidal").eval()
+    seen = []
+    model.transformer.drop.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    x = ids(B=2)
+    model(x)
+    expected = model.transformer.wte.weight[x] * math.sqrt(32) + sinusoidal_table(T, 32)[None]
+    torch.testing.assert_close(seen[0], expected)
+
+
 def test_rope_preserves_norm_and_depends_only_on_offset():
     g = torch.Generator().manual_seed(0)
     hs = 16
@@ -161,6 +174,74 @@ def test_alibi_bias_penalises_distance():
     assert bias[0, 0, 0, 3].item() == float("-inf")
 
 
+def bias_by_loops(qpos, kpos, mask, causal, W, slopes):
+    """The additive attention bias (B, nh, Tq, Tk) written out element by element from its definition."""
+    B, nh = (1 if mask is None else len(mask)), len(slopes)
+    out = torch.zeros(B, nh, len(qpos), len(kpos))
+    for b, h, i, j in itertools.product(range(B), range(nh), range(len(qpos)), range(len(kpos))):
+        d = int(qpos[i]) - int(kpos[j])
+        ok = int(kpos[j]) >= 0 and (0 <= d < W if causal else abs(d) < W)
+        ok = ok and (mask is None or bool(mask[b][j]))
+        if ok or d == 0:  # a query always sees itself
+            out[b, h, i, j] = -float(slopes[h]) * abs(d)
+        else:
+            out[b, h, i, j] = float("-inf")
+    return out
+
+
+@pytest.mark.parametrize("pe", ["alibi", "rope"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_bias_equals_its_definition(pe, causal):
+    """_attn_bias, which manual and fused attention share, against loops: padding, the sliding window
+    past block_size, empty cache slots, ALiBi on both sides. Bugs caught: a mask off by one (< W vs
+    <= W, dist > 0 vs >= 0), padding applied to queries instead of keys, ALiBi's sign or slope order."""
+    model = tiny(pos_encoding=pe, causal=causal, n_classes=0 if causal else 3)
+    slopes = alibi_slopes(4) if pe == "alibi" else torch.zeros(4)
+    W = T
+    cases = [(torch.arange(6), torch.arange(6), right_padding_mask([6, 4], L=6)),      # padding
+             (torch.arange(2 * W + 3), torch.arange(2 * W + 3), None),                   # past block_size
+             (torch.tensor([20]), torch.tensor([17, 18, 19, 20, 5, -1, 4, 16]), None)]  # a ring buffer
+    for qpos, kpos, mask in cases:
+        got = model._attn_bias(qpos, kpos, mask, cached=True)
+        assert torch.equal(got.expand(-1, 4, -1, -1), bias_by_loops(qpos, kpos, mask, causal, W, slopes).expand(
+            got.size(0), -1, -1, -1)), (qpos, kpos)
+
+
+def test_alibi_is_symmetric_in_the_bidirectional_encoder():
+    """Bidirectional ALiBi penalises distance both ways, -m |i - j| (Press et al. 2022). Bug caught:
+    the causal -m (i - j), which rewards keys after the query."""
+    model = tiny(pos_encoding="alibi", causal=False, n_classes=3, attention="manual").eval()
+    pos = torch.arange(T)
+    bias = model._attn_bias(pos, pos, None, cached=False)[0]  # (nh, T, T)
+    assert torch.equal(bias, bias.transpose(-1, -2))
+    assert bias[1, 2, 9].item() == pytest.approx(-7 * alibi_slopes(4)[1].item())
+    # a token's effect on the pooled output does not depend on whether it sits left or right: reverse the text
+    x = ids(B=1)
+    mean_pool = tiny(pos_encoding="alibi", causal=False, n_classes=3, pooling="mean").eval()
+    torch.testing.assert_close(mean_pool(x)[0], mean_pool(x.flip(1))[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pe", ["rope", "alibi"])
+def test_attention_depends_only_on_the_offset_between_query_and_key(pe):
+    """Model level: shifting every position by a constant leaves every attention weight of every layer
+    unchanged, while other offsets change them. Bugs caught: RoPE on the queries only (or the keys
+    only), rotation by the wrong positions, no position signal at all."""
+    model = tiny(pos_encoding=pe).eval()
+    x = ids(B=2)
+
+    def maps(pos):  # attention weights of every layer, (B, nh, T, T) each
+        record = []
+        model.encode(x, record=record, pos=pos)
+        return record
+
+    base = maps(torch.arange(T))
+    for shift in (3, 1000):
+        for a, b in zip(base, maps(torch.arange(T) + shift)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    stretched = maps(2 * torch.arange(T))  # every offset doubled
+    assert not torch.allclose(base[0], stretched[0], atol=1e-3)
+
+
 # ---- classifier --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("pe", POS_ENCODINGS)
@@ -175,6 +256,20 @@ def test_padding_does_not_change_classifier_output(pe, causal, pooling):
     garbage = torch.cat([x, torch.randint(0, V, (1, T - 9))], dim=1)  # what the padding holds is irrelevant
     out2, _ = model(garbage, attention_mask=right_padding_mask([9]))
     torch.testing.assert_close(out2, alone, atol=1e-5, rtol=0)
+
+
+def test_classifier_label_smoothing_is_the_formula():
+    """Classifier loss with label smoothing eps: (1 - eps) (-log p_y) + eps mean_c (-log p_c) over the
+    classes. Bug caught: smoothing dropped from (or mis-weighted in) the classifier head."""
+    eps = 0.2
+    model = tiny(causal=False, n_classes=3, pooling="mean", label_smoothing=eps)
+    x, y = ids(B=4), torch.tensor([0, 2, 1, 2])
+    logits, loss = model(x, y)
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    expected = ((1 - eps) * -logp[torch.arange(4), y] - eps * logp.mean(-1)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert tiny(causal=False, n_classes=3, pooling="mean")(x, y)[1].item() == pytest.approx(
+        -logp[torch.arange(4), y].mean().item(), rel=1e-6)
 
 
 def test_no_position_encoding_bidirectional_encoder_is_permutation_invariant():
@@ -192,6 +287,31 @@ def test_no_position_encoding_bidirectional_encoder_is_permutation_invariant():
 
 
 # ---- learning --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("attn", ATTENTIONS)
+def test_dropout_acts_in_training_only(attn):
+    """dropout=0.5 (embeddings, attention weights, residual branches): in eval mode the model equals its
+    dropout-free twin; in training mode it does not, and generate() hands the model back in training
+    mode. Bugs caught: attention dropout left on at eval, dropout never applied, eval() not undone."""
+    x = ids(B=2)
+    model, twin = tiny(attention=attn, dropout=0.5), tiny(attention=attn)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x)[0], twin.eval()(x)[0], atol=0, rtol=0)
+        model.train()
+        assert not torch.allclose(model(x)[0], twin(x)[0], atol=1e-3)
+        for part in ("embeddings", "attention"):  # each kind of dropout on its own
+            model.eval()
+            if part == "embeddings":
+                model.transformer.drop.train()
+            else:
+                for block in model.transformer.h:
+                    block.attn.train()
+                    block.attn.resid_dropout.eval()
+            assert not torch.allclose(model(x)[0], twin(x)[0], atol=1e-4), part
+        model.train()
+        model.generate(x[:, :3], 2)
+        assert model.training
+
 
 def test_tiny_model_overfits_one_batch():
     model = tiny()
@@ -243,6 +363,75 @@ def test_fused_linear_cross_entropy_matches_f_cross_entropy(eps):
     grads = torch.autograd.grad(loss * 3.0, (h, w))  # the incoming gradient scales both
     torch.testing.assert_close(loss, ref)
     for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_fused_head_under_fp16_autocast_keeps_small_gradients(aligned):
+    """fp16 + GradScaler: the loss is scaled by 2^16 before backward. Bug caught: the logit gradient
+    divided by n (16k tokens) and cast to fp16 inside the forward pass, where most entries flush
+    to zero (2% gradient error against 0.03% for the plain path). aligned: every token shares a
+    target and h points one way, so the unnormalised grad^T @ h would overflow fp16 if h were not
+    scaled down first."""
+    g = torch.Generator().manual_seed(0)
+    N, C, Vb = 16384, 16, 1024
+    h = torch.randn(N, C, generator=g, dtype=torch.float64)
+    w = 0.1 * torch.randn(Vb, C, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, Vb, (N,), generator=g)
+    if aligned:
+        h, targets = 8 * h.abs(), torch.zeros_like(targets)
+
+    def grads(loss_fn, dtype):
+        hh, ww = h.to(dtype).detach().requires_grad_(), w.to(dtype).detach().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.float16, enabled=dtype == torch.float32):
+            loss = loss_fn(hh, ww)
+        (loss * 2.0 ** 16).backward()  # what GradScaler's initial scale does
+        return hh.grad.double() / 2 ** 16, ww.grad.double() / 2 ** 16
+
+    ref = grads(lambda a, b: torch.nn.functional.cross_entropy(a @ b.t(), targets), torch.float64)
+    plain = grads(lambda a, b: torch.nn.functional.cross_entropy((a @ b.t()).float(), targets), torch.float32)
+    fused = grads(lambda a, b: LinearCrossEntropy.apply(a, b, targets, 0.0), torch.float32)
+    for p, f, r in zip(plain, fused, ref):
+        plain_err, fused_err = ((p - r).norm() / r.norm()).item(), ((f - r).norm() / r.norm()).item()
+        if aligned:  # the plain path overflows here too, at this scale: GradScaler would halve it
+            assert fused_err < 1e-3, fused_err
+        else:
+            assert plain_err < 1e-3 and fused_err < 1.5 * plain_err, (plain_err, fused_err)
+
+
+def test_label_smoothing_spreads_over_the_real_vocabulary_only():
+    """A vocabulary padded from 32 to 37 ids. Bug caught: label smoothing (and softmax) putting
+    probability on the padding ids, in the fused head or in the plain path."""
+    eps, real = 0.1, 32
+    x = ids(B=2) % real
+    y = torch.roll(x, -1, dims=1)
+    y[0, -3:] = -1
+    results = []
+    for return_logits in (True, False):
+        model = tiny(real_vocab_size=real, label_smoothing=eps)
+        logits, loss = model(x, y, return_logits=return_logits)
+        loss.backward()
+        results.append((loss.detach(), model.lm_head.weight.grad))
+    with torch.no_grad():  # by hand: softmax over the 32 real ids, eps spread evenly over them
+        logits, _ = model(x)
+        h = model.encode(x)
+        logp = torch.log_softmax((h @ model.lm_head.weight.t())[..., :real].double(), dim=-1)
+        keep = y >= 0
+        nll = -logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
+        expected = ((1 - eps) * nll - eps * logp.mean(-1))[keep].mean()
+    assert (logits[..., real:] == float("-inf")).all() and torch.isfinite(logits[..., :real]).all()
+    for loss, grad in results:
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert not grad[real:].any()  # the padding rows are left alone (the embedding never sees them)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-6, rtol=1e-4)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(40, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, real, (40,), generator=g)
+    ref = torch.nn.functional.cross_entropy((h @ w.t())[:, :real], targets, label_smoothing=eps)
+    loss = LinearCrossEntropy.apply(h, w, targets, eps, False, real)
+    torch.testing.assert_close(loss, ref)
+    for a, b in zip(torch.autograd.grad(loss, (h, w)), torch.autograd.grad(ref, (h, w))):
         torch.testing.assert_close(a, b)
 
 
@@ -350,28 +539,30 @@ def test_num_params_counts_tied_weights_once():
 
 # ---- generation --------------------------------------------------------------------------------
 
-def greedy_by_recomputing(model, prompt, n):
-    """Reference: a full forward at every step over what the model is defined to see."""
-    cfg = model.config
-    seq = prompt
-    for _ in range(n):
-        window = seq if cfg.pos_encoding in ("rope", "alibi", "none") else seq[:, -cfg.block_size:]
-        logits, _ = model(window)
-        seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return seq
-
-
 @pytest.mark.parametrize("pe", POS_ENCODINGS)
 @pytest.mark.parametrize("attn", ATTENTIONS)
-def test_kv_cache_generation_equals_full_recompute(pe, attn):
+def test_kv_cache_logits_equal_a_full_forward_at_every_step(pe, attn, monkeypatch):
+    """The logits generate() samples from, at each of 2 * block_size steps, against a full forward over
+    what the model is defined to see (the whole text for relative encodings: a sliding window; the
+    last block_size tokens, from position 0, for absolute ones). An unmodified random model, and
+    logits compared, not greedy tokens. Bugs caught: cached keys or positions off by one, a ring
+    buffer slot overwritten early, RoPE angles or ALiBi distances wrong past block_size."""
     model = tiny(pos_encoding=pe, attention=attn).eval()
-    with torch.no_grad():  # sharpen the random model so greedy choices are not near-ties
-        model.transformer.wte.weight.mul_(20)
+    seen, g = [], torch.Generator().manual_seed(5)
+
+    def record(logits, *args):  # stands in for sampling: keeps the logits, draws any token
+        seen.append(logits.clone())
+        return torch.randint(0, V, (logits.size(0), 1), generator=g)
+
+    monkeypatch.setattr(model_module, "sample_next", record)
     prompt = ids(B=2, L=5)
-    n = 2 * T  # well past block_size, where the two families of encodings differ
-    cached = model.generate(prompt, n, temperature=0)
-    assert cached.shape == (2, 5 + n)
-    assert torch.equal(cached, greedy_by_recomputing(model, prompt, n))
+    out = model.generate(prompt, 2 * T, temperature=1.0)
+    assert len(seen) == 2 * T and out.shape == (2, 5 + 2 * T)
+    with torch.no_grad():
+        for i, logits in enumerate(seen):
+            seq = out[:, :5 + i]
+            window = seq if pe in ("rope", "alibi", "none") else seq[:, -T:]
+            torch.testing.assert_close(logits, model(window)[0][:, -1], atol=1e-5, rtol=1e-5, msg=f"step {i}")
 
 
 def test_generation_is_reproducible_with_a_generator_and_greedy_ignores_it():

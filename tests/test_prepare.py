@@ -456,7 +456,7 @@ def test_real_sst2(real):
     assert mask.sum(1).tolist() == lengths.tolist() and (x[~mask] == d.pad_id).all()
 
 
-def test_real_trec(real):
+def test_real_trec(real, mirror):
     d = real("trec")
     c = counts(d)
     assert c["train"] + c["val"] == 5_452 and c["test"] == 500 and d.n_classes == 6
@@ -465,6 +465,11 @@ def test_real_trec(real):
     val_share = np.array(d.meta["splits"]["val"]["label_counts"]) / c["val"]
     all_share = (np.array(d.meta["splits"]["train"]["label_counts"]) + d.meta["splits"]["val"]["label_counts"]) / 5452
     assert np.abs(val_share - all_share).max() < 0.01  # stratified
+    # a property of the data set, stated in README: 10 test questions occur verbatim in the training file
+    questions = lambda name: [line.split(" ", 1)[1] for line in
+                              (mirror / "trec" / name).read_bytes().decode("latin-1").splitlines()]
+    train = set(questions("train_5500.label"))
+    assert sum(q in train for q in questions("TREC_10.label")) == 10
 
 
 def test_real_second_prepare_skips(real, real_dir):

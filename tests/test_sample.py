@@ -218,8 +218,11 @@ def test_classifier_input_errors(trec_run, char_run):
 # inference precision
 
 @pytest.mark.parametrize("pos", ["rope", "learned", "sinusoidal", "alibi"])
-def test_bf16_weights_stay_close_to_fp32_and_keep_fp32_tables(pos):
+def test_bf16_weights_stay_close_to_fp32_and_keep_fp32_tables(pos, monkeypatch):
+    import model as model_module
     from model import Transformer, TransformerConfig
+    seen = []  # the logits each generation step samples from (greedy here)
+    monkeypatch.setattr(model_module, "sample_next", lambda logits, *a: seen.append(logits) or logits.argmax(-1, True))
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32,
                                           pos_encoding=pos)).eval()
@@ -232,7 +235,12 @@ def test_bf16_weights_stay_close_to_fp32_and_keep_fp32_tables(pos):
     assert out.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in half.parameters())
     assert all(b.dtype == torch.float32 for b in half.buffers())
     assert (out.float() - ref).abs().max() < 0.02 * ref.abs().max()
-    assert gen.shape == (1, 23)
+    assert gen.shape == (1, 23) and len(seen) == 20
+    with torch.no_grad():  # the bf16 KV-cache steps against a bf16 full forward (bug caught: a table cast to bf16)
+        for i, logits in enumerate(seen):
+            window = gen[:, :3 + i] if pos in ("rope", "alibi") else gen[:, :3 + i][:, -16:]
+            full = half(window)[0][:, -1].float()
+            assert (logits.float() - full).abs().max() < 0.02 * full.abs().max(), i
 
 
 def test_bf16_weights_lose_almost_no_val_loss(char_run, tiny_data):
