@@ -25,7 +25,7 @@ from model import TransformerConfig
 class TrainConfig:
     # I/O
     out_dir: str = "out"             # checkpoints, config.json, log.jsonl and metrics.json go here
-    init_from: str = "scratch"       # 'scratch' or 'resume' (continue from out_dir/ckpt_last.pt)
+    init_from: str = "scratch"       # 'scratch', 'resume' (out_dir/ckpt_last.pt), or a pretrained encoder's checkpoint
     overwrite: bool = False          # allow a fresh run into an out_dir that already holds a run
     eval_interval: int = 250         # steps between exact evaluations (and checkpoints)
     log_interval: int = 10           # steps between log lines
@@ -64,7 +64,7 @@ class TrainConfig:
     seed: int = 1337                 # seeds the model init, dropout and the data order
 
 
-DATA_KEYS = ("vocab_size", "real_vocab_size", "n_classes")  # model keys the data set sets, not the user
+DATA_KEYS = ("vocab_size", "real_vocab_size", "n_classes", "mlm")  # model keys the data set sets, not the user
 MODEL_KEYS = [f.name for f in fields(TransformerConfig) if f.name not in DATA_KEYS]
 TRAIN_KEYS = [f.name for f in fields(TrainConfig)]
 DEFAULTS = {**asdict(TransformerConfig()), **asdict(TrainConfig())}
@@ -183,7 +183,10 @@ def validate(cfg, model_kw):
     if not 0 <= cfg.min_lr <= cfg.learning_rate:
         errors.append(f"min_lr={cfg.min_lr} must be in [0, learning_rate={cfg.learning_rate}]")
     errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2") if not 0 <= getattr(cfg, k) < 1]
-    choices = dict(init_from=("scratch", "resume"), eval_split=("val", "test"), optimizer=("adamw", "muon"),
+    if cfg.init_from not in ("scratch", "resume") and not Path(cfg.init_from).is_file():
+        errors.append(f"init_from={cfg.init_from!r} is not 'scratch', 'resume' or a checkpoint file (e.g. "
+                      f"out-pretrain/ckpt_best.pt from `python train.py config/pretrain_mlm.py`)")
+    choices = dict(eval_split=("val", "test"), optimizer=("adamw", "muon"),
                    compile_mode=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                    compile_scope=("model", "block"), parallel=("ddp", "fsdp"),
                    dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(prepare.DATASETS))
@@ -205,9 +208,9 @@ def validate(cfg, model_kw):
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         errors.append(f"device={cfg.device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
     if cfg.dataset in prepare.DATASETS:  # check the model keys with a stand-in vocabulary
-        n_classes = 2 if prepare.DATASETS[cfg.dataset]["task"] == "cls" else 0
+        task = prepare.DATASETS[cfg.dataset]["task"]
         try:
-            TransformerConfig(vocab_size=1, n_classes=n_classes, **model_kw)
+            TransformerConfig(vocab_size=1, n_classes=2 if task == "cls" else 0, mlm=task == "mlm", **model_kw)
         except ValueError as e:
             errors += [line.strip() for line in str(e).splitlines()[1:]]
     return errors

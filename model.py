@@ -61,6 +61,7 @@ class TransformerConfig:
     rope_base: float = 10000.0  # RoPE theta_i = base^(-2i/d) (Su et al. 2021, eq. 15)
     # head
     n_classes: int = 0          # 0: language-model head; > 0: sequence classifier
+    mlm: bool = False           # LM head on a bidirectional encoder (causal=False), filling in masked tokens (BERT)
     pooling: str = "mean"       # classifier: 'mean' over real tokens | 'first' ([CLS]) | 'last' (causal)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (Szegedy et al. 2016), both heads
     fp8_head: bool = False      # training: the LM head's three matmuls in FP8 (LinearCrossEntropy; H100-class GPU)
@@ -94,9 +95,11 @@ class TransformerConfig:
             errors.append(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         if not isinstance(self.n_classes, int) or self.n_classes < 0 or self.n_classes == 1:
             errors.append(f"n_classes={self.n_classes!r} must be 0 (language model) or >= 2 (classifier)")
-        elif self.n_classes == 0 and not self.causal:
-            errors.append("causal=False needs n_classes >= 2: a bidirectional language model sees the "
-                          "very tokens it is asked to predict")
+        elif self.n_classes == 0 and not self.causal and not self.mlm:
+            errors.append("causal=False needs n_classes >= 2 or mlm=True: a bidirectional language model sees "
+                          "the very tokens it is asked to predict, unless they are masked")
+        elif self.mlm and (self.causal or self.n_classes):
+            errors.append("mlm=True is a bidirectional language model: it needs causal=False and n_classes=0")
         elif self.n_classes and self.causal and self.pooling == "first":
             errors.append("pooling='first' with causal=True: in a causal model the first token sees only "
                           "itself; use pooling='last' or 'mean', or causal=False")

@@ -344,11 +344,13 @@ def _word_spans(s):
     return {s[b:e] for i, b in enumerate(starts) for e in ends[i:]}
 
 
-def build_sst2(raw, n_val=1000):
+def _sst2_splits(raw, n_val=1000):
+    """(train, val, test) rows of (text, label), and the notes and carve record of how val was made."""
     def rows(rel):  # "sentence \tlabel" after a header; normalise the trailing space away
         lines = raw[rel].decode("utf-8").split("\n")[1:]
         return [(" ".join(s.split()), int(y)) for s, y in (ln.rsplit("\t", 1) for ln in lines if ln)]
-    train, test = rows("sst2/train.tsv"), rows("sst2/dev.tsv")
+    train = rows("sst2/train.tsv")
+    test = rows("sst2/dev.tsv") if "sst2/dev.tsv" in raw else []  # the pretraining corpus never reads it
     # Full sentences are the examples that are no word span of another one. Longest first, a sentence that
     # is not yet covered is maximal, and only maximal sentences need their spans listed (~1 s, not minutes).
     texts = set(t for t, _ in train)
@@ -370,18 +372,28 @@ def build_sst2(raw, n_val=1000):
     notes = (f"test = GLUE dev.tsv. val = {len(val)} of the {len(full)} full training sentences (examples "
              f"that are no word span of another), random seed {SEED}; {dropped} training examples that are "
              f"word spans of a val sentence were dropped so val does not leak into train")
-    return dict(_build_cls(kept, val, test), label_names=["negative", "positive"], notes=notes,
-                carve={"method": "held-out full sentences, their sub-phrases dropped", "seed": SEED,
-                       "full_sentences": len(full), "val": len(val), "dropped_from_train": dropped})
+    carve = {"method": "held-out full sentences, their sub-phrases dropped", "seed": SEED,
+             "full_sentences": len(full), "val": len(val), "dropped_from_train": dropped}
+    return (kept, val, test), notes, carve
 
 
-def build_trec(raw, val_frac=0.1):
-    names = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]  # coarse classes in the order Hugging Face uses
+def build_sst2(raw, vocab=None):
+    splits, notes, carve = _sst2_splits(raw)
+    return dict(_build_cls(*splits, vocab=vocab), label_names=["negative", "positive"], notes=notes, carve=carve)
+
+
+TREC_LABELS = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]  # coarse classes in the order Hugging Face uses
+
+
+def _trec_splits(raw, val_frac=0.1):
+    """(train, val, test) rows of (question, label), and the notes and carve record of how val was made."""
+    names = TREC_LABELS
 
     def rows(rel):  # "DESC:manner How did ... ?"; train_5500.label is Latin-1 (one 0xF0 byte)
         lines = raw[rel].decode("latin-1").splitlines()
         return [(q, names.index(lab.split(":")[0])) for lab, q in (ln.split(" ", 1) for ln in lines)]
-    train, test = rows("trec/train_5500.label"), rows("trec/TREC_10.label")
+    train = rows("trec/train_5500.label")
+    test = rows("trec/TREC_10.label") if "trec/TREC_10.label" in raw else []  # the pretraining corpus never reads it
     # stratified by class over distinct questions; 63 questions occur more than once and all copies go together
     rng, held = random.Random(SEED), set()
     for c in range(len(names)):
@@ -391,22 +403,70 @@ def build_trec(raw, val_frac=0.1):
     kept = [(q, y) for q, y in train if q not in held]
     notes = (f"test = TREC_10.label. val = {len(val)} examples: {val_frac:.0%} of the distinct training "
              f"questions of each class, seed {SEED}, all copies of a question on the same side")
-    return dict(_build_cls(kept, val, test), label_names=names, notes=notes,
-                carve={"method": "stratified by class over distinct questions", "seed": SEED,
-                       "fraction": val_frac, "val": len(val), "dropped_from_train": 0})
+    carve = {"method": "stratified by class over distinct questions", "seed": SEED,
+             "fraction": val_frac, "val": len(val), "dropped_from_train": 0}
+    return (kept, val, test), notes, carve
 
 
-def _build_cls(train, val, test):
+def build_trec(raw, vocab=None):
+    splits, notes, carve = _trec_splits(raw)
+    return dict(_build_cls(*splits, vocab=vocab), label_names=TREC_LABELS, notes=notes, carve=carve)
+
+
+def _build_cls(train, val, test, vocab=None):
+    """Word ids of every example, with the vocabulary of the train split's words seen at least
+    MIN_COUNT times, or the given vocabulary spec (the shared one of the pretraining corpus)."""
     rows = {"train": train, "val": val, "test": test}
     words = {s: [split_words(t) for t, _ in r] for s, r in rows.items()}
-    counts = Counter(w for ws in words["train"] for w in ws)  # train only: val/test words stay unseen
-    vocab = sorted((w for w, c in counts.items() if c >= MIN_COUNT), key=lambda w: (-counts[w], w))
-    spec = {"kind": "word", "vocab": SPECIALS + vocab, "pad": "<pad>", "unk": "<unk>", "cls": "<cls>",
-            "split": "split_words (lower-case, PTB-like)", "min_count": MIN_COUNT}
-    tok = Tokenizer(spec)
+    if vocab is None:
+        counts = Counter(w for ws in words["train"] for w in ws)  # train only: val/test words stay unseen
+        vocab = _word_spec(sorted((w for w, c in counts.items() if c >= MIN_COUNT), key=lambda w: (-counts[w], w)))
+    tok = Tokenizer(vocab)
     # encode(text) == encode_words(split_words(text)); the words were split once above to save time
     splits = {s: ([tok.encode_words(ws) for ws in words[s]], [y for _, y in r]) for s, r in rows.items()}
-    return dict(tokenizer=spec, splits=splits, pad_id=0, unk_id=1, cls_id=2)
+    return dict(tokenizer=vocab, splits=splits, pad_id=0, unk_id=1, cls_id=2)
+
+
+def _word_spec(words, specials=SPECIALS, **extra):
+    return {"kind": "word", "vocab": specials + words, "pad": "<pad>", "unk": "<unk>", "cls": "<cls>",
+            "split": "split_words (lower-case, PTB-like)", "min_count": MIN_COUNT, **extra}
+
+
+# -----------------------------------------------------------------------------
+# the pretraining corpus: the training text of every word-level data set, one shared vocabulary
+
+MLM_SOURCES = ["wikitext-2/wiki.train.tokens", "sst2/train.tsv", "trec/train_5500.label"]
+
+
+def _mlm_texts(raw):
+    """The training texts only: WikiText-2's train lines, and the train sides of the SST-2 and TREC
+    carves (never a val or test text of any benchmark)."""
+    wiki = [ln for ln in raw["wikitext-2/wiki.train.tokens"].decode("utf-8").splitlines() if ln.strip()]
+    sst2, _, _ = _sst2_splits(raw)
+    trec, _, _ = _trec_splits(raw)
+    return wiki + [t for t, _ in sst2[0]] + [t for t, _ in trec[0]]
+
+
+def mlm_vocab(raw):
+    """The shared word vocabulary: words of the pretraining texts seen MIN_COUNT times or more, most
+    frequent first, after <pad> <unk> <cls> <mask>."""
+    counts = Counter(w for t in _mlm_texts(raw) for w in split_words(t))
+    words = sorted((w for w, c in counts.items() if c >= MIN_COUNT), key=lambda w: (-counts[w], w))
+    return _word_spec(words, SPECIALS + ["<mask>"], mask="<mask>")
+
+
+def build_mlm_corpus(raw, val_every=100):
+    """A token stream of "<cls> text" per training text, every val_every-th text held out as val
+    (for the masked-LM loss only: it is training text of the benchmarks, never their val or test)."""
+    vocab = mlm_vocab(raw)
+    tok = Tokenizer(vocab)
+    texts = _mlm_texts(raw)
+    parts = {"train": [], "val": []}
+    for i, t in enumerate(texts):
+        parts["val" if i % val_every == val_every - 1 else "train"].extend(tok.encode_words(split_words(t)))
+    notes = (f"WikiText-2 train lines, SST-2 and TREC train-side texts ({len(texts):,} texts), each as <cls> + "
+             f"words; every {val_every}th text is val; vocabulary: words seen >= {MIN_COUNT} times")
+    return dict(tokenizer=vocab, splits=parts, pad_id=0, unk_id=1, cls_id=2, mask_id=3, notes=notes)
 
 
 DATASETS = {
@@ -423,6 +483,15 @@ DATASETS = {
                  size="56,034 / 1,000 / 872 examples", description="GLUE SST-2 sentiment, 2 classes"),
     "trec": dict(task="cls", build=build_trec, sources=["trec/train_5500.label", "trec/TREC_10.label"],
                  size="4,904 / 548 / 500 examples", description="TREC question type, 6 classes"),
+    # masked-LM pretraining, and the two classification sets in its vocabulary (to fine-tune from it)
+    "mlm_corpus": dict(task="mlm", build=build_mlm_corpus, sources=MLM_SOURCES,
+                       size="train text of wikitext2, sst2, trec", description="pretraining corpus, shared words"),
+    "sst2_shared": dict(task="cls", build=lambda raw: build_sst2(raw, mlm_vocab(raw)),
+                        sources=MLM_SOURCES + ["sst2/dev.tsv"], size="56,034 / 1,000 / 872 examples",
+                        description="SST-2 in mlm_corpus's vocabulary"),
+    "trec_shared": dict(task="cls", build=lambda raw: build_trec(raw, mlm_vocab(raw)),
+                        sources=MLM_SOURCES + ["trec/TREC_10.label"], size="4,904 / 548 / 500 examples",
+                        description="TREC-6 in mlm_corpus's vocabulary"),
 }
 
 # -----------------------------------------------------------------------------
@@ -485,7 +554,7 @@ def prepare(name, source=None, data_dir="data", quiet=False, force=False):
     vocab_size = Tokenizer(tok).vocab_size
     ids, extra, splits_meta = {}, {}, {}  # token streams; offsets and labels (classification)
     for split, data in built["splits"].items():
-        if spec["task"] == "lm":
+        if spec["task"] in ("lm", "mlm"):  # token streams
             ids[split] = np.asarray(data, dtype=np.int64)
             splits_meta[split] = {"tokens": len(data)}
             continue
@@ -504,7 +573,8 @@ def prepare(name, source=None, data_dir="data", quiet=False, force=False):
             "dtype": np.dtype(dtype).name, "splits": splits_meta,
             "files": {f: {"bytes": len(b), "sha256": hashlib.sha256(b).hexdigest()} for f, b in blobs.items()},
             "sources": {rel: SOURCES[rel][1] for rel in spec["sources"]}, "notes": built["notes"]}
-    meta.update({k: built[k] for k in ("label_names", "carve", "eos_id", "pad_id", "unk_id", "cls_id") if k in built})
+    meta.update({k: built[k] for k in ("label_names", "carve", "eos_id", "pad_id", "unk_id", "cls_id", "mask_id")
+                 if k in built})
     # meta.json goes first and comes back last: a half-replaced directory reads as "not prepared", never as
     # a mix of old and new files. Errors before this point leave the previous output as it was.
     tmps = {}
@@ -561,6 +631,7 @@ class Data:
         self.label_names = self.meta.get("label_names", [])
         self.n_classes = len(self.label_names)
         self.pad_id, self.eos_id = self.meta.get("pad_id"), self.meta.get("eos_id")
+        self.mask_id = self.meta.get("mask_id")
 
     def __repr__(self):
         counts = {s: m.get("examples", m["tokens"]) for s, m in self.meta["splits"].items()}
@@ -573,14 +644,14 @@ class Data:
         return self.tokenizer.decode(ids)
 
     def _split(self, split, task):
-        if self.task != task:
-            use = "tokens(split)" if self.task == "lm" else "examples(split)"
+        if (self.task == "cls") != (task == "cls"):  # lm and mlm data sets are both token streams
+            use = "examples(split)" if self.task == "cls" else "tokens(split)"
             raise DataError(f"{self.name} is a {self.task} data set: use {use}")
         if split not in self.splits:
             raise DataError(f"{self.name} has no split {split!r}; it has {', '.join(self.splits)}")
 
     def tokens(self, split):
-        """The whole split as a read-only memmap of token ids (lm data sets)."""
+        """The whole split as a read-only memmap of token ids (lm and mlm data sets)."""
         self._split(split, "lm")
         return np.memmap(self.dir / f"{split}.bin", dtype=self.dtype, mode="r")
 
@@ -607,6 +678,23 @@ def lm_batch(data, batch_size, block_size, generator):
     o = torch.randint(n_starts, (batch_size,), generator=generator, device=generator.device).to(data.device)
     idx = o[:, None] + torch.arange(block_size, device=data.device)  # (B, T); gather beats a Python loop
     return data[idx].long(), data[idx + 1].long()
+
+
+MLM_RATE = 0.15  # BERT: 15% of the tokens are chosen; of those 80% -> <mask>, 10% -> a random word, 10% kept
+MLM_SPECIALS = 4  # ids below this (<pad> <unk> <cls> <mask>) are never chosen nor drawn as random words
+
+
+def mlm_mask(x, mask_id, vocab_size, generator, rate=MLM_RATE):
+    """BERT's masked-LM corruption (Devlin et al. 2019, 3.1) of token ids x (B, T): returns (x', y) with
+    y = x at the chosen positions, -1 elsewhere. The random draws come from generator (on the CPU), so
+    the masks are a function of its seed alone."""
+    u, r = torch.rand(x.shape, generator=generator), torch.rand(x.shape, generator=generator)
+    words = torch.randint(MLM_SPECIALS, vocab_size, x.shape, generator=generator)
+    u, r, words = u.to(x.device), r.to(x.device), words.to(x.device)
+    chosen = (u < rate) & (x >= MLM_SPECIALS)
+    y = torch.where(chosen, x, -1)
+    x = torch.where(chosen & (r < 0.8), mask_id, torch.where(chosen & (r >= 0.9), words, x))
+    return x, y
 
 
 def lm_eval_batches(data, batch_size, block_size, stride=0):

@@ -179,7 +179,7 @@ class Batches:
         self.data, self.cfg, self.block_size, self.device, self.world = data, cfg, block_size, device, world
         self.global_size = cfg.batch_size * cfg.grad_accum * world
         self.step, self.batch, self.task = None, None, data.task
-        if data.task == "lm":  # the whole split lives on the device: tiny next to the model
+        if data.task != "cls":  # the whole split lives on the device: tiny next to the model
             self.train = split_on_device(data, "train", device)
         else:
             self.tokens, self.offsets, self.labels = data.examples("train")
@@ -188,10 +188,13 @@ class Batches:
     def get(self, step, micro, rank):
         cfg, B = self.cfg, self.cfg.batch_size
         rows = slice((micro * self.world + rank) * B, (micro * self.world + rank + 1) * B)
-        if self.data.task == "lm":
+        if self.data.task != "cls":
             if step != self.step:
+                generator = seeded(cfg.seed, 0, step)
                 self.step, self.batch = step, prepare.lm_batch(self.train, self.global_size, self.block_size,
-                                                               seeded(cfg.seed, 0, step))
+                                                               generator)
+                if self.data.task == "mlm":  # the same windows, masked; the targets are the hidden tokens
+                    self.batch = prepare.mlm_mask(self.batch[0], self.data.mask_id, self.data.vocab_size, generator)
             return self.batch[0][rows], self.batch[1][rows]
         # classification: epochs without replacement, one fixed permutation per epoch
         n = len(self.labels)
@@ -222,7 +225,20 @@ def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1, stride=
 def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=None):
     model.eval()
     block_size = model.config.block_size
-    if data.task == "lm":
+    if data.task == "mlm":  # masked-LM loss, the same masks at every evaluation (a fixed seed)
+        tokens = split_on_device(data, split, device)
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
+        generator = torch.Generator().manual_seed(prepare.SEED)
+        for i, (x, _) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size)):
+            x, y = prepare.mlm_mask(x, data.mask_id, data.vocab_size, generator)  # every batch: same draws
+            if i % world == rank:
+                with autocast:
+                    logits, _ = model(x)
+                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
+                sums[1] += (y >= 0).sum()
+        all_reduce(sums, world)
+        metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
+    elif data.task == "lm":
         stride = cfg.eval_stride if stride is None else stride
         tokens = split_on_device(data, split, device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
@@ -546,7 +562,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         # the very memory that sharding saves
         sync = world == 1 or micro == cfg.grad_accum - 1 or sharded(raw)
         with (nullcontext() if sync else model.no_sync()), autocast:
-            if batches.task == "lm":
+            if batches.task != "cls":
                 _, loss = model(batch[0], batch[1], return_logits=False)
                 tokens += batch[0].numel()
             else:
@@ -633,6 +649,31 @@ def cpu_notice(cfg, model_kw, flops_per_step, device):
           f"model here in about {alt_flops / rate / 60:.0f} min.")
 
 
+# an encoder's shape: a classifier started from it (init_from=PATH) takes these from its checkpoint
+PRETRAINED_KEYS = ("n_layer", "n_head", "n_embd", "mlp_ratio", "pos_encoding", "norm", "residual", "activation",
+                   "bias", "norm_eps", "rope_base", "tie_weights", "causal")
+
+
+def pretrained_shape(encoder, path, data, model_kw):
+    """The model keys a classifier takes from a pretrained encoder's checkpoint, after checking that the
+    two can be joined: a classification data set in the encoder's very vocabulary, no clashing shape."""
+    enc, name = encoder["config"]["model"], encoder["data"]["name"]
+    if data.task != "cls":
+        raise ConfigError(f"init_from={path}: starting from a pretrained encoder is for classifiers, and "
+                          f"{data.name!r} is a {data.task} data set (continue a run with --init_from=resume)")
+    if encoder["data"]["meta"]["tokenizer"] != data.meta["tokenizer"]:
+        raise ConfigError(f"init_from={path} was trained on {name!r}, whose vocabulary is not {data.name!r}'s: "
+                          f"fine-tune on a data set in its vocabulary (for mlm_corpus: sst2_shared, trec_shared)")
+    clash = {k: (enc[k], model_kw[k]) for k in PRETRAINED_KEYS if k in model_kw and model_kw[k] != enc[k]}
+    if enc["pos_encoding"] == "learned" and model_kw.get("block_size", DEFAULTS["block_size"]) != enc["block_size"]:
+        clash["block_size"] = (enc["block_size"], model_kw.get("block_size", DEFAULTS["block_size"]))
+    if clash:
+        raise ConfigError(f"init_from={path} is a model of another shape: " + ", ".join(
+            f"{k}={a!r} there, {b!r} here" for k, (a, b) in clash.items()) + "; drop these keys (they come "
+            f"from the checkpoint)")
+    return {k: enc[k] for k in PRETRAINED_KEYS}
+
+
 SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
 
 
@@ -651,7 +692,7 @@ def train(cfg, model_kw, quiet=False):
     out = Path(cfg.out_dir)
 
     data = load_data(cfg, quiet=not master or quiet)
-    ckpt = None
+    ckpt = encoder = None
     if cfg.init_from == "resume" or cfg.eval_only:
         name = "ckpt_best.pt" if cfg.eval_only and (out / "ckpt_best.pt").exists() else "ckpt_last.pt"
         ckpt = load_checkpoint(out / name)
@@ -666,8 +707,12 @@ def train(cfg, model_kw, quiet=False):
         if master and not cfg.overwrite and ((out / "ckpt_last.pt").exists() or (out / "config.json").exists()):
             raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
                               f"replace it with --overwrite=true, or choose another --out_dir")
+        if cfg.init_from != "scratch":  # a pretrained encoder: its shape, its weights, a new head
+            encoder = load_checkpoint(cfg.init_from)
+            model_kw = {**model_kw, **pretrained_shape(encoder, cfg.init_from, data, model_kw)}
         model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes,
-                                      real_vocab_size=data.vocab_size if data.task == "lm" else 0, **model_kw)
+                                      real_vocab_size=data.vocab_size if data.task != "cls" else 0,
+                                      mlm=data.task == "mlm", **model_kw)
 
     if model_cfg.fp8_head and device.type != "cpu" and not (
             device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)):
@@ -680,6 +725,12 @@ def train(cfg, model_kw, quiet=False):
         torch.manual_seed(cfg.seed + rank)  # and dropout masks of its own
     if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=True)
+    elif encoder is not None:
+        body = {k: v for k, v in encoder["model"].items() if not k.startswith("lm_head.")}
+        missing, unexpected = model.load_state_dict(body, strict=False)
+        assert not unexpected and all(k.startswith("cls_head.") for k in missing), (missing, unexpected)
+        say(f"initialised from {cfg.init_from} (step {encoder['step']} of a {encoder['data']['name']} run); "
+            f"the classifier head ({', '.join(missing)}) starts from scratch")
     model.to(device)
     say(f"{model}\ndevice {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
         f"{str(dtype).removeprefix('torch.')}, {world} process(es), data {data!r}")
@@ -726,7 +777,7 @@ def train(cfg, model_kw, quiet=False):
         if not quiet:
             cpu_notice(cfg, model_kw, flops_per_step, device)
     peak = peak_flops(device)
-    metric, higher_better = ("loss", False) if data.task == "lm" else ("accuracy", True)
+    metric, higher_better = ("accuracy", True) if data.task == "cls" else ("loss", False)
 
     stop_signal, stop = [], False  # this process's signals; a stop agreed by all processes (train_step)
     handlers = {}

@@ -1,0 +1,19 @@
+# Fine-tuning from the masked-LM encoder (config/pretrain_mlm.py): which learning rate, selected on
+# the validation split (best val accuracy, mean over seeds)? Run one study per data set:
+# python ablate.py pretrained --seeds 5 --test                      # SST-2
+# python ablate.py pretrained --seeds 5 --test --set dataset=trec_shared --set block_size=48 --out results/trec-pretrained
+description = "classifier fine-tuned from the masked-LM encoder: learning rate"
+base = "config/sst2_pretrained.py"
+metric = "best_val"           # highest exact val accuracy of the run (the checkpoint the test split scores)
+higher_is_better = True
+baseline = "lr=2e-4"
+
+overrides = dict(compile=False, cpu_config="")
+gpu = {}
+cpu = dict(max_iters=300, warmup_iters=30, eval_interval=100)
+quick = dict(max_iters=20, warmup_iters=2, eval_interval=10, batch_size=8)
+
+variants = {
+    "lr=2e-4": {},
+    "lr=5e-4": dict(learning_rate=5e-4, min_lr=5e-5),
+}

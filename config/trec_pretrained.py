@@ -1,0 +1,23 @@
+# TREC-6 fine-tuned from the masked-LM encoder of config/pretrain_mlm.py (run that first). The shape
+# (layers, width, heads, positions) comes from the checkpoint; the data set is TREC-6 in the
+# pretraining corpus's vocabulary.
+# python train.py config/pretrain_mlm.py && python train.py config/trec_pretrained.py
+# python train.py config/trec_pretrained.py --eval_only=true --eval_split=test
+out_dir = "out-trec-pretrained"
+dataset = "trec_shared"
+init_from = "out-pretrain/ckpt_best.pt"
+
+pooling = "mean"
+block_size = 48
+dropout = 0.1
+
+batch_size = 64
+learning_rate = 2e-4   # smaller than from scratch: the encoder is already trained
+min_lr = 2e-5
+max_iters = 1500
+warmup_iters = 100
+weight_decay = 0.1
+
+eval_interval = 100
+eval_batch_size = 512
+log_interval = 50
