@@ -21,13 +21,13 @@ out_dropout = 0.4      # before the tied output layer (AWD-LSTM's dropouto)
 batch_size = 32
 learning_rate = 6e-4
 min_lr = 6e-5
-max_iters = 4000      # a schedule that fits one 10-minute piece with 3 seeds side by side on one H200
-warmup_iters = 300
+max_iters = 8000
+warmup_iters = 500
 weight_decay = 0.1
 compile_scope = "block"  # one compiled block for every layer, and the whole step as one CUDA graph
 cuda_graph = True
 
-eval_interval = 500
+eval_interval = 1000
 eval_stride = 64       # each scored token sees 193-256 tokens of context (eval_stride=0: half a window)
 eval_batch_size = 64
 log_interval = 100
