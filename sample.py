@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import prepare
-from configurator import ConfigError, coerce_value
+from configurator import ConfigError, coerce_value, device_problems
 from train import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_device
 
 MAIN_OUT_DIR = "out-shakespeare-char"  # what `python train.py config/shakespeare.py` writes
@@ -76,6 +76,8 @@ def parse_args(argv):
 
 def validate(cfg):
     errors = []
+    if not cfg.out_dir.strip():
+        errors.append("out_dir='' is empty: name a run directory (e.g. --out_dir=out-shakespeare-char)")
     if cfg.checkpoint not in CHECKPOINTS:
         errors.append(f"checkpoint={cfg.checkpoint!r} is not one of 'best', 'last'")
     if cfg.num_samples < 1:
@@ -86,10 +88,11 @@ def validate(cfg):
         errors.append(f"temperature={cfg.temperature} must be >= 0 (0 is greedy decoding)")
     if cfg.top_k < 0:
         errors.append(f"top_k={cfg.top_k} must be >= 0 (0 turns it off)")
+    if not 0 <= cfg.seed < 2**63:
+        errors.append(f"seed={cfg.seed} must be in [0, 2**63)")
     if not 0 < cfg.top_p <= 1:
         errors.append(f"top_p={cfg.top_p} must be in (0, 1] (1 turns it off)")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        errors.append(f"device={cfg.device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+    errors += device_problems(cfg.device)
     if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
         errors.append(f"dtype={cfg.dtype!r} is not one of 'auto', 'bfloat16', 'float16', 'float32'")
     return errors
@@ -121,11 +124,10 @@ def find_checkpoint(out_dir, which="best"):
 
 
 def get_device(name):
-    device = resolve_device(name)
-    if device.type == "cuda" and not torch.cuda.is_available() or \
-            device.type == "mps" and not torch.backends.mps.is_available():
-        raise SampleError(f"device={name!r} is not available on this machine: use --device=auto or --device=cpu")
-    return device
+    problems = device_problems(name)
+    if problems:
+        raise SampleError(problems[0])
+    return resolve_device(name)
 
 
 def load(out_dir, which="best", device="cpu"):
