@@ -437,6 +437,8 @@ def write_atomic(path, data):
     try:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
+    except OSError as e:  # name the file meant, not the temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 

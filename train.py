@@ -11,13 +11,15 @@ Multi-node: run the same torchrun command on every node with --nnodes=N --node_r
 --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT (HOST being node 0); rank 0 writes all files.
 """
 import functools
+import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -245,6 +247,44 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def last_good(out_dir):
+    """Where a run's last good checkpoint is, said for an error message."""
+    path = Path(out_dir) / "ckpt_last.pt"
+    return f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint was written yet"
+
+
+def write_failure(e, path):
+    """Why writing path failed, in words: torch.save on a full disk says only 'unexpected pos ...'."""
+    why = e.strerror if isinstance(e, OSError) and e.strerror else \
+        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    try:
+        why += f"; {shutil.disk_usage(Path(path).parent).free / 2**20:,.0f} MiB free there"
+    except OSError:
+        pass
+    return why
+
+
+def state_digest(obj, h=None):
+    """sha256 over every tensor's bytes and every other value of a checkpoint, in order. torch.load
+    checks no checksum, so a byte changed in place would otherwise load as a silently different model."""
+    h = h or hashlib.sha256()
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            h.update(repr(k).encode())
+            state_digest(v, h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__}{len(obj)}".encode())
+        for v in obj:
+            state_digest(v, h)
+    else:
+        h.update(repr(obj).encode())
+    return h.hexdigest()
+
+
 def save_checkpoint(path, model, optimizers, scaler, step, best, cfg, model_cfg, data, metrics):
     state = {
         "version": CHECKPOINT_VERSION,
@@ -257,9 +297,16 @@ def save_checkpoint(path, model, optimizers, scaler, step, best, cfg, model_cfg,
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
+    state["digest"] = state_digest(state)  # checked by load_checkpoint
     tmp = Path(f"{path}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one, never half of one
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one, never half of one
+    except (OSError, RuntimeError) as e:  # a full disk, an unwritable directory
+        raise CheckpointError(f"cannot write checkpoint {path}: {write_failure(e, path)}; "
+                              f"{last_good(Path(path).parent)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # whatever happened, no half-written file stays behind
 
 
 def load_checkpoint(path):
@@ -273,6 +320,10 @@ def load_checkpoint(path):
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} is not a version-{CHECKPOINT_VERSION} checkpoint of this project")
+    digest = ckpt.pop("digest", None)  # checkpoints written before the digest existed have none
+    if digest is not None and state_digest(ckpt) != digest:
+        raise CheckpointError(f"{path} is damaged: its contents no longer match the checksum written with it; "
+                              f"use another checkpoint of the run, or train it again (--overwrite=true)")
     return ckpt
 
 
@@ -470,8 +521,43 @@ def cpu_notice(cfg, model_kw, flops_per_step, device):
 SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
 
 
+def lock_out_dir(out, stack):
+    """Hold an exclusive lock on out_dir/train.lock until stack closes; the OS drops it when the process
+    ends, however it ends. A second run into the same out_dir stops at once instead of writing over it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return
+    f = stack.enter_context(open(out / "train.lock", "a+"))
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        raise ConfigError(f"out_dir {str(out)!r} is in use by another training run (pid {f.read().strip() or '?'}): "
+                          f"let it finish or stop it, or choose another --out_dir") from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+
+
+def writable_problem(path):
+    """Why a directory could not be created or written, checked without creating it; None if it can."""
+    path = Path(path).absolute()
+    probe = next(p for p in (path, *path.parents) if p.exists())
+    if not probe.is_dir():
+        return f"{probe} is a file, not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user"
+    return None
+
+
 def train(cfg, model_kw, quiet=False):
     """Run (or resume, or evaluate) according to cfg. Returns the final metrics dict."""
+    with ExitStack() as stack:  # holds out_dir's lock for the run
+        return _train(cfg, model_kw, quiet, stack)
+
+
+def _train(cfg, model_kw, quiet, stack):
     t_start = time.time()
     rank, local_rank, world = setup_distributed(cfg)
     master = rank == 0
@@ -483,12 +569,24 @@ def train(cfg, model_kw, quiet=False):
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
     out = Path(cfg.out_dir)
+    if master and (problem := writable_problem(out)):  # before anything slow: say it now
+        raise ConfigError(f"cannot write to out_dir {str(out)!r}: {problem}; choose another --out_dir")
 
-    data = load_data(cfg, quiet=not master or quiet)
     ckpt = None
     if cfg.init_from == "resume" or cfg.eval_only:
         name = "ckpt_best.pt" if cfg.eval_only and (out / "ckpt_best.pt").exists() else "ckpt_last.pt"
+        if not (out / name).exists() and (out / "config.json").exists():
+            raise CheckpointError(f"{out / name} not found: the run in {out} stopped before its first checkpoint; "
+                                  f"start it again with --overwrite=true (without --init_from=resume)")
         ckpt = load_checkpoint(out / name)
+        if ckpt["data"]["name"] != cfg.dataset:  # checked before anything is prepared or written
+            raise ConfigError(f"{out / name} was trained on {ckpt['data']['name']!r}, not {cfg.dataset!r}: keep "
+                              f"--dataset={ckpt['data']['name']} to continue it, or choose another --out_dir")
+    data = load_data(cfg, quiet=not master or quiet)
+    if ckpt is not None:
+        if ckpt["data"]["meta"]["tokenizer"] != data.meta["tokenizer"]:
+            raise ConfigError(f"{data.dir} holds another tokenization of {cfg.dataset} than {out / name} was "
+                              f"trained on: point --data_dir at the run's data")
         model_cfg = TransformerConfig(**ckpt["config"]["model"])
         changed = {k: (getattr(model_cfg, k), v) for k, v in model_kw.items()
                    if k not in SPEED_KEYS and getattr(model_cfg, k) != v}
@@ -497,8 +595,11 @@ def train(cfg, model_kw, quiet=False):
                               + ", ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in changed.items()))
         model_cfg = replace(model_cfg, **{k: model_kw[k] for k in SPEED_KEYS & model_kw.keys()})  # validated again
     else:
-        if master and not cfg.overwrite and ((out / "ckpt_last.pt").exists() or (out / "config.json").exists()):
+        if master and not cfg.overwrite and (out / "ckpt_last.pt").exists():
             raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
+                              f"replace it with --overwrite=true, or choose another --out_dir")
+        if master and not cfg.overwrite and ((out / "config.json").exists() or (out / "ckpt_best.pt").exists()):
+            raise ConfigError(f"out_dir {str(out)!r} holds a run that stopped before its first checkpoint: "
                               f"replace it with --overwrite=true, or choose another --out_dir")
         model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes, **model_kw)
 
@@ -551,9 +652,19 @@ def train(cfg, model_kw, quiet=False):
     batches = Batches(data, cfg, model_cfg.block_size, device, world)
     graphed = GraphedStep(model, batches.get(start, 0, rank), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
     if master:  # only now: a run refused above leaves out_dir as it was
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
-        trim_log(out, start)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock_out_dir(out, stack)
+            for tmp in [*out.glob("*.pt.tmp"), *out.glob(".*.tmp")]:  # left by a process killed mid-write
+                tmp.unlink()
+            if ckpt is None:  # a fresh run (maybe --overwrite=true): nothing of the old run may pass for this one's
+                for old in ("ckpt_last.pt", "ckpt_best.pt", "metrics.json"):
+                    (out / old).unlink(missing_ok=True)
+            write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
+            trim_log(out, start)
+        except OSError as e:
+            raise ConfigError(f"cannot write to out_dir {str(out)!r}: {e.strerror} ({e.filename}); "
+                              f"choose another --out_dir") from None
         if not quiet:
             cpu_notice(cfg, model_kw, flops_per_step, device)
     peak = peak_flops(device)
@@ -561,10 +672,18 @@ def train(cfg, model_kw, quiet=False):
 
     stop_signal = []
     handlers = {}
+
+    def on_signal(sig, frame):  # only sets a flag (and says so); the loop saves at the next step boundary
+        if stop_signal:  # the second one: stop now, keeping the last checkpoint written
+            raise KeyboardInterrupt
+        say(f"\n{signal.Signals(sig).name}: stopping after this step, then saving {out / 'ckpt_last.pt'} "
+            f"(a second signal stops at once)", flush=True)
+        stop_signal.append(sig)
+
     if master or world > 1:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:  # the handler only sets a flag; the loop saves at the next step boundary
-                handlers[sig] = signal.signal(sig, lambda s, f: stop_signal.append(s))
+            try:
+                handlers[sig] = signal.signal(sig, on_signal)
             except ValueError:  # not the main thread
                 pass
 
@@ -608,9 +727,7 @@ def train(cfg, model_kw, quiet=False):
                 loss_value, grad_value, lr, n_tokens = train_step(model, raw, optimizers, scaler, batches, step,
                                                                   cfg, rank, world, autocast, graphed)
             except NonFinite as e:
-                kept = f"the last good checkpoint is {out / 'ckpt_last.pt'}" if (out / "ckpt_last.pt").exists() \
-                    else "no checkpoint was written yet"
-                raise Stop(f"{e} at step {step}: stopped before the optimizer step; {kept}. Lower "
+                raise Stop(f"{e} at step {step}: stopped before the optimizer step; {last_good(out)}. Lower "
                            f"learning_rate (now {cfg.learning_rate}) or raise warmup_iters (now {cfg.warmup_iters}).") from None
 
             # ---- logging ----
@@ -632,6 +749,8 @@ def train(cfg, model_kw, quiet=False):
                 say(f"step {step:>6}/{cfg.max_iters} | loss {loss_value:.4f} | lr {lr:.2e} | gnorm {grad_value:.2f} | "
                     f"{ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
                     f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {format_seconds(eta)}")
+    except OSError as e:  # a full disk while logging: the checkpoints themselves raise CheckpointError
+        raise Stop(f"cannot write {e.filename}: {e.strerror}; {last_good(out)}") from None
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -671,6 +790,7 @@ def main(argv=None):
     if any(a in ("-h", "--help") for a in argv):
         print_help(__doc__)
         return 0
+    cfg = None
     try:
         cfg, model_kw = parse_args(argv)
         if int(os.environ.get("RANK", 0)) == 0:
@@ -680,6 +800,13 @@ def main(argv=None):
     except (ConfigError, CheckpointError, prepare.DataError, Stop) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a write that failed outside the loop (metrics.json on a full disk, ...)
+        print(f"error: cannot write {e.filename}: {e.strerror}; {last_good(cfg.out_dir) if cfg else ''}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print(f"\ninterrupted; {last_good(cfg.out_dir) if cfg else 'nothing was written'}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,5 +1,7 @@
 """Faults a user can run into: bad inputs at the edges, damaged or unwritable files, a run
 directory's life, signals. Every one must end in one clear line (no traceback) and lose nothing."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -60,3 +62,139 @@ def test_unavailable_device_and_cpu_float16_are_config_errors():
     assert "dtype='float16' on a CPU" in config_error("--device=cpu", "--dtype=float16")
     with pytest.raises(sample.SampleError, match="no CUDA GPU"):
         sample.get_device("cuda:1")
+
+
+# ---- a run directory's life ----------------------------------------------------------------------
+
+from test_train import run, tiny_args  # noqa: E402  (the tiny run of the training tests)
+
+
+def test_overwrite_leaves_nothing_of_the_old_run(tiny_data, tmp_path):
+    run(tiny_data, tmp_path)
+    assert (tmp_path / "ckpt_best.pt").exists()
+    run(tiny_data, tmp_path, "--overwrite=true", "--save_checkpoints=false", "--max_iters=3", "--seed=5")
+    assert not (tmp_path / "ckpt_best.pt").exists()  # sample.py and eval_only would have used the old model
+    assert train.load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 3
+
+
+def test_run_killed_before_its_first_checkpoint_is_no_dead_end(tiny_data, tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # what a run killed during its first steps leaves
+    with pytest.raises(train.ConfigError) as info:
+        run(tiny_data, tmp_path)
+    assert "stopped before its first checkpoint" in str(info.value) and "--init_from=resume" not in str(info.value)
+    with pytest.raises(train.CheckpointError, match="stopped before its first checkpoint.*--overwrite=true"):
+        run(tiny_data, tmp_path, "--init_from=resume")
+    run(tiny_data, tmp_path, "--overwrite=true", "--max_iters=2")
+
+
+def test_resume_on_another_data_set_is_refused_before_writing(tiny_data, tmp_path, capsys):
+    run(tiny_data, tmp_path, "--max_iters=2")
+    before = (tmp_path / "config.json").read_bytes()
+    assert train.main(tiny_args(tiny_data, tmp_path, "--init_from=resume", "--dataset=trec")) == 1
+    err = capsys.readouterr().err
+    assert "was trained on 'shakespeare_char', not 'trec'" in err and "Traceback" not in err
+    assert (tmp_path / "config.json").read_bytes() == before
+
+
+def test_second_run_in_the_same_out_dir_is_refused(tiny_data, tmp_path):
+    from contextlib import ExitStack
+    tmp_path.mkdir(exist_ok=True)
+    with ExitStack() as other:
+        train.lock_out_dir(tmp_path, other)  # as another process's run would hold it
+        with pytest.raises(train.ConfigError, match=r"in use by another training run \(pid \d+\)"):
+            run(tiny_data, tmp_path)
+        assert not (tmp_path / "config.json").exists()
+    run(tiny_data, tmp_path, "--max_iters=2")  # released: the next run proceeds
+
+
+def test_out_dir_that_cannot_be_created(tiny_data, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert train.main(tiny_args(tiny_data, tmp_path / "file" / "run")) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write to out_dir '{tmp_path / 'file' / 'run'}'" in err and "is a file" in err
+    assert "Traceback" not in err
+
+
+# ---- files damaged in place, writes that fail ------------------------------------------------------
+
+def test_checkpoint_with_bytes_changed_in_place_is_refused(tiny_data, tmp_path):
+    run(tiny_data, tmp_path, "--max_iters=2")
+    path = tmp_path / "ckpt_last.pt"
+    blob = bytearray(path.read_bytes())
+    weights = train.load_checkpoint(path)["model"]["transformer.wte.weight"]
+    i = blob.find(weights.numpy().tobytes()[:64])  # a weight's bytes: same size, still a valid zip
+    assert i > 0
+    blob[i + 3] ^= 0x40
+    path.write_bytes(bytes(blob))
+    with pytest.raises(train.CheckpointError, match="is damaged"):
+        train.load_checkpoint(path)
+
+
+def test_disk_full_during_a_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
+    run(tiny_data, tmp_path, "--max_iters=10")
+    good = (tmp_path / "ckpt_last.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):  # what torch.save does when the disk fills half-way
+        Path(f).write_bytes(b"PK\x03\x04" + b"\0" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert train.main(tiny_args(tiny_data, tmp_path, "--init_from=resume")) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write checkpoint {tmp_path / 'ckpt_last.pt'}: RuntimeError" in err and "MiB free there" in err
+    assert f"the last good checkpoint is {tmp_path / 'ckpt_last.pt'}" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.tmp")) and (tmp_path / "ckpt_last.pt").read_bytes() == good
+    monkeypatch.setattr(torch, "save", real_save)
+    assert run(tiny_data, tmp_path, "--init_from=resume")["step"] == 20  # and the run goes on from there
+
+
+def test_temporary_file_of_a_killed_write_is_removed(tiny_data, tmp_path):
+    run(tiny_data, tmp_path, "--max_iters=10")
+    (tmp_path / "ckpt_last.pt.tmp").write_bytes(b"PK half")  # kill -9 during torch.save
+    (tmp_path / ".metrics.json.tmp").write_bytes(b"{")  # ... or during prepare.write_atomic
+    run(tiny_data, tmp_path, "--init_from=resume", "--max_iters=10")  # which writes no checkpoint
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_log_write_failure_names_the_file_and_the_checkpoint(tiny_data, tmp_path, monkeypatch):
+    run(tiny_data, tmp_path, "--max_iters=10")
+
+    def full(out_dir, record):
+        raise OSError(28, "No space left on device", str(Path(out_dir) / "log.jsonl"))
+    monkeypatch.setattr(train, "log_line", full)
+    with pytest.raises(train.Stop) as info:
+        run(tiny_data, tmp_path, "--init_from=resume")
+    assert str(info.value) == (f"cannot write {tmp_path / 'log.jsonl'}: No space left on device; "
+                               f"the last good checkpoint is {tmp_path / 'ckpt_last.pt'}")
+
+
+def test_atomic_writer_names_the_target_and_leaves_no_temporary_file(tmp_path):
+    import prepare
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.json").mkdir()  # os.replace onto a directory fails
+    with pytest.raises(OSError) as info:
+        prepare.write_atomic(tmp_path / "d" / "x.json", "{}")
+    assert info.value.filename == str(tmp_path / "d" / "x.json") and list((tmp_path / "d").iterdir()) == [
+        tmp_path / "d" / "x.json"]
+
+
+# ---- processes -----------------------------------------------------------------------------------
+
+def test_signal_is_acknowledged_at_once(tiny_data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    args = tiny_args(tiny_data, tmp_path, "--max_iters=100000", "--eval_interval=100000", "--log_interval=1000")
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=train.Path(train.__file__).parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until it trains
+        lines.append(line)
+        if line.startswith("step "):
+            break
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "SIGTERM: stopping after this step" in out and "stopped at step" in out
