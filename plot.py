@@ -86,7 +86,12 @@ def read_log(run_dir):
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise PlotError(f"{path}, line {n}, is not JSON ({e.msg}): is this a log.jsonl of train.py?") from None
-    records = [r for r in records if r.get("kind") in ("train", "eval")]
+    records = [r for r in records if isinstance(r, dict) and r.get("kind") in ("train", "eval")]
+    for r in records:  # a value changed in place must not surface as a KeyError deep in matplotlib
+        if not all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in ("step", "time")) \
+                or not all(isinstance(r[k], (int, float)) for k in ("loss", "lr") if k in r):
+            raise PlotError(f"{path} holds a damaged {r['kind']} record (step {r.get('step')!r}): step, time, loss "
+                            f"and lr must be numbers; train.py --init_from=resume rewrites the log up to its checkpoint")
     if not records:
         raise PlotError(f"{path} holds no train or eval records yet: let the run reach its first log_interval")
     # "time" restarts at 0 in every process: after a resume, continue from where the last one stopped
@@ -96,6 +101,15 @@ def read_log(run_dir):
             offset = last
         r["time"] = last = r["time"] + offset
     return records
+
+
+def read_json(path, rebuild):
+    """A JSON file the project wrote, or a PlotError naming it and the command that writes it again."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PlotError(f"{path} cannot be read as JSON ({getattr(e, 'msg', e)}): it is damaged; run "
+                        f"{rebuild} to write it again") from None
 
 
 def time_unit(seconds):
@@ -299,7 +313,7 @@ def plot_confusion(metrics_or_path, path):
         if not src.is_file():
             raise PlotError(f"{src} not found: it is written at the end of training, or by "
                             f"python train.py --out_dir={src.parent} --eval_only=true")
-        m = json.loads(src.read_text())
+        m = read_json(src, f"python train.py --out_dir={src.parent} --eval_only=true")
     if "confusion" not in m:
         raise PlotError("metrics.json of an lm run has no confusion matrix; plot a classifier's, or run "
                         "train.py with --eval_only=true on one")
@@ -486,7 +500,7 @@ def main(argv=None):
             src = Path(a.results) if a.results.endswith(".json") else Path(a.results) / "results.json"
             if not src.is_file():
                 raise PlotError(f"{src} not found: run the study first (python ablate.py ...)")
-            plot_ablation(json.loads(src.read_text()), out)
+            plot_ablation(read_json(src, "the study's ablate.py command again"), out)
         else:
             plot_positions(out, a.out_dir, a.block_size, a.n_embd, a.n_head, a.rope_base)
     except (PlotError, train.CheckpointError, prepare.DataError) as e:

@@ -488,9 +488,10 @@ def load_data(cfg, quiet=False):
     """The prepared data set, preparing it first if its files are missing."""
     try:
         return prepare.load(cfg.dataset, cfg.data_dir)
-    except prepare.DataError:
+    except prepare.DataError as e:
         if not quiet:
-            print(f"data set {cfg.dataset!r} is not prepared in {cfg.data_dir}/: preparing it now")
+            print(f"data set {cfg.dataset!r} in {cfg.data_dir}/ must be prepared "
+                  f"({str(e).partition(': run `')[0]}): preparing it now")
         try:
             prepare.prepare(cfg.dataset, data_dir=cfg.data_dir, quiet=quiet)
         except prepare.DataError as e:
@@ -781,8 +782,16 @@ def trim_log(out, step):
     if step == 0:
         path.unlink(missing_ok=True)
     elif path.exists():
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        keep = [line for line in path.read_text(errors="replace").splitlines() if log_step(line) <= step]
         prepare.write_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def log_step(line):
+    """The step of a log.jsonl line; a line damaged in place (or cut off by a crash) counts as past any."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def main(argv=None):

@@ -198,3 +198,72 @@ def test_signal_is_acknowledged_at_once(tiny_data, tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(lines) + out
     assert "SIGTERM: stopping after this step" in out and "stopped at step" in out
+
+
+def damaged_copy(tiny_data, tmp_path):
+    import shutil
+    shutil.copytree(tiny_data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("name, file", [("shakespeare_char", "train.bin"), ("trec", "val.labels.bin"),
+                                        ("trec", "test.offsets.bin")])
+def test_data_file_with_bytes_changed_in_place(tiny_data, tmp_path, name, file):
+    import prepare
+    data_dir = damaged_copy(tiny_data, tmp_path)
+    path = data_dir / name / file
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # same size, so a size check passes
+    path.write_bytes(bytes(blob))
+    with pytest.raises(prepare.DataError, match=f"{path} is damaged.*python prepare.py {name} --data_dir .* --force"):
+        prepare.load(name, data_dir)
+
+
+def test_meta_json_changed_in_place(tiny_data, tmp_path):
+    import json
+
+    import prepare
+    data_dir = damaged_copy(tiny_data, tmp_path)
+    path = data_dir / "shakespeare_char" / "meta.json"
+    meta = json.loads(path.read_text())
+    chars = meta["tokenizer"]["chars"]
+    meta["tokenizer"]["chars"] = chars[1] + chars[0] + chars[2:]  # two characters swapped: decodes wrongly
+    path.write_text(json.dumps(meta, indent=1))
+    with pytest.raises(prepare.DataError, match="meta.json was changed after it was written.*--force"):
+        prepare.load("shakespeare_char", data_dir)
+    assert not prepare._up_to_date(data_dir / "shakespeare_char", "shakespeare_char")  # and prepare rebuilds it
+
+
+def test_failed_download_leaves_no_empty_directories(tmp_path):
+    import prepare
+    with pytest.raises(prepare.DataError):
+        prepare.prepare("trec", source=tmp_path / "no-such-mirror", data_dir=tmp_path / "data", quiet=True)
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "data2" / "trec").mkdir(parents=True)  # what was there before stays
+    with pytest.raises(prepare.DataError):
+        prepare.prepare("trec", source=tmp_path / "no-such-mirror", data_dir=tmp_path / "data2", quiet=True)
+    assert (tmp_path / "data2" / "trec").is_dir()
+
+
+def test_damaged_log_line_does_not_block_the_resume(tiny_data, tmp_path):
+    run(tiny_data, tmp_path, "--max_iters=10")
+    log = tmp_path / "log.jsonl"
+    log.write_text(log.read_text() + '{"kind": "train", "st\n')  # a write cut off by a crash
+    run(tiny_data, tmp_path, "--init_from=resume")
+    assert all(line.endswith("}") for line in log.read_text().splitlines())
+
+
+def test_plot_inputs_damaged_in_place(tiny_data, tmp_path, capsys):
+    import json
+
+    import plot
+    (tmp_path / "log.jsonl").write_text(json.dumps({"kind": "train", "step": 0, "time": 1.0, "loss": "4.1x",
+                                                    "lr": 1e-3}) + "\n")
+    with pytest.raises(plot.PlotError, match="damaged train record"):
+        plot.read_log(tmp_path)
+    (tmp_path / "metrics.json").write_text('{"confusion": [[1, 0], [0')
+    (tmp_path / "results.json").write_text('{"study"')
+    for argv in (["confusion", f"--out_dir={tmp_path}"], ["ablation", str(tmp_path)]):
+        assert plot.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "cannot be read as JSON" in err and "Traceback" not in err
