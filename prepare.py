@@ -443,12 +443,13 @@ def write_atomic(path, data):
         tmp.unlink(missing_ok=True)
 
 
-META_KEYS = ("format_version", "task", "files", "splits", "dtype", "tokenizer", "vocab_size", "sha256")
+META_KEYS = ("format_version", "task", "files", "splits", "dtype", "tokenizer", "vocab_size")
 
 
 def meta_digest(meta):
     """sha256 of meta.json's own contents (all but this field): a value changed in place, say a
-    character of the tokenizer, is found on load rather than decoding every sample differently."""
+    character of the tokenizer, is found on load rather than decoding every sample differently.
+    Data sets prepared before it existed have none and are read as they are."""
     return hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True,
                                      ensure_ascii=False).encode()).hexdigest()
 
@@ -461,7 +462,7 @@ def _up_to_date(out, name):
                      for f, info in meta["files"].items())
         complete = all(k in meta for k in META_KEYS)  # what Data reads; a meta.json without one is rebuilt
         return meta["format_version"] == FORMAT_VERSION and meta["sources"] == want and intact and complete \
-            and meta["sha256"] == meta_digest(meta)
+            and meta.get("sha256", meta_digest(meta)) == meta_digest(meta)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -573,7 +574,7 @@ class Data:
             self.splits = tuple(self.meta["splits"])
             self.dtype = np.dtype(self.meta["dtype"])
             tokenizer, self.vocab_size = self.meta["tokenizer"], self.meta["vocab_size"]
-            intact = self.meta["sha256"] == meta_digest(self.meta)
+            intact = self.meta.get("sha256", meta_digest(self.meta)) == meta_digest(self.meta)
         except FileNotFoundError:
             raise DataError(f"{self.dir / 'meta.json'} not found: run `{cmd}`") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:

@@ -500,23 +500,36 @@ def load_data(cfg, quiet=False):
         return prepare.load(cfg.dataset, cfg.data_dir)
 
 
-def cpu_notice(cfg, model_kw, flops_per_step, device):
-    """On a CPU, say up front how long this config would take and which smaller one exists."""
-    if device.type != "cpu" or not cfg.cpu_config:
-        return
-    a = torch.randn(512, 512)
-    t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < 0.2:
-        a @ a
-        n += 1
-    rate = 0.3 * n * 2 * 512 ** 3 / (time.perf_counter() - t0)  # training reaches about 30% of matmul speed
-    alt, alt_kw = parse_args([cfg.cpu_config])
+def cpu_notice(cfg, step_s, flops_per_step):
+    """On a CPU, once a few steps are measured: how long this config takes here, and the smaller one.
+    From this run's own steps: timing a matmul instead reads whatever else loads the machine then."""
+    rate = flops_per_step / step_s  # FLOP/s this machine reaches on this model
+    path = cfg.cpu_config if Path(cfg.cpu_config).is_file() else Path(__file__).parent / cfg.cpu_config
+    alt, alt_kw = parse_args([str(path)])
     alt_model = Transformer(TransformerConfig(vocab_size=65, **alt_kw))
     T = alt_model.config.block_size
     alt_flops = alt_model.flops_per_token(T) * alt.batch_size * T * alt.grad_accum * alt.max_iters
-    print(f"note: this config is sized for a GPU; on this CPU it would take about "
-          f"{flops_per_step * cfg.max_iters / rate / 3600:.1f} h. {cfg.cpu_config} trains a smaller "
-          f"model here in about {alt_flops / rate / 60:.0f} min.")
+    return (f"note: at {step_s:.2f} s a step this config takes about {format_seconds(step_s * cfg.max_iters)} on "
+            f"this CPU; {cfg.cpu_config} trains a smaller model here in about {format_seconds(alt_flops / rate)}")
+
+
+def memory_needed(model_cfg, cfg, dtype):
+    """Bytes a training step needs, roughly: 16 per parameter (fp32 weights, gradients, two AdamW
+    moments) plus the activations kept for the backward pass, about B*T*L*(34*C + 5*nh*T) bytes in 16 bits
+    (Korthikanti et al. 2022, section 4.1), twice that in fp32."""
+    C, L, T = model_cfg.n_embd, model_cfg.n_layer, model_cfg.block_size
+    params = L * (12 * C * C + 13 * C) + (model_cfg.vocab_size + T) * C
+    act = cfg.batch_size * T * L * (34 * C + 5 * model_cfg.n_head * T) * (1 if dtype.itemsize == 2 else 2)
+    return 16 * params + act, params
+
+
+def available_memory():
+    """Bytes of memory this machine can still give (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
@@ -603,6 +616,14 @@ def _train(cfg, model_kw, quiet, stack):
             raise ConfigError(f"out_dir {str(out)!r} holds a run that stopped before its first checkpoint: "
                               f"replace it with --overwrite=true, or choose another --out_dir")
         model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes, **model_kw)
+    if device.type == "cpu" and not cfg.eval_only and (free := available_memory()):
+        need, params = memory_needed(model_cfg, cfg, dtype)
+        if need > free:  # else the kernel kills the process mid-step, without a word
+            raise ConfigError(f"this run would need about {need / 2**30:.0f} GiB of memory for a training step "
+                              f"({params / 1e6:.0f}M parameters, {cfg.batch_size} x {model_cfg.block_size} tokens "
+                              f"a micro-batch), and this machine has {free / 2**30:.0f} GiB free: lower batch_size, "
+                              f"block_size or the model's size, or use a config sized for a CPU "
+                              f"(config/shakespeare_cpu.py)")
 
     if model_cfg.fp8_head and device.type != "cpu" and not (
             device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)):
@@ -666,9 +687,11 @@ def _train(cfg, model_kw, quiet, stack):
         except OSError as e:
             raise ConfigError(f"cannot write to out_dir {str(out)!r}: {e.strerror} ({e.filename}); "
                               f"choose another --out_dir") from None
-        if not quiet:
-            cpu_notice(cfg, model_kw, flops_per_step, device)
+        if not quiet and device.type == "cpu" and cfg.cpu_config:
+            say(f"note: this config is sized for a GPU; {cfg.cpu_config} trains a smaller model on a CPU "
+                f"(an estimate of both follows the first steps)")
     peak = peak_flops(device)
+    val_tokens = data.meta["splits"]["val"]["tokens"]
     metric, higher_better = ("loss", False) if data.task == "lm" else ("accuracy", True)
 
     stop_signal = []
@@ -694,12 +717,15 @@ def _train(cfg, model_kw, quiet, stack):
 
     say(f"training {cfg.max_iters} steps of {tokens_per_step:,} tokens"
         f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'} | {time.time() - t_start:.1f} s")
-    t_run, t_log, step_ms, step_tokens = time.time(), time.time(), [], []
+    t_log, step_ms, step_tokens = time.time(), [], []
+    t_said, measured, eval_s = time.time(), [], None  # progress lines: steps after this process's first one
     try:
         for step in range(start, cfg.max_iters + 1):
             last = step == cfg.max_iters
             if (step % cfg.eval_interval == 0 and step != start) or last and step != start:
+                t_eval = time.time()
                 last_metrics = evaluate(raw, data, "val", cfg, device, autocast, rank, world)
+                eval_s = time.time() - t_eval
                 elapsed = time.time() - t_start
                 improved = best is None or (last_metrics[metric] > best if higher_better else last_metrics[metric] < best)
                 if improved:
@@ -724,6 +750,7 @@ def _train(cfg, model_kw, quiet, stack):
                     f"{out / 'ckpt_last.pt'}; continue with --init_from=resume")
                 break
 
+            t_step = time.time()
             try:
                 loss_value, grad_value, lr, n_tokens = train_step(model, raw, optimizers, scaler, batches, step,
                                                                   cfg, rank, world, autocast, graphed)
@@ -736,20 +763,25 @@ def _train(cfg, model_kw, quiet, stack):
             step_ms.append((now - t_log) * 1000)
             step_tokens.append(n_tokens * world)  # classification: real tokens, padding not counted
             t_log = now
-            if step % cfg.log_interval == 0 and master:
+            if step > start:  # the first step of a process also compiles and warms up: not a measure
+                measured = measured[-99:] + [now - t_step]
+                if len(measured) == 3 and master and not quiet and device.type == "cpu" and cfg.cpu_config:
+                    say(cpu_notice(cfg, sorted(measured)[1], flops_per_step))
+            due = step % cfg.log_interval == 0
+            if master and (due or now - t_said >= PROGRESS_S):  # a line at least a minute, whatever log_interval
+                t_said = now
                 ms = sorted(step_ms)[len(step_ms) // 2]  # median over the interval: robust to eval pauses
                 tps = sum(step_tokens) / len(step_tokens) / (ms / 1000)
                 step_ms, step_tokens = [], []
                 mfu = flops_per_token * tps / peak if peak else None
                 mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-                done = step + 1 - start
-                eta = (now - t_run) / done * (cfg.max_iters - step - 1)
                 record = {"kind": "train", "step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_value,
                           "ms_per_step": ms, "tokens_per_s": tps, "mfu": mfu, "mem_gb": mem, "time": now - t_start}
-                log_line(out, record)
+                if due:
+                    log_line(out, record)
                 say(f"step {step:>6}/{cfg.max_iters} | loss {loss_value:.4f} | lr {lr:.2e} | gnorm {grad_value:.2f} | "
                     f"{ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
-                    f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {format_seconds(eta)}")
+                    f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step)}")
     except OSError as e:  # a full disk while logging: the checkpoints themselves raise CheckpointError
         raise Stop(f"cannot write {e.filename}: {e.strerror}; {last_good(out)}") from None
     finally:
@@ -765,6 +797,21 @@ def _train(cfg, model_kw, quiet, stack):
     if world > 1:
         torch.distributed.destroy_process_group()
     return result
+
+
+PROGRESS_S = 60  # the longest silence between progress lines, seconds
+
+
+def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step):
+    """Time left: the median of the measured steps times the steps left, plus the evaluations left at the
+    last one's duration. Not from the run's wall time, which holds the first step's compilation."""
+    if not measured:
+        return "after the next step"
+    step_s = sorted(measured)[len(measured) // 2]
+    if eval_s is None:  # none timed yet: a forward pass (a third of a step's work) over the val split
+        eval_s = step_s * val_tokens / tokens_per_step / 3
+    evals = cfg.max_iters // cfg.eval_interval - step // cfg.eval_interval + bool(cfg.max_iters % cfg.eval_interval)
+    return format_seconds(step_s * (cfg.max_iters - step - 1) + eval_s * evals)
 
 
 def format_seconds(s):
@@ -805,6 +852,10 @@ def main(argv=None):
         if int(os.environ.get("RANK", 0)) == 0:
             print("config: " + " ".join(f"{k}={v}" for k, v in {**asdict(cfg), **model_kw}.items()
                                         if v != DEFAULTS.get(k)))
+            if all(a.startswith("--") for a in argv):
+                print("note: no config file, so the defaults: a GPT-2-small shape (12 layers x 768) on 64 x 1024 "
+                      "tokens a step, sized for a large GPU; config/ holds sized jobs, e.g. config/shakespeare.py "
+                      "(a GPU) or config/shakespeare_cpu.py (a CPU)")
         train(cfg, model_kw)
     except (ConfigError, CheckpointError, prepare.DataError, Stop) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -232,6 +232,10 @@ def test_meta_json_changed_in_place(tiny_data, tmp_path):
     with pytest.raises(prepare.DataError, match="meta.json was changed after it was written.*--force"):
         prepare.load("shakespeare_char", data_dir)
     assert not prepare._up_to_date(data_dir / "shakespeare_char", "shakespeare_char")  # and prepare rebuilds it
+    del meta["sha256"]  # a data set prepared before meta.json had its own checksum is read as it is
+    meta["tokenizer"]["chars"] = chars
+    path.write_text(json.dumps(meta, indent=1))
+    assert prepare.load("shakespeare_char", data_dir).vocab_size == len(chars)
 
 
 def test_failed_download_leaves_no_empty_directories(tmp_path):
@@ -267,3 +271,46 @@ def test_plot_inputs_damaged_in_place(tiny_data, tmp_path, capsys):
         assert plot.main(argv) == 1
         err = capsys.readouterr().err
         assert "cannot be read as JSON" in err and "Traceback" not in err
+
+
+# ---- a newcomer's first hour ---------------------------------------------------------------------
+
+def test_a_config_too_large_for_this_machine_is_refused_with_an_estimate(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "available_memory", lambda: 24 * 2**30)
+    gpt2_small = ["--n_layer=12", "--n_head=12", "--n_embd=768", "--block_size=1024", "--batch_size=64"]
+    with pytest.raises(train.ConfigError, match=r"would need about \d+ GiB .* this machine has 24 GiB free"):
+        run(tiny_data, tmp_path, *gpt2_small)
+    assert not tmp_path.joinpath("config.json").exists()
+    need, params = train.memory_needed(train.TransformerConfig(vocab_size=65, n_layer=2, n_head=4, n_embd=128,
+                                                               block_size=64), train.TrainConfig(batch_size=12),
+                                       torch.float32)
+    assert need < 2**30  # the CPU recipe passes with room to spare
+
+
+def test_no_config_file_says_what_the_defaults_are(capsys, monkeypatch):
+    monkeypatch.setattr(train, "train", lambda cfg, kw: None)
+    train.main(["--max_iters=100"])
+    assert "note: no config file, so the defaults" in capsys.readouterr().out
+
+
+def test_eta_comes_from_measured_steps_and_evaluations():
+    cfg = train.TrainConfig(max_iters=101, eval_interval=50)
+    assert train.eta_text([], None, 0, cfg, 1000, 100) == "after the next step"  # the first step compiles
+    # steps 2..100 left at the median 0.5 s, plus evaluations at 50, 100 and 101 at 3 s each
+    assert train.eta_text([0.4, 0.5, 9.0], 3.0, 1, cfg, 1000, 100) == "0m58s"
+    # no evaluation timed yet: one is a forward pass (1/3 step) over 1000 / 100 steps' worth of tokens
+    assert train.eta_text([0.3], None, 1, train.TrainConfig(max_iters=11, eval_interval=10), 1000, 100) == "0m04s"
+
+
+def test_progress_lines_keep_coming_and_the_cpu_estimate_is_measured(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "PROGRESS_S", 0)  # every step is "a minute later"
+    cfg, kw = train.parse_args(tiny_args(tiny_data, tmp_path, "--log_interval=1000", "--max_iters=6",
+                                         "--cpu_config=config/shakespeare_cpu.py"))
+    train.train(cfg, kw)
+    out = capsys.readouterr().out
+    assert [line.split("/")[0].split()[-1] for line in out.splitlines() if line.startswith("step ") and "|" in line
+            and "val" not in line] == ["0", "1", "2", "3", "4", "5"]
+    assert "note: at " in out and "s a step this config takes about" in out
+    assert "config/shakespeare_cpu.py trains a smaller model here in about" in out
+    assert [r["step"] for r in map(__import__("json").loads, (tmp_path / "log.jsonl").read_text().splitlines())
+            if r["kind"] == "train"] == [0]  # the log itself keeps log_interval
