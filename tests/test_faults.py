@@ -314,3 +314,70 @@ def test_progress_lines_keep_coming_and_the_cpu_estimate_is_measured(tiny_data, 
     assert "config/shakespeare_cpu.py trains a smaller model here in about" in out
     assert [r["step"] for r in map(__import__("json").loads, (tmp_path / "log.jsonl").read_text().splitlines())
             if r["kind"] == "train"] == [0]  # the log itself keeps log_interval
+
+
+# ---- ablate.py -----------------------------------------------------------------------------------
+
+def test_quick_study_claims_no_significance_and_its_default_output_is_ignored(tmp_path):
+    import subprocess
+
+    import ablate
+    runs = [{"variant": v, "seed": s, "loss": x} for v, xs in (("a", [1.0, 1.01]), ("b", [2.0, 2.01]))
+            for s, x in enumerate(xs)]
+    assert ablate.summarize(runs, ["a", "b"], "loss", "a")[1]["significant"] is True
+    [_, quick] = ablate.summarize(runs, ["a", "b"], "loss", "a", quick=True)
+    assert quick["p_value"] < 0.05 and quick["significant"] is None
+    results = {"study": "s", "description": "", "metric": "loss", "higher_is_better": False, "baseline": "a",
+               "command": "c", "device": "cpu", "torch": "t", "date": "d", "jobs": 1, "size": "quick",
+               "summary": [dict(quick, variant="b")], "failed": []}
+    md = ablate.summary_md(results, None)
+    assert "a check of the machinery" in md and "| yes |" not in md
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/lm-quick/results.json"], cwd=ablate.ROOT)
+    assert ignored.returncode == 0
+
+
+def test_study_output_that_cannot_be_written(tmp_path, capsys):
+    import ablate
+    (tmp_path / "file").write_text("x")
+    assert ablate.main(["lm", "--quick", f"--out={tmp_path / 'file' / 'out'}"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write to --out" in err and "is a file" in err and "Traceback" not in err
+
+
+def test_study_file_that_does_not_parse(tmp_path):
+    import ablate
+    study = tmp_path / "study_broken.py"
+    study.write_text("metric = 'loss'\nvariants = {\n")
+    with pytest.raises(ablate.StudyError, match=f"study file {study}, line 2:"):
+        ablate.load_study(str(study))
+
+
+def test_sigterm_to_ablate_stops_its_trainings(tiny_data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ablate
+    study = tmp_path / "study_long.py"
+    study.write_text(f"base = {str(ablate.ROOT / 'config/shakespeare_cpu.py')!r}\nmetric = 'loss'\n"
+                     "higher_is_better = False\nquick = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, "
+                     "batch_size=2, max_iters=100000, warmup_iters=0, eval_interval=100000, log_interval=1)\n"
+                     "variants = {'baseline': {}}\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "ablate.py", str(study), "--quick", "--seeds=1", f"--out={out}",
+                             f"--set=data_dir={tiny_data}"], cwd=ablate.ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = out / "runs" / "baseline-s0" / "log.jsonl"
+    deadline = time.time() + 60
+    while not (log.exists() and log.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    children = [int(p) for t in os.listdir(f"/proc/{proc.pid}/task")
+                for p in open(f"/proc/{proc.pid}/task/{t}/children").read().split()]
+    assert children, "the training did not start"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}"), f"training {pid} was left running"
+    assert (out / "runs" / "baseline-s0" / "ckpt_last.pt").exists()  # it saved before it stopped
