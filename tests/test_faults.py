@@ -381,3 +381,36 @@ def test_sigterm_to_ablate_stops_its_trainings(tiny_data, tmp_path):
     for pid in children:
         assert not os.path.exists(f"/proc/{pid}"), f"training {pid} was left running"
     assert (out / "runs" / "baseline-s0" / "ckpt_last.pt").exists()  # it saved before it stopped
+
+
+# ---- sample.py -----------------------------------------------------------------------------------
+
+def test_missing_checkpoint_hint_names_the_right_config_and_existing_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out-shakespeare-char-cpu").mkdir()
+    (tmp_path / "out-shakespeare-char-cpu" / "ckpt_last.pt").write_bytes(b"")  # the CPU recipe's run
+    assert sample.main([]) == 1
+    assert "or sample a run that exists: --out_dir=out-shakespeare-char-cpu" in capsys.readouterr().err
+    assert sample.main(["--out_dir=out-sst2"]) == 1
+    err = capsys.readouterr().err
+    assert "`python train.py config/sst2.py`" in err and "shakespeare.py" not in err
+    (tmp_path / "out-trec").mkdir()
+    (tmp_path / "out-trec" / "config.json").write_text("{}")
+    assert sample.main(["--out_dir=out-trec"]) == 1
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+
+
+def test_classifier_given_only_unknown_words_says_so():
+    import io
+
+    import prepare
+    from model import Transformer, TransformerConfig
+    tok = prepare.Tokenizer({"kind": "word", "vocab": ["<pad>", "<unk>", "<cls>", "good", "bad"], "pad": "<pad>",
+                             "unk": "<unk>", "cls": "<cls>"})
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=5, n_classes=2, causal=False, pooling="first", n_layer=1,
+                                          n_head=2, n_embd=8, block_size=16)).eval()
+    stream = io.StringIO()
+    unknown, known = sample.label(model, tok, ["negative", "positive"], ["zzz qqq", "good zzz"], stream)
+    assert unknown["note"].startswith("every word (2) was unknown") and "note" not in known
+    assert "note: every word (2) was unknown" in stream.getvalue()
