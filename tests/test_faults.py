@@ -414,3 +414,53 @@ def test_classifier_given_only_unknown_words_says_so():
     unknown, known = sample.label(model, tok, ["negative", "positive"], ["zzz qqq", "good zzz"], stream)
     assert unknown["note"].startswith("every word (2) was unknown") and "note" not in known
     assert "note: every word (2) was unknown" in stream.getvalue()
+
+
+# ---- plot.py -------------------------------------------------------------------------------------
+
+def test_plot_out_that_cannot_be_written(tmp_path, capsys):
+    import plot
+    (tmp_path / "file").write_text("x")
+    assert plot.main(["positions", f"--out={tmp_path / 'file' / 'p.png'}"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "choose another --out" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "file"]
+
+
+def test_plot_numeric_options_and_help(capsys):
+    import plot
+    for bad in ("--rope_base=nan", "--rope_base=inf", "--n_head=0", "--block_size=-3"):
+        with pytest.raises(SystemExit):
+            plot.main(["positions", bad])
+        assert "must be a finite number > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        plot.main(["positions", "--help"])
+    out = capsys.readouterr().out
+    assert all(f"(default: {d})" in out for d in ("256", "384", "6", "10000.0"))
+    with pytest.raises(SystemExit):
+        plot.main(["curves", "--help"])
+    assert "with several runs, the current one" in " ".join(capsys.readouterr().out.split())
+
+
+def test_plot_legends_and_labels(tmp_path, monkeypatch):
+    import json
+
+    import plot
+    monkeypatch.setattr(plot, "save", lambda fig, path: fig)
+    for name, recs in (("a", [{"kind": "train", "step": 0, "time": 1.0, "loss": 4.0, "lr": 1e-3},
+                              {"kind": "eval", "step": 10, "time": 2.0, "loss": 3.0}]),
+                       ("b", [{"kind": "train", "step": 0, "time": 1.0, "loss": 4.1, "lr": 1e-3}])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    fig = plot.plot_curves([tmp_path / "a", tmp_path / "b"], tmp_path / "c.png")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a train", "a val", "b train"]
+    results = {"study": "s", "metric": "loss", "baseline": "baseline", "higher_is_better": False,
+               "runs": [{"variant": v, "loss": x} for v, x in (("baseline", 1.6), ("other", 1.6 - 5.25e-08))],
+               "summary": [{"variant": "baseline", "n": 1, "mean": 1.6, "std": None, "diff": 0.0},
+                           {"variant": "other", "n": 1, "mean": 1.6 - 5.25e-08, "std": None, "diff": -5.25e-08}]}
+    fig = plot.plot_ablation(results, tmp_path / "a.png")
+    texts = [t.get_text() for t in fig.axes[0].texts] + [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "baseline mean" in texts and not any("(baseline) mean" in t or "e-08" in t for t in texts)
+    assert plot.delta(-5.25e-08) == "0" and plot.delta(0.01234) == "+0.0123"
+    small, long = plot.attention_figsize(2, 2, 10, 1), plot.attention_figsize(2, 2, 10, 12)
+    assert long[1] > small[1]  # room below each row for word labels turned on their side
