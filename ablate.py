@@ -35,7 +35,6 @@ import os
 import platform
 import queue
 import re
-import runpy
 import shlex
 import signal
 import subprocess
@@ -52,6 +51,7 @@ import torch
 
 import prepare
 import train
+from configurator import run_config_file
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_STUDY = "lm"
@@ -86,7 +86,10 @@ def load_study(name_or_path):
     else:
         raise StudyError(f"unknown study {name_or_path!r}: expected one of {', '.join(found)} "
                          f"(config/study_NAME.py) or the path of a study file")
-    ns = {k: v for k, v in runpy.run_path(str(path)).items()  # its own namespace, as train configs
+    namespace, problem = run_config_file(path)  # its own namespace, as train configs
+    if problem:
+        raise StudyError(problem.replace("config file", "study file", 1))
+    ns = {k: v for k, v in namespace.items()
           if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"}
     errors = []
     for key in ns:
@@ -220,6 +223,8 @@ class Runner:
                 log.flush()
                 proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
                 self.running.add(proc)
+                if self.stopping.is_set():  # interrupted while it started
+                    proc.send_signal(signal.SIGINT)
                 try:
                     code = proc.wait()
                 finally:
@@ -251,9 +256,10 @@ def collect(job, out):
 # ----------------------------------------------------------------------------------------------
 # statistics and outputs
 
-def summarize(runs, names, metric, baseline):
+def summarize(runs, names, metric, baseline, quick=False):
     """Per variant: n, mean, sample std (ddof=1), difference to the baseline's mean, and Welch's
-    t-test of the variant's seeds against the baseline's (unequal variances)."""
+    t-test of the variant's seeds against the baseline's (unequal variances). quick: tiny runs check
+    the machinery, so p is computed but no significance claimed (2 seeds x 20 steps would call noise so)."""
     from scipy import stats  # here, not at the top: a second of start-up that only the summary needs
     values = {v: np.array([r[metric] for r in runs if r["variant"] == v and r.get(metric) is not None], float)
               for v in names}
@@ -273,7 +279,7 @@ def summarize(runs, names, metric, baseline):
         tps = [r["tokens_per_s"] for r in mine if r.get("tokens_per_s")]
         rows.append({"variant": v, "n": len(x), "mean": float(x.mean()),
                      "std": float(np.std(x, ddof=1)) if len(x) > 1 else None,
-                     "diff": diff, "p_value": p, "significant": None if p is None else p < ALPHA,
+                     "diff": diff, "p_value": p, "significant": None if p is None or quick else p < ALPHA,
                      "params": mine[0].get("params"), "tokens_per_s": float(np.mean(tps)) if tps else None})
     return rows
 
@@ -309,9 +315,14 @@ def table(results):
     return lines
 
 
+QUICK_NOTE = ["**--quick: a check of the machinery (tiny models, a few steps), not a result. No "
+              "significance is claimed; run without --quick for numbers.**", ""]
+
+
 def summary_md(results, chart):
     better = "higher" if results["higher_is_better"] else "lower"
     lines = [f"# Ablation study `{results['study']}`", "", results["description"], "",
+             *(QUICK_NOTE if results.get("size") == "quick" else []),
              f"- command: `{results['command']}`",
              f"- device: {results['device']}; torch {results['torch']}; {results['date']}",
              f"- metric: val {results['metric']} at the end of training ({better} is better), mean ± sample "
@@ -376,6 +387,8 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     resolved = resolve(study, size, names, extra)
     out_given = out is not None
     out = Path(out or f"results/{study['name']}{'' if size == 'gpu' else '-' + size}").resolve()
+    if problem := train.writable_problem(out):  # before any data set is prepared or run started
+        raise StudyError(f"cannot write to --out {out}: {problem}; choose another --out")
 
     # prepare each data set once, here, rather than in several runs at once
     for cfg, _ in {(c.dataset, c.data_dir): (c, k) for c, k in resolved.values()}.values():
@@ -429,7 +442,7 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
                "higher_is_better": study["higher_is_better"], "baseline": study["baseline"],
                "command": shlex.join(cmd), "size": size, "jobs": jobs, "device": device_name(),
                "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "runs": runs, "summary": summarize(runs, names, study["metric"], study["baseline"]),
+               "runs": runs, "summary": summarize(runs, names, study["metric"], study["baseline"], quick),
                "failed": failed, "ran": len(todo), "skipped": len(jobs_list) - len(todo)}
     if test and not failed:
         results["test"] = score_selected(results, study, jobs_list, runner)
@@ -439,7 +452,7 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     import plot  # matplotlib: only the chart needs it
     chart = plot.plot_ablation(results, out / "ablation.png") if results["summary"] else None
     prepare.write_atomic(out / "summary.md", summary_md(results, chart and Path(chart).name))
-    say("\n".join(table(results)))
+    say("\n".join(table(results) + QUICK_NOTE[:1] * quick))
     say(f"wrote {out}/results.csv, results.json, summary.md{', ablation.png' if chart else ''}")
     if failed:
         say(f"{len(failed)} run(s) failed and are left out of the summary: see their train.log above")
@@ -481,6 +494,10 @@ def list_studies():
             print(f"  {name:<6} broken: {e}")
 
 
+def interrupted(sig, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -508,6 +525,8 @@ def main(argv=None):
     if bad:
         print(f"error: --set {bad[0]!r}: expected KEY=VALUE, e.g. --set data_dir=data", file=sys.stderr)
         return 1
+    # SIGTERM as Ctrl-C: the running trainings are told to save and stop, not left behind as orphans
+    previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
         results = run_study(args.study or DEFAULT_STUDY, seeds=args.seeds, jobs=args.jobs, quick=args.quick,
@@ -516,9 +535,14 @@ def main(argv=None):
     except (StudyError, train.ConfigError, prepare.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        print(f"error: cannot write {e.filename}: {e.strerror}; choose another --out", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept, and the same command resumes the others", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 1 if results["failed"] else 0
 
 

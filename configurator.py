@@ -10,8 +10,10 @@ ours; command-line values are split on the first '=' and converted to the key's 
 """
 import difflib
 import inspect
+import math
 import re
 import runpy
+import traceback
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -116,12 +118,31 @@ def coerce_value(kind, key, value, source="command line"):
                 number = kind(number)
             except ValueError:
                 raise ConfigError(f"{key}={value!r} ({source}) is not a valid {kind.__name__}") from None
-        return number
+        return finite(key, number, source)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{key}={value!r} ({source}) should be a {kind.__name__}, not {type(value).__name__}")
+    return finite(key, value, source)
+
+
+def finite(key, value, source="command line"):
+    """nan and inf pass every `x < 0` range check, so they are refused here, once, for every key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value} ({source}) is not a finite number")
     return value
+
+
+def run_config_file(path):
+    """A config file's namespace; a file that does not parse or raises becomes one line naming where."""
+    try:
+        return runpy.run_path(str(path)), None
+    except SyntaxError as e:
+        return None, f"config file {path}, line {e.lineno}: {e.msg} (a config file is plain Python)"
+    except Exception as e:
+        line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+                     if Path(f.filename).resolve() == Path(path).resolve()), "?")
+        return None, f"config file {path}, line {line}: {type(e).__name__}: {e}"
 
 
 def parse_args(argv):
@@ -143,7 +164,10 @@ def parse_args(argv):
             if not path.is_file():
                 errors.append(f"config file {arg!r} not found (configs live in config/, e.g. config/shakespeare.py)")
                 continue
-            namespace = runpy.run_path(str(path))  # its own namespace, not our globals
+            namespace, problem = run_config_file(path)  # its own namespace, not our globals
+            if problem:
+                errors.append(problem)
+                continue
             pairs = [(k, v, str(path)) for k, v in namespace.items()
                      if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"]
         for key, value, source in pairs:
@@ -166,7 +190,8 @@ def parse_args(argv):
 
 
 def validate(cfg, model_kw):
-    errors = []
+    errors = [f"{k}={getattr(cfg, k)!r} is empty: name a directory (e.g. --{k}=out-mine)"
+              for k in ("out_dir", "data_dir") if not getattr(cfg, k).strip()]
     positive = ("eval_interval", "log_interval", "batch_size", "grad_accum", "eval_batch_size")
     errors += [f"{k}={getattr(cfg, k)} must be >= 1" for k in positive if getattr(cfg, k) < 1]
     errors += [f"{k}={getattr(cfg, k)} must be >= 0" for k in
@@ -176,16 +201,16 @@ def validate(cfg, model_kw):
     if not 0 <= cfg.eval_stride <= block_size:
         errors.append(f"eval_stride={cfg.eval_stride} must be in [0, block_size={block_size}]: 0 for separate "
                       f"windows, s for a window sliding s tokens at a time")
+    if not 0 <= cfg.seed < 2**63:
+        errors.append(f"seed={cfg.seed} must be in [0, 2**63)")
     if cfg.warmup_iters > cfg.max_iters:
         errors.append(f"warmup_iters={cfg.warmup_iters} is longer than training (max_iters={cfg.max_iters})")
     if cfg.learning_rate <= 0:
         errors.append(f"learning_rate={cfg.learning_rate} must be > 0")
     if not 0 <= cfg.min_lr <= cfg.learning_rate:
         errors.append(f"min_lr={cfg.min_lr} must be in [0, learning_rate={cfg.learning_rate}]")
-    errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2") if not 0 <= getattr(cfg, k) < 1]
-    if cfg.init_from not in ("scratch", "resume") and not Path(cfg.init_from).is_file():
-        errors.append(f"init_from={cfg.init_from!r} is not 'scratch', 'resume' or a checkpoint file (e.g. "
-                      f"out-pretrain/ckpt_best.pt from `python train.py config/pretrain_mlm.py`)")
+    errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2", "muon_momentum")
+               if not 0 <= getattr(cfg, k) < 1]
     choices = dict(eval_split=("val", "test"), optimizer=("adamw", "muon"),
                    compile_mode=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                    compile_scope=("model", "block"), parallel=("ddp", "fsdp"),
@@ -205,15 +230,38 @@ def validate(cfg, model_kw):
     if cfg.optimizer == "muon" and cfg.parallel == "fsdp":
         errors.append("optimizer='muon' is not supported with parallel='fsdp': Muon orthogonalises whole weight "
                       "matrices and each process holds only a shard of them; use 'adamw' or parallel='ddp'")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        errors.append(f"device={cfg.device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
-    if cfg.dataset in prepare.DATASETS:  # check the model keys with a stand-in vocabulary
-        task = prepare.DATASETS[cfg.dataset]["task"]
+    errors += device_problems(cfg.device, cfg.dtype)
+    # the model keys, with a stand-in vocabulary; for an unknown data set, what is wrong for either task
+    task = prepare.DATASETS.get(cfg.dataset, {}).get("task")
+    found = []
+    for n_classes in [2 if task == "cls" else 0] if task else [0, 2]:
         try:
-            TransformerConfig(vocab_size=1, n_classes=2 if task == "cls" else 0, mlm=task == "mlm", **model_kw)
+            TransformerConfig(vocab_size=1, n_classes=n_classes, mlm=task == "mlm", **model_kw)
+            found.append([])
         except ValueError as e:
-            errors += [line.strip() for line in str(e).splitlines()[1:]]
+            found.append([line.strip() for line in str(e).splitlines()[1:]])
+    errors += [e for e in found[0] if all(e in other for other in found)]
     return errors
+
+
+def device_problems(device, dtype="auto"):
+    """What is wrong with device (and dtype) on this machine, as messages (sample.py shares it)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        return [f"device={device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"]
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return [f"device={device!r}: this machine has no CUDA GPU (torch {torch.__version__}, "
+                f"{'a CPU-only build' if torch.version.cuda is None else 'no device visible'}); use --device=auto or cpu"]
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        return [f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0.."
+                f"cuda:{torch.cuda.device_count() - 1}"]
+    if device == "mps" and not mps:
+        return ["device='mps' is not available on this machine; use --device=auto or cpu"]
+    on_cpu = device == "cpu" or device == "auto" and not torch.cuda.is_available() and not mps
+    if dtype == "float16" and on_cpu:
+        return ["dtype='float16' on a CPU is emulated (about 10x slower than float32) and needs loss "
+                "scaling: use --dtype=auto (float32) or bfloat16"]
+    return []
 
 
 def print_help(usage):

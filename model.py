@@ -72,13 +72,14 @@ class TransformerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 errors.append(f"{name}={value!r} must be a positive integer")
+        shape_ok = not errors  # the divisibility checks below need integers, whatever else is wrong
         for name, choices in (("pos_encoding", POS_ENCODINGS), ("norm", NORMS), ("attention", ATTENTIONS),
                               ("activation", ACTIVATIONS), ("pooling", POOLINGS)):
             if getattr(self, name) not in choices:
                 errors.append(f"{name}={getattr(self, name)!r} is not one of {', '.join(map(repr, choices))}")
-        if not errors and self.n_embd % self.n_head:
+        if shape_ok and self.n_embd % self.n_head:
             errors.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        elif not errors and self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+        elif shape_ok and self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
             errors.append(f"pos_encoding='rope' rotates pairs of dimensions, so the head dim "
                           f"n_embd/n_head={self.n_embd // self.n_head} must be even")
         if not isinstance(self.real_vocab_size, int) or not 0 <= self.real_vocab_size <= self.vocab_size:
@@ -93,6 +94,8 @@ class TransformerConfig:
                 errors.append(f"{name}={getattr(self, name)} must be in [0, 1)")
         if not 0.0 <= self.label_smoothing < 1.0:
             errors.append(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
+        errors += [f"{k}={getattr(self, k)} must be a finite number > 0" for k in ("norm_eps", "rope_base")
+                   if not 0 < getattr(self, k) < math.inf]
         if not isinstance(self.n_classes, int) or self.n_classes < 0 or self.n_classes == 1:
             errors.append(f"n_classes={self.n_classes!r} must be 0 (language model) or >= 2 (classifier)")
         elif self.n_classes == 0 and not self.causal and not self.mlm:

@@ -86,7 +86,12 @@ def read_log(run_dir):
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise PlotError(f"{path}, line {n}, is not JSON ({e.msg}): is this a log.jsonl of train.py?") from None
-    records = [r for r in records if r.get("kind") in ("train", "eval")]
+    records = [r for r in records if isinstance(r, dict) and r.get("kind") in ("train", "eval")]
+    for r in records:  # a value changed in place must not surface as a KeyError deep in matplotlib
+        if not all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in ("step", "time")) \
+                or not all(isinstance(r[k], (int, float)) for k in ("loss", "lr") if k in r):
+            raise PlotError(f"{path} holds a damaged {r['kind']} record (step {r.get('step')!r}): step, time, loss "
+                            f"and lr must be numbers; train.py --init_from=resume rewrites the log up to its checkpoint")
     if not records:
         raise PlotError(f"{path} holds no train or eval records yet: let the run reach its first log_interval")
     # "time" restarts at 0 in every process: after a resume, continue from where the last one stopped
@@ -96,6 +101,15 @@ def read_log(run_dir):
             offset = last
         r["time"] = last = r["time"] + offset
     return records
+
+
+def read_json(path, rebuild):
+    """A JSON file the project wrote, or a PlotError naming it and the command that writes it again."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PlotError(f"{path} cannot be read as JSON ({getattr(e, 'msg', e)}): it is damaged; run "
+                        f"{rebuild} to write it again") from None
 
 
 def time_unit(seconds):
@@ -115,16 +129,20 @@ def plot_curves(run_dirs, path, labels=None):
     ax_step, ax_time, ax_lr = fig.subplots(1, 3)
     for i, (log, label) in enumerate(zip(logs, labels)):
         color = f"C{i % 10}"
-        tr = [r for r in log if r.get("kind") == "train"]
-        ev = [r for r in log if r.get("kind") == "eval"]
+        tr = [r for r in log if r.get("kind") == "train" and "loss" in r]
+        ev = [r for r in log if r.get("kind") == "eval" and "loss" in r]
         for ax, x in ((ax_step, "step"), (ax_time, "time")):
             scale = 1 if x == "step" else div
             # train loss is one noisy batch per point: thin; val loss is exact over the split: markers
-            ax.plot([r[x] / scale for r in tr], [r["loss"] for r in tr], color=color, lw=1, alpha=0.6,
-                    label=f"{label} train")
-            ax.plot([r[x] / scale for r in ev], [r["loss"] for r in ev], color=color, lw=2, marker="o", ms=4,
-                    label=f"{label} val")
-        ax_lr.plot([r["step"] for r in tr], [r["lr"] for r in tr], color=color, lw=1.5, label=label)
+            if tr:  # a run without train (or val) records yet gets no legend entry for them
+                ax.plot([r[x] / scale for r in tr], [r["loss"] for r in tr], color=color, lw=1, alpha=0.6,
+                        label=f"{label} train")
+            if ev:
+                ax.plot([r[x] / scale for r in ev], [r["loss"] for r in ev], color=color, lw=2, marker="o", ms=4,
+                        label=f"{label} val")
+        if any("lr" in r for r in tr):
+            ax_lr.plot([r["step"] for r in tr if "lr" in r], [r["lr"] for r in tr if "lr" in r], color=color,
+                       lw=1.5, label=label)
     for ax, xlabel, title in ((ax_step, "step", "loss vs step"), (ax_time, f"wall time ({unit})", "loss vs wall time")):
         ax.set(xlabel=xlabel, ylabel="cross-entropy loss (nats)", title=title)
         ax.grid(alpha=0.3)
@@ -139,9 +157,10 @@ def plot_curves(run_dirs, path, labels=None):
 # ----------------------------------------------------------------------------------------------
 # attention heatmaps
 
-def attention_figsize(n_rows, n_cols, n_tokens):
+def attention_figsize(n_rows, n_cols, n_tokens, longest=1):
     cell = min(4.5, max(2.6, 0.065 * n_tokens))  # inches per heatmap: room for one tick label per token
-    return (n_cols * cell + 1.2, n_rows * cell + 0.9)
+    ticks = 0.06 * longest if longest > 1 else 0.0  # x tick labels rotated 90 degrees hang below each row
+    return (n_cols * (cell + ticks) + 1.2, n_rows * (cell + ticks) + 0.9)
 
 
 def plot_attention(out_dir, text, path, layer=None, max_tokens=MAX_TOKENS):
@@ -166,7 +185,8 @@ def plot_attention(out_dir, text, path, layer=None, max_tokens=MAX_TOKENS):
     maps = model.attention_maps(torch.tensor([ids]))  # n_layer x (1, nh, T, T)
     labels = [token_label(tok, i) for i in ids]
     T = len(ids)
-    fig = Figure(figsize=attention_figsize(len(layers), cfg.n_head, T), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=attention_figsize(len(layers), cfg.n_head, T, max(map(len, labels))), dpi=DPI,
+                 layout="constrained")
     axes = fig.subplots(len(layers), cfg.n_head, squeeze=False)
     fontsize = 8 if T <= 24 else 6 if T <= 40 else 5
     for r, l in enumerate(layers):
@@ -299,7 +319,7 @@ def plot_confusion(metrics_or_path, path):
         if not src.is_file():
             raise PlotError(f"{src} not found: it is written at the end of training, or by "
                             f"python train.py --out_dir={src.parent} --eval_only=true")
-        m = json.loads(src.read_text())
+        m = read_json(src, f"python train.py --out_dir={src.parent} --eval_only=true")
     if "confusion" not in m:
         raise PlotError("metrics.json of an lm run has no confusion matrix; plot a classifier's, or run "
                         "train.py with --eval_only=true on one")
@@ -322,6 +342,12 @@ def plot_confusion(metrics_or_path, path):
     ax.set_title(f"Confusion matrix, {m.get('split', '?')} split, step {m.get('step', '?')}, "
                  f"{cm.sum()} examples\n{scores}")
     return save(fig, path)
+
+
+def delta(diff):
+    """A difference as summary.md prints it, to 4 decimals: -5.25e-08 (float noise) is 0."""
+    text = f"{diff:+.4f}"
+    return "0" if float(text) == 0 else text
 
 
 def plot_ablation(results, path):
@@ -350,7 +376,8 @@ def plot_ablation(results, path):
                    label="one seed" if i == 0 else None)
     if results["baseline"] in names:
         base = means[names.index(results["baseline"])]
-        ax.axhline(base, color="0.3", ls="--", lw=1, label=f"baseline ({results['baseline']}) mean")
+        named = "" if results["baseline"] == "baseline" else f" ({results['baseline']})"
+        ax.axhline(base, color="0.3", ls="--", lw=1, label=f"baseline{named} mean")
     # differences between variants are often a few % of the metric: start the axis near the data
     values = np.concatenate([means - stds, means + stds] + [np.asarray(s, dtype=float) for s in seeds.values()])
     lo, hi = float(values.min()), float(values.max())
@@ -361,7 +388,7 @@ def plot_ablation(results, path):
         label = f"{s['mean']:.4g}"
         if s["variant"] != results["baseline"] and s.get("diff") is not None:
             p = s.get("p_value")
-            label += f"\nΔ {s['diff']:+.3g}" + (f", p={p:.2g}" if p is not None else "")
+            label += f"\nΔ {delta(s['diff'])}" + (f", p={p:.2g}" if p is not None else "")
             label += " *" if s.get("significant") else ""
         ax.text(i, means[i] + stds[i] + 0.3 * pad, label, ha="center", va="bottom", fontsize=8)
     ticks = [f"{v}\n(baseline)" if v == results["baseline"] else v for v in names]
@@ -440,12 +467,29 @@ def plot_positions(path, out_dir=None, block_size=None, n_embd=None, n_head=None
 
 # ----------------------------------------------------------------------------------------------
 
+def positive(kind, least=None):
+    """An argparse type: a finite number of kind, at least `least` (default: > 0)."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if not np.isfinite(value) or (value < least if least is not None else value <= 0):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number "
+                                             f"{f'>= {least}' if least is not None else '> 0'}")
+        return value
+    return convert
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     sub = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    homes = {"curves": "the run's directory; with several runs, the current one",
+             "ablation": "the results directory", "positions": "--out_dir, else the current directory"}
+
     def add(kind, help, run=True):
         s = sub.add_parser(kind, help=help)
-        s.add_argument("--out", help="output PNG (default: KIND.png in the run directory)")
+        s.add_argument("--out", help=f"output PNG (default: {kind}.png in {homes.get(kind, 'the run directory')})")
         if run:
             s.add_argument("--out_dir", required=kind != "positions", help="the run's directory")
         return s
@@ -454,17 +498,18 @@ def main(argv=None):
     s.add_argument("--labels", help="comma-separated legend labels, one per run (default: directory names)")
     s = add("attention", "attention heatmaps per layer and head for a text")
     s.add_argument("--text", required=True, help="the text to feed the model")
-    s.add_argument("--layer", type=int, help="only this layer (0-based; default: all)")
+    s.add_argument("--layer", type=positive(int, 0), help="only this layer (0-based; default: all)")
     s = add("embeddings", "t-SNE of token embeddings, or of a classifier's sentence representations")
     s.add_argument("--split", default="val", help="classifier: the split to embed (default: val)")
-    s.add_argument("--max_points", type=int, default=2000, help="at most this many points (default: 2000)")
+    s.add_argument("--max_points", type=positive(int, 4), default=2000,
+                   help="at most this many points (default: 2000)")
     s.add_argument("--data_dir", help="where the run's data set is prepared (default: the run's data_dir)")
     add("confusion", "a classifier's confusion matrix from RUN/metrics.json")
     s = add("ablation", "a study's bars from RESULTS_DIR/results.json", run=False)
     s.add_argument("results", help="directory holding results.json, or the file itself")
     s = add("positions", "sinusoidal / learned position similarity and the RoPE spectrum")
-    for key, kind in (("block_size", int), ("n_embd", int), ("n_head", int), ("rope_base", float)):
-        s.add_argument(f"--{key}", type=kind, help="without --out_dir; default: 256, 384, 6, 10000")
+    for key, default in (("block_size", 256), ("n_embd", 384), ("n_head", 6), ("rope_base", 10000.0)):
+        s.add_argument(f"--{key}", type=positive(type(default)), help=f"without --out_dir (default: {default})")
     a = p.parse_args(argv)
 
     home = Path(getattr(a, "out_dir", None) or ".")
@@ -486,11 +531,14 @@ def main(argv=None):
             src = Path(a.results) if a.results.endswith(".json") else Path(a.results) / "results.json"
             if not src.is_file():
                 raise PlotError(f"{src} not found: run the study first (python ablate.py ...)")
-            plot_ablation(json.loads(src.read_text()), out)
+            plot_ablation(read_json(src, "the study's ablate.py command again"), out)
         else:
             plot_positions(out, a.out_dir, a.block_size, a.n_embd, a.n_head, a.rope_base)
     except (PlotError, train.CheckpointError, prepare.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # save() uses prepare.write_atomic: nothing half-written stays behind
+        print(f"error: cannot write {e.filename or out}: {e.strerror}; choose another --out", file=sys.stderr)
         return 1
     print(f"wrote {out}")
     return 0

@@ -506,11 +506,21 @@ def write_atomic(path, data):
     try:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
+    except OSError as e:  # name the file meant, not the temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
 META_KEYS = ("format_version", "task", "files", "splits", "dtype", "tokenizer", "vocab_size")
+
+
+def meta_digest(meta):
+    """sha256 of meta.json's own contents (all but this field): a value changed in place, say a
+    character of the tokenizer, is found on load rather than decoding every sample differently.
+    Data sets prepared before it existed have none and are read as they are."""
+    return hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True,
+                                     ensure_ascii=False).encode()).hexdigest()
 
 
 def _up_to_date(out, name):
@@ -520,7 +530,8 @@ def _up_to_date(out, name):
         intact = all(hashlib.sha256((out / f).read_bytes()).hexdigest() == info["sha256"]
                      for f, info in meta["files"].items())
         complete = all(k in meta for k in META_KEYS)  # what Data reads; a meta.json without one is rebuilt
-        return meta["format_version"] == FORMAT_VERSION and meta["sources"] == want and intact and complete
+        return meta["format_version"] == FORMAT_VERSION and meta["sources"] == want and intact and complete \
+            and meta.get("sha256", meta_digest(meta)) == meta_digest(meta)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -534,6 +545,22 @@ def prepare(name, source=None, data_dir="data", quiet=False, force=False):
     """Fetch, verify and tokenize data set `name` into data_dir/name; return that directory. Skips when
     meta.json and every output file's sha256 are intact (unless force)."""
     _known(name)
+    existed = _dirs(data_dir)
+    try:
+        return _prepare(name, source, data_dir, quiet, force)
+    except BaseException:  # a failed download or build leaves no empty directories behind
+        for d in sorted(_dirs(data_dir) - existed, key=lambda p: -len(p.parts)):
+            if not any(d.iterdir()):
+                d.rmdir()
+        raise
+
+
+def _dirs(root):
+    root = Path(root)
+    return {root, *(p for p in root.rglob("*") if p.is_dir())} if root.is_dir() else set()
+
+
+def _prepare(name, source, data_dir, quiet, force):
     spec, out = DATASETS[name], Path(data_dir) / name
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -575,6 +602,7 @@ def prepare(name, source=None, data_dir="data", quiet=False, force=False):
             "sources": {rel: SOURCES[rel][1] for rel in spec["sources"]}, "notes": built["notes"]}
     meta.update({k: built[k] for k in ("label_names", "carve", "eos_id", "pad_id", "unk_id", "cls_id", "mask_id")
                  if k in built})
+    meta["sha256"] = meta_digest(meta)
     # meta.json goes first and comes back last: a half-replaced directory reads as "not prepared", never as
     # a mix of old and new files. Errors before this point leave the previous output as it was.
     tmps = {}
@@ -602,7 +630,8 @@ def prepare(name, source=None, data_dir="data", quiet=False, force=False):
 
 
 class Data:
-    """A prepared data set: meta.json, tokenizer and split files (checked by size, not hashed, on load)."""
+    """A prepared data set: meta.json (checked against its own sha256), tokenizer and split files (checked
+    by size and sha256 on load: bytes changed in place, not only truncation; ~10 ms for WikiText-2)."""
 
     def __init__(self, name, data_dir="data"):
         _known(name)
@@ -611,10 +640,11 @@ class Data:
         try:
             self.meta = json.loads((self.dir / "meta.json").read_text())
             self.task, version = self.meta["task"], self.meta["format_version"]
-            sizes = {f: int(info["bytes"]) for f, info in self.meta["files"].items()}
+            sizes = {f: (int(info["bytes"]), info["sha256"]) for f, info in self.meta["files"].items()}
             self.splits = tuple(self.meta["splits"])
             self.dtype = np.dtype(self.meta["dtype"])
             tokenizer, self.vocab_size = self.meta["tokenizer"], self.meta["vocab_size"]
+            intact = self.meta.get("sha256", meta_digest(self.meta)) == meta_digest(self.meta)
         except FileNotFoundError:
             raise DataError(f"{self.dir / 'meta.json'} not found: run `{cmd}`") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -622,10 +652,16 @@ class Data:
         if version != FORMAT_VERSION:
             raise DataError(f"{self.dir} has format version {version}, this code reads {FORMAT_VERSION}: "
                             f"run `{cmd} --force`")
-        for f, want in sizes.items():  # a size check is cheap; prepare() hashes, load() need not
+        if not intact:
+            raise DataError(f"{self.dir / 'meta.json'} was changed after it was written (its sha256 does not "
+                            f"match): run `{cmd} --force`")
+        for f, (want, sha) in sizes.items():
             size = (self.dir / f).stat().st_size if (self.dir / f).exists() else None
             if size != want:
                 raise DataError(f"{self.dir / f} is missing or has {size} bytes, expected {want:,}: "
+                                f"run `{cmd} --force`")
+            if hashlib.sha256((self.dir / f).read_bytes()).hexdigest() != sha:
+                raise DataError(f"{self.dir / f} is damaged (its sha256 does not match meta.json): "
                                 f"run `{cmd} --force`")
         self.tokenizer = Tokenizer(tokenizer)
         self.label_names = self.meta.get("label_names", [])

@@ -11,6 +11,7 @@ separated by a line of dashes. Generation runs with the model's KV cache (model.
 For a classifier, --start is one text or FILE:path with one text per line.
 """
 import difflib
+import os
 import re
 import sys
 from dataclasses import dataclass, fields
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import prepare
-from configurator import ConfigError, coerce_value
+from configurator import ConfigError, coerce_value, device_problems
 from train import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_device
 
 MAIN_OUT_DIR = "out-shakespeare-char"  # what `python train.py config/shakespeare.py` writes
@@ -76,6 +77,8 @@ def parse_args(argv):
 
 def validate(cfg):
     errors = []
+    if not cfg.out_dir.strip():
+        errors.append("out_dir='' is empty: name a run directory (e.g. --out_dir=out-shakespeare-char)")
     if cfg.checkpoint not in CHECKPOINTS:
         errors.append(f"checkpoint={cfg.checkpoint!r} is not one of 'best', 'last'")
     if cfg.num_samples < 1:
@@ -86,10 +89,11 @@ def validate(cfg):
         errors.append(f"temperature={cfg.temperature} must be >= 0 (0 is greedy decoding)")
     if cfg.top_k < 0:
         errors.append(f"top_k={cfg.top_k} must be >= 0 (0 turns it off)")
+    if not 0 <= cfg.seed < 2**63:
+        errors.append(f"seed={cfg.seed} must be in [0, 2**63)")
     if not 0 < cfg.top_p <= 1:
         errors.append(f"top_p={cfg.top_p} must be in (0, 1] (1 turns it off)")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        errors.append(f"device={cfg.device!r} should be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+    errors += device_problems(cfg.device)
     if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
         errors.append(f"dtype={cfg.dtype!r} is not one of 'auto', 'bfloat16', 'float16', 'float32'")
     return errors
@@ -113,19 +117,35 @@ def find_checkpoint(out_dir, which="best"):
         if (out / name).is_file():
             return out / name
     looked = " or ".join(CHECKPOINTS[which])
-    if str(out_dir).rstrip("/") == MAIN_OUT_DIR:
-        fix = f"train the main model first: `{MAIN_TRAIN_CMD}`"
+    config = config_for(out_dir)
+    if (out / "config.json").exists():
+        fix = "its run stopped before its first checkpoint; train it again with --overwrite=true"
+    elif config:
+        fix = f"train it first: `python train.py {config}`"
+        if config == MAIN_TRAIN_CMD.split()[-1] and not torch.cuda.is_available():
+            fix += " (sized for a GPU; on a CPU `python train.py config/shakespeare_cpu.py` is minutes)"
     else:
-        fix = f"train a model there first, e.g. `{MAIN_TRAIN_CMD} --out_dir={out_dir}`, or point --out_dir at a run"
+        fix = f"train a model there first, e.g. `python train.py config/NAME.py --out_dir={out_dir}`"
+    runs = sorted({str(p.parent) for p in Path().glob("out*/ckpt_*.pt")} - {str(out)})
+    if runs:
+        fix += f"; or sample a run that exists: {', '.join(f'--out_dir={r}' for r in runs)}"
     raise CheckpointError(f"no checkpoint in {out}/ (looked for {looked}): {fix}")
 
 
+def config_for(out_dir):
+    """The shipped config that trains into out_dir, if one does (config/NAME.py sets out_dir = "...")."""
+    for path in sorted((Path(__file__).resolve().parent / "config").glob("*.py")):
+        found = re.search(r'^out_dir = "([^"]+)"', path.read_text(), re.M)
+        if found and found.group(1) == str(out_dir).rstrip("/"):
+            return f"config/{path.name}"
+    return None
+
+
 def get_device(name):
-    device = resolve_device(name)
-    if device.type == "cuda" and not torch.cuda.is_available() or \
-            device.type == "mps" and not torch.backends.mps.is_available():
-        raise SampleError(f"device={name!r} is not available on this machine: use --device=auto or --device=cpu")
-    return device
+    problems = device_problems(name)
+    if problems:
+        raise SampleError(problems[0])
+    return resolve_device(name)
 
 
 def load(out_dir, which="best", device="cpu"):
@@ -283,12 +303,17 @@ def label(model, tokenizer, label_names, texts, stream=None, batch_size=64):
             x[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), True
         logits, _ = model(x.to(device), attention_mask=mask.to(device))
         probs = F.softmax(logits.float(), dim=-1).cpu()  # (B, n_classes)
-        for t, p in zip(chunk, probs.tolist()):
+        unk = tokenizer.stoi[tokenizer.spec["unk"]]
+        for t, p, seq in zip(chunk, probs.tolist(), seqs):
             ranked = dict(sorted(zip(label_names, p), key=lambda kv: -kv[1]))
             results.append({"text": t, "label": next(iter(ranked)), "probs": ranked})
+            if all(i == unk for i in seq[1:]):  # the model saw nothing it knows: its label is a prior
+                results[-1]["note"] = (f"every word ({len(seq) - 1}) was unknown to the model's vocabulary: "
+                                       f"the label says nothing about this text")
             if stream is not None:
                 shown = "  ".join(f"{k} {v:.2f}" for k, v in ranked.items())
-                stream.write(f"{results[-1]['label']:<10} {t}\n{'':<10} {shown}\n")
+                note = f"\n{'':<10} note: {results[-1]['note']}" if "note" in results[-1] else ""
+                stream.write(f"{results[-1]['label']:<10} {t}\n{'':<10} {shown}{note}\n")
     if stream is not None:
         stream.flush()
     return results
@@ -342,6 +367,8 @@ def main(argv=None):
     except (SampleError, CheckpointError, prepare.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # python sample.py | head: the reader has all it wanted
+        sys.stdout = open(os.devnull, "w")  # so that the interpreter's own final flush stays silent
     return 0
 
 

@@ -14,13 +14,15 @@ Multi-node: run the same torchrun command on every node with --nnodes=N --node_r
 shards all three over the processes, for models that do not fit on one GPU (see parallelize()).
 """
 import functools
+import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -338,7 +340,46 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def last_good(out_dir):
+    """Where a run's last good checkpoint is, said for an error message."""
+    path = Path(out_dir) / "ckpt_last.pt"
+    return f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint was written yet"
+
+
+def write_failure(e, path):
+    """Why writing path failed, in words: torch.save on a full disk says only 'unexpected pos ...'."""
+    why = e.strerror if isinstance(e, OSError) and e.strerror else \
+        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    try:
+        why += f"; {shutil.disk_usage(Path(path).parent).free / 2**20:,.0f} MiB free there"
+    except OSError:
+        pass
+    return why
+
+
+def state_digest(obj, h=None):
+    """sha256 over every tensor's bytes and every other value of a checkpoint, in order. torch.load
+    checks no checksum, so a byte changed in place would otherwise load as a silently different model."""
+    h = h or hashlib.sha256()
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            h.update(repr(k).encode())
+            state_digest(v, h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__}{len(obj)}".encode())
+        for v in obj:
+            state_digest(v, h)
+    else:
+        h.update(repr(obj).encode())
+    return h.hexdigest()
+
+
 def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data, metrics):
+
     state = {
         "version": CHECKPOINT_VERSION,
         "model": model_state, "optimizers": optimizer_states,
@@ -350,9 +391,16 @@ def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
+    state["digest"] = state_digest(state)  # checked by load_checkpoint
     tmp = Path(f"{path}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one, never half of one
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one, never half of one
+    except (OSError, RuntimeError) as e:  # a full disk, an unwritable directory
+        raise CheckpointError(f"cannot write checkpoint {path}: {write_failure(e, path)}; "
+                              f"{last_good(Path(path).parent)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # whatever happened, no half-written file stays behind
 
 
 def load_checkpoint(path):
@@ -366,6 +414,10 @@ def load_checkpoint(path):
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} is not a version-{CHECKPOINT_VERSION} checkpoint of this project")
+    digest = ckpt.pop("digest", None)  # checkpoints written before the digest existed have none
+    if digest is not None and state_digest(ckpt) != digest:
+        raise CheckpointError(f"{path} is damaged: its contents no longer match the checksum written with it; "
+                              f"use another checkpoint of the run, or train it again (--overwrite=true)")
     return ckpt
 
 
@@ -619,9 +671,10 @@ def load_data(cfg, quiet=False):
     """The prepared data set, preparing it first if its files are missing."""
     try:
         return prepare.load(cfg.dataset, cfg.data_dir)
-    except prepare.DataError:
+    except prepare.DataError as e:
         if not quiet:
-            print(f"data set {cfg.dataset!r} is not prepared in {cfg.data_dir}/: preparing it now")
+            print(f"data set {cfg.dataset!r} in {cfg.data_dir}/ must be prepared "
+                  f"({str(e).partition(': run `')[0]}): preparing it now")
         try:
             prepare.prepare(cfg.dataset, data_dir=cfg.data_dir, quiet=quiet)
         except prepare.DataError as e:
@@ -630,23 +683,36 @@ def load_data(cfg, quiet=False):
         return prepare.load(cfg.dataset, cfg.data_dir)
 
 
-def cpu_notice(cfg, model_kw, flops_per_step, device):
-    """On a CPU, say up front how long this config would take and which smaller one exists."""
-    if device.type != "cpu" or not cfg.cpu_config:
-        return
-    a = torch.randn(512, 512)
-    t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < 0.2:
-        a @ a
-        n += 1
-    rate = 0.3 * n * 2 * 512 ** 3 / (time.perf_counter() - t0)  # training reaches about 30% of matmul speed
-    alt, alt_kw = parse_args([cfg.cpu_config])
+def cpu_notice(cfg, step_s, flops_per_step):
+    """On a CPU, once a few steps are measured: how long this config takes here, and the smaller one.
+    From this run's own steps: timing a matmul instead reads whatever else loads the machine then."""
+    rate = flops_per_step / step_s  # FLOP/s this machine reaches on this model
+    path = cfg.cpu_config if Path(cfg.cpu_config).is_file() else Path(__file__).parent / cfg.cpu_config
+    alt, alt_kw = parse_args([str(path)])
     alt_model = Transformer(TransformerConfig(vocab_size=65, **alt_kw))
     T = alt_model.config.block_size
     alt_flops = alt_model.flops_per_token(T) * alt.batch_size * T * alt.grad_accum * alt.max_iters
-    print(f"note: this config is sized for a GPU; on this CPU it would take about "
-          f"{flops_per_step * cfg.max_iters / rate / 3600:.1f} h. {cfg.cpu_config} trains a smaller "
-          f"model here in about {alt_flops / rate / 60:.0f} min.")
+    return (f"note: at {step_s:.2f} s a step this config takes about {format_seconds(step_s * cfg.max_iters)} on "
+            f"this CPU; {cfg.cpu_config} trains a smaller model here in about {format_seconds(alt_flops / rate)}")
+
+
+def memory_needed(model_cfg, cfg, dtype):
+    """Bytes a training step needs, roughly: 16 per parameter (fp32 weights, gradients, two AdamW
+    moments) plus the activations kept for the backward pass, about B*T*L*(34*C + 5*nh*T) bytes in 16 bits
+    (Korthikanti et al. 2022, section 4.1), twice that in fp32."""
+    C, L, T = model_cfg.n_embd, model_cfg.n_layer, model_cfg.block_size
+    params = L * (12 * C * C + 13 * C) + (model_cfg.vocab_size + T) * C
+    act = cfg.batch_size * T * L * (34 * C + 5 * model_cfg.n_head * T) * (1 if dtype.itemsize == 2 else 2)
+    return 16 * params + act, params
+
+
+def available_memory():
+    """Bytes of memory this machine can still give (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 # an encoder's shape: a classifier started from it (init_from=PATH) takes these from its checkpoint
@@ -677,8 +743,43 @@ def pretrained_shape(encoder, path, data, model_kw):
 SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
 
 
+def lock_out_dir(out, stack):
+    """Hold an exclusive lock on out_dir/train.lock until stack closes; the OS drops it when the process
+    ends, however it ends. A second run into the same out_dir stops at once instead of writing over it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return
+    f = stack.enter_context(open(out / "train.lock", "a+"))
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        raise ConfigError(f"out_dir {str(out)!r} is in use by another training run (pid {f.read().strip() or '?'}): "
+                          f"let it finish or stop it, or choose another --out_dir") from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+
+
+def writable_problem(path):
+    """Why a directory could not be created or written, checked without creating it; None if it can."""
+    path = Path(path).absolute()
+    probe = next(p for p in (path, *path.parents) if p.exists())
+    if not probe.is_dir():
+        return f"{probe} is a file, not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user"
+    return None
+
+
 def train(cfg, model_kw, quiet=False):
     """Run (or resume, or evaluate) according to cfg. Returns the final metrics dict."""
+    with ExitStack() as stack:  # holds out_dir's lock for the run
+        return _train(cfg, model_kw, quiet, stack)
+
+
+def _train(cfg, model_kw, quiet, stack):
     t_start = time.time()
     rank, local_rank, world = setup_distributed(cfg)
     master = rank == 0
@@ -690,12 +791,24 @@ def train(cfg, model_kw, quiet=False):
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
     out = Path(cfg.out_dir)
+    if master and (problem := writable_problem(out)):  # before anything slow: say it now
+        raise ConfigError(f"cannot write to out_dir {str(out)!r}: {problem}; choose another --out_dir")
 
-    data = load_data(cfg, quiet=not master or quiet)
     ckpt = encoder = None
     if cfg.init_from == "resume" or cfg.eval_only:
         name = "ckpt_best.pt" if cfg.eval_only and (out / "ckpt_best.pt").exists() else "ckpt_last.pt"
+        if not (out / name).exists() and (out / "config.json").exists():
+            raise CheckpointError(f"{out / name} not found: the run in {out} stopped before its first checkpoint; "
+                                  f"start it again with --overwrite=true (without --init_from=resume)")
         ckpt = load_checkpoint(out / name)
+        if ckpt["data"]["name"] != cfg.dataset:  # checked before anything is prepared or written
+            raise ConfigError(f"{out / name} was trained on {ckpt['data']['name']!r}, not {cfg.dataset!r}: keep "
+                              f"--dataset={ckpt['data']['name']} to continue it, or choose another --out_dir")
+    data = load_data(cfg, quiet=not master or quiet)
+    if ckpt is not None:
+        if ckpt["data"]["meta"]["tokenizer"] != data.meta["tokenizer"]:
+            raise ConfigError(f"{data.dir} holds another tokenization of {cfg.dataset} than {out / name} was "
+                              f"trained on: point --data_dir at the run's data")
         model_cfg = TransformerConfig(**ckpt["config"]["model"])
         changed = {k: (getattr(model_cfg, k), v) for k, v in model_kw.items()
                    if k not in SPEED_KEYS and getattr(model_cfg, k) != v}
@@ -704,15 +817,30 @@ def train(cfg, model_kw, quiet=False):
                               + ", ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in changed.items()))
         model_cfg = replace(model_cfg, **{k: model_kw[k] for k in SPEED_KEYS & model_kw.keys()})  # validated again
     else:
-        if master and not cfg.overwrite and ((out / "ckpt_last.pt").exists() or (out / "config.json").exists()):
+        if master and not cfg.overwrite and (out / "ckpt_last.pt").exists():
             raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
                               f"replace it with --overwrite=true, or choose another --out_dir")
+        if master and not cfg.overwrite and ((out / "config.json").exists() or (out / "ckpt_best.pt").exists()):
+            raise ConfigError(f"out_dir {str(out)!r} holds a run that stopped before its first checkpoint: "
+                              f"replace it with --overwrite=true, or choose another --out_dir")
         if cfg.init_from != "scratch":  # a pretrained encoder: its shape, its weights, a new head
+            if not Path(cfg.init_from).is_file():
+                raise ConfigError(f"init_from={cfg.init_from!r} is not 'scratch', 'resume' or a checkpoint file; "
+                                  f"a pretrained encoder comes from e.g. `python train.py config/pretrain_mlm.py` "
+                                  f"(out-pretrain/ckpt_best.pt)")
             encoder = load_checkpoint(cfg.init_from)
             model_kw = {**model_kw, **pretrained_shape(encoder, cfg.init_from, data, model_kw)}
         model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes,
                                       real_vocab_size=data.vocab_size if data.task != "cls" else 0,
                                       mlm=data.task == "mlm", **model_kw)
+    if device.type == "cpu" and not cfg.eval_only and (free := available_memory()):
+        need, params = memory_needed(model_cfg, cfg, dtype)
+        if need > free:  # else the kernel kills the process mid-step, without a word
+            raise ConfigError(f"this run would need about {need / 2**30:.0f} GiB of memory for a training step "
+                              f"({params / 1e6:.0f}M parameters, {cfg.batch_size} x {model_cfg.block_size} tokens "
+                              f"a micro-batch), and this machine has {free / 2**30:.0f} GiB free: lower batch_size, "
+                              f"block_size or the model's size, or use a config sized for a CPU "
+                              f"(config/shakespeare_cpu.py)")
 
     if model_cfg.fp8_head and device.type != "cpu" and not (
             device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)):
@@ -771,20 +899,40 @@ def train(cfg, model_kw, quiet=False):
     batches = Batches(data, cfg, model_cfg.block_size, device, world)
     graphed = GraphedStep(model, batches.get(start, 0, rank), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
     if master:  # only now: a run refused above leaves out_dir as it was
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
-        trim_log(out, start)
-        if not quiet:
-            cpu_notice(cfg, model_kw, flops_per_step, device)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock_out_dir(out, stack)
+            for tmp in [*out.glob("*.pt.tmp"), *out.glob(".*.tmp")]:  # left by a process killed mid-write
+                tmp.unlink()
+            if ckpt is None:  # a fresh run (maybe --overwrite=true): nothing of the old run may pass for this one's
+                for old in ("ckpt_last.pt", "ckpt_best.pt", "metrics.json"):
+                    (out / old).unlink(missing_ok=True)
+            write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
+            trim_log(out, start)
+        except OSError as e:
+            raise ConfigError(f"cannot write to out_dir {str(out)!r}: {e.strerror} ({e.filename}); "
+                              f"choose another --out_dir") from None
+        if not quiet and device.type == "cpu" and cfg.cpu_config:
+            say(f"note: this config is sized for a GPU; {cfg.cpu_config} trains a smaller model on a CPU "
+                f"(an estimate of both follows the first steps)")
     peak = peak_flops(device)
+    val_tokens = data.meta["splits"]["val"]["tokens"]
     metric, higher_better = ("accuracy", True) if data.task == "cls" else ("loss", False)
 
     stop_signal, stop = [], False  # this process's signals; a stop agreed by all processes (train_step)
     handlers = {}
+
+    def on_signal(sig, frame):  # only sets a flag (and says so); the loop saves at the next step boundary
+        if stop_signal:  # the second one: stop now, keeping the last checkpoint written
+            raise KeyboardInterrupt
+        say(f"\n{signal.Signals(sig).name}: stopping after this step, then saving {out / 'ckpt_last.pt'} "
+            f"(a second signal stops at once)", flush=True)
+        stop_signal.append(sig)
+
     if master or world > 1:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:  # the handler only sets a flag; the loop saves at the next step boundary
-                handlers[sig] = signal.signal(sig, lambda s, f: stop_signal.append(s))
+            try:
+                handlers[sig] = signal.signal(sig, on_signal)
             except ValueError:  # not the main thread
                 pass
 
@@ -796,12 +944,15 @@ def train(cfg, model_kw, quiet=False):
 
     say(f"training {cfg.max_iters} steps of {tokens_per_step:,} tokens"
         f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'} | {time.time() - t_start:.1f} s")
-    t_run, t_log, step_ms, step_tokens = time.time(), time.time(), [], []
+    t_log, step_ms, step_tokens = time.time(), [], []
+    t_said, measured, eval_s = time.time(), [], None  # progress lines: steps after this process's first one
     try:
         for step in range(start, cfg.max_iters + 1):
             last = step == cfg.max_iters
             if (step % cfg.eval_interval == 0 and step != start) or last and step != start:
+                t_eval = time.time()
                 last_metrics = evaluate(raw, data, "val", cfg, device, autocast, rank, world)
+                eval_s = time.time() - t_eval
                 elapsed = time.time() - t_start
                 improved = best is None or (last_metrics[metric] > best if higher_better else last_metrics[metric] < best)
                 if improved:
@@ -826,14 +977,13 @@ def train(cfg, model_kw, quiet=False):
                     f"{out / 'ckpt_last.pt'}; continue with --init_from=resume")
                 break
 
+            t_step = time.time()
             try:
                 loss_value, grad_value, lr, n_tokens, stop = train_step(model, raw, optimizers, scaler, batches,
                                                                         step, cfg, rank, world, autocast, graphed,
                                                                         stop=bool(stop_signal))
             except NonFinite as e:
-                kept = f"the last good checkpoint is {out / 'ckpt_last.pt'}" if (out / "ckpt_last.pt").exists() \
-                    else "no checkpoint was written yet"
-                raise Stop(f"{e} at step {step}: stopped before the optimizer step; {kept}. Lower "
+                raise Stop(f"{e} at step {step}: stopped before the optimizer step; {last_good(out)}. Lower "
                            f"learning_rate (now {cfg.learning_rate}) or raise warmup_iters (now {cfg.warmup_iters}).") from None
 
             # ---- logging ----
@@ -841,20 +991,27 @@ def train(cfg, model_kw, quiet=False):
             step_ms.append((now - t_log) * 1000)
             step_tokens.append(n_tokens)  # all processes'; classification: real tokens, padding not counted
             t_log = now
-            if step % cfg.log_interval == 0 and master:
+            if step > start:  # the first step of a process also compiles and warms up: not a measure
+                measured = measured[-99:] + [now - t_step]
+                if len(measured) == 3 and master and not quiet and device.type == "cpu" and cfg.cpu_config:
+                    say(cpu_notice(cfg, sorted(measured)[1], flops_per_step))
+            due = step % cfg.log_interval == 0
+            if master and (due or now - t_said >= PROGRESS_S):  # a line at least a minute, whatever log_interval
+                t_said = now
                 ms = sorted(step_ms)[len(step_ms) // 2]  # median over the interval: robust to eval pauses
                 tps = sum(step_tokens) / len(step_tokens) / (ms / 1000)
                 step_ms, step_tokens = [], []
                 mfu = flops_per_token * tps / world / peak if peak else None  # per GPU: peak is one GPU's
                 mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-                done = step + 1 - start
-                eta = (now - t_run) / done * (cfg.max_iters - step - 1)
                 record = {"kind": "train", "step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_value,
                           "ms_per_step": ms, "tokens_per_s": tps, "mfu": mfu, "mem_gb": mem, "time": now - t_start}
-                log_line(out, record)
+                if due:
+                    log_line(out, record)
                 say(f"step {step:>6}/{cfg.max_iters} | loss {loss_value:.4f} | lr {lr:.2e} | gnorm {grad_value:.2f} | "
                     f"{ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
-                    f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {format_seconds(eta)}")
+                    f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step)}")
+    except OSError as e:  # a full disk while logging: the checkpoints themselves raise CheckpointError
+        raise Stop(f"cannot write {e.filename}: {e.strerror}; {last_good(out)}") from None
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -868,6 +1025,21 @@ def train(cfg, model_kw, quiet=False):
     if world > 1:
         torch.distributed.destroy_process_group()
     return result
+
+
+PROGRESS_S = 60  # the longest silence between progress lines, seconds
+
+
+def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step):
+    """Time left: the median of the measured steps times the steps left, plus the evaluations left at the
+    last one's duration. Not from the run's wall time, which holds the first step's compilation."""
+    if not measured:
+        return "after the next step"
+    step_s = sorted(measured)[len(measured) // 2]
+    if eval_s is None:  # none timed yet: a forward pass (a third of a step's work) over the val split
+        eval_s = step_s * val_tokens / tokens_per_step / 3
+    evals = cfg.max_iters // cfg.eval_interval - step // cfg.eval_interval + bool(cfg.max_iters % cfg.eval_interval)
+    return format_seconds(step_s * (cfg.max_iters - step - 1) + eval_s * evals)
 
 
 def format_seconds(s):
@@ -887,9 +1059,19 @@ def trim_log(out, step):
     if step == 0:
         path.unlink(missing_ok=True)
     elif path.exists():
-        records = [(line, json.loads(line)) for line in path.read_text().splitlines() if line]
-        keep = [line for line, r in records if r["step"] < step or (r["step"] == step and r["kind"] == "eval")]
+        def kept(line):  # the step of a damaged line is inf: dropped
+            at = log_step(line)
+            return at < step or (at == step and json.loads(line).get("kind") == "eval")
+        keep = [line for line in path.read_text(errors="replace").splitlines() if line and kept(line)]
         prepare.write_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def log_step(line):
+    """The step of a log.jsonl line; a line damaged in place (or cut off by a crash) counts as past any."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def main(argv=None):
@@ -897,15 +1079,27 @@ def main(argv=None):
     if any(a in ("-h", "--help") for a in argv):
         print_help(__doc__)
         return 0
+    cfg = None
     try:
         cfg, model_kw = parse_args(argv)
         if int(os.environ.get("RANK", 0)) == 0:
             print("config: " + " ".join(f"{k}={v}" for k, v in {**asdict(cfg), **model_kw}.items()
                                         if v != DEFAULTS.get(k)))
+            if all(a.startswith("--") for a in argv):
+                print("note: no config file, so the defaults: a GPT-2-small shape (12 layers x 768) on 64 x 1024 "
+                      "tokens a step, sized for a large GPU; config/ holds sized jobs, e.g. config/shakespeare.py "
+                      "(a GPU) or config/shakespeare_cpu.py (a CPU)")
         train(cfg, model_kw)
     except (ConfigError, CheckpointError, prepare.DataError, Stop) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a write that failed outside the loop (metrics.json on a full disk, ...)
+        print(f"error: cannot write {e.filename}: {e.strerror}; {last_good(cfg.out_dir) if cfg else ''}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print(f"\ninterrupted; {last_good(cfg.out_dir) if cfg else 'nothing was written'}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -56,7 +56,7 @@ def test_quick_study_writes_rows_and_statistics(quick):
     assert summary["pos=none"]["diff"] == pytest.approx(values["pos=none"].mean() - values["baseline"].mean())
     p = stats.ttest_ind(values["pos=none"], values["baseline"], equal_var=False).pvalue
     assert summary["pos=none"]["p_value"] == pytest.approx(p)
-    assert summary["pos=none"]["significant"] == (p < 0.05)
+    assert summary["pos=none"]["significant"] is None  # --quick checks the machinery: no significance claimed
 
     md = (out / "summary.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| ")]

@@ -84,7 +84,7 @@ def test_attention_grid_and_one_layer(runs, tmp_path):
 def test_attention_on_classifier(runs, tmp_path):
     # an encoder: attention is bidirectional; the tokenizer adds <cls> and maps unknown words to <unk>
     out = plot.plot_attention(runs["trec"], "what is the capital of zzzqqq ?", tmp_path / "a.png")
-    check_png(out, plot.attention_figsize(2, 2, 8))
+    check_png(out, plot.attention_figsize(2, 2, 8, len("<cls>")))  # the longest tick label
 
 
 def test_embeddings_char_lm(runs, tmp_path):

@@ -1,0 +1,466 @@
+"""Faults a user can run into: bad inputs at the edges, damaged or unwritable files, a run
+directory's life, signals. Every one must end in one clear line (no traceback) and lose nothing."""
+from pathlib import Path
+
+import pytest
+import torch
+
+import sample
+import train
+
+
+def config_error(*argv):
+    with pytest.raises(train.ConfigError) as info:
+        train.parse_args(list(argv))
+    return str(info.value)
+
+
+# ---- inputs at the edges -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_everywhere(value, tmp_path):
+    for key in ("learning_rate", "grad_clip", "dropout", "rope_base", "stop_at_loss", "muon_momentum"):
+        assert f"{key}={float(value)} (command line) is not a finite number" in config_error(f"--{key}={value}")
+    conf = tmp_path / "c.py"
+    conf.write_text(f"weight_decay = float('{value}')\n")
+    assert "is not a finite number" in config_error(str(conf))
+    with pytest.raises(sample.SampleError, match="not a finite number"):
+        sample.parse_args([f"--temperature={value}"])
+
+
+def test_ranges_of_keys_without_an_obvious_bound():
+    text = config_error("--seed=-1", "--muon_momentum=1", "--norm_eps=0", "--out_dir=", "--data_dir= ")
+    for expected in ["seed=-1 must be in", "muon_momentum=1.0 must be in [0, 1)", "norm_eps=0.0 must be",
+                     "out_dir='' is empty", "data_dir=' ' is empty"]:
+        assert expected in text, expected
+    with pytest.raises(sample.SampleError, match="out_dir='' is empty"):
+        sample.parse_args(["--out_dir="])
+
+
+def test_every_model_key_is_reported_with_the_rest():
+    # an unknown data set hid the model keys, and a bad choice hid the shape errors
+    text = config_error("--dataset=imagenet", "--pos_encoding=rotary", "--n_embd=30", "--n_head=4")
+    for expected in ["dataset='imagenet'", "pos_encoding='rotary'", "n_embd=30 must be divisible by n_head=4"]:
+        assert expected in text, expected
+
+
+def test_config_file_that_does_not_parse_or_raises(tmp_path, capsys):
+    broken, raising = tmp_path / "broken.py", tmp_path / "raising.py"
+    broken.write_text("n_layer = 2\nx = (\n")
+    raising.write_text("import math\n\nn_layer = int(math.sqrt(-1))\n")
+    text = config_error(str(broken), str(raising), "--batch_size=0")
+    assert f"config file {broken}, line 2:" in text and "was never closed" in text
+    assert f"config file {raising}, line 3: ValueError: math domain error" in text
+    assert "batch_size=0 must be >= 1" in text  # and the other problems in the same message
+    assert train.main([str(raising)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_and_cpu_float16_are_config_errors():
+    assert "this machine has no CUDA GPU" in config_error("--device=cuda")
+    assert "dtype='float16' on a CPU" in config_error("--device=cpu", "--dtype=float16")
+    with pytest.raises(sample.SampleError, match="no CUDA GPU"):
+        sample.get_device("cuda:1")
+
+
+# ---- a run directory's life ----------------------------------------------------------------------
+
+from test_train import run, tiny_args  # noqa: E402  (the tiny run of the training tests)
+
+
+def test_overwrite_leaves_nothing_of_the_old_run(tiny_data, tmp_path):
+    run(tiny_data, tmp_path)
+    assert (tmp_path / "ckpt_best.pt").exists()
+    run(tiny_data, tmp_path, "--overwrite=true", "--save_checkpoints=false", "--max_iters=3", "--seed=5")
+    assert not (tmp_path / "ckpt_best.pt").exists()  # sample.py and eval_only would have used the old model
+    assert train.load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 3
+
+
+def test_run_killed_before_its_first_checkpoint_is_no_dead_end(tiny_data, tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # what a run killed during its first steps leaves
+    with pytest.raises(train.ConfigError) as info:
+        run(tiny_data, tmp_path)
+    assert "stopped before its first checkpoint" in str(info.value) and "--init_from=resume" not in str(info.value)
+    with pytest.raises(train.CheckpointError, match="stopped before its first checkpoint.*--overwrite=true"):
+        run(tiny_data, tmp_path, "--init_from=resume")
+    run(tiny_data, tmp_path, "--overwrite=true", "--max_iters=2")
+
+
+def test_resume_on_another_data_set_is_refused_before_writing(tiny_data, tmp_path, capsys):
+    run(tiny_data, tmp_path, "--max_iters=2")
+    before = (tmp_path / "config.json").read_bytes()
+    assert train.main(tiny_args(tiny_data, tmp_path, "--init_from=resume", "--dataset=trec")) == 1
+    err = capsys.readouterr().err
+    assert "was trained on 'shakespeare_char', not 'trec'" in err and "Traceback" not in err
+    assert (tmp_path / "config.json").read_bytes() == before
+
+
+def test_second_run_in_the_same_out_dir_is_refused(tiny_data, tmp_path):
+    from contextlib import ExitStack
+    tmp_path.mkdir(exist_ok=True)
+    with ExitStack() as other:
+        train.lock_out_dir(tmp_path, other)  # as another process's run would hold it
+        with pytest.raises(train.ConfigError, match=r"in use by another training run \(pid \d+\)"):
+            run(tiny_data, tmp_path)
+        assert not (tmp_path / "config.json").exists()
+    run(tiny_data, tmp_path, "--max_iters=2")  # released: the next run proceeds
+
+
+def test_out_dir_that_cannot_be_created(tiny_data, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert train.main(tiny_args(tiny_data, tmp_path / "file" / "run")) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write to out_dir '{tmp_path / 'file' / 'run'}'" in err and "is a file" in err
+    assert "Traceback" not in err
+
+
+# ---- files damaged in place, writes that fail ------------------------------------------------------
+
+def test_checkpoint_with_bytes_changed_in_place_is_refused(tiny_data, tmp_path):
+    run(tiny_data, tmp_path, "--max_iters=2")
+    path = tmp_path / "ckpt_last.pt"
+    blob = bytearray(path.read_bytes())
+    weights = train.load_checkpoint(path)["model"]["transformer.wte.weight"]
+    i = blob.find(weights.numpy().tobytes()[:64])  # a weight's bytes: same size, still a valid zip
+    assert i > 0
+    blob[i + 3] ^= 0x40
+    path.write_bytes(bytes(blob))
+    with pytest.raises(train.CheckpointError, match="is damaged"):
+        train.load_checkpoint(path)
+
+
+def test_disk_full_during_a_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
+    run(tiny_data, tmp_path, "--max_iters=10")
+    good = (tmp_path / "ckpt_last.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):  # what torch.save does when the disk fills half-way
+        Path(f).write_bytes(b"PK\x03\x04" + b"\0" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert train.main(tiny_args(tiny_data, tmp_path, "--init_from=resume")) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write checkpoint {tmp_path / 'ckpt_last.pt'}: RuntimeError" in err and "MiB free there" in err
+    assert f"the last good checkpoint is {tmp_path / 'ckpt_last.pt'}" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.tmp")) and (tmp_path / "ckpt_last.pt").read_bytes() == good
+    monkeypatch.setattr(torch, "save", real_save)
+    assert run(tiny_data, tmp_path, "--init_from=resume")["step"] == 20  # and the run goes on from there
+
+
+def test_temporary_file_of_a_killed_write_is_removed(tiny_data, tmp_path):
+    run(tiny_data, tmp_path, "--max_iters=10")
+    (tmp_path / "ckpt_last.pt.tmp").write_bytes(b"PK half")  # kill -9 during torch.save
+    (tmp_path / ".metrics.json.tmp").write_bytes(b"{")  # ... or during prepare.write_atomic
+    run(tiny_data, tmp_path, "--init_from=resume", "--max_iters=10")  # which writes no checkpoint
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_log_write_failure_names_the_file_and_the_checkpoint(tiny_data, tmp_path, monkeypatch):
+    run(tiny_data, tmp_path, "--max_iters=10")
+
+    def full(out_dir, record):
+        raise OSError(28, "No space left on device", str(Path(out_dir) / "log.jsonl"))
+    monkeypatch.setattr(train, "log_line", full)
+    with pytest.raises(train.Stop) as info:
+        run(tiny_data, tmp_path, "--init_from=resume")
+    assert str(info.value) == (f"cannot write {tmp_path / 'log.jsonl'}: No space left on device; "
+                               f"the last good checkpoint is {tmp_path / 'ckpt_last.pt'}")
+
+
+def test_atomic_writer_names_the_target_and_leaves_no_temporary_file(tmp_path):
+    import prepare
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.json").mkdir()  # os.replace onto a directory fails
+    with pytest.raises(OSError) as info:
+        prepare.write_atomic(tmp_path / "d" / "x.json", "{}")
+    assert info.value.filename == str(tmp_path / "d" / "x.json") and list((tmp_path / "d").iterdir()) == [
+        tmp_path / "d" / "x.json"]
+
+
+# ---- processes -----------------------------------------------------------------------------------
+
+def test_signal_is_acknowledged_at_once(tiny_data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    args = tiny_args(tiny_data, tmp_path, "--max_iters=100000", "--eval_interval=100000", "--log_interval=1000")
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=train.Path(train.__file__).parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until it trains
+        lines.append(line)
+        if line.startswith("step "):
+            break
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "SIGTERM: stopping after this step" in out and "stopped at step" in out
+
+
+def damaged_copy(tiny_data, tmp_path):
+    import shutil
+    shutil.copytree(tiny_data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("name, file", [("shakespeare_char", "train.bin"), ("trec", "val.labels.bin"),
+                                        ("trec", "test.offsets.bin")])
+def test_data_file_with_bytes_changed_in_place(tiny_data, tmp_path, name, file):
+    import prepare
+    data_dir = damaged_copy(tiny_data, tmp_path)
+    path = data_dir / name / file
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # same size, so a size check passes
+    path.write_bytes(bytes(blob))
+    with pytest.raises(prepare.DataError, match=f"{path} is damaged.*python prepare.py {name} --data_dir .* --force"):
+        prepare.load(name, data_dir)
+
+
+def test_meta_json_changed_in_place(tiny_data, tmp_path):
+    import json
+
+    import prepare
+    data_dir = damaged_copy(tiny_data, tmp_path)
+    path = data_dir / "shakespeare_char" / "meta.json"
+    meta = json.loads(path.read_text())
+    chars = meta["tokenizer"]["chars"]
+    meta["tokenizer"]["chars"] = chars[1] + chars[0] + chars[2:]  # two characters swapped: decodes wrongly
+    path.write_text(json.dumps(meta, indent=1))
+    with pytest.raises(prepare.DataError, match="meta.json was changed after it was written.*--force"):
+        prepare.load("shakespeare_char", data_dir)
+    assert not prepare._up_to_date(data_dir / "shakespeare_char", "shakespeare_char")  # and prepare rebuilds it
+    del meta["sha256"]  # a data set prepared before meta.json had its own checksum is read as it is
+    meta["tokenizer"]["chars"] = chars
+    path.write_text(json.dumps(meta, indent=1))
+    assert prepare.load("shakespeare_char", data_dir).vocab_size == len(chars)
+
+
+def test_failed_download_leaves_no_empty_directories(tmp_path):
+    import prepare
+    with pytest.raises(prepare.DataError):
+        prepare.prepare("trec", source=tmp_path / "no-such-mirror", data_dir=tmp_path / "data", quiet=True)
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "data2" / "trec").mkdir(parents=True)  # what was there before stays
+    with pytest.raises(prepare.DataError):
+        prepare.prepare("trec", source=tmp_path / "no-such-mirror", data_dir=tmp_path / "data2", quiet=True)
+    assert (tmp_path / "data2" / "trec").is_dir()
+
+
+def test_damaged_log_line_does_not_block_the_resume(tiny_data, tmp_path):
+    run(tiny_data, tmp_path, "--max_iters=10")
+    log = tmp_path / "log.jsonl"
+    log.write_text(log.read_text() + '{"kind": "train", "st\n')  # a write cut off by a crash
+    run(tiny_data, tmp_path, "--init_from=resume")
+    assert all(line.endswith("}") for line in log.read_text().splitlines())
+
+
+def test_plot_inputs_damaged_in_place(tiny_data, tmp_path, capsys):
+    import json
+
+    import plot
+    (tmp_path / "log.jsonl").write_text(json.dumps({"kind": "train", "step": 0, "time": 1.0, "loss": "4.1x",
+                                                    "lr": 1e-3}) + "\n")
+    with pytest.raises(plot.PlotError, match="damaged train record"):
+        plot.read_log(tmp_path)
+    (tmp_path / "metrics.json").write_text('{"confusion": [[1, 0], [0')
+    (tmp_path / "results.json").write_text('{"study"')
+    for argv in (["confusion", f"--out_dir={tmp_path}"], ["ablation", str(tmp_path)]):
+        assert plot.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "cannot be read as JSON" in err and "Traceback" not in err
+
+
+# ---- a newcomer's first hour ---------------------------------------------------------------------
+
+def test_a_config_too_large_for_this_machine_is_refused_with_an_estimate(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "available_memory", lambda: 24 * 2**30)
+    gpt2_small = ["--n_layer=12", "--n_head=12", "--n_embd=768", "--block_size=1024", "--batch_size=64"]
+    with pytest.raises(train.ConfigError, match=r"would need about \d+ GiB .* this machine has 24 GiB free"):
+        run(tiny_data, tmp_path, *gpt2_small)
+    assert not tmp_path.joinpath("config.json").exists()
+    need, params = train.memory_needed(train.TransformerConfig(vocab_size=65, n_layer=2, n_head=4, n_embd=128,
+                                                               block_size=64), train.TrainConfig(batch_size=12),
+                                       torch.float32)
+    assert need < 2**30  # the CPU recipe passes with room to spare
+
+
+def test_no_config_file_says_what_the_defaults_are(capsys, monkeypatch):
+    monkeypatch.setattr(train, "train", lambda cfg, kw: None)
+    train.main(["--max_iters=100"])
+    assert "note: no config file, so the defaults" in capsys.readouterr().out
+
+
+def test_eta_comes_from_measured_steps_and_evaluations():
+    cfg = train.TrainConfig(max_iters=101, eval_interval=50)
+    assert train.eta_text([], None, 0, cfg, 1000, 100) == "after the next step"  # the first step compiles
+    # steps 2..100 left at the median 0.5 s, plus evaluations at 50, 100 and 101 at 3 s each
+    assert train.eta_text([0.4, 0.5, 9.0], 3.0, 1, cfg, 1000, 100) == "0m58s"
+    # no evaluation timed yet: one is a forward pass (1/3 step) over 1000 / 100 steps' worth of tokens
+    assert train.eta_text([0.3], None, 1, train.TrainConfig(max_iters=11, eval_interval=10), 1000, 100) == "0m04s"
+
+
+def test_progress_lines_keep_coming_and_the_cpu_estimate_is_measured(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "PROGRESS_S", 0)  # every step is "a minute later"
+    cfg, kw = train.parse_args(tiny_args(tiny_data, tmp_path, "--log_interval=1000", "--max_iters=6",
+                                         "--cpu_config=config/shakespeare_cpu.py"))
+    train.train(cfg, kw)
+    out = capsys.readouterr().out
+    assert [line.split("/")[0].split()[-1] for line in out.splitlines() if line.startswith("step ") and "|" in line
+            and "val" not in line] == ["0", "1", "2", "3", "4", "5"]
+    assert "note: at " in out and "s a step this config takes about" in out
+    assert "config/shakespeare_cpu.py trains a smaller model here in about" in out
+    assert [r["step"] for r in map(__import__("json").loads, (tmp_path / "log.jsonl").read_text().splitlines())
+            if r["kind"] == "train"] == [0]  # the log itself keeps log_interval
+
+
+# ---- ablate.py -----------------------------------------------------------------------------------
+
+def test_quick_study_claims_no_significance_and_its_default_output_is_ignored(tmp_path):
+    import subprocess
+
+    import ablate
+    runs = [{"variant": v, "seed": s, "loss": x} for v, xs in (("a", [1.0, 1.01]), ("b", [2.0, 2.01]))
+            for s, x in enumerate(xs)]
+    assert ablate.summarize(runs, ["a", "b"], "loss", "a")[1]["significant"] is True
+    [_, quick] = ablate.summarize(runs, ["a", "b"], "loss", "a", quick=True)
+    assert quick["p_value"] < 0.05 and quick["significant"] is None
+    results = {"study": "s", "description": "", "metric": "loss", "higher_is_better": False, "baseline": "a",
+               "command": "c", "device": "cpu", "torch": "t", "date": "d", "jobs": 1, "size": "quick",
+               "summary": [dict(quick, variant="b")], "failed": []}
+    md = ablate.summary_md(results, None)
+    assert "a check of the machinery" in md and "| yes |" not in md
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/lm-quick/results.json"], cwd=ablate.ROOT)
+    assert ignored.returncode == 0
+
+
+def test_study_output_that_cannot_be_written(tmp_path, capsys):
+    import ablate
+    (tmp_path / "file").write_text("x")
+    assert ablate.main(["lm", "--quick", f"--out={tmp_path / 'file' / 'out'}"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write to --out" in err and "is a file" in err and "Traceback" not in err
+
+
+def test_study_file_that_does_not_parse(tmp_path):
+    import ablate
+    study = tmp_path / "study_broken.py"
+    study.write_text("metric = 'loss'\nvariants = {\n")
+    with pytest.raises(ablate.StudyError, match=f"study file {study}, line 2:"):
+        ablate.load_study(str(study))
+
+
+def test_sigterm_to_ablate_stops_its_trainings(tiny_data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ablate
+    study = tmp_path / "study_long.py"
+    study.write_text(f"base = {str(ablate.ROOT / 'config/shakespeare_cpu.py')!r}\nmetric = 'loss'\n"
+                     "higher_is_better = False\nquick = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, "
+                     "batch_size=2, max_iters=100000, warmup_iters=0, eval_interval=100000, log_interval=1)\n"
+                     "variants = {'baseline': {}}\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "ablate.py", str(study), "--quick", "--seeds=1", f"--out={out}",
+                             f"--set=data_dir={tiny_data}"], cwd=ablate.ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = out / "runs" / "baseline-s0" / "log.jsonl"
+    deadline = time.time() + 60
+    while not (log.exists() and log.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    children = [int(p) for t in os.listdir(f"/proc/{proc.pid}/task")
+                for p in open(f"/proc/{proc.pid}/task/{t}/children").read().split()]
+    assert children, "the training did not start"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}"), f"training {pid} was left running"
+    assert (out / "runs" / "baseline-s0" / "ckpt_last.pt").exists()  # it saved before it stopped
+
+
+# ---- sample.py -----------------------------------------------------------------------------------
+
+def test_missing_checkpoint_hint_names_the_right_config_and_existing_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out-shakespeare-char-cpu").mkdir()
+    (tmp_path / "out-shakespeare-char-cpu" / "ckpt_last.pt").write_bytes(b"")  # the CPU recipe's run
+    assert sample.main([]) == 1
+    assert "or sample a run that exists: --out_dir=out-shakespeare-char-cpu" in capsys.readouterr().err
+    assert sample.main(["--out_dir=out-sst2"]) == 1
+    err = capsys.readouterr().err
+    assert "`python train.py config/sst2.py`" in err and "shakespeare.py" not in err
+    (tmp_path / "out-trec").mkdir()
+    (tmp_path / "out-trec" / "config.json").write_text("{}")
+    assert sample.main(["--out_dir=out-trec"]) == 1
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+
+
+def test_classifier_given_only_unknown_words_says_so():
+    import io
+
+    import prepare
+    from model import Transformer, TransformerConfig
+    tok = prepare.Tokenizer({"kind": "word", "vocab": ["<pad>", "<unk>", "<cls>", "good", "bad"], "pad": "<pad>",
+                             "unk": "<unk>", "cls": "<cls>"})
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=5, n_classes=2, causal=False, pooling="first", n_layer=1,
+                                          n_head=2, n_embd=8, block_size=16)).eval()
+    stream = io.StringIO()
+    unknown, known = sample.label(model, tok, ["negative", "positive"], ["zzz qqq", "good zzz"], stream)
+    assert unknown["note"].startswith("every word (2) was unknown") and "note" not in known
+    assert "note: every word (2) was unknown" in stream.getvalue()
+
+
+# ---- plot.py -------------------------------------------------------------------------------------
+
+def test_plot_out_that_cannot_be_written(tmp_path, capsys):
+    import plot
+    (tmp_path / "file").write_text("x")
+    assert plot.main(["positions", f"--out={tmp_path / 'file' / 'p.png'}"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "choose another --out" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "file"]
+
+
+def test_plot_numeric_options_and_help(capsys):
+    import plot
+    for bad in ("--rope_base=nan", "--rope_base=inf", "--n_head=0", "--block_size=-3"):
+        with pytest.raises(SystemExit):
+            plot.main(["positions", bad])
+        assert "must be a finite number > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        plot.main(["positions", "--help"])
+    out = capsys.readouterr().out
+    assert all(f"(default: {d})" in out for d in ("256", "384", "6", "10000.0"))
+    with pytest.raises(SystemExit):
+        plot.main(["curves", "--help"])
+    assert "with several runs, the current one" in " ".join(capsys.readouterr().out.split())
+
+
+def test_plot_legends_and_labels(tmp_path, monkeypatch):
+    import json
+
+    import plot
+    monkeypatch.setattr(plot, "save", lambda fig, path: fig)
+    for name, recs in (("a", [{"kind": "train", "step": 0, "time": 1.0, "loss": 4.0, "lr": 1e-3},
+                              {"kind": "eval", "step": 10, "time": 2.0, "loss": 3.0}]),
+                       ("b", [{"kind": "train", "step": 0, "time": 1.0, "loss": 4.1, "lr": 1e-3}])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    fig = plot.plot_curves([tmp_path / "a", tmp_path / "b"], tmp_path / "c.png")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a train", "a val", "b train"]
+    results = {"study": "s", "metric": "loss", "baseline": "baseline", "higher_is_better": False,
+               "runs": [{"variant": v, "loss": x} for v, x in (("baseline", 1.6), ("other", 1.6 - 5.25e-08))],
+               "summary": [{"variant": "baseline", "n": 1, "mean": 1.6, "std": None, "diff": 0.0},
+                           {"variant": "other", "n": 1, "mean": 1.6 - 5.25e-08, "std": None, "diff": -5.25e-08}]}
+    fig = plot.plot_ablation(results, tmp_path / "a.png")
+    texts = [t.get_text() for t in fig.axes[0].texts] + [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "baseline mean" in texts and not any("(baseline) mean" in t or "e-08" in t for t in texts)
+    assert plot.delta(-5.25e-08) == "0" and plot.delta(0.01234) == "+0.0123"
+    small, long = plot.attention_figsize(2, 2, 10, 1), plot.attention_figsize(2, 2, 10, 12)
+    assert long[1] > small[1]  # room below each row for word labels turned on their side
