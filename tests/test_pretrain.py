@@ -1,0 +1,133 @@
+"""Masked-LM pretraining and fine-tuning from it: prepare.mlm_mask (BERT's corruption), the
+pretraining corpus (training text only, one shared vocabulary), the mlm task in train.py, and
+init_from=PATH (a classifier started from a pretrained encoder). Each docstring names the bug
+it catches."""
+import pytest
+import torch
+
+import prepare
+import train
+from conftest import FIXTURE_SHA, FIXTURES
+from test_train import run, tiny_args
+
+
+@pytest.fixture(scope="session")
+def tiny_shared(tmp_path_factory):
+    """mlm_corpus and trec_shared built from the TREC fixture alone (its training questions are the
+    whole pretraining corpus here), plus the plain trec set, in one data_dir."""
+    data_dir = tmp_path_factory.mktemp("tiny_shared")
+    trec = ["trec/train_5500.label", "trec/TREC_10.label"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(prepare.MIRROR_ENV, raising=False)
+        for rel, sha in FIXTURE_SHA.items():
+            mp.setitem(prepare.SOURCES, rel, (prepare.SOURCES[rel][0], sha))
+        mp.setattr(prepare, "_mlm_texts", lambda raw: [t for t, _ in prepare._trec_splits(raw)[0][0]])
+        mp.setitem(prepare.DATASETS, "mlm_corpus", {**prepare.DATASETS["mlm_corpus"], "sources": trec[:1],
+                                                    "build": lambda raw: prepare.build_mlm_corpus(raw, val_every=4)})
+        mp.setitem(prepare.DATASETS, "trec_shared", {**prepare.DATASETS["trec_shared"], "sources": trec})
+        for name in ("mlm_corpus", "trec_shared", "trec"):
+            prepare.prepare(name, source=FIXTURES, data_dir=data_dir, quiet=True)
+    return data_dir
+
+
+MLM_RUN = ("--dataset=mlm_corpus", "--causal=false", "--max_iters=6", "--eval_interval=3", "--block_size=32")
+
+
+def test_mlm_mask_follows_bert():
+    """15% of the non-special tokens chosen; of those 80% <mask>, 10% a random word, 10% kept; the
+    target is the original token there and -1 elsewhere. Bugs caught: a wrong rate or split, special
+    tokens chosen, targets that are the corrupted token, random words drawn from the specials."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(prepare.MLM_SPECIALS, 1000, (400, 500))
+    x[:, 0] = 2  # <cls> at every start, as in the corpus
+    xm, y = prepare.mlm_mask(x, 3, 1000, g)
+    chosen = y >= 0
+    assert not chosen[:, 0].any() and (xm[:, 0] == 2).all()
+    assert chosen.float().mean().item() == pytest.approx(0.15 * 499 / 500, abs=0.003)
+    assert torch.equal(y[chosen], x[chosen]) and torch.equal(xm[~chosen], x[~chosen])
+    masked, same = (xm == 3) & chosen, (xm == x) & chosen
+    n = chosen.sum().item()
+    assert masked.sum().item() / n == pytest.approx(0.8, abs=0.01)
+    assert same.sum().item() / n == pytest.approx(0.1 + 0.1 / 996, abs=0.01)  # kept, or drawn as itself
+    assert (xm[chosen] >= prepare.MLM_SPECIALS).logical_or(xm[chosen] == 3).all()
+    again = prepare.mlm_mask(x, 3, 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], xm) and torch.equal(again[1], y)  # a function of the seed alone
+
+
+def test_real_corpus_holds_no_val_or_test_text(mirror, tmp_path):
+    """The pretraining texts are training text only. Bug caught: the SST-2 or TREC val carve (or a test
+    file) leaking into the corpus the classifiers are pretrained on."""
+    raw = prepare.fetch("mlm_corpus", mirror, tmp_path, quiet=True)
+    raw.update(prepare.fetch("sst2", mirror, tmp_path, quiet=True))
+    raw.update(prepare.fetch("trec", mirror, tmp_path, quiet=True))
+    texts = set(prepare._mlm_texts(raw))
+    (_, sst2_val, sst2_test), _, _ = prepare._sst2_splits(raw)
+    (trec_train, trec_val, trec_test), _, _ = prepare._trec_splits(raw)
+    assert texts.isdisjoint(t for t, _ in sst2_val + sst2_test + trec_val)
+    # TREC's test file repeats 10 training questions verbatim (a property of the data set, see README)
+    assert {t for t, _ in trec_test} & texts == {t for t, _ in trec_test} & {t for t, _ in trec_train}
+
+
+def test_shared_vocabulary_is_the_corpus_vocabulary(tiny_shared):
+    """sst2_shared / trec_shared are tokenized with mlm_corpus's vocabulary, and it has <mask>. Bug
+    caught: the classification set building its own vocabulary, so pretrained ids mean other words."""
+    corpus, cls = prepare.load("mlm_corpus", tiny_shared), prepare.load("trec_shared", tiny_shared)
+    assert corpus.meta["tokenizer"] == cls.meta["tokenizer"]
+    assert corpus.tokenizer.itos[:4] == ["<pad>", "<unk>", "<cls>", "<mask>"] and corpus.mask_id == 3
+    own = prepare.load("trec", tiny_shared)
+    assert own.meta["tokenizer"] != cls.meta["tokenizer"]
+
+
+def test_mlm_training_targets_only_masked_tokens(tiny_shared, tmp_path):
+    """A training batch of the mlm task is masked windows, and the evaluation scores only masked tokens
+    with the same masks every time. Bugs caught: the targets of a causal LM (next tokens) used for an
+    encoder, evaluation masks drawn afresh (val loss noise), every token counted."""
+    cfg, kw = train.parse_args(tiny_args(tiny_shared, tmp_path / "p", *MLM_RUN))
+    data = prepare.load("mlm_corpus", tiny_shared)
+    batches = train.Batches(data, cfg, 32, torch.device("cpu"), 1)
+    x, y = batches.get(0, 0, 0)
+    chosen = y >= 0
+    assert 0 < chosen.float().mean() < 0.3 and ((x == data.mask_id) <= chosen).all()
+    result = run(tiny_shared, tmp_path / "p", *MLM_RUN)
+    model = train.model_from_checkpoint(train.load_checkpoint(tmp_path / "p" / "ckpt_last.pt"))
+    assert model.config.mlm and not model.config.causal
+    again = train.evaluate(model, data, "val", cfg, torch.device("cpu"), train.nullcontext())
+    assert again["loss"] == pytest.approx(result["loss"], rel=1e-6)
+    n_val = len(data.tokens("val")) - 1
+    assert 0.05 * n_val < again["tokens"] < 0.3 * n_val  # the masked ~15% (of 161 here), not every token
+
+
+def test_classifier_starts_from_the_pretrained_encoder(tiny_shared, tmp_path):
+    """init_from=PATH copies every encoder weight and takes the encoder's shape; only the classifier
+    head is new. Bugs caught: the weights not loaded (a model from scratch), the shape taken from the
+    command line, the LM head kept."""
+    run(tiny_shared, tmp_path / "p", *MLM_RUN, "--n_layer=1", "--n_embd=48", "--n_head=4")
+    encoder = train.load_checkpoint(tmp_path / "p" / "ckpt_best.pt")["model"]
+    shapeless = [a for a in tiny_args(tiny_shared, tmp_path / "c", "--dataset=trec_shared", "--causal=false",
+                                      "--max_iters=0", "--warmup_iters=0", "--save_checkpoints=false",
+                                      f"--init_from={tmp_path / 'p' / 'ckpt_best.pt'}")
+                 if not a.startswith(("--n_layer", "--n_head", "--n_embd"))]
+    train.train(*train.parse_args(shapeless), quiet=True)
+    ckpt = train.load_checkpoint(tmp_path / "c" / "ckpt_last.pt")
+    assert (ckpt["config"]["model"]["n_layer"], ckpt["config"]["model"]["n_embd"]) == (1, 48)
+    state = ckpt["model"]
+    assert {k for k in state if k.startswith("cls_head.")} and not any(k.startswith("lm_head.") for k in state)
+    for k, v in encoder.items():
+        if not k.startswith("lm_head."):
+            assert torch.equal(state[k], v), k
+
+
+def test_init_from_refuses_what_cannot_be_joined(tiny_shared, tmp_path):
+    """Bugs caught: a classifier in another vocabulary silently started from the encoder (ids that mean
+    other words), a clashing shape ignored, a language-model data set fine-tuned, a missing file."""
+    run(tiny_shared, tmp_path / "p", *MLM_RUN)
+    path = tmp_path / "p" / "ckpt_best.pt"
+    cases = [(["--dataset=trec", f"--init_from={path}"], "vocabulary"),
+             (["--dataset=trec_shared", f"--init_from={path}", "--n_layer=3"], "n_layer=2 there, 3 here"),
+             (["--dataset=mlm_corpus", f"--init_from={path}"], "for classifiers"),
+             (["--dataset=trec_shared", f"--init_from={tmp_path / 'nothing.pt'}"], "not 'scratch', 'resume'")]
+    for extra, message in cases:
+        cfg, kw = train.parse_args(tiny_args(tiny_shared, tmp_path / "c", "--causal=false", "--block_size=32",
+                                             "--max_iters=2", *extra))
+        with pytest.raises(train.ConfigError, match=message):
+            train.train(cfg, kw, quiet=True)
