@@ -21,7 +21,7 @@ warmup_iters = 50
 beta2 = 0.99
 
 # compile one block (all six run the same code: one compilation) and record forward + backward as
-# one CUDA graph: the same 14 ms step as compiling the whole model, in a fraction of the compile time
+# one CUDA graph: the speed of compiling the whole model, in a fraction of the compile time
 compile_scope = "block"
 cuda_graph = True
 

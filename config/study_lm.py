@@ -1,6 +1,5 @@
 # Ablation study: which parts of a small character-level language model matter?
 # python ablate.py lm --seeds 3 --jobs 8
-# (42 runs in 4 min 56 s on one H100 80GB, torch 2.11.0+cu130, 2026-11-27; CPU-bound at 8 jobs on 16 cores)
 # Every key below is a train.py or model key; see `python train.py --help`. A variant is a handful
 # of keys applied on top of the base config, the study overrides and the device size.
 description = ("Tiny Shakespeare (characters): positions, heads, residuals, LayerNorm, warmup, clipping, "
