@@ -309,7 +309,7 @@ def plot_embeddings(out_dir, path, split="val", max_points=2000, data_dir=None, 
 
 
 # ----------------------------------------------------------------------------------------------
-# confusion matrix and ablation bars
+# confusion matrix and ablation chart
 
 def plot_confusion(metrics_or_path, path):
     """A classifier's confusion matrix (rows: true label), cells coloured by the row's fraction."""
@@ -350,58 +350,154 @@ def delta(diff):
     return "0" if float(text) == 0 else text
 
 
-def plot_ablation(results, path):
-    """A study's bars: mean of the metric per variant with std error bars, every seed as a dot,
-    a dashed line at the baseline's mean, '*' on differences the study found significant."""
+OUTLIER = 5.0  # a variant whose |Δ| exceeds 5x the median |Δ| of the study gets a panel of its own scale
+CONFIDENCE = 0.95
+
+# what a study's metric is and in which unit, for the axis label
+METRIC_UNITS = {"loss": "val loss (nats per token)", "accuracy": "val accuracy (fraction)",
+                "macro_f1": "val macro-F1 (fraction)", "perplexity": "val perplexity"}
+
+
+def metric_label(results):
+    m = results["metric"]
+    if m == "best_val":  # train.py's best_val is the lowest loss, or the highest accuracy for a classifier
+        return "best val accuracy (fraction)" if results.get("higher_is_better") else "best val loss (nats per token)"
+    return METRIC_UNITS.get(m, f"val {m}")
+
+
+def ablation_rows(results):
+    """The chart's numbers, one dict per variant other than the baseline, best first: the summary's
+    mean difference from the baseline and a 95% Welch confidence interval for it (unequal variances,
+    Welch-Satterthwaite degrees of freedom: the interval that excludes 0 exactly when ablate.py's
+    Welch t-test gives p < 0.05), and whether the variant is an outlier drawn on its own scale."""
+    from scipy import stats  # a slow import, needed by this kind only
     missing = [k for k in ("study", "metric", "baseline", "runs", "summary") if k not in results]
     if missing:
         raise PlotError(f"results have no {', '.join(missing)}: expected the results.json written by ablate.py")
-    metric, summary = results["metric"], results["summary"]
+    summary = results["summary"]
     if not summary:
         raise PlotError(f"study {results['study']!r} has an empty summary: no finished runs to plot")
-    names = [s["variant"] for s in summary]
-    means = np.array([s["mean"] for s in summary], dtype=float)
-    stds = np.array([s.get("std") or 0.0 for s in summary], dtype=float)
-    seeds = {v: [r[metric] for r in results["runs"] if r["variant"] == v and r.get(metric) is not None] for v in names}
-    ns = sorted({s["n"] for s in summary})
+    by_name = {s["variant"]: s for s in summary}
+    base = by_name.get(results["baseline"])
+    if base is None:
+        raise PlotError(f"baseline {results['baseline']!r} has no finished runs in study {results['study']!r}: "
+                        f"differences need it; run the study again to finish it")
+    metric = results["metric"]
+    rows = []
+    for s in summary:
+        if s["variant"] == results["baseline"]:
+            continue
+        diff = s["mean"] - base["mean"]
+        lo = hi = None
+        n1, n0, s1, s0 = s["n"], base["n"], s.get("std"), base.get("std")
+        if n1 > 1 and n0 > 1 and s1 is not None and s0 is not None and (s1 > 0 or s0 > 0):
+            v1, v0 = s1 ** 2 / n1, s0 ** 2 / n0
+            se = np.sqrt(v1 + v0)
+            dof = (v1 + v0) ** 2 / (v1 ** 2 / (n1 - 1) + v0 ** 2 / (n0 - 1))
+            half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof) * se)
+            lo, hi = diff - half, diff + half
+        seeds = [r[metric] - base["mean"] for r in results["runs"]
+                 if r["variant"] == s["variant"] and r.get(metric) is not None]
+        rows.append({"variant": s["variant"], "n": n1, "diff": diff, "lo": lo, "hi": hi, "seeds": seeds,
+                     "p_value": s.get("p_value"), "significant": s.get("significant")})
+    sign = 1 if results.get("higher_is_better") else -1  # sign * diff > 0: better than the baseline
+    rows.sort(key=lambda r: -sign * r["diff"])
+    if len(rows) >= 3:  # with two variants there is no "the rest" to compare an outlier with
+        typical = float(np.median([abs(r["diff"]) for r in rows]))
+        for r in rows:
+            r["outlier"] = typical > 0 and abs(r["diff"]) > OUTLIER * typical
+    for r in rows:
+        r.setdefault("outlier", False)
+    return rows
+
+
+def ablation_figure(results):
+    """The ablation chart as a Figure (plot_ablation saves it): one row per variant, best at the top,
+    its mean difference from the baseline with a 95% Welch interval and every seed as a dot; outliers
+    in a right-hand panel with their own axis, so that they do not squash the others."""
+    rows = ablation_rows(results)
+    base = next(s for s in results["summary"] if s["variant"] == results["baseline"])
+    higher = bool(results.get("higher_is_better"))
+    outliers = [r for r in rows if r["outlier"]]
+    n = max(len(rows), 1)
+    width = 11.0 if outliers else 9.0
+    fig = Figure(figsize=(width, 0.5 * n + 2.6), dpi=DPI, layout="constrained")
+    if outliers:
+        ax, ax_out = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 1]})
+    else:
+        ax, ax_out = fig.subplots(), None
+    y = np.arange(len(rows))[::-1]  # the first (best) row at the top
+    for r, yi in zip(rows, y):
+        target = ax_out if r["outlier"] else ax
+        good = (r["diff"] > 0) == higher
+        color = ("C2" if good else "C3") if r["significant"] else "0.45"
+        if r["lo"] is not None:
+            target.errorbar(r["diff"], yi, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="none",
+                            ecolor=color, elinewidth=2, capsize=5, zorder=2, gid=f"ci:{r['variant']}")
+        target.scatter(r["seeds"], [yi] * len(r["seeds"]), s=16, color="0.55", alpha=0.8, zorder=3,
+                       gid=f"seeds:{r['variant']}")
+        target.scatter([r["diff"]], [yi], s=70, zorder=4, marker="D", edgecolor=color, linewidth=1.5,
+                       facecolor=color if r["significant"] else "white", gid=f"mean:{r['variant']}")
+        ci = f" [{delta(r['lo'])}, {delta(r['hi'])}]" if r["lo"] is not None else " (no CI: <2 seeds)"
+        right = max([r["diff"], *r["seeds"]] + ([r["hi"]] if r["hi"] is not None else []))
+        target.annotate(f"{delta(r['diff'])}{ci}", (right, yi), xytext=(6, 0), textcoords="offset points",
+                        ha="left", va="center", fontsize=9, color="0.15")
+        if r["outlier"]:  # a pointer in the main panel, on the row where the variant would be
+            ax.annotate(f"{delta(r['diff'])}: off this scale, see the right panel →", (1, yi),
+                        xycoords=("axes fraction", "data"), ha="right", va="center", fontsize=9, color=color,
+                        style="italic")
+    for a in [ax] + ([ax_out] if ax_out is not None else []):
+        a.axvline(0, color="black", lw=1.2, zorder=1)
+        a.grid(axis="x", alpha=0.3)
+        a.tick_params(labelsize=10)
+    # the baseline's own spread: a 95% t interval of its mean (none with one seed)
+    if base["n"] > 1 and base.get("std"):
+        from scipy import stats
+        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, base["n"] - 1) * base["std"] / np.sqrt(base["n"]))
+        ax.axvspan(-half, half, color="0.85", zorder=0, gid="baseline_ci")
+    main = [r for r in rows if not r["outlier"]]
+    span = [v for r in main for v in [r["diff"], *r["seeds"]] + [r["lo"], r["hi"]] if v is not None] + [0.0]
+    lo, hi = min(span), max(span)
+    pad = 0.12 * (hi - lo) or 0.01
+    ax.set_xlim(lo - pad, hi + pad + 0.45 * (hi - lo or 0.01))  # room for the numbers right of each row
+    ticks = [f"{r['variant']}\n(n={r['n']}, p={r['p_value']:.2g})" if r["p_value"] is not None
+             else f"{r['variant']}\n(n={r['n']}, p n/a)" for r in rows]
+    ax.set_yticks(y, ticks, fontsize=10)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    what = metric_label(results)
+    way = "higher is better: right of 0" if higher else "lower is better: left of 0"
+    ax.set_xlabel(f"Δ {what}, variant mean − baseline mean\n(bars: 95% Welch t interval from the seeds; {way})",
+                  fontsize=10)
+    if ax_out is not None:
+        ax_out.set_xlabel(f"Δ, outliers on their own scale\n(|Δ| > {OUTLIER:g}x the study's median |Δ|)",
+                          fontsize=10)
+        span = [v for r in outliers for v in [r["diff"], *r["seeds"]] + [r["lo"], r["hi"]] if v is not None] + [0.0]
+        pad = 0.12 * (max(span) - min(span)) or 0.01
+        ax_out.set_xlim(min(span) - pad, max(span) + pad + 1.1 * (max(span) - min(span)))
+    # legend: what the marks mean, not one entry per variant
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    handles = [Line2D([], [], marker="D", ls="none", color="C2", ms=7, label="significantly better (p < 0.05)"),
+               Line2D([], [], marker="D", ls="none", color="C3", ms=7, label="significantly worse (p < 0.05)"),
+               Line2D([], [], marker="D", ls="none", color="0.45", mfc="white", ms=7, label="not significant"),
+               Line2D([], [], marker="o", ls="none", color="0.55", ms=4, label="one seed")]
+    if base["n"] > 1 and base.get("std"):
+        handles.append(Patch(color="0.85", label="baseline mean, 95% CI"))
+    fig.legend(handles=handles, fontsize=9, loc="outside lower center", ncol=len(handles) if outliers else 3)
+    ns = sorted({s["n"] for s in results["summary"]})
     n_txt = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
-    x = np.arange(len(names))
-    fig = Figure(figsize=(max(7.0, 1.2 * len(names) + 3), 5.5), dpi=DPI, layout="constrained")
-    ax = fig.subplots()
-    colors = ["0.6" if v == results["baseline"] else "C0" for v in names]
-    ax.bar(x, means, yerr=stds, capsize=6, color=colors, alpha=0.85, edgecolor="black", linewidth=0.5)
-    for i, v in enumerate(names):
-        jitter = np.linspace(-0.12, 0.12, len(seeds[v])) if len(seeds[v]) > 1 else [0.0]
-        ax.scatter(i + np.asarray(jitter), seeds[v], color="black", s=14, zorder=3,
-                   label="one seed" if i == 0 else None)
-    if results["baseline"] in names:
-        base = means[names.index(results["baseline"])]
-        named = "" if results["baseline"] == "baseline" else f" ({results['baseline']})"
-        ax.axhline(base, color="0.3", ls="--", lw=1, label=f"baseline{named} mean")
-    # differences between variants are often a few % of the metric: start the axis near the data
-    values = np.concatenate([means - stds, means + stds] + [np.asarray(s, dtype=float) for s in seeds.values()])
-    lo, hi = float(values.min()), float(values.max())
-    pad = 0.15 * (hi - lo) or 0.05 * abs(hi) or 1.0
-    bottom = 0.0 if lo >= 0 and lo < 0.5 * hi else lo - pad
-    ax.set_ylim(bottom, hi + 2.5 * pad)
-    for i, s in enumerate(summary):
-        label = f"{s['mean']:.4g}"
-        if s["variant"] != results["baseline"] and s.get("diff") is not None:
-            p = s.get("p_value")
-            label += f"\nΔ {delta(s['diff'])}" + (f", p={p:.2g}" if p is not None else "")
-            label += " *" if s.get("significant") else ""
-        ax.text(i, means[i] + stds[i] + 0.3 * pad, label, ha="center", va="bottom", fontsize=8)
-    ticks = [f"{v}\n(baseline)" if v == results["baseline"] else v for v in names]
-    long = max(map(len, names)) > 10
-    ax.set_xticks(x, ticks, rotation=25 if long else 0, ha="right" if long else "center")
-    better = "higher" if results.get("higher_is_better") else "lower"
-    zoom = ", axis does not start at 0" if bottom != 0 else ""
-    ax.set(xlabel="variant", ylabel=f"{metric} ({better} is better{zoom})")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"{results['study']}: {metric} (mean ± std over {n_txt} seeds)\n"
-                 f"* = significant difference from the baseline", fontsize=11)
-    return save(fig, path)
+    spread = f" ± {base['std']:.4f}" if base.get("std") else ""
+    quick = ", --quick: no significance claimed" if results.get("size") == "quick" else ""
+    named = "" if results["baseline"] == "baseline" else f" '{results['baseline']}'"
+    fig.suptitle(f"Ablation study '{results['study']}': difference from the baseline ({n_txt} seeds per variant{quick})"
+                 f"\nbaseline{named}: {what} = {base['mean']:.4f}{spread} (mean ± std)",
+                 fontsize=12)
+    return fig
+
+
+def plot_ablation(results, path):
+    """A study's chart (ablate.py writes it as ablation.png): see ablation_figure."""
+    return save(ablation_figure(results), path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -505,7 +601,7 @@ def main(argv=None):
                    help="at most this many points (default: 2000)")
     s.add_argument("--data_dir", help="where the run's data set is prepared (default: the run's data_dir)")
     add("confusion", "a classifier's confusion matrix from RUN/metrics.json")
-    s = add("ablation", "a study's bars from RESULTS_DIR/results.json", run=False)
+    s = add("ablation", "a study's differences from its baseline, with 95%% CIs, from RESULTS_DIR/results.json", run=False)
     s.add_argument("results", help="directory holding results.json, or the file itself")
     s = add("positions", "sinusoidal / learned position similarity and the RoPE spectrum")
     for key, default in (("block_size", 256), ("n_embd", 384), ("n_head", 6), ("rope_base", 10000.0)):

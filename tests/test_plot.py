@@ -107,24 +107,120 @@ def test_confusion_from_classifier_run(runs, tmp_path):
     check_png(runs["trec"] / "confusion.png", (8, 7))
 
 
-ABLATION = {
-    "study": "pos_encoding", "metric": "loss", "higher_is_better": False, "baseline": "rope",
-    "runs": [{"variant": "rope", "seed": 1, "loss": 1.52}, {"variant": "rope", "seed": 2, "loss": 1.54},
-             {"variant": "learned", "seed": 1, "loss": 1.60}, {"variant": "learned", "seed": 2, "loss": 1.63}],
-    "summary": [
-        {"variant": "rope", "n": 2, "mean": 1.53, "std": 0.0141, "diff": 0.0, "p_value": None, "significant": False},
-        {"variant": "learned", "n": 2, "mean": 1.615, "std": 0.0212, "diff": 0.085, "p_value": 0.02,
-         "significant": True}],
-}
+def study(values, baseline="base", higher_is_better=False, metric="loss"):
+    """A results.json as ablate.py writes it, from {variant: [one value per seed]}, summarised by
+    ablate.summarize itself (Welch p-values included), so the chart is checked against the real thing."""
+    import ablate
+    runs = [{"variant": v, "seed": s, metric: x} for v, xs in values.items() for s, x in enumerate(xs)]
+    return {"study": "toy", "metric": metric, "higher_is_better": higher_is_better, "baseline": baseline,
+            "runs": runs, "summary": ablate.summarize(runs, list(values), metric, baseline)}
 
 
-def test_ablation_bars(tmp_path, capsys):
-    check_png(plot.plot_ablation(ABLATION, tmp_path / "a.png"), (7, 5.5))
-    (tmp_path / "results.json").write_text(json.dumps(ABLATION))
+# lower is better; "far" is 30x the others' differences (no-residual in results/lm), "one" has one seed
+TOY = {"base": [1.50, 1.52, 1.51], "worse": [1.56, 1.58, 1.55], "better": [1.48, 1.47, 1.49],
+       "same": [1.49, 1.53, 1.52], "far": [2.90, 3.00, 3.20], "one": [1.60]}
+
+
+def test_ablation_rows_are_welch_intervals_of_the_summary():
+    from scipy import stats
+    results = study(TOY)
+    rows = {r["variant"]: r for r in plot.ablation_rows(results)}
+    assert set(rows) == set(TOY) - {"base"}  # the baseline is the 0 line, not a row
+    base = np.array(TOY["base"])
+    for v, r in rows.items():
+        x = np.array(TOY[v])
+        assert r["diff"] == pytest.approx(x.mean() - base.mean(), abs=1e-12)
+        assert sorted(r["seeds"]) == pytest.approx(sorted(x - base.mean()))  # each seed against the baseline mean
+        if len(x) < 2:
+            assert r["lo"] is None and r["hi"] is None  # one seed has no interval
+            continue
+        # scipy's own interval of the Welch test: catches a pooled variance, z instead of t, ddof=0
+        ci = stats.ttest_ind(x, base, equal_var=False).confidence_interval(0.95)
+        assert (r["lo"], r["hi"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
+        # and so the interval excludes 0 exactly when the study's p-value is below 0.05
+        assert (r["lo"] > 0 or r["hi"] < 0) == (r["p_value"] < 0.05)
+
+
+def test_ablation_rows_sorted_best_first_and_outliers():
+    rows = plot.ablation_rows(study(TOY))
+    assert [r["variant"] for r in rows] == ["better", "same", "worse", "one", "far"]  # lower is better
+    assert [r["variant"] for r in rows if r["outlier"]] == ["far"]
+    flipped = study({v: [-x for x in xs] for v, xs in TOY.items()}, higher_is_better=True)
+    assert [r["variant"] for r in plot.ablation_rows(flipped)] == ["better", "same", "worse", "one", "far"]
+    # no outlier when the differences are alike, nor among two variants (nothing to compare with)
+    close = {k: TOY[k] for k in ("base", "worse", "better", "same")}
+    assert not any(r["outlier"] for r in plot.ablation_rows(study(close)))
+    assert not any(r["outlier"] for r in plot.ablation_rows(study({k: TOY[k] for k in ("base", "far", "same")})))
+
+
+def test_ablation_figure_draws_the_rows():
+    results = study(TOY)
+    rows = plot.ablation_rows(results)
+    fig = plot.ablation_figure(results)
+    ax, ax_out = fig.axes[:2]
+
+    def art(a, gid):
+        found = [c for c in a.get_children() if c.get_gid() == gid]
+        return found[0] if found else None
+    # rows top to bottom in the sorted order, with n and p in each label
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    ys = list(ax.get_yticks())
+    assert [labels[ys.index(y)].split("\n")[0] for y in sorted(ys, reverse=True)] == [r["variant"] for r in rows]
+    assert any("(n=1, p n/a)" in t for t in labels)
+    for r, y in zip(rows, sorted(ys, reverse=True)):
+        home, away = (ax_out, ax) if r["outlier"] else (ax, ax_out)
+        mean = art(home, f"mean:{r['variant']}")
+        assert mean is not None and art(away, f"mean:{r['variant']}") is None  # on its own panel only
+        assert list(mean.get_offsets()[0]) == pytest.approx([r["diff"], y])  # the point is Δ, not the mean itself
+        seeds = art(home, f"seeds:{r['variant']}").get_offsets()
+        assert sorted(seeds[:, 0]) == pytest.approx(sorted(r["seeds"]))
+        ci = next((c for c in home.collections if c.get_gid() == f"ci:{r['variant']}"), None)  # errorbar's lines
+        if r["lo"] is None:
+            assert ci is None
+        else:  # the error bar's horizontal segment runs from lo to hi
+            (x0, _), (x1, _) = ci.get_segments()[0]
+            assert (x0, x1) == pytest.approx((r["lo"], r["hi"]))
+    # the main panel's scale leaves the outlier out: the others are not squashed
+    far = next(r for r in rows if r["outlier"])
+    assert ax.get_xlim()[1] < far["diff"] / 4 and ax_out.get_xlim()[0] < far["lo"] < far["hi"] < ax_out.get_xlim()[1]
+    # the baseline's own 95% t interval of its mean, centred on 0
+    band = art(ax, "baseline_ci")  # a Rectangle spanning the axes' height
+    band = np.array([band.get_x(), band.get_x() + band.get_width()])
+    from scipy import stats
+    half = stats.t.ppf(0.975, 2) * np.std(TOY["base"], ddof=1) / np.sqrt(3)
+    assert (band.min(), band.max()) == pytest.approx((-half, half))
+    assert "val loss (nats per token)" in ax.get_xlabel() and "95% Welch" in ax.get_xlabel()
+    assert "'toy'" in fig.get_suptitle() and "1.5100" in fig.get_suptitle()
+
+
+def test_ablation_committed_lm_study():
+    """results/lm: the chart's differences are the summary's, no-residual alone is on its own scale,
+    and every interval agrees with the committed p-value."""
+    from pathlib import Path
+    results = json.loads((Path(__file__).parent.parent / "results" / "lm" / "results.json").read_text())
+    rows = plot.ablation_rows(results)
+    summary = {s["variant"]: s for s in results["summary"]}
+    assert len(rows) == len(summary) - 1
+    for r in rows:
+        assert r["diff"] == pytest.approx(summary[r["variant"]]["diff"], abs=1e-12)
+        assert (r["lo"] > 0 or r["hi"] < 0) == (summary[r["variant"]]["p_value"] < 0.05)
+    assert [r["variant"] for r in rows if r["outlier"]] == ["residual=off"]
+    assert [r["diff"] for r in rows] == sorted(r["diff"] for r in rows)
+
+
+def test_ablation_png_and_errors(tmp_path, capsys):
+    results = study(TOY)
+    fig = plot.ablation_figure(results)
+    size = tuple(fig.get_size_inches())
+    check_png(plot.plot_ablation(results, tmp_path / "a.png"), size)
+    (tmp_path / "results.json").write_text(json.dumps(results))
     assert plot.main(["ablation", str(tmp_path)]) == 0
-    check_png(tmp_path / "ablation.png", (7, 5.5))
+    check_png(tmp_path / "ablation.png", size)
     with pytest.raises(plot.PlotError, match="results have no summary"):
-        plot.plot_ablation({k: v for k, v in ABLATION.items() if k != "summary"}, tmp_path / "x.png")
+        plot.plot_ablation({k: v for k, v in results.items() if k != "summary"}, tmp_path / "x.png")
+    no_base = dict(results, summary=[s for s in results["summary"] if s["variant"] != "base"])
+    with pytest.raises(plot.PlotError, match="baseline 'base' has no finished runs"):
+        plot.plot_ablation(no_base, tmp_path / "x.png")
 
 
 def test_positions_with_and_without_checkpoint(runs, tmp_path):
