@@ -14,7 +14,7 @@ quick = dict(n_layer=1, n_head=2, n_embd=32, batch_size=8, max_iters=20, warmup_
 
 _reg = dict(word_dropout=0.2, embd_dropout=0.4, out_dropout=0.3)
 variants = {
-    "baseline": {},  # config/trec.py: dropout 0.1 everywhere
+    "baseline": {},  # config/trec.py: dropout 0.2 everywhere
     "reg": _reg,
     "reg+ls": dict(_reg, label_smoothing=0.1),
     "reg-4x256": dict(_reg, n_layer=4, n_embd=256),
