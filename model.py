@@ -282,27 +282,28 @@ class SelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.rate("resid"))
         self.dropout, self.kind, self.causal = cfg.rate("attn"), cfg.attention, cfg.causal
 
-    def forward(self, x, ctx):
+    def forward(self, x, inputs):
         B, T, C = x.shape
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
-        if ctx.rope is not None:  # rotate queries and keys together: (B, T, 2, nh, hs)
-            cos, sin = ctx.rope  # (T, hs)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
+        if inputs.rope is not None:  # rotate queries and keys together: (B, T, 2, nh, hs)
+            cos, sin = inputs.rope  # (T, hs)
             q, k = apply_rope(qkv[:, :, :2], cos[:, None, None], sin[:, None, None]).unbind(2)
             v = qkv[:, :, 2]
         else:
             q, k, v = qkv.unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if ctx.cache is not None:  # generation: store this step's keys/values, attend over all cached ones
-            k, v = ctx.cache.update(self.layer_idx, k, v, ctx.slots)
-        bias = None if ctx.bias is None else ctx.bias.to(q.dtype)
+        if inputs.cache is not None:  # generation: store this step's keys/values, attend over all cached
+            k, v = inputs.cache.update(self.layer_idx, k, v)  # (B, nh, cache size, hs)
+        bias = None if inputs.bias is None else inputs.bias.to(q.dtype)
         causal = self.causal and bias is None
         dropout_p = self.dropout if self.training else 0.0
-        if self.kind == "manual" or ctx.record is not None:
+        if self.kind == "manual" or inputs.record is not None:
             y, weights = manual_attention(q, k, v, bias, causal, dropout_p)
-            if ctx.record is not None:
-                ctx.record.append(weights.detach())
+            if inputs.record is not None:
+                inputs.record.append(weights.detach())
         else:  # FlashAttention / memory-efficient kernels on GPU when bias is None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, is_causal=causal)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p,
+                                               is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -337,43 +338,96 @@ class Block(nn.Module):
     def add(self, x, y):
         return x + y if self.residual else y
 
-    def forward(self, x, ctx):
+    def forward(self, x, inputs):
         if self.post_ln:
-            x = self.ln_1(self.add(x, self.attn(x, ctx)))
+            x = self.ln_1(self.add(x, self.attn(x, inputs)))
             return self.ln_2(self.add(x, self.mlp(x)))
-        x = self.add(x, self.attn(self.ln_1(x), ctx))
+        x = self.add(x, self.attn(self.ln_1(x), inputs))
         return self.add(x, self.mlp(self.ln_2(x)))
 
 
-class Context:
-    """What every layer's attention needs for one forward pass, computed once."""
+class AttentionInputs:
+    """What every layer's attention reads in one forward pass, made once by Transformer.encode:
+    the additive bias (attention_bias, or None), RoPE's (cos, sin), the KV cache, and a list that
+    collects attention weights (attention_maps). A plain class, not a pytree such as a NamedTuple,
+    so that FSDP's input casting leaves the fp32 bias and angles alone."""
 
-    def __init__(self, bias=None, rope=None, cache=None, slots=None, record=None):
-        self.bias, self.rope, self.cache, self.slots, self.record = bias, rope, cache, slots, record
+    def __init__(self, bias=None, rope=None, cache=None, record=None):
+        self.bias = bias
+        self.rope = rope
+        self.cache = cache
+        self.record = record
+
+
+def attention_bias(qpos, kpos, key_mask, causal, window, slopes=None):
+    """Additive attention bias (B|1, nh|1, Tq, Tk), shared by every layer and by manual and fused
+    attention: 0 where a query may look, -inf where it may not, minus ALiBi's m_h * distance.
+
+    qpos (Tq,) and kpos (Tk,) are absolute positions, kpos -1 an empty cache slot; key_mask (B, Tk)
+    is 1 for real tokens, 0 for padding. A query sees the keys less than window positions away:
+    behind it (causal), or on both sides. slopes (nh,): ALiBi (Press et al. 2022, 3).
+    """
+    dist = qpos[:, None] - kpos[None, :]  # (Tq, Tk): how far back each key is
+    # a sliding window past block_size
+    allowed = (dist >= 0) & (dist < window) if causal else dist.abs() < window
+    allowed = allowed & (kpos >= 0)[None, :]  # empty cache slots
+    allowed = allowed[None, None]  # (1, 1, Tq, Tk)
+    if key_mask is not None:  # key padding
+        allowed = allowed & key_mask.bool()[:, None, None, :]  # (B, 1, Tq, Tk)
+    # a query may always see itself, so no softmax row is empty (a padding query's output is unused)
+    allowed = allowed | (dist == 0)
+    bias = torch.zeros(allowed.shape, device=qpos.device).masked_fill(~allowed, float("-inf"))
+    if slopes is not None:  # -m_h * distance; symmetric if bidirectional
+        bias = bias - slopes[None, :, None, None] * dist.abs()[None, None].float()
+    return bias
 
 
 class KVCache:
-    """Keys and values of past tokens, per layer, in a ring buffer of block_size slots.
+    """Keys and values of past tokens, per layer, in a ring buffer of `size` slots (block_size),
+    and the positions they hold: the cache alone writes its state.
 
-    Slot s holds absolute position pos[s] (-1: empty). Because keys are stored already rotated
-    (RoPE) and ALiBi/masks are computed from positions, the order of slots does not matter, so a
-    full buffer simply overwrites its oldest slot: sliding-window attention over the last
-    block_size tokens.
+    Per forward pass, advance(T) places the T new tokens (position p goes to slot p % size) and
+    returns their absolute positions; then each layer's update() writes their keys and values and
+    returns all the cached ones. Slot s holds absolute position pos[s] (-1: empty). Because keys are
+    stored already rotated (RoPE) and ALiBi/masks are computed from positions, the order of slots
+    does not matter, so a full buffer simply overwrites its oldest slot: sliding-window attention
+    over the last `size` tokens.
     """
 
     def __init__(self, n_layer, size):
         self.n_layer, self.size = n_layer, size
-        self.k = self.v = None
-        self.pos = None
+        self.k = self.v = None  # (n_layer, B, nh, size, hs), allocated by the first update
+        self.pos = None  # (size,) absolute position in each slot, -1: empty
+        self.slots = None  # (T,) the slots of the tokens of the current forward pass
         self.length = 0  # tokens processed so far = absolute position of the next token
 
-    def update(self, layer, k, v, slots):
+    def advance(self, T, device, pos=None):
+        """Place T new tokens at positions pos (T,) (default: the next T) and return pos.
+        Graphed decoding passes pos as the recorded graph's static input."""
+        if pos is None:
+            pos = torch.arange(self.length, self.length + T, device=device)  # absolute positions (T,)
+        if self.pos is None:
+            self.pos = torch.full((self.size,), -1, dtype=torch.long, device=device)
+        self.slots = pos % self.size
+        self.pos[self.slots] = pos
+        self.length += T
+        return pos
+
+    def seek(self, length):
+        """Make length the position of the next token. Graphed decoding needs this twice: to forget
+        the steps that warm-up and recording ran, and after each replay, which re-runs advance's
+        device work (the slot writes) but not its count on the host."""
+        self.length = length
+
+    def update(self, layer, k, v):
+        """Write one layer's keys and values (B, nh, T, hs) of the tokens placed by advance(),
+        and return the layer's whole cache (B, nh, size, hs) for attention."""
         if self.k is None:  # allocate lazily, in the dtype the layers compute in (bf16 under autocast)
             B, nh, _, hs = k.shape
             self.k = k.new_zeros(self.n_layer, B, nh, self.size, hs)
             self.v = torch.zeros_like(self.k)
-        self.k[layer].index_copy_(2, slots, k)  # (B, nh, size, hs)
-        self.v[layer].index_copy_(2, slots, v)
+        self.k[layer].index_copy_(2, self.slots, k)  # (B, nh, size, hs)
+        self.v[layer].index_copy_(2, self.slots, v)
         return self.k[layer], self.v[layer]
 
 
@@ -471,64 +525,54 @@ class Transformer(nn.Module):
                 raise ValueError(f"token id {bad} is out of range: vocab_size={cfg.vocab_size} allows "
                                  f"0..{cfg.vocab_size - 1}")
 
-    def _attn_bias(self, qpos, kpos, attention_mask, cached):
-        """Additive bias (B|1, nh|1, Tq, Tk) for every layer, or None when the kernels' own causal
-        (or no) masking is exactly right: no padding, no ALiBi, no cache, within block_size."""
+    def embed(self, idx, pos):
+        """Token ids (B, T) at absolute positions pos (T,) -> input embeddings (B, T, C)."""
         cfg = self.config
-        W = cfg.block_size
-        if attention_mask is None and cfg.pos_encoding != "alibi" and not cached and len(qpos) <= W:
-            return None
-        dist = qpos[:, None] - kpos[None, :]  # (Tq, Tk): how far back each key is
-        allowed = (dist >= 0) & (dist < W) if cfg.causal else dist.abs() < W  # sliding window past W
-        allowed = allowed & (kpos >= 0)[None, :]  # empty cache slots
-        allowed = allowed[None, None]  # (1, 1, Tq, Tk)
-        if attention_mask is not None:  # key padding
-            allowed = allowed & attention_mask.bool()[:, None, None, :]  # (B, 1, Tq, Tk)
-        # a query may always see itself, so no softmax row is empty (a padding query's output is unused)
-        allowed = allowed | (dist == 0)
-        bias = torch.zeros(allowed.shape, device=qpos.device).masked_fill(~allowed, float("-inf"))
-        if cfg.pos_encoding == "alibi":  # -m_h * distance (Press et al. 2022, 3); symmetric if bidirectional
-            bias = bias - self.slopes[None, :, None, None] * dist.abs()[None, None].float()
-        return bias
-
-    def encode(self, idx, attention_mask=None, cache=None, record=None, pos=None):
-        """Token ids (B, T) -> final hidden states (B, T, C) after the last norm.
-        pos: absolute positions (T,) as a tensor (default: 0.., or after the cached tokens)."""
-        cfg = self.config
-        start = cache.length if cache is not None else 0
-        B, T = idx.shape
-        self._check_input(idx, start + T)
-        table = pos is None and cache is None and T <= cfg.block_size  # positions 0..T-1: RoPE's table
-        if pos is None:
-            pos = torch.arange(start, start + T, device=idx.device)  # absolute positions (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
-        if self.training and cfg.word_dropout:  # a dropped word type is zero at every position of the batch
+        if self.training and cfg.word_dropout:
+            # a dropped word type is zero at every position of the batch
             keep = torch.rand(cfg.vocab_size, device=idx.device) >= cfg.word_dropout  # (V,)
             x = x * (keep[idx] / (1 - cfg.word_dropout)).to(x.dtype)[..., None]
         if cfg.pos_encoding == "learned":
             x = x + self.transformer.wpe(pos)
         elif cfg.pos_encoding == "sinusoidal":
-            # the paper scales embeddings by sqrt(d_model) before adding the table (Vaswani et al. 3.4);
-            # without it the fixed table (rms 0.7) would drown the 0.02-scale token embeddings
+            # the paper scales embeddings by sqrt(d_model) before adding the table (Vaswani et al.
+            # 3.4); without it the fixed table (rms 0.7) would drown the 0.02-scale token embeddings
             x = x * math.sqrt(cfg.n_embd) + self.sin_table[pos].to(x.dtype)
-        x = self.transformer.drop(x)
-        slots, kpos = None, pos
-        if cache is not None:
-            if cache.pos is None:
-                cache.pos = torch.full((cache.size,), -1, dtype=torch.long, device=idx.device)
-            slots = pos % cache.size
-            cache.pos[slots] = pos
-            kpos = cache.pos
+        return self.transformer.drop(x)
+
+    def attention_inputs(self, pos, attention_mask=None, cache=None, record=None, from_zero=False):
+        """What every layer's attention needs for queries at positions pos (T,): the mask (keys at
+        the cache's positions, if any, else at pos) and RoPE's angles (RoPE's table when from_zero,
+        i.e. pos is 0..T-1)."""
+        cfg = self.config
+        T = len(pos)
+        slopes = self.slopes if cfg.pos_encoding == "alibi" else None
+        bias = None  # the kernels' own causal (or no) masking is exactly right
+        if attention_mask is not None or slopes is not None or cache is not None or T > cfg.block_size:
+            kpos = pos if cache is None else cache.pos
+            bias = attention_bias(pos, kpos, attention_mask, cfg.causal, cfg.block_size, slopes)
         rope = None
-        if cfg.pos_encoding == "rope" and table:
-            rope = self.rope_cos[:T], self.rope_sin[:T]  # pos is 0..T-1
+        if cfg.pos_encoding == "rope" and from_zero:
+            rope = self.rope_cos[:T], self.rope_sin[:T]
         elif cfg.pos_encoding == "rope":
             rope = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base)
-        ctx = Context(self._attn_bias(pos, kpos, attention_mask, cache is not None), rope, cache, slots, record)
-        for block in self.transformer.h:
-            x = block(x, ctx)
+        return AttentionInputs(bias, rope, cache, record)
+
+    def encode(self, idx, attention_mask=None, cache=None, record=None, pos=None):
+        """Token ids (B, T) -> final hidden states (B, T, C) after the last norm.
+        pos: absolute positions (T,) as a tensor (default: 0.., or after the cached tokens)."""
+        T = idx.size(1)
+        self._check_input(idx, T if cache is None else cache.length + T)
+        from_zero = pos is None and cache is None and T <= self.config.block_size
         if cache is not None:
-            cache.length += T
+            pos = cache.advance(T, idx.device, pos)
+        elif pos is None:
+            pos = torch.arange(T, device=idx.device)  # absolute positions (T,)
+        x = self.embed(idx, pos)
+        inputs = self.attention_inputs(pos, attention_mask, cache, record, from_zero)
+        for block in self.transformer.h:
+            x = block(x, inputs)
         return self.transformer.ln_f(x)
 
     def pool(self, h, attention_mask=None):
@@ -642,13 +686,13 @@ class Transformer(nn.Module):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), autocast:
             logits = step()
-        cache.length = length
+        cache.seek(length)
 
         def replay(nxt):
             tok.copy_(nxt)
             pos.fill_(cache.length)
-            graph.replay()
-            cache.length += 1
+            graph.replay()  # the recorded step, cache.advance's slot writes included
+            cache.seek(cache.length + 1)  # advance's count, which runs on the host
             return logits
         return replay
 
