@@ -173,6 +173,77 @@ def alibi_slopes(n_head):
 # ----------------------------------------------------------------------------------------------
 # the language-model loss, fused with its head
 
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits h @ weight^T against targets (-1: ignored), with label
+    smoothing eps, for training. h (N, C), weight (V, C), targets (N,). vocab: the first vocab of
+    the V ids are real, the rest padding, which gets no probability and no smoothing mass.
+
+    The forward pass works out the gradients too, so the (N, V) logits live only inside it: with
+    GPT-2's vocabulary they are the largest tensor of a step (32 x 1024 tokens: 3.3 GB in bf16),
+    which the plain path stores for the backward pass and reads twice more there. Here they are
+    read once for the log-sum-exp and once to become their own gradient,
+        d loss / d logits = (softmax(logits) - (1 - eps) onehot(target) - eps / vocab)
+                            * [target >= 0] / n,
+    which the two backward matrix products then consume. The backward pass only scales the two
+    saved gradients by the incoming one. Matrix products follow autocast, like nn.Linear's.
+
+    fp8=True runs the three matrix products in FP8 instead (fp8_logits, fp8_grads); the rest is
+    the same."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, eps, fp8=False, vocab=None):
+        # logits, in the compute dtype (autocast's, else h's), then in fp32 (fp64 for fp64 inputs)
+        if fp8:
+            logits, operands = fp8_logits(h, weight)  # (N, V) in bf16
+        else:
+            logits = h @ weight.t()  # (N, V)
+        dtype = logits.dtype
+        logits = logits.to(torch.promote_types(dtype, torch.float32))
+        vocab = vocab or logits.size(1)
+        cols = torch.arange(logits.size(1), device=logits.device)
+        if vocab < logits.size(1):
+            logits[:, vocab:] = float("-inf")  # padding ids
+        # log-sum-exp
+        lse = logits.logsumexp(-1)  # (N,)
+        # loss
+        valid = targets >= 0
+        n = valid.sum().clamp(min=1)
+        target = targets.clamp(min=0)[:, None]  # (N, 1)
+        loss = lse - logits.gather(1, target).squeeze(1)  # -log p(target)
+        if eps:  # eps * mean over the real ids of -log p
+            loss = (1 - eps) * loss + eps * (lse - logits[:, :vocab].mean(-1))
+        loss = torch.where(valid, loss, 0.0).sum() / n
+        # gradient, n times d loss / d logits (N, V), then through the head's two matrix products
+        onehot = cols == target  # (N, V)
+        grad = (logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / vocab * (cols < vocab)
+        grad = grad * valid[:, None]
+        if fp8:
+            grad_h, grad_w = fp8_grads(grad, n, operands, h.dtype, weight.dtype)
+        else:
+            # 1/n comes after the products, in fp32: in fp16, grad / n (~1e-8 for 16k tokens) would
+            # flush to zero before a GradScaler's scale reached it in backward. Unnormalised, a row
+            # of grad sums to at most 2 in absolute value, so grad @ weight stays in range; grad^T @ h
+            # sums over n tokens, so h is scaled by a power of two s with n * max|h| * s <= 2^15.
+            h_max = h.abs().amax().float().clamp(min=1e-12)
+            s = (2.0 ** 15 / (n * h_max)).log2().floor().exp2().clamp(max=1)
+            acc = grad.dtype  # fp32 (fp64 for fp64 inputs)
+            grad = grad.to(dtype)  # the compute dtype
+            grad_h = (grad @ weight).to(acc) / n  # (N, C)
+            grad_w = (grad.t() @ (h * s.to(h.dtype))).to(acc) / (n * s)  # (V, C)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = h.dtype, weight.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        grad_h, grad_weight = ctx.saved_tensors  # fp32 unless fp8: scaled by g before any cast
+        grad_h = (g * grad_h).to(ctx.dtypes[0])
+        grad_weight = (g * grad_weight).to(ctx.dtypes[1])
+        return grad_h, grad_weight, None, None, None, None
+
+
+# the FP8 head, an opt-in (fp8_head=True)
+
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 GRAD_SCALE = 2.0 ** 15  # |d loss / d logit| * n <= 1, so this fits E5M2 (max 57344) with no amax pass
 
@@ -183,72 +254,33 @@ def to_fp8(x, dtype):
     return (x.float() * scale).to(dtype), scale.reciprocal()
 
 
-class LinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of the logits h @ weight^T against targets (-1: ignored), with label
-    smoothing eps, for training. h (N, C), weight (V, C), targets (N,). vocab: the first vocab of
-    the V ids are real, the rest padding, which gets no probability and no smoothing mass.
+def fp8_logits(h, weight):
+    """LinearCrossEntropy's logits h @ weight^T (N, V) in FP8 (fp8_head=True; an H100-class GPU):
+    torch._scaled_mm with fp32 accumulation and a bf16 result, h and weight in E4M3 with tensorwise
+    scales. Returns the logits and the FP8 operands (h8, h_inv, w8, w_inv) for fp8_grads."""
+    if h.size(0) % 16 or weight.size(0) % 16:
+        raise ValueError(f"fp8_head needs the tokens in a batch ({h.size(0)}) and the vocabulary "
+                         f"({weight.size(0)}) to be multiples of 16; change batch_size or "
+                         f"block_size, or drop fp8_head")
+    h8, h_inv = to_fp8(h, E4M3)
+    w8, w_inv = to_fp8(weight, E4M3)
+    logits = torch._scaled_mm(h8, w8.t(), h_inv, w_inv, out_dtype=torch.bfloat16)  # (N, V)
+    return logits, (h8, h_inv, w8, w_inv)
 
-    The forward pass works out the gradients too, so the (N, V) logits live only inside it: with
-    GPT-2's vocabulary they are the largest tensor of a step (32 x 1024 tokens: 3.3 GB in bf16),
-    which the plain path stores for the backward pass and reads twice more there. Here they are
-    read once for the log-sum-exp and once to become their own gradient,
-        d loss / d logits = (softmax(logits) - (1 - eps) onehot(target) - eps / vocab) * [target >= 0] / n,
-    which the two backward matrix products then consume. The backward pass only scales the two
-    saved gradients by the incoming one. Matrix products follow autocast, like nn.Linear's.
 
-    fp8=True runs the three products in FP8 (torch._scaled_mm, fp32 accumulation): h and weight
-    in E4M3 with tensorwise scales, the logit gradient in E5M2 with the fixed GRAD_SCALE, since
-    every element of softmax - onehot lies in [-1, 1]."""
-
-    @staticmethod
-    def forward(ctx, h, weight, targets, eps, fp8=False, vocab=None):
-        if fp8:
-            if h.size(0) % 16 or weight.size(0) % 16:
-                raise ValueError(f"fp8_head needs the tokens in a batch ({h.size(0)}) and the vocabulary "
-                                 f"({weight.size(0)}) to be multiples of 16; change batch_size or block_size, "
-                                 f"or drop fp8_head")
-            h8, h_inv = to_fp8(h, E4M3)
-            w8, w_inv = to_fp8(weight, E4M3)
-            logits = torch._scaled_mm(h8, w8.t(), h_inv, w_inv, out_dtype=torch.bfloat16)  # (N, V)
-        else:
-            logits = h @ weight.t()  # (N, V), in the compute dtype: autocast's, else h's
-        dtype, logits = logits.dtype, logits.to(torch.promote_types(logits.dtype, torch.float32))
-        vocab, cols = vocab or logits.size(1), torch.arange(logits.size(1), device=logits.device)
-        if vocab < logits.size(1):
-            logits[:, vocab:] = float("-inf")  # padding ids
-        lse = logits.logsumexp(-1)  # (N,)
-        valid = targets >= 0
-        n = valid.sum().clamp(min=1)
-        target = targets.clamp(min=0)[:, None]  # (N, 1)
-        loss = lse - logits.gather(1, target).squeeze(1)  # -log p(target)
-        if eps:
-            loss = (1 - eps) * loss + eps * (lse - logits[:, :vocab].mean(-1))  # eps * mean over ids of -log p
-        loss = torch.where(valid, loss, 0.0).sum() / n
-        onehot = cols == target  # (N, V)
-        grad = ((logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / vocab * (cols < vocab)) * valid[:, None]
-        if fp8:  # the column-major operands _scaled_mm wants are transposed copies
-            g8, g_inv = (grad * GRAD_SCALE).to(E5M2), (n * GRAD_SCALE).float().reciprocal()
-            grad_h = torch._scaled_mm(g8, w8.t().contiguous().t(), g_inv, w_inv, out_dtype=torch.bfloat16)
-            grad_w = torch._scaled_mm(g8.t().contiguous(), h8.t().contiguous().t(), g_inv, h_inv,
-                                      out_dtype=torch.bfloat16)
-            grad_h, grad_w = grad_h.to(h.dtype), grad_w.to(weight.dtype)
-        else:
-            # 1/n comes after the products, in fp32: in fp16, grad / n (~1e-8 for 16k tokens) would
-            # flush to zero before a GradScaler's scale reached it in backward. Unnormalised, a row
-            # of grad sums to at most 2 in absolute value, so grad @ weight stays in range; grad^T @ h
-            # sums over n tokens, so h is scaled by a power of two s with n * max|h| * s <= 2^15.
-            s = (2.0 ** 15 / (n * h.abs().amax().float().clamp(min=1e-12))).log2().floor().exp2().clamp(max=1)
-            acc, grad = grad.dtype, grad.to(dtype)  # fp32 (fp64 for fp64 inputs), the compute dtype
-            grad_h = (grad @ weight).to(acc) / n  # (N, C)
-            grad_w = (grad.t() @ (h * s.to(h.dtype))).to(acc) / (n * s)  # (V, C)
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.dtypes = h.dtype, weight.dtype
-        return loss
-
-    @staticmethod
-    def backward(ctx, g):
-        grad_h, grad_weight = ctx.saved_tensors  # fp32 unless fp8: scaled by g before any cast
-        return (g * grad_h).to(ctx.dtypes[0]), (g * grad_weight).to(ctx.dtypes[1]), None, None, None, None
+def fp8_grads(grad, n, operands, h_dtype, w_dtype):
+    """The two backward products (grad @ weight / n, grad^T @ h / n) in FP8, from n times the logit
+    gradient (N, V) in E5M2 with the fixed GRAD_SCALE (every element of softmax - onehot lies in
+    [-1, 1]) and fp8_logits' operands."""
+    h8, h_inv, w8, w_inv = operands
+    g8 = (grad * GRAD_SCALE).to(E5M2)
+    g_inv = (n * GRAD_SCALE).float().reciprocal()
+    # the column-major operands _scaled_mm wants are transposed copies
+    grad_h = torch._scaled_mm(g8, w8.t().contiguous().t(), g_inv, w_inv,
+                              out_dtype=torch.bfloat16)  # (N, C)
+    grad_w = torch._scaled_mm(g8.t().contiguous(), h8.t().contiguous().t(), g_inv, h_inv,
+                              out_dtype=torch.bfloat16)  # (V, C)
+    return grad_h.to(h_dtype), grad_w.to(w_dtype)
 
 
 # ----------------------------------------------------------------------------------------------
