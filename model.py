@@ -4,9 +4,10 @@ pre-/post-LN, a causal language-model head and a bidirectional classifier, KV-ca
 and GPT-2 weight import.
 
     from model import Transformer, TransformerConfig
-    model = Transformer(TransformerConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384))
-    logits, loss = model(idx, targets)                      # (B, T, V), mean cross-entropy
-    _, loss = model(idx, targets, return_logits=False)      # training: head and loss fused, no logits kept
+    cfg = TransformerConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
+    model = Transformer(cfg)
+    logits, loss = model(idx, targets)                  # (B, T, V), mean cross-entropy
+    _, loss = model(idx, targets, return_logits=False)  # training: head and loss fused, no logits
     out = model.generate(idx, max_new_tokens=200, temperature=0.8, top_k=200)
     gpt2 = Transformer.from_pretrained("path/to/gpt2")      # a local Hugging Face directory
 
@@ -33,38 +34,38 @@ POOLINGS = ("mean", "first", "last")
 @dataclass
 class TransformerConfig:
     # shape
-    vocab_size: int = 50304     # token ids are 0..vocab_size-1 (GPT-2's 50257 padded to a multiple of 64)
-    real_vocab_size: int = 0    # ids from here up are padding: no text uses them, they get no probability (0: none)
-    block_size: int = 1024     # longest trained context; see generate() for what happens beyond it
-    n_layer: int = 12          # Transformer blocks
-    n_head: int = 12           # attention heads per block
-    n_embd: int = 768          # model width C; each head gets C / n_head dimensions
-    mlp_ratio: int = 4         # MLP hidden width = mlp_ratio * n_embd (4 in the 2017 paper and GPT-2)
+    vocab_size: int = 50304     # token ids are 0..vocab_size-1 (GPT-2's 50257 padded to 64s)
+    real_vocab_size: int = 0    # ids from here up are padding, given no probability (0: none)
+    block_size: int = 1024      # longest trained context; see generate() for what happens beyond it
+    n_layer: int = 12           # Transformer blocks
+    n_head: int = 12            # attention heads per block
+    n_embd: int = 768           # model width C; each head gets C / n_head dimensions
+    mlp_ratio: int = 4          # MLP hidden width / n_embd (4 in the 2017 paper and GPT-2)
     # architecture choices (each one is an ablation)
     pos_encoding: str = "rope"  # 'none' | 'sinusoidal' | 'learned' | 'rope' | 'alibi'
-    norm: str = "pre"           # 'pre' (GPT-2, Xiong et al. 2020) | 'post' (Vaswani et al. 2017) | 'none'
+    norm: str = "pre"           # 'pre' (GPT-2, Xiong et al. 2020) | 'post' (2017 paper) | 'none'
     residual: bool = True       # residual connections around attention and MLP
     attention: str = "sdpa"     # 'manual' (written out below) | 'sdpa' (PyTorch's fused kernels)
     causal: bool = True         # False: bidirectional encoder (classifiers only)
     activation: str = "gelu"    # 'gelu' (exact erf) | 'gelu_tanh' (GPT-2's approximation) | 'relu'
     bias: bool = True           # biases in Linear and LayerNorm
     tie_weights: bool = True    # LM head shares the token embedding matrix (Press & Wolf 2017)
-    dropout: float = 0.0        # on embeddings, attention weights and residual branches (the defaults below)
-    # finer dropout for small corpora (AWD-LSTM, Merity et al. 2017; the Transformer-XL WikiText-2 recipe);
-    # -1 means "same as dropout"
+    dropout: float = 0.0        # embeddings, attention weights, residual branches (defaults below)
+    # finer dropout for small corpora (AWD-LSTM, Merity et al. 2017; Transformer-XL on WikiText-2),
+    # -1 meaning "same as dropout"
     attn_dropout: float = -1.0  # on the attention weights (Transformer-XL's dropatt)
-    resid_dropout: float = -1.0  # on the attention and MLP outputs before they join the residual stream
+    resid_dropout: float = -1.0  # attention and MLP outputs, before they join the residual stream
     embd_dropout: float = -1.0  # on the input embeddings, per element (AWD-LSTM's dropouti)
     out_dropout: float = 0.0    # on the final hidden states before the head (AWD-LSTM's dropouto)
-    word_dropout: float = 0.0   # drop whole word types from the input embedding table (Gal & Ghahramani 2016)
+    word_dropout: float = 0.0   # whole word types of the input embedding (Gal & Ghahramani 2016)
     norm_eps: float = 1e-5      # LayerNorm epsilon
     rope_base: float = 10000.0  # RoPE theta_i = base^(-2i/d) (Su et al. 2021, eq. 15)
     # head
     n_classes: int = 0          # 0: language-model head; > 0: sequence classifier
-    mlm: bool = False           # LM head on a bidirectional encoder (causal=False), filling in masked tokens (BERT)
-    pooling: str = "mean"       # classifier: 'mean' over real tokens | 'first' ([CLS]) | 'last' (causal)
+    mlm: bool = False           # LM head on a bidirectional encoder: fill in masked tokens (BERT)
+    pooling: str = "mean"       # classifier: 'mean' of real tokens | 'first' ([CLS]) | 'last' token
     label_smoothing: float = 0.0  # cross-entropy label smoothing (Szegedy et al. 2016), both heads
-    fp8_head: bool = False      # training: the LM head's three matmuls in FP8 (LinearCrossEntropy; H100-class GPU)
+    fp8_head: bool = False      # training: LM head matmuls in FP8 (LinearCrossEntropy; H100-class)
 
     def __post_init__(self):
         errors = []
@@ -73,42 +74,50 @@ class TransformerConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 errors.append(f"{name}={value!r} must be a positive integer")
         shape_ok = not errors  # the divisibility checks below need integers, whatever else is wrong
-        for name, choices in (("pos_encoding", POS_ENCODINGS), ("norm", NORMS), ("attention", ATTENTIONS),
-                              ("activation", ACTIVATIONS), ("pooling", POOLINGS)):
+        for name, choices in (("pos_encoding", POS_ENCODINGS), ("norm", NORMS),
+                              ("attention", ATTENTIONS), ("activation", ACTIVATIONS),
+                              ("pooling", POOLINGS)):
             if getattr(self, name) not in choices:
-                errors.append(f"{name}={getattr(self, name)!r} is not one of {', '.join(map(repr, choices))}")
+                errors.append(f"{name}={getattr(self, name)!r} is not one of "
+                              f"{', '.join(map(repr, choices))}")
         if shape_ok and self.n_embd % self.n_head:
             errors.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         elif shape_ok and self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
             errors.append(f"pos_encoding='rope' rotates pairs of dimensions, so the head dim "
                           f"n_embd/n_head={self.n_embd // self.n_head} must be even")
-        if not isinstance(self.real_vocab_size, int) or not 0 <= self.real_vocab_size <= self.vocab_size:
-            errors.append(f"real_vocab_size={self.real_vocab_size!r} must be in 0..vocab_size={self.vocab_size}")
+        real = self.real_vocab_size
+        if not isinstance(real, int) or not 0 <= real <= self.vocab_size:
+            errors.append(f"real_vocab_size={real!r} must be in 0..vocab_size={self.vocab_size}")
         if not 0.0 <= self.dropout < 1.0:
             errors.append(f"dropout={self.dropout} must be in [0, 1)")
         for name in ("attn_dropout", "resid_dropout", "embd_dropout"):
             if not (getattr(self, name) == -1.0 or 0.0 <= getattr(self, name) < 1.0):
-                errors.append(f"{name}={getattr(self, name)} must be in [0, 1), or -1 for dropout's rate")
+                errors.append(f"{name}={getattr(self, name)} must be in [0, 1), "
+                              f"or -1 for dropout's rate")
         for name in ("out_dropout", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 errors.append(f"{name}={getattr(self, name)} must be in [0, 1)")
         if not 0.0 <= self.label_smoothing < 1.0:
             errors.append(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
-        errors += [f"{k}={getattr(self, k)} must be a finite number > 0" for k in ("norm_eps", "rope_base")
-                   if not 0 < getattr(self, k) < math.inf]
+        for name in ("norm_eps", "rope_base"):
+            if not 0 < getattr(self, name) < math.inf:
+                errors.append(f"{name}={getattr(self, name)} must be a finite number > 0")
         if not isinstance(self.n_classes, int) or self.n_classes < 0 or self.n_classes == 1:
-            errors.append(f"n_classes={self.n_classes!r} must be 0 (language model) or >= 2 (classifier)")
+            errors.append(f"n_classes={self.n_classes!r} must be 0 (language model) "
+                          f"or >= 2 (classifier)")
         elif self.n_classes == 0 and not self.causal and not self.mlm:
-            errors.append("causal=False needs n_classes >= 2 or mlm=True: a bidirectional language model sees "
-                          "the very tokens it is asked to predict, unless they are masked")
+            errors.append("causal=False needs n_classes >= 2 or mlm=True: a bidirectional "
+                          "language model sees the very tokens it is asked to predict, unless "
+                          "they are masked")
         elif self.mlm and (self.causal or self.n_classes):
-            errors.append("mlm=True is a bidirectional language model: it needs causal=False and n_classes=0")
+            errors.append("mlm=True is a bidirectional language model: it needs causal=False "
+                          "and n_classes=0")
         elif self.n_classes and self.causal and self.pooling == "first":
-            errors.append("pooling='first' with causal=True: in a causal model the first token sees only "
-                          "itself; use pooling='last' or 'mean', or causal=False")
+            errors.append("pooling='first' with causal=True: in a causal model the first token "
+                          "sees only itself; use pooling='last' or 'mean', or causal=False")
         if self.fp8_head and (self.n_classes or self.n_embd % 16):
-            errors.append(f"fp8_head=True needs a language model (n_classes=0) with n_embd={self.n_embd} "
-                          f"a multiple of 16")
+            errors.append(f"fp8_head=True needs a language model (n_classes=0) with "
+                          f"n_embd={self.n_embd} a multiple of 16")
         if errors:
             raise ValueError("invalid TransformerConfig:\n  " + "\n  ".join(errors))
 
@@ -122,7 +131,7 @@ class TransformerConfig:
 # position encodings
 
 def sinusoidal_table(n_pos, dim):
-    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...)  (Vaswani et al. 2017, 3.5)."""
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) (Vaswani et al. 2017, 3.5)"""
     pos = torch.arange(n_pos, dtype=torch.float64)[:, None]             # (P, 1)
     div = 10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(d/2),)
     table = torch.zeros(n_pos, dim, dtype=torch.float64)
@@ -139,7 +148,8 @@ def rope_cos_sin(pos, head_dim, base):
     Layout is 'half split' (dimension i pairs with i + hs/2, as GPT-NeoX and LLaMA do) rather than
     the paper's interleaved pairs; the two are the same rotation up to a fixed permutation of dims.
     """
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    dims = torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32)  # 2i, (hs/2,)
+    inv_freq = base ** (-dims / head_dim)
     angles = pos.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
     sin = angles.sin()
     return torch.cat([angles, angles], dim=-1).cos(), torch.cat([-sin, sin], dim=-1)
@@ -220,10 +230,11 @@ class LinearCrossEntropy(torch.autograd.Function):
         if fp8:
             grad_h, grad_w = fp8_grads(grad, n, operands, h.dtype, weight.dtype)
         else:
-            # 1/n comes after the products, in fp32: in fp16, grad / n (~1e-8 for 16k tokens) would
-            # flush to zero before a GradScaler's scale reached it in backward. Unnormalised, a row
-            # of grad sums to at most 2 in absolute value, so grad @ weight stays in range; grad^T @ h
-            # sums over n tokens, so h is scaled by a power of two s with n * max|h| * s <= 2^15.
+            # 1/n comes after the products, in fp32: in fp16, grad / n (~1e-8 for 16k tokens)
+            # would flush to zero before a GradScaler's scale reached it in backward. Unnormalised,
+            # a row of grad sums to at most 2 in absolute value, so grad @ weight stays in range;
+            # grad^T @ h sums over n tokens, so h is scaled by a power of two s with
+            # n * max|h| * s <= 2^15.
             h_max = h.abs().amax().float().clamp(min=1e-12)
             s = (2.0 ** 15 / (n * h_max)).log2().floor().exp2().clamp(max=1)
             acc = grad.dtype  # fp32 (fp64 for fp64 inputs)
@@ -245,11 +256,12 @@ class LinearCrossEntropy(torch.autograd.Function):
 # the FP8 head, an opt-in (fp8_head=True)
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
-GRAD_SCALE = 2.0 ** 15  # |d loss / d logit| * n <= 1, so this fits E5M2 (max 57344) with no amax pass
+# |d loss / d logit| * n <= 1, so the scaled gradient fits E5M2 (max 57344) with no amax pass
+GRAD_SCALE = 2.0 ** 15
 
 
 def to_fp8(x, dtype):
-    """Tensorwise FP8: (x8, inv) with x ~ x8 * inv, the largest |x| mapped to dtype's largest value."""
+    """Tensorwise FP8: (x8, inv) with x ~ x8 * inv, the largest |x| mapped to dtype's largest."""
     scale = torch.finfo(dtype).max / x.abs().amax().float().clamp(min=1e-12)
     return (x.float() * scale).to(dtype), scale.reciprocal()
 
@@ -308,11 +320,14 @@ class SelfAttention(nn.Module):
 
     def __init__(self, cfg, layer_idx):
         super().__init__()
-        self.n_head, self.layer_idx = cfg.n_head, layer_idx
+        self.n_head = cfg.n_head
+        self.layer_idx = layer_idx
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.rate("resid"))
-        self.dropout, self.kind, self.causal = cfg.rate("attn"), cfg.attention, cfg.causal
+        self.dropout = cfg.rate("attn")
+        self.kind = cfg.attention
+        self.causal = cfg.causal
 
     def forward(self, x, inputs):
         B, T, C = x.shape
@@ -324,7 +339,7 @@ class SelfAttention(nn.Module):
         else:
             q, k, v = qkv.unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if inputs.cache is not None:  # generation: store this step's keys/values, attend over all cached
+        if inputs.cache is not None:  # generation: store this step's keys/values, attend over all
             k, v = inputs.cache.update(self.layer_idx, k, v)  # (B, nh, cache size, hs)
         bias = None if inputs.bias is None else inputs.bias.to(q.dtype)
         causal = self.causal and bias is None
@@ -344,7 +359,8 @@ class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
-        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"), "relu": nn.ReLU()}[cfg.activation]
+        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
+                    "relu": nn.ReLU()}[cfg.activation]
         self.c_proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.rate("resid"))
 
@@ -353,7 +369,9 @@ class MLP(nn.Module):
 
 
 def layer_norm(cfg):
-    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm != "none" else nn.Identity()
+    if cfg.norm == "none":
+        return nn.Identity()
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
 
 
 class Block(nn.Module):
@@ -363,9 +381,12 @@ class Block(nn.Module):
 
     def __init__(self, cfg, layer_idx):
         super().__init__()
-        self.ln_1, self.attn = layer_norm(cfg), SelfAttention(cfg, layer_idx)
-        self.ln_2, self.mlp = layer_norm(cfg), MLP(cfg)
-        self.post_ln, self.residual = cfg.norm == "post", cfg.residual
+        self.ln_1 = layer_norm(cfg)
+        self.attn = SelfAttention(cfg, layer_idx)
+        self.ln_2 = layer_norm(cfg)
+        self.mlp = MLP(cfg)
+        self.post_ln = cfg.norm == "post"
+        self.residual = cfg.residual
 
     def add(self, x, y):
         return x + y if self.residual else y
@@ -427,7 +448,8 @@ class KVCache:
     """
 
     def __init__(self, n_layer, size):
-        self.n_layer, self.size = n_layer, size
+        self.n_layer = n_layer
+        self.size = size
         self.k = self.v = None  # (n_layer, B, nh, size, hs), allocated by the first update
         self.pos = None  # (size,) absolute position in each slot, -1: empty
         self.slots = None  # (T,) the slots of the tokens of the current forward pass
@@ -437,7 +459,7 @@ class KVCache:
         """Place T new tokens at positions pos (T,) (default: the next T) and return pos.
         Graphed decoding passes pos as the recorded graph's static input."""
         if pos is None:
-            pos = torch.arange(self.length, self.length + T, device=device)  # absolute positions (T,)
+            pos = torch.arange(self.length, self.length + T, device=device)  # (T,)
         if self.pos is None:
             self.pos = torch.full((self.size,), -1, dtype=torch.long, device=device)
         self.slots = pos % self.size
@@ -454,7 +476,7 @@ class KVCache:
     def update(self, layer, k, v):
         """Write one layer's keys and values (B, nh, T, hs) of the tokens placed by advance(),
         and return the layer's whole cache (B, nh, size, hs) for attention."""
-        if self.k is None:  # allocate lazily, in the dtype the layers compute in (bf16 under autocast)
+        if self.k is None:  # allocated lazily, in the layers' compute dtype (bf16 under autocast)
             B, nh, _, hs = k.shape
             self.k = k.new_zeros(self.n_layer, B, nh, self.size, hs)
             self.v = torch.zeros_like(self.k)
@@ -472,7 +494,8 @@ class Transformer(nn.Module):
         self.config = cfg = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            wpe=nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_encoding == "learned" else nn.Identity(),
+            wpe=(nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_encoding == "learned"
+                 else nn.Identity()),
             drop=nn.Dropout(cfg.rate("embd")),
             h=nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)]),
             # pre-LN needs a final norm (the residual stream is never normalised otherwise);
@@ -488,17 +511,21 @@ class Transformer(nn.Module):
                 self.lm_head.weight = self.transformer.wte.weight
         # fixed tables are buffers, not parameters, and are not saved (they are recomputed)
         if cfg.pos_encoding == "sinusoidal":
-            self.register_buffer("sin_table", sinusoidal_table(cfg.block_size, cfg.n_embd), persistent=False)
+            table = sinusoidal_table(cfg.block_size, cfg.n_embd)
+            self.register_buffer("sin_table", table, persistent=False)
         if cfg.pos_encoding == "alibi":
             self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
-        if cfg.pos_encoding == "rope":  # a table for positions 0..block_size-1, the training case: under
-            # torch.compile, angles computed inline get recomputed inside every layer's kernels
-            cos, sin = rope_cos_sin(torch.arange(cfg.block_size), cfg.n_embd // cfg.n_head, cfg.rope_base)
+        if cfg.pos_encoding == "rope":
+            # a table for positions 0..block_size-1, the training case: under torch.compile, angles
+            # computed inline get recomputed inside every layer's kernels
+            pos = torch.arange(cfg.block_size)
+            cos, sin = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
         # GPT-2: scale the init of the projections that write into the residual stream by
-        # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth (Radford et al. 2019, 2.3)
+        # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth (Radford et al.
+        # 2019, 2.3)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
@@ -511,8 +538,8 @@ class Transformer(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_params(self, exclude_embeddings=False):
-        """Parameters, shared ones counted once. exclude_embeddings drops the position table and, for
-        an untied model, the token table (with tying that matrix is also the output layer)."""
+        """Parameters, shared ones counted once. exclude_embeddings drops the position table and,
+        for an untied model, the token table (with tying that matrix is also the output layer)."""
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
             if self.config.pos_encoding == "learned":
@@ -525,15 +552,19 @@ class Transformer(nn.Module):
         """Training FLOPs per token (forward + backward): 6N + 12 L T C (Kaplan et al. 2020;
         PaLM appendix B), N without embeddings."""
         cfg = self.config
-        return 6 * self.num_params(exclude_embeddings=True) + 12 * cfg.n_layer * seq_len * cfg.n_embd
+        n = self.num_params(exclude_embeddings=True)
+        return 6 * n + 12 * cfg.n_layer * seq_len * cfg.n_embd
 
     def __repr__(self):
         cfg = self.config
-        head = f"classifier over {cfg.n_classes} classes ({cfg.pooling} pooling)" if cfg.n_classes else "language model"
-        return (f"Transformer({head}: {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide, "
-                f"context {cfg.block_size}, vocab {cfg.vocab_size}, pos={cfg.pos_encoding}, norm={cfg.norm}, "
-                f"residual={cfg.residual}, attention={cfg.attention}, causal={cfg.causal}, "
-                f"{self.num_params() / 1e6:.2f}M parameters)\n  each block: {self.transformer.h[0]!r}")
+        head = "language model"
+        if cfg.n_classes:
+            head = f"classifier over {cfg.n_classes} classes ({cfg.pooling} pooling)"
+        return (f"Transformer({head}: {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} "
+                f"wide, context {cfg.block_size}, vocab {cfg.vocab_size}, pos={cfg.pos_encoding}, "
+                f"norm={cfg.norm}, residual={cfg.residual}, attention={cfg.attention}, "
+                f"causal={cfg.causal}, {self.num_params() / 1e6:.2f}M parameters)\n"
+                f"  each block: {self.transformer.h[0]!r}")
 
     # -- forward -----------------------------------------------------------------------------
 
@@ -545,8 +576,8 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"sequence length {end} exceeds block_size={cfg.block_size}, and pos_encoding="
                 f"'{cfg.pos_encoding}' has no positions past it: crop the input to the last "
-                f"{cfg.block_size} tokens, or use pos_encoding 'rope', 'alibi' or 'none', which attend "
-                f"over a sliding window of block_size tokens")
+                f"{cfg.block_size} tokens, or use pos_encoding 'rope', 'alibi' or 'none', which "
+                f"attend over a sliding window of block_size tokens")
         # a value check needs a device sync: skipped inside torch.compile (training on GPU) and
         # while a CUDA graph is being recorded (generation on GPU)
         capturing = idx.is_cuda and torch.cuda.is_current_stream_capturing()
@@ -554,8 +585,8 @@ class Transformer(nn.Module):
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= cfg.vocab_size:
                 bad = lo if lo < 0 else hi
-                raise ValueError(f"token id {bad} is out of range: vocab_size={cfg.vocab_size} allows "
-                                 f"0..{cfg.vocab_size - 1}")
+                raise ValueError(f"token id {bad} is out of range: vocab_size={cfg.vocab_size} "
+                                 f"allows 0..{cfg.vocab_size - 1}")
 
     def embed(self, idx, pos):
         """Token ids (B, T) at absolute positions pos (T,) -> input embeddings (B, T, C)."""
@@ -580,8 +611,11 @@ class Transformer(nn.Module):
         cfg = self.config
         T = len(pos)
         slopes = self.slopes if cfg.pos_encoding == "alibi" else None
-        bias = None  # the kernels' own causal (or no) masking is exactly right
-        if attention_mask is not None or slopes is not None or cache is not None or T > cfg.block_size:
+        # the kernels' own causal (or no) masking is exactly right unless there is padding, ALiBi,
+        # a cache, or a sliding window past block_size
+        plain = attention_mask is None and slopes is None and cache is None and T <= cfg.block_size
+        bias = None
+        if not plain:
             kpos = pos if cache is None else cache.pos
             bias = attention_bias(pos, kpos, attention_mask, cfg.causal, cfg.block_size, slopes)
         rope = None
@@ -636,21 +670,24 @@ class Transformer(nn.Module):
             loss = None if targets is None else F.cross_entropy(
                 logits.float(), targets, label_smoothing=cfg.label_smoothing)
         elif not return_logits and targets is not None and torch.is_grad_enabled():
-            return None, LinearCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight, targets.reshape(-1),
-                                                  cfg.label_smoothing, cfg.fp8_head, cfg.real_vocab_size)
+            loss = LinearCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight,
+                                            targets.reshape(-1), cfg.label_smoothing, cfg.fp8_head,
+                                            cfg.real_vocab_size)
+            return None, loss
         else:
             logits = self.lm_head(h)
             n = cfg.real_vocab_size or cfg.vocab_size
             if n < cfg.vocab_size:  # padding ids get no probability
-                logits = logits.masked_fill(torch.arange(cfg.vocab_size, device=logits.device) >= n, float("-inf"))
-            loss = None if targets is None else F.cross_entropy(  # label smoothing over the real ids only
+                padding = torch.arange(cfg.vocab_size, device=logits.device) >= n  # (V,)
+                logits = logits.masked_fill(padding, float("-inf"))
+            loss = None if targets is None else F.cross_entropy(  # smoothing over the real ids only
                 logits.float()[..., :n].reshape(-1, n), targets.reshape(-1), ignore_index=-1,
                 label_smoothing=cfg.label_smoothing)
         return (logits if return_logits else None), loss
 
     @torch.no_grad()
     def attention_maps(self, idx, attention_mask=None):
-        """Attention weights of every layer, a list of (B, nh, T, T), computed by the manual path."""
+        """Attention weights of every layer, a list of (B, nh, T, T), from the manual path."""
         record = []
         self.encode(idx, attention_mask, record=record)
         return record
@@ -658,56 +695,67 @@ class Transformer(nn.Module):
     # -- generation ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
-                        vocab_limit=None):
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                        generator=None, vocab_limit=None):
         """Yield the new tokens (B, 1) one step at a time; see generate()."""
         cfg = self.config
         if cfg.n_classes:
-            raise ValueError("generate() needs a language model (n_classes=0), this is a classifier")
-        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+            raise ValueError("generate() needs a language model (n_classes=0), "
+                             "this is a classifier")
+        bad_k = top_k is not None and top_k < 1
+        bad_p = top_p is not None and not 0 < top_p <= 1
+        if temperature < 0 or bad_k or bad_p:
             raise ValueError(f"need temperature >= 0, top_k >= 1, 0 < top_p <= 1; got temperature="
                              f"{temperature}, top_k={top_k}, top_p={top_p}")
         was_training = self.training
         self.eval()
         try:
-            W = cfg.block_size
+            block_size = cfg.block_size
             absolute = cfg.pos_encoding not in RELATIVE
-            seq = idx[:, -W:]  # the prompt is cropped to the context the model was trained on
-            cache = KVCache(cfg.n_layer, W)
-            logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt at once
+            seq = idx[:, -block_size:]  # the prompt is cropped to the context the model trained on
+            cache = KVCache(cfg.n_layer, block_size)
+            # prefill: the whole prompt at once
+            logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])
             decode = None  # one new token per row -> next logits, through the cache
             for i in range(max_new_tokens):
-                nxt = sample_next(logits[:, :vocab_limit], temperature, top_k, top_p, generator)  # (B, 1)
+                nxt = sample_next(logits[:, :vocab_limit], temperature, top_k, top_p,
+                                  generator)  # (B, 1)
                 yield nxt
                 if i == max_new_tokens - 1:
                     break
                 if absolute:
                     seq = torch.cat([seq, nxt], dim=1)
-                if absolute and cache.length == W:
-                    # absolute positions end at block_size: slide the window by re-encoding the last
-                    # W tokens from position 0 (exactly what a forward over the cropped text computes)
-                    seq = seq[:, -W:]
-                    cache, decode = KVCache(cfg.n_layer, W), None
+                if absolute and cache.length == block_size:
+                    # absolute positions end at block_size: slide the window by re-encoding the
+                    # last block_size tokens from position 0 (exactly what a forward over the
+                    # cropped text computes)
+                    seq = seq[:, -block_size:]
+                    cache = KVCache(cfg.n_layer, block_size)
+                    decode = None
                     logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])
                     continue
-                if decode is None:
-                    decode = self._graphed_decode(cache, nxt) if nxt.is_cuda else \
-                        (lambda tok: self.lm_head(self.encode(tok, cache=cache)[:, -1]))
+                if decode is None and nxt.is_cuda:
+                    decode = self._graphed_decode(cache, nxt)
+                elif decode is None:
+                    decode = lambda tok: self.lm_head(self.encode(tok, cache=cache)[:, -1])
                 logits = decode(nxt)
         finally:
             self.train(was_training)
 
     def _graphed_decode(self, cache, example):
-        """Record one decode step (B tokens at the next position -> logits (B, V)) as a CUDA graph and
-        return a function that replays it. A step of a small model is ~20 kernel launches per layer,
-        each far shorter than its launch: replaying them as one graph removes that overhead."""
+        """Record one decode step (B tokens at the next position -> logits (B, V)) as a CUDA graph
+        and return a function that replays it. A step of a small model is ~20 kernel launches per
+        layer, each far shorter than its launch: replaying them as one graph removes that overhead.
+        """
         device = example.device
         tok = torch.zeros_like(example)                               # (B, 1) static input
         pos = torch.full((1,), cache.length, dtype=torch.long, device=device)  # static input
-        length = cache.length  # warm-up and recording write this position; the first real step overwrites it
+        # warm-up and recording write this position; the first real step overwrites it
+        length = cache.length
         dtype = torch.get_autocast_dtype("cuda")
+        # cache_enabled=False: cached weight casts must not outlive the recording
         autocast = torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"),
-                                  cache_enabled=False)  # cached weight casts must not outlive the recording
+                                  cache_enabled=False)
         step = lambda: self.lm_head(self.encode(tok, cache=cache, pos=pos)[:, -1])
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -728,8 +776,8 @@ class Transformer(nn.Module):
             return logits
         return replay
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
-                 vocab_limit=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 generator=None, vocab_limit=None):
         """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
 
         The prompt is encoded once into a KV cache, then each step feeds one token (on CUDA, a step
@@ -745,7 +793,8 @@ class Transformer(nn.Module):
         A prompt longer than block_size is cropped to its last block_size tokens.
         vocab_limit: sample only ids below it (a vocabulary padded for speed has rows no text uses).
         """
-        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, vocab_limit))
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator,
+                                        vocab_limit))
         return torch.cat([idx] + new, dim=1)
 
     # -- GPT-2 weights ------------------------------------------------------------------------
@@ -757,16 +806,20 @@ class Transformer(nn.Module):
         overrides change config fields that do not touch the weights (e.g. dropout, attention)."""
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path / 'config.json'} not found: expected a Hugging Face GPT-2 "
-                                    f"directory with config.json and model.safetensors or pytorch_model.bin")
+            raise FileNotFoundError(f"{path / 'config.json'} not found: expected a Hugging Face "
+                                    f"GPT-2 directory with config.json and model.safetensors or "
+                                    f"pytorch_model.bin")
         hf = json.loads((path / "config.json").read_text())
-        if hf.get("model_type", "gpt2") != "gpt2" or hf.get("scale_attn_by_inverse_layer_idx") \
-                or hf.get("reorder_and_upcast_attn") or not hf.get("scale_attn_weights", True):
-            raise ValueError(f"{path}: only plain GPT-2 checkpoints are supported (model_type 'gpt2' "
-                             f"with default attention scaling)")
+        plain = (hf.get("model_type", "gpt2") == "gpt2" and hf.get("scale_attn_weights", True)
+                 and not hf.get("scale_attn_by_inverse_layer_idx")
+                 and not hf.get("reorder_and_upcast_attn"))
+        if not plain:
+            raise ValueError(f"{path}: only plain GPT-2 checkpoints are supported (model_type "
+                             f"'gpt2' with default attention scaling)")
         act = hf.get("activation_function", "gelu_new")
-        args = dict(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                    n_head=hf["n_head"], n_embd=hf["n_embd"], pos_encoding="learned", norm="pre",
+        args = dict(vocab_size=hf["vocab_size"], block_size=hf["n_positions"],
+                    n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                    pos_encoding="learned", norm="pre",
                     activation="gelu_tanh" if act in ("gelu_new", "gelu_pytorch_tanh") else "gelu",
                     bias=True, tie_weights=True, norm_eps=hf.get("layer_norm_epsilon", 1e-5),
                     mlp_ratio=(hf.get("n_inner") or 4 * hf["n_embd"]) // hf["n_embd"], dropout=0.0)
@@ -801,7 +854,8 @@ def sample_next(logits, temperature, top_k, top_p, generator):
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
 
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "F64": torch.float64}
 
 
 def read_weights(path):
@@ -817,7 +871,8 @@ def read_weights(path):
             if name == "__metadata__":
                 continue
             if info["dtype"] not in _SAFETENSORS_DTYPES:
-                raise ValueError(f"{path / 'model.safetensors'}: tensor {name} has unsupported dtype {info['dtype']}")
+                raise ValueError(f"{path / 'model.safetensors'}: tensor {name} has unsupported "
+                                 f"dtype {info['dtype']}")
             begin, end = info["data_offsets"]
             buf = bytearray(raw[8 + n + begin: 8 + n + end])
             dtype = _SAFETENSORS_DTYPES[info["dtype"]]
