@@ -4,9 +4,10 @@ pre-/post-LN, a causal language-model head and a bidirectional classifier, KV-ca
 and GPT-2 weight import.
 
     from model import Transformer, TransformerConfig
-    model = Transformer(TransformerConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384))
-    logits, loss = model(idx, targets)                      # (B, T, V), mean cross-entropy
-    _, loss = model(idx, targets, return_logits=False)      # training: head and loss fused, no logits kept
+    cfg = TransformerConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
+    model = Transformer(cfg)
+    logits, loss = model(idx, targets)                  # (B, T, V), mean cross-entropy
+    _, loss = model(idx, targets, return_logits=False)  # training: head and loss fused, no logits
     out = model.generate(idx, max_new_tokens=200, temperature=0.8, top_k=200)
     gpt2 = Transformer.from_pretrained("path/to/gpt2")      # a local Hugging Face directory
 
@@ -33,38 +34,38 @@ POOLINGS = ("mean", "first", "last")
 @dataclass
 class TransformerConfig:
     # shape
-    vocab_size: int = 50304     # token ids are 0..vocab_size-1 (GPT-2's 50257 padded to a multiple of 64)
-    real_vocab_size: int = 0    # ids from here up are padding: no text uses them, they get no probability (0: none)
-    block_size: int = 1024     # longest trained context; see generate() for what happens beyond it
-    n_layer: int = 12          # Transformer blocks
-    n_head: int = 12           # attention heads per block
-    n_embd: int = 768          # model width C; each head gets C / n_head dimensions
-    mlp_ratio: int = 4         # MLP hidden width = mlp_ratio * n_embd (4 in the 2017 paper and GPT-2)
+    vocab_size: int = 50304     # token ids are 0..vocab_size-1 (GPT-2's 50257 padded to 64s)
+    real_vocab_size: int = 0    # ids from here up are padding, given no probability (0: none)
+    block_size: int = 1024      # longest trained context; see generate() for what happens beyond it
+    n_layer: int = 12           # Transformer blocks
+    n_head: int = 12            # attention heads per block
+    n_embd: int = 768           # model width C; each head gets C / n_head dimensions
+    mlp_ratio: int = 4          # MLP hidden width / n_embd (4 in the 2017 paper and GPT-2)
     # architecture choices (each one is an ablation)
     pos_encoding: str = "rope"  # 'none' | 'sinusoidal' | 'learned' | 'rope' | 'alibi'
-    norm: str = "pre"           # 'pre' (GPT-2, Xiong et al. 2020) | 'post' (Vaswani et al. 2017) | 'none'
+    norm: str = "pre"           # 'pre' (GPT-2, Xiong et al. 2020) | 'post' (2017 paper) | 'none'
     residual: bool = True       # residual connections around attention and MLP
     attention: str = "sdpa"     # 'manual' (written out below) | 'sdpa' (PyTorch's fused kernels)
     causal: bool = True         # False: bidirectional encoder (classifiers only)
     activation: str = "gelu"    # 'gelu' (exact erf) | 'gelu_tanh' (GPT-2's approximation) | 'relu'
     bias: bool = True           # biases in Linear and LayerNorm
     tie_weights: bool = True    # LM head shares the token embedding matrix (Press & Wolf 2017)
-    dropout: float = 0.0        # on embeddings, attention weights and residual branches (the defaults below)
-    # finer dropout for small corpora (AWD-LSTM, Merity et al. 2017; the Transformer-XL WikiText-2 recipe);
-    # -1 means "same as dropout"
+    dropout: float = 0.0        # embeddings, attention weights, residual branches (defaults below)
+    # finer dropout for small corpora (AWD-LSTM, Merity et al. 2017; Transformer-XL on WikiText-2),
+    # -1 meaning "same as dropout"
     attn_dropout: float = -1.0  # on the attention weights (Transformer-XL's dropatt)
-    resid_dropout: float = -1.0  # on the attention and MLP outputs before they join the residual stream
+    resid_dropout: float = -1.0  # attention and MLP outputs, before they join the residual stream
     embd_dropout: float = -1.0  # on the input embeddings, per element (AWD-LSTM's dropouti)
     out_dropout: float = 0.0    # on the final hidden states before the head (AWD-LSTM's dropouto)
-    word_dropout: float = 0.0   # drop whole word types from the input embedding table (Gal & Ghahramani 2016)
+    word_dropout: float = 0.0   # whole word types of the input embedding (Gal & Ghahramani 2016)
     norm_eps: float = 1e-5      # LayerNorm epsilon
     rope_base: float = 10000.0  # RoPE theta_i = base^(-2i/d) (Su et al. 2021, eq. 15)
     # head
     n_classes: int = 0          # 0: language-model head; > 0: sequence classifier
-    mlm: bool = False           # LM head on a bidirectional encoder (causal=False), filling in masked tokens (BERT)
-    pooling: str = "mean"       # classifier: 'mean' over real tokens | 'first' ([CLS]) | 'last' (causal)
+    mlm: bool = False           # LM head on a bidirectional encoder: fill in masked tokens (BERT)
+    pooling: str = "mean"       # classifier: 'mean' of real tokens | 'first' ([CLS]) | 'last' token
     label_smoothing: float = 0.0  # cross-entropy label smoothing (Szegedy et al. 2016), both heads
-    fp8_head: bool = False      # training: the LM head's three matmuls in FP8 (LinearCrossEntropy; H100-class GPU)
+    fp8_head: bool = False      # training: LM head matmuls in FP8 (LinearCrossEntropy; H100-class)
 
     def __post_init__(self):
         errors = []
@@ -73,42 +74,50 @@ class TransformerConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 errors.append(f"{name}={value!r} must be a positive integer")
         shape_ok = not errors  # the divisibility checks below need integers, whatever else is wrong
-        for name, choices in (("pos_encoding", POS_ENCODINGS), ("norm", NORMS), ("attention", ATTENTIONS),
-                              ("activation", ACTIVATIONS), ("pooling", POOLINGS)):
+        for name, choices in (("pos_encoding", POS_ENCODINGS), ("norm", NORMS),
+                              ("attention", ATTENTIONS), ("activation", ACTIVATIONS),
+                              ("pooling", POOLINGS)):
             if getattr(self, name) not in choices:
-                errors.append(f"{name}={getattr(self, name)!r} is not one of {', '.join(map(repr, choices))}")
+                errors.append(f"{name}={getattr(self, name)!r} is not one of "
+                              f"{', '.join(map(repr, choices))}")
         if shape_ok and self.n_embd % self.n_head:
             errors.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         elif shape_ok and self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
             errors.append(f"pos_encoding='rope' rotates pairs of dimensions, so the head dim "
                           f"n_embd/n_head={self.n_embd // self.n_head} must be even")
-        if not isinstance(self.real_vocab_size, int) or not 0 <= self.real_vocab_size <= self.vocab_size:
-            errors.append(f"real_vocab_size={self.real_vocab_size!r} must be in 0..vocab_size={self.vocab_size}")
+        real = self.real_vocab_size
+        if not isinstance(real, int) or not 0 <= real <= self.vocab_size:
+            errors.append(f"real_vocab_size={real!r} must be in 0..vocab_size={self.vocab_size}")
         if not 0.0 <= self.dropout < 1.0:
             errors.append(f"dropout={self.dropout} must be in [0, 1)")
         for name in ("attn_dropout", "resid_dropout", "embd_dropout"):
             if not (getattr(self, name) == -1.0 or 0.0 <= getattr(self, name) < 1.0):
-                errors.append(f"{name}={getattr(self, name)} must be in [0, 1), or -1 for dropout's rate")
+                errors.append(f"{name}={getattr(self, name)} must be in [0, 1), "
+                              f"or -1 for dropout's rate")
         for name in ("out_dropout", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 errors.append(f"{name}={getattr(self, name)} must be in [0, 1)")
         if not 0.0 <= self.label_smoothing < 1.0:
             errors.append(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
-        errors += [f"{k}={getattr(self, k)} must be a finite number > 0" for k in ("norm_eps", "rope_base")
-                   if not 0 < getattr(self, k) < math.inf]
+        for name in ("norm_eps", "rope_base"):
+            if not 0 < getattr(self, name) < math.inf:
+                errors.append(f"{name}={getattr(self, name)} must be a finite number > 0")
         if not isinstance(self.n_classes, int) or self.n_classes < 0 or self.n_classes == 1:
-            errors.append(f"n_classes={self.n_classes!r} must be 0 (language model) or >= 2 (classifier)")
+            errors.append(f"n_classes={self.n_classes!r} must be 0 (language model) "
+                          f"or >= 2 (classifier)")
         elif self.n_classes == 0 and not self.causal and not self.mlm:
-            errors.append("causal=False needs n_classes >= 2 or mlm=True: a bidirectional language model sees "
-                          "the very tokens it is asked to predict, unless they are masked")
+            errors.append("causal=False needs n_classes >= 2 or mlm=True: a bidirectional "
+                          "language model sees the very tokens it is asked to predict, unless "
+                          "they are masked")
         elif self.mlm and (self.causal or self.n_classes):
-            errors.append("mlm=True is a bidirectional language model: it needs causal=False and n_classes=0")
+            errors.append("mlm=True is a bidirectional language model: it needs causal=False "
+                          "and n_classes=0")
         elif self.n_classes and self.causal and self.pooling == "first":
-            errors.append("pooling='first' with causal=True: in a causal model the first token sees only "
-                          "itself; use pooling='last' or 'mean', or causal=False")
+            errors.append("pooling='first' with causal=True: in a causal model the first token "
+                          "sees only itself; use pooling='last' or 'mean', or causal=False")
         if self.fp8_head and (self.n_classes or self.n_embd % 16):
-            errors.append(f"fp8_head=True needs a language model (n_classes=0) with n_embd={self.n_embd} "
-                          f"a multiple of 16")
+            errors.append(f"fp8_head=True needs a language model (n_classes=0) with "
+                          f"n_embd={self.n_embd} a multiple of 16")
         if errors:
             raise ValueError("invalid TransformerConfig:\n  " + "\n  ".join(errors))
 
@@ -122,7 +131,7 @@ class TransformerConfig:
 # position encodings
 
 def sinusoidal_table(n_pos, dim):
-    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...)  (Vaswani et al. 2017, 3.5)."""
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) (Vaswani et al. 2017, 3.5)"""
     pos = torch.arange(n_pos, dtype=torch.float64)[:, None]             # (P, 1)
     div = 10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(d/2),)
     table = torch.zeros(n_pos, dim, dtype=torch.float64)
@@ -139,7 +148,8 @@ def rope_cos_sin(pos, head_dim, base):
     Layout is 'half split' (dimension i pairs with i + hs/2, as GPT-NeoX and LLaMA do) rather than
     the paper's interleaved pairs; the two are the same rotation up to a fixed permutation of dims.
     """
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    dims = torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32)  # 2i, (hs/2,)
+    inv_freq = base ** (-dims / head_dim)
     angles = pos.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
     sin = angles.sin()
     return torch.cat([angles, angles], dim=-1).cos(), torch.cat([-sin, sin], dim=-1)
@@ -173,16 +183,6 @@ def alibi_slopes(n_head):
 # ----------------------------------------------------------------------------------------------
 # the language-model loss, fused with its head
 
-E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
-GRAD_SCALE = 2.0 ** 15  # |d loss / d logit| * n <= 1, so this fits E5M2 (max 57344) with no amax pass
-
-
-def to_fp8(x, dtype):
-    """Tensorwise FP8: (x8, inv) with x ~ x8 * inv, the largest |x| mapped to dtype's largest value."""
-    scale = torch.finfo(dtype).max / x.abs().amax().float().clamp(min=1e-12)
-    return (x.float() * scale).to(dtype), scale.reciprocal()
-
-
 class LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the logits h @ weight^T against targets (-1: ignored), with label
     smoothing eps, for training. h (N, C), weight (V, C), targets (N,). vocab: the first vocab of
@@ -192,53 +192,53 @@ class LinearCrossEntropy(torch.autograd.Function):
     GPT-2's vocabulary they are the largest tensor of a step (32 x 1024 tokens: 3.3 GB in bf16),
     which the plain path stores for the backward pass and reads twice more there. Here they are
     read once for the log-sum-exp and once to become their own gradient,
-        d loss / d logits = (softmax(logits) - (1 - eps) onehot(target) - eps / vocab) * [target >= 0] / n,
+        d loss / d logits = (softmax(logits) - (1 - eps) onehot(target) - eps / vocab)
+                            * [target >= 0] / n,
     which the two backward matrix products then consume. The backward pass only scales the two
     saved gradients by the incoming one. Matrix products follow autocast, like nn.Linear's.
 
-    fp8=True runs the three products in FP8 (torch._scaled_mm, fp32 accumulation): h and weight
-    in E4M3 with tensorwise scales, the logit gradient in E5M2 with the fixed GRAD_SCALE, since
-    every element of softmax - onehot lies in [-1, 1]."""
+    fp8=True runs the three matrix products in FP8 instead (fp8_logits, fp8_grads); the rest is
+    the same."""
 
     @staticmethod
     def forward(ctx, h, weight, targets, eps, fp8=False, vocab=None):
+        # logits, in the compute dtype (autocast's, else h's), then in fp32 (fp64 for fp64 inputs)
         if fp8:
-            if h.size(0) % 16 or weight.size(0) % 16:
-                raise ValueError(f"fp8_head needs the tokens in a batch ({h.size(0)}) and the vocabulary "
-                                 f"({weight.size(0)}) to be multiples of 16; change batch_size or block_size, "
-                                 f"or drop fp8_head")
-            h8, h_inv = to_fp8(h, E4M3)
-            w8, w_inv = to_fp8(weight, E4M3)
-            logits = torch._scaled_mm(h8, w8.t(), h_inv, w_inv, out_dtype=torch.bfloat16)  # (N, V)
+            logits, operands = fp8_logits(h, weight)  # (N, V) in bf16
         else:
-            logits = h @ weight.t()  # (N, V), in the compute dtype: autocast's, else h's
-        dtype, logits = logits.dtype, logits.to(torch.promote_types(logits.dtype, torch.float32))
-        vocab, cols = vocab or logits.size(1), torch.arange(logits.size(1), device=logits.device)
+            logits = h @ weight.t()  # (N, V)
+        dtype = logits.dtype
+        logits = logits.to(torch.promote_types(dtype, torch.float32))
+        vocab = vocab or logits.size(1)
+        cols = torch.arange(logits.size(1), device=logits.device)
         if vocab < logits.size(1):
             logits[:, vocab:] = float("-inf")  # padding ids
+        # log-sum-exp
         lse = logits.logsumexp(-1)  # (N,)
+        # loss
         valid = targets >= 0
         n = valid.sum().clamp(min=1)
         target = targets.clamp(min=0)[:, None]  # (N, 1)
         loss = lse - logits.gather(1, target).squeeze(1)  # -log p(target)
-        if eps:
-            loss = (1 - eps) * loss + eps * (lse - logits[:, :vocab].mean(-1))  # eps * mean over ids of -log p
+        if eps:  # eps * mean over the real ids of -log p
+            loss = (1 - eps) * loss + eps * (lse - logits[:, :vocab].mean(-1))
         loss = torch.where(valid, loss, 0.0).sum() / n
+        # gradient, n times d loss / d logits (N, V), then through the head's two matrix products
         onehot = cols == target  # (N, V)
-        grad = ((logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / vocab * (cols < vocab)) * valid[:, None]
-        if fp8:  # the column-major operands _scaled_mm wants are transposed copies
-            g8, g_inv = (grad * GRAD_SCALE).to(E5M2), (n * GRAD_SCALE).float().reciprocal()
-            grad_h = torch._scaled_mm(g8, w8.t().contiguous().t(), g_inv, w_inv, out_dtype=torch.bfloat16)
-            grad_w = torch._scaled_mm(g8.t().contiguous(), h8.t().contiguous().t(), g_inv, h_inv,
-                                      out_dtype=torch.bfloat16)
-            grad_h, grad_w = grad_h.to(h.dtype), grad_w.to(weight.dtype)
+        grad = (logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / vocab * (cols < vocab)
+        grad = grad * valid[:, None]
+        if fp8:
+            grad_h, grad_w = fp8_grads(grad, n, operands, h.dtype, weight.dtype)
         else:
-            # 1/n comes after the products, in fp32: in fp16, grad / n (~1e-8 for 16k tokens) would
-            # flush to zero before a GradScaler's scale reached it in backward. Unnormalised, a row
-            # of grad sums to at most 2 in absolute value, so grad @ weight stays in range; grad^T @ h
-            # sums over n tokens, so h is scaled by a power of two s with n * max|h| * s <= 2^15.
-            s = (2.0 ** 15 / (n * h.abs().amax().float().clamp(min=1e-12))).log2().floor().exp2().clamp(max=1)
-            acc, grad = grad.dtype, grad.to(dtype)  # fp32 (fp64 for fp64 inputs), the compute dtype
+            # 1/n comes after the products, in fp32: in fp16, grad / n (~1e-8 for 16k tokens)
+            # would flush to zero before a GradScaler's scale reached it in backward. Unnormalised,
+            # a row of grad sums to at most 2 in absolute value, so grad @ weight stays in range;
+            # grad^T @ h sums over n tokens, so h is scaled by a power of two s with
+            # n * max|h| * s <= 2^15.
+            h_max = h.abs().amax().float().clamp(min=1e-12)
+            s = (2.0 ** 15 / (n * h_max)).log2().floor().exp2().clamp(max=1)
+            acc = grad.dtype  # fp32 (fp64 for fp64 inputs)
+            grad = grad.to(dtype)  # the compute dtype
             grad_h = (grad @ weight).to(acc) / n  # (N, C)
             grad_w = (grad.t() @ (h * s.to(h.dtype))).to(acc) / (n * s)  # (V, C)
         ctx.save_for_backward(grad_h, grad_w)
@@ -248,7 +248,51 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         grad_h, grad_weight = ctx.saved_tensors  # fp32 unless fp8: scaled by g before any cast
-        return (g * grad_h).to(ctx.dtypes[0]), (g * grad_weight).to(ctx.dtypes[1]), None, None, None, None
+        grad_h = (g * grad_h).to(ctx.dtypes[0])
+        grad_weight = (g * grad_weight).to(ctx.dtypes[1])
+        return grad_h, grad_weight, None, None, None, None
+
+
+# the FP8 head, an opt-in (fp8_head=True)
+
+E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
+# |d loss / d logit| * n <= 1, so the scaled gradient fits E5M2 (max 57344) with no amax pass
+GRAD_SCALE = 2.0 ** 15
+
+
+def to_fp8(x, dtype):
+    """Tensorwise FP8: (x8, inv) with x ~ x8 * inv, the largest |x| mapped to dtype's largest."""
+    scale = torch.finfo(dtype).max / x.abs().amax().float().clamp(min=1e-12)
+    return (x.float() * scale).to(dtype), scale.reciprocal()
+
+
+def fp8_logits(h, weight):
+    """LinearCrossEntropy's logits h @ weight^T (N, V) in FP8 (fp8_head=True; an H100-class GPU):
+    torch._scaled_mm with fp32 accumulation and a bf16 result, h and weight in E4M3 with tensorwise
+    scales. Returns the logits and the FP8 operands (h8, h_inv, w8, w_inv) for fp8_grads."""
+    if h.size(0) % 16 or weight.size(0) % 16:
+        raise ValueError(f"fp8_head needs the tokens in a batch ({h.size(0)}) and the vocabulary "
+                         f"({weight.size(0)}) to be multiples of 16; change batch_size or "
+                         f"block_size, or drop fp8_head")
+    h8, h_inv = to_fp8(h, E4M3)
+    w8, w_inv = to_fp8(weight, E4M3)
+    logits = torch._scaled_mm(h8, w8.t(), h_inv, w_inv, out_dtype=torch.bfloat16)  # (N, V)
+    return logits, (h8, h_inv, w8, w_inv)
+
+
+def fp8_grads(grad, n, operands, h_dtype, w_dtype):
+    """The two backward products (grad @ weight / n, grad^T @ h / n) in FP8, from n times the logit
+    gradient (N, V) in E5M2 with the fixed GRAD_SCALE (every element of softmax - onehot lies in
+    [-1, 1]) and fp8_logits' operands."""
+    h8, h_inv, w8, w_inv = operands
+    g8 = (grad * GRAD_SCALE).to(E5M2)
+    g_inv = (n * GRAD_SCALE).float().reciprocal()
+    # the column-major operands _scaled_mm wants are transposed copies
+    grad_h = torch._scaled_mm(g8, w8.t().contiguous().t(), g_inv, w_inv,
+                              out_dtype=torch.bfloat16)  # (N, C)
+    grad_w = torch._scaled_mm(g8.t().contiguous(), h8.t().contiguous().t(), g_inv, h_inv,
+                              out_dtype=torch.bfloat16)  # (V, C)
+    return grad_h.to(h_dtype), grad_w.to(w_dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,33 +320,37 @@ class SelfAttention(nn.Module):
 
     def __init__(self, cfg, layer_idx):
         super().__init__()
-        self.n_head, self.layer_idx = cfg.n_head, layer_idx
+        self.n_head = cfg.n_head
+        self.layer_idx = layer_idx
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.rate("resid"))
-        self.dropout, self.kind, self.causal = cfg.rate("attn"), cfg.attention, cfg.causal
+        self.dropout = cfg.rate("attn")
+        self.kind = cfg.attention
+        self.causal = cfg.causal
 
-    def forward(self, x, ctx):
+    def forward(self, x, inputs):
         B, T, C = x.shape
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
-        if ctx.rope is not None:  # rotate queries and keys together: (B, T, 2, nh, hs)
-            cos, sin = ctx.rope  # (T, hs)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
+        if inputs.rope is not None:  # rotate queries and keys together: (B, T, 2, nh, hs)
+            cos, sin = inputs.rope  # (T, hs)
             q, k = apply_rope(qkv[:, :, :2], cos[:, None, None], sin[:, None, None]).unbind(2)
             v = qkv[:, :, 2]
         else:
             q, k, v = qkv.unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if ctx.cache is not None:  # generation: store this step's keys/values, attend over all cached ones
-            k, v = ctx.cache.update(self.layer_idx, k, v, ctx.slots)
-        bias = None if ctx.bias is None else ctx.bias.to(q.dtype)
+        if inputs.cache is not None:  # generation: store this step's keys/values, attend over all
+            k, v = inputs.cache.update(self.layer_idx, k, v)  # (B, nh, cache size, hs)
+        bias = None if inputs.bias is None else inputs.bias.to(q.dtype)
         causal = self.causal and bias is None
         dropout_p = self.dropout if self.training else 0.0
-        if self.kind == "manual" or ctx.record is not None:
+        if self.kind == "manual" or inputs.record is not None:
             y, weights = manual_attention(q, k, v, bias, causal, dropout_p)
-            if ctx.record is not None:
-                ctx.record.append(weights.detach())
+            if inputs.record is not None:
+                inputs.record.append(weights.detach())
         else:  # FlashAttention / memory-efficient kernels on GPU when bias is None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, is_causal=causal)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p,
+                                               is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -311,7 +359,8 @@ class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
-        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"), "relu": nn.ReLU()}[cfg.activation]
+        self.act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"),
+                    "relu": nn.ReLU()}[cfg.activation]
         self.c_proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.rate("resid"))
 
@@ -320,7 +369,9 @@ class MLP(nn.Module):
 
 
 def layer_norm(cfg):
-    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm != "none" else nn.Identity()
+    if cfg.norm == "none":
+        return nn.Identity()
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
 
 
 class Block(nn.Module):
@@ -330,50 +381,107 @@ class Block(nn.Module):
 
     def __init__(self, cfg, layer_idx):
         super().__init__()
-        self.ln_1, self.attn = layer_norm(cfg), SelfAttention(cfg, layer_idx)
-        self.ln_2, self.mlp = layer_norm(cfg), MLP(cfg)
-        self.post_ln, self.residual = cfg.norm == "post", cfg.residual
+        self.ln_1 = layer_norm(cfg)
+        self.attn = SelfAttention(cfg, layer_idx)
+        self.ln_2 = layer_norm(cfg)
+        self.mlp = MLP(cfg)
+        self.post_ln = cfg.norm == "post"
+        self.residual = cfg.residual
 
     def add(self, x, y):
         return x + y if self.residual else y
 
-    def forward(self, x, ctx):
+    def forward(self, x, inputs):
         if self.post_ln:
-            x = self.ln_1(self.add(x, self.attn(x, ctx)))
+            x = self.ln_1(self.add(x, self.attn(x, inputs)))
             return self.ln_2(self.add(x, self.mlp(x)))
-        x = self.add(x, self.attn(self.ln_1(x), ctx))
+        x = self.add(x, self.attn(self.ln_1(x), inputs))
         return self.add(x, self.mlp(self.ln_2(x)))
 
 
-class Context:
-    """What every layer's attention needs for one forward pass, computed once."""
+class AttentionInputs:
+    """What every layer's attention reads in one forward pass, made once by Transformer.encode:
+    the additive bias (attention_bias, or None), RoPE's (cos, sin), the KV cache, and a list that
+    collects attention weights (attention_maps). A plain class, not a pytree such as a NamedTuple,
+    so that FSDP's input casting leaves the fp32 bias and angles alone."""
 
-    def __init__(self, bias=None, rope=None, cache=None, slots=None, record=None):
-        self.bias, self.rope, self.cache, self.slots, self.record = bias, rope, cache, slots, record
+    def __init__(self, bias=None, rope=None, cache=None, record=None):
+        self.bias = bias
+        self.rope = rope
+        self.cache = cache
+        self.record = record
+
+
+def attention_bias(qpos, kpos, key_mask, causal, window, slopes=None):
+    """Additive attention bias (B|1, nh|1, Tq, Tk), shared by every layer and by manual and fused
+    attention: 0 where a query may look, -inf where it may not, minus ALiBi's m_h * distance.
+
+    qpos (Tq,) and kpos (Tk,) are absolute positions, kpos -1 an empty cache slot; key_mask (B, Tk)
+    is 1 for real tokens, 0 for padding. A query sees the keys less than window positions away:
+    behind it (causal), or on both sides. slopes (nh,): ALiBi (Press et al. 2022, 3).
+    """
+    dist = qpos[:, None] - kpos[None, :]  # (Tq, Tk): how far back each key is
+    # a sliding window past block_size
+    allowed = (dist >= 0) & (dist < window) if causal else dist.abs() < window
+    allowed = allowed & (kpos >= 0)[None, :]  # empty cache slots
+    allowed = allowed[None, None]  # (1, 1, Tq, Tk)
+    if key_mask is not None:  # key padding
+        allowed = allowed & key_mask.bool()[:, None, None, :]  # (B, 1, Tq, Tk)
+    # a query may always see itself, so no softmax row is empty (a padding query's output is unused)
+    allowed = allowed | (dist == 0)
+    bias = torch.zeros(allowed.shape, device=qpos.device).masked_fill(~allowed, float("-inf"))
+    if slopes is not None:  # -m_h * distance; symmetric if bidirectional
+        bias = bias - slopes[None, :, None, None] * dist.abs()[None, None].float()
+    return bias
 
 
 class KVCache:
-    """Keys and values of past tokens, per layer, in a ring buffer of block_size slots.
+    """Keys and values of past tokens, per layer, in a ring buffer of `size` slots (block_size),
+    and the positions they hold: the cache alone writes its state.
 
-    Slot s holds absolute position pos[s] (-1: empty). Because keys are stored already rotated
-    (RoPE) and ALiBi/masks are computed from positions, the order of slots does not matter, so a
-    full buffer simply overwrites its oldest slot: sliding-window attention over the last
-    block_size tokens.
+    Per forward pass, advance(T) places the T new tokens (position p goes to slot p % size) and
+    returns their absolute positions; then each layer's update() writes their keys and values and
+    returns all the cached ones. Slot s holds absolute position pos[s] (-1: empty). Because keys are
+    stored already rotated (RoPE) and ALiBi/masks are computed from positions, the order of slots
+    does not matter, so a full buffer simply overwrites its oldest slot: sliding-window attention
+    over the last `size` tokens.
     """
 
     def __init__(self, n_layer, size):
-        self.n_layer, self.size = n_layer, size
-        self.k = self.v = None
-        self.pos = None
+        self.n_layer = n_layer
+        self.size = size
+        self.k = self.v = None  # (n_layer, B, nh, size, hs), allocated by the first update
+        self.pos = None  # (size,) absolute position in each slot, -1: empty
+        self.slots = None  # (T,) the slots of the tokens of the current forward pass
         self.length = 0  # tokens processed so far = absolute position of the next token
 
-    def update(self, layer, k, v, slots):
-        if self.k is None:  # allocate lazily, in the dtype the layers compute in (bf16 under autocast)
+    def advance(self, T, device, pos=None):
+        """Place T new tokens at positions pos (T,) (default: the next T) and return pos.
+        Graphed decoding passes pos as the recorded graph's static input."""
+        if pos is None:
+            pos = torch.arange(self.length, self.length + T, device=device)  # (T,)
+        if self.pos is None:
+            self.pos = torch.full((self.size,), -1, dtype=torch.long, device=device)
+        self.slots = pos % self.size
+        self.pos[self.slots] = pos
+        self.length += T
+        return pos
+
+    def seek(self, length):
+        """Make length the position of the next token. Graphed decoding needs this twice: to forget
+        the steps that warm-up and recording ran, and after each replay, which re-runs advance's
+        device work (the slot writes) but not its count on the host."""
+        self.length = length
+
+    def update(self, layer, k, v):
+        """Write one layer's keys and values (B, nh, T, hs) of the tokens placed by advance(),
+        and return the layer's whole cache (B, nh, size, hs) for attention."""
+        if self.k is None:  # allocated lazily, in the layers' compute dtype (bf16 under autocast)
             B, nh, _, hs = k.shape
             self.k = k.new_zeros(self.n_layer, B, nh, self.size, hs)
             self.v = torch.zeros_like(self.k)
-        self.k[layer].index_copy_(2, slots, k)  # (B, nh, size, hs)
-        self.v[layer].index_copy_(2, slots, v)
+        self.k[layer].index_copy_(2, self.slots, k)  # (B, nh, size, hs)
+        self.v[layer].index_copy_(2, self.slots, v)
         return self.k[layer], self.v[layer]
 
 
@@ -386,7 +494,8 @@ class Transformer(nn.Module):
         self.config = cfg = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            wpe=nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_encoding == "learned" else nn.Identity(),
+            wpe=(nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_encoding == "learned"
+                 else nn.Identity()),
             drop=nn.Dropout(cfg.rate("embd")),
             h=nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)]),
             # pre-LN needs a final norm (the residual stream is never normalised otherwise);
@@ -402,17 +511,21 @@ class Transformer(nn.Module):
                 self.lm_head.weight = self.transformer.wte.weight
         # fixed tables are buffers, not parameters, and are not saved (they are recomputed)
         if cfg.pos_encoding == "sinusoidal":
-            self.register_buffer("sin_table", sinusoidal_table(cfg.block_size, cfg.n_embd), persistent=False)
+            table = sinusoidal_table(cfg.block_size, cfg.n_embd)
+            self.register_buffer("sin_table", table, persistent=False)
         if cfg.pos_encoding == "alibi":
             self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
-        if cfg.pos_encoding == "rope":  # a table for positions 0..block_size-1, the training case: under
-            # torch.compile, angles computed inline get recomputed inside every layer's kernels
-            cos, sin = rope_cos_sin(torch.arange(cfg.block_size), cfg.n_embd // cfg.n_head, cfg.rope_base)
+        if cfg.pos_encoding == "rope":
+            # a table for positions 0..block_size-1, the training case: under torch.compile, angles
+            # computed inline get recomputed inside every layer's kernels
+            pos = torch.arange(cfg.block_size)
+            cos, sin = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
         # GPT-2: scale the init of the projections that write into the residual stream by
-        # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth (Radford et al. 2019, 2.3)
+        # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth (Radford et al.
+        # 2019, 2.3)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
@@ -425,8 +538,8 @@ class Transformer(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_params(self, exclude_embeddings=False):
-        """Parameters, shared ones counted once. exclude_embeddings drops the position table and, for
-        an untied model, the token table (with tying that matrix is also the output layer)."""
+        """Parameters, shared ones counted once. exclude_embeddings drops the position table and,
+        for an untied model, the token table (with tying that matrix is also the output layer)."""
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
             if self.config.pos_encoding == "learned":
@@ -439,15 +552,19 @@ class Transformer(nn.Module):
         """Training FLOPs per token (forward + backward): 6N + 12 L T C (Kaplan et al. 2020;
         PaLM appendix B), N without embeddings."""
         cfg = self.config
-        return 6 * self.num_params(exclude_embeddings=True) + 12 * cfg.n_layer * seq_len * cfg.n_embd
+        n = self.num_params(exclude_embeddings=True)
+        return 6 * n + 12 * cfg.n_layer * seq_len * cfg.n_embd
 
     def __repr__(self):
         cfg = self.config
-        head = f"classifier over {cfg.n_classes} classes ({cfg.pooling} pooling)" if cfg.n_classes else "language model"
-        return (f"Transformer({head}: {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide, "
-                f"context {cfg.block_size}, vocab {cfg.vocab_size}, pos={cfg.pos_encoding}, norm={cfg.norm}, "
-                f"residual={cfg.residual}, attention={cfg.attention}, causal={cfg.causal}, "
-                f"{self.num_params() / 1e6:.2f}M parameters)\n  each block: {self.transformer.h[0]!r}")
+        head = "language model"
+        if cfg.n_classes:
+            head = f"classifier over {cfg.n_classes} classes ({cfg.pooling} pooling)"
+        return (f"Transformer({head}: {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} "
+                f"wide, context {cfg.block_size}, vocab {cfg.vocab_size}, pos={cfg.pos_encoding}, "
+                f"norm={cfg.norm}, residual={cfg.residual}, attention={cfg.attention}, "
+                f"causal={cfg.causal}, {self.num_params() / 1e6:.2f}M parameters)\n"
+                f"  each block: {self.transformer.h[0]!r}")
 
     # -- forward -----------------------------------------------------------------------------
 
@@ -459,8 +576,8 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"sequence length {end} exceeds block_size={cfg.block_size}, and pos_encoding="
                 f"'{cfg.pos_encoding}' has no positions past it: crop the input to the last "
-                f"{cfg.block_size} tokens, or use pos_encoding 'rope', 'alibi' or 'none', which attend "
-                f"over a sliding window of block_size tokens")
+                f"{cfg.block_size} tokens, or use pos_encoding 'rope', 'alibi' or 'none', which "
+                f"attend over a sliding window of block_size tokens")
         # a value check needs a device sync: skipped inside torch.compile (training on GPU) and
         # while a CUDA graph is being recorded (generation on GPU)
         capturing = idx.is_cuda and torch.cuda.is_current_stream_capturing()
@@ -468,67 +585,60 @@ class Transformer(nn.Module):
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= cfg.vocab_size:
                 bad = lo if lo < 0 else hi
-                raise ValueError(f"token id {bad} is out of range: vocab_size={cfg.vocab_size} allows "
-                                 f"0..{cfg.vocab_size - 1}")
+                raise ValueError(f"token id {bad} is out of range: vocab_size={cfg.vocab_size} "
+                                 f"allows 0..{cfg.vocab_size - 1}")
 
-    def _attn_bias(self, qpos, kpos, attention_mask, cached):
-        """Additive bias (B|1, nh|1, Tq, Tk) for every layer, or None when the kernels' own causal
-        (or no) masking is exactly right: no padding, no ALiBi, no cache, within block_size."""
+    def embed(self, idx, pos):
+        """Token ids (B, T) at absolute positions pos (T,) -> input embeddings (B, T, C)."""
         cfg = self.config
-        W = cfg.block_size
-        if attention_mask is None and cfg.pos_encoding != "alibi" and not cached and len(qpos) <= W:
-            return None
-        dist = qpos[:, None] - kpos[None, :]  # (Tq, Tk): how far back each key is
-        allowed = (dist >= 0) & (dist < W) if cfg.causal else dist.abs() < W  # sliding window past W
-        allowed = allowed & (kpos >= 0)[None, :]  # empty cache slots
-        allowed = allowed[None, None]  # (1, 1, Tq, Tk)
-        if attention_mask is not None:  # key padding
-            allowed = allowed & attention_mask.bool()[:, None, None, :]  # (B, 1, Tq, Tk)
-        # a query may always see itself, so no softmax row is empty (a padding query's output is unused)
-        allowed = allowed | (dist == 0)
-        bias = torch.zeros(allowed.shape, device=qpos.device).masked_fill(~allowed, float("-inf"))
-        if cfg.pos_encoding == "alibi":  # -m_h * distance (Press et al. 2022, 3); symmetric if bidirectional
-            bias = bias - self.slopes[None, :, None, None] * dist.abs()[None, None].float()
-        return bias
-
-    def encode(self, idx, attention_mask=None, cache=None, record=None, pos=None):
-        """Token ids (B, T) -> final hidden states (B, T, C) after the last norm.
-        pos: absolute positions (T,) as a tensor (default: 0.., or after the cached tokens)."""
-        cfg = self.config
-        start = cache.length if cache is not None else 0
-        B, T = idx.shape
-        self._check_input(idx, start + T)
-        table = pos is None and cache is None and T <= cfg.block_size  # positions 0..T-1: RoPE's table
-        if pos is None:
-            pos = torch.arange(start, start + T, device=idx.device)  # absolute positions (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
-        if self.training and cfg.word_dropout:  # a dropped word type is zero at every position of the batch
+        if self.training and cfg.word_dropout:
+            # a dropped word type is zero at every position of the batch
             keep = torch.rand(cfg.vocab_size, device=idx.device) >= cfg.word_dropout  # (V,)
             x = x * (keep[idx] / (1 - cfg.word_dropout)).to(x.dtype)[..., None]
         if cfg.pos_encoding == "learned":
             x = x + self.transformer.wpe(pos)
         elif cfg.pos_encoding == "sinusoidal":
-            # the paper scales embeddings by sqrt(d_model) before adding the table (Vaswani et al. 3.4);
-            # without it the fixed table (rms 0.7) would drown the 0.02-scale token embeddings
+            # the paper scales embeddings by sqrt(d_model) before adding the table (Vaswani et al.
+            # 3.4); without it the fixed table (rms 0.7) would drown the 0.02-scale token embeddings
             x = x * math.sqrt(cfg.n_embd) + self.sin_table[pos].to(x.dtype)
-        x = self.transformer.drop(x)
-        slots, kpos = None, pos
-        if cache is not None:
-            if cache.pos is None:
-                cache.pos = torch.full((cache.size,), -1, dtype=torch.long, device=idx.device)
-            slots = pos % cache.size
-            cache.pos[slots] = pos
-            kpos = cache.pos
+        return self.transformer.drop(x)
+
+    def attention_inputs(self, pos, attention_mask=None, cache=None, record=None, from_zero=False):
+        """What every layer's attention needs for queries at positions pos (T,): the mask (keys at
+        the cache's positions, if any, else at pos) and RoPE's angles (RoPE's table when from_zero,
+        i.e. pos is 0..T-1)."""
+        cfg = self.config
+        T = len(pos)
+        slopes = self.slopes if cfg.pos_encoding == "alibi" else None
+        # the kernels' own causal (or no) masking is exactly right unless there is padding, ALiBi,
+        # a cache, or a sliding window past block_size
+        plain = attention_mask is None and slopes is None and cache is None and T <= cfg.block_size
+        bias = None
+        if not plain:
+            kpos = pos if cache is None else cache.pos
+            bias = attention_bias(pos, kpos, attention_mask, cfg.causal, cfg.block_size, slopes)
         rope = None
-        if cfg.pos_encoding == "rope" and table:
-            rope = self.rope_cos[:T], self.rope_sin[:T]  # pos is 0..T-1
+        if cfg.pos_encoding == "rope" and from_zero:
+            rope = self.rope_cos[:T], self.rope_sin[:T]
         elif cfg.pos_encoding == "rope":
             rope = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base)
-        ctx = Context(self._attn_bias(pos, kpos, attention_mask, cache is not None), rope, cache, slots, record)
-        for block in self.transformer.h:
-            x = block(x, ctx)
+        return AttentionInputs(bias, rope, cache, record)
+
+    def encode(self, idx, attention_mask=None, cache=None, record=None, pos=None):
+        """Token ids (B, T) -> final hidden states (B, T, C) after the last norm.
+        pos: absolute positions (T,) as a tensor (default: 0.., or after the cached tokens)."""
+        T = idx.size(1)
+        self._check_input(idx, T if cache is None else cache.length + T)
+        from_zero = pos is None and cache is None and T <= self.config.block_size
         if cache is not None:
-            cache.length += T
+            pos = cache.advance(T, idx.device, pos)
+        elif pos is None:
+            pos = torch.arange(T, device=idx.device)  # absolute positions (T,)
+        x = self.embed(idx, pos)
+        inputs = self.attention_inputs(pos, attention_mask, cache, record, from_zero)
+        for block in self.transformer.h:
+            x = block(x, inputs)
         return self.transformer.ln_f(x)
 
     def pool(self, h, attention_mask=None):
@@ -560,21 +670,24 @@ class Transformer(nn.Module):
             loss = None if targets is None else F.cross_entropy(
                 logits.float(), targets, label_smoothing=cfg.label_smoothing)
         elif not return_logits and targets is not None and torch.is_grad_enabled():
-            return None, LinearCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight, targets.reshape(-1),
-                                                  cfg.label_smoothing, cfg.fp8_head, cfg.real_vocab_size)
+            loss = LinearCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight,
+                                            targets.reshape(-1), cfg.label_smoothing, cfg.fp8_head,
+                                            cfg.real_vocab_size)
+            return None, loss
         else:
             logits = self.lm_head(h)
             n = cfg.real_vocab_size or cfg.vocab_size
             if n < cfg.vocab_size:  # padding ids get no probability
-                logits = logits.masked_fill(torch.arange(cfg.vocab_size, device=logits.device) >= n, float("-inf"))
-            loss = None if targets is None else F.cross_entropy(  # label smoothing over the real ids only
+                padding = torch.arange(cfg.vocab_size, device=logits.device) >= n  # (V,)
+                logits = logits.masked_fill(padding, float("-inf"))
+            loss = None if targets is None else F.cross_entropy(  # smoothing over the real ids only
                 logits.float()[..., :n].reshape(-1, n), targets.reshape(-1), ignore_index=-1,
                 label_smoothing=cfg.label_smoothing)
         return (logits if return_logits else None), loss
 
     @torch.no_grad()
     def attention_maps(self, idx, attention_mask=None):
-        """Attention weights of every layer, a list of (B, nh, T, T), computed by the manual path."""
+        """Attention weights of every layer, a list of (B, nh, T, T), from the manual path."""
         record = []
         self.encode(idx, attention_mask, record=record)
         return record
@@ -582,56 +695,67 @@ class Transformer(nn.Module):
     # -- generation ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
-                        vocab_limit=None):
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                        generator=None, vocab_limit=None):
         """Yield the new tokens (B, 1) one step at a time; see generate()."""
         cfg = self.config
         if cfg.n_classes:
-            raise ValueError("generate() needs a language model (n_classes=0), this is a classifier")
-        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+            raise ValueError("generate() needs a language model (n_classes=0), "
+                             "this is a classifier")
+        bad_k = top_k is not None and top_k < 1
+        bad_p = top_p is not None and not 0 < top_p <= 1
+        if temperature < 0 or bad_k or bad_p:
             raise ValueError(f"need temperature >= 0, top_k >= 1, 0 < top_p <= 1; got temperature="
                              f"{temperature}, top_k={top_k}, top_p={top_p}")
         was_training = self.training
         self.eval()
         try:
-            W = cfg.block_size
+            block_size = cfg.block_size
             absolute = cfg.pos_encoding not in RELATIVE
-            seq = idx[:, -W:]  # the prompt is cropped to the context the model was trained on
-            cache = KVCache(cfg.n_layer, W)
-            logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt at once
+            seq = idx[:, -block_size:]  # the prompt is cropped to the context the model trained on
+            cache = KVCache(cfg.n_layer, block_size)
+            # prefill: the whole prompt at once
+            logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])
             decode = None  # one new token per row -> next logits, through the cache
             for i in range(max_new_tokens):
-                nxt = sample_next(logits[:, :vocab_limit], temperature, top_k, top_p, generator)  # (B, 1)
+                nxt = sample_next(logits[:, :vocab_limit], temperature, top_k, top_p,
+                                  generator)  # (B, 1)
                 yield nxt
                 if i == max_new_tokens - 1:
                     break
                 if absolute:
                     seq = torch.cat([seq, nxt], dim=1)
-                if absolute and cache.length == W:
-                    # absolute positions end at block_size: slide the window by re-encoding the last
-                    # W tokens from position 0 (exactly what a forward over the cropped text computes)
-                    seq = seq[:, -W:]
-                    cache, decode = KVCache(cfg.n_layer, W), None
+                if absolute and cache.length == block_size:
+                    # absolute positions end at block_size: slide the window by re-encoding the
+                    # last block_size tokens from position 0 (exactly what a forward over the
+                    # cropped text computes)
+                    seq = seq[:, -block_size:]
+                    cache = KVCache(cfg.n_layer, block_size)
+                    decode = None
                     logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])
                     continue
-                if decode is None:
-                    decode = self._graphed_decode(cache, nxt) if nxt.is_cuda else \
-                        (lambda tok: self.lm_head(self.encode(tok, cache=cache)[:, -1]))
+                if decode is None and nxt.is_cuda:
+                    decode = self._graphed_decode(cache, nxt)
+                elif decode is None:
+                    decode = lambda tok: self.lm_head(self.encode(tok, cache=cache)[:, -1])
                 logits = decode(nxt)
         finally:
             self.train(was_training)
 
     def _graphed_decode(self, cache, example):
-        """Record one decode step (B tokens at the next position -> logits (B, V)) as a CUDA graph and
-        return a function that replays it. A step of a small model is ~20 kernel launches per layer,
-        each far shorter than its launch: replaying them as one graph removes that overhead."""
+        """Record one decode step (B tokens at the next position -> logits (B, V)) as a CUDA graph
+        and return a function that replays it. A step of a small model is ~20 kernel launches per
+        layer, each far shorter than its launch: replaying them as one graph removes that overhead.
+        """
         device = example.device
         tok = torch.zeros_like(example)                               # (B, 1) static input
         pos = torch.full((1,), cache.length, dtype=torch.long, device=device)  # static input
-        length = cache.length  # warm-up and recording write this position; the first real step overwrites it
+        # warm-up and recording write this position; the first real step overwrites it
+        length = cache.length
         dtype = torch.get_autocast_dtype("cuda")
+        # cache_enabled=False: cached weight casts must not outlive the recording
         autocast = torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"),
-                                  cache_enabled=False)  # cached weight casts must not outlive the recording
+                                  cache_enabled=False)
         step = lambda: self.lm_head(self.encode(tok, cache=cache, pos=pos)[:, -1])
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -642,18 +766,18 @@ class Transformer(nn.Module):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), autocast:
             logits = step()
-        cache.length = length
+        cache.seek(length)
 
         def replay(nxt):
             tok.copy_(nxt)
             pos.fill_(cache.length)
-            graph.replay()
-            cache.length += 1
+            graph.replay()  # the recorded step, cache.advance's slot writes included
+            cache.seek(cache.length + 1)  # advance's count, which runs on the host
             return logits
         return replay
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
-                 vocab_limit=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 generator=None, vocab_limit=None):
         """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
 
         The prompt is encoded once into a KV cache, then each step feeds one token (on CUDA, a step
@@ -669,7 +793,8 @@ class Transformer(nn.Module):
         A prompt longer than block_size is cropped to its last block_size tokens.
         vocab_limit: sample only ids below it (a vocabulary padded for speed has rows no text uses).
         """
-        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator, vocab_limit))
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator,
+                                        vocab_limit))
         return torch.cat([idx] + new, dim=1)
 
     # -- GPT-2 weights ------------------------------------------------------------------------
@@ -681,16 +806,20 @@ class Transformer(nn.Module):
         overrides change config fields that do not touch the weights (e.g. dropout, attention)."""
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path / 'config.json'} not found: expected a Hugging Face GPT-2 "
-                                    f"directory with config.json and model.safetensors or pytorch_model.bin")
+            raise FileNotFoundError(f"{path / 'config.json'} not found: expected a Hugging Face "
+                                    f"GPT-2 directory with config.json and model.safetensors or "
+                                    f"pytorch_model.bin")
         hf = json.loads((path / "config.json").read_text())
-        if hf.get("model_type", "gpt2") != "gpt2" or hf.get("scale_attn_by_inverse_layer_idx") \
-                or hf.get("reorder_and_upcast_attn") or not hf.get("scale_attn_weights", True):
-            raise ValueError(f"{path}: only plain GPT-2 checkpoints are supported (model_type 'gpt2' "
-                             f"with default attention scaling)")
+        plain = (hf.get("model_type", "gpt2") == "gpt2" and hf.get("scale_attn_weights", True)
+                 and not hf.get("scale_attn_by_inverse_layer_idx")
+                 and not hf.get("reorder_and_upcast_attn"))
+        if not plain:
+            raise ValueError(f"{path}: only plain GPT-2 checkpoints are supported (model_type "
+                             f"'gpt2' with default attention scaling)")
         act = hf.get("activation_function", "gelu_new")
-        args = dict(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                    n_head=hf["n_head"], n_embd=hf["n_embd"], pos_encoding="learned", norm="pre",
+        args = dict(vocab_size=hf["vocab_size"], block_size=hf["n_positions"],
+                    n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                    pos_encoding="learned", norm="pre",
                     activation="gelu_tanh" if act in ("gelu_new", "gelu_pytorch_tanh") else "gelu",
                     bias=True, tie_weights=True, norm_eps=hf.get("layer_norm_epsilon", 1e-5),
                     mlp_ratio=(hf.get("n_inner") or 4 * hf["n_embd"]) // hf["n_embd"], dropout=0.0)
@@ -725,7 +854,8 @@ def sample_next(logits, temperature, top_k, top_p, generator):
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
 
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "F64": torch.float64}
 
 
 def read_weights(path):
@@ -741,7 +871,8 @@ def read_weights(path):
             if name == "__metadata__":
                 continue
             if info["dtype"] not in _SAFETENSORS_DTYPES:
-                raise ValueError(f"{path / 'model.safetensors'}: tensor {name} has unsupported dtype {info['dtype']}")
+                raise ValueError(f"{path / 'model.safetensors'}: tensor {name} has unsupported "
+                                 f"dtype {info['dtype']}")
             begin, end = info["data_offsets"]
             buf = bytearray(raw[8 + n + begin: 8 + n + end])
             dtype = _SAFETENSORS_DTYPES[info["dtype"]]

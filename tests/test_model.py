@@ -7,7 +7,7 @@ import torch
 
 import model as model_module
 from model import (ATTENTIONS, NORMS, POS_ENCODINGS, LinearCrossEntropy, Transformer, TransformerConfig,
-                   alibi_slopes, apply_rope, rope_cos_sin, sample_next, sinusoidal_table)
+                   alibi_slopes, apply_rope, attention_bias, rope_cos_sin, sample_next, sinusoidal_table)
 
 V, T = 37, 16
 
@@ -168,19 +168,19 @@ def test_alibi_slopes_are_the_papers_geometric_sequence():
 def test_alibi_bias_penalises_distance():
     model = tiny(pos_encoding="alibi", attention="manual").eval()
     pos = torch.arange(4)
-    bias = model._attn_bias(pos, pos, None, cached=False)  # (1, nh, 4, 4)
+    bias = model.attention_inputs(pos).bias  # (1, nh, 4, 4)
     slope0 = alibi_slopes(4)[0].item()
     assert bias[0, 0, 3, 0].item() == pytest.approx(-3 * slope0)
     assert bias[0, 0, 0, 3].item() == float("-inf")
 
 
-def bias_by_loops(qpos, kpos, mask, causal, W, slopes):
+def bias_by_loops(qpos, kpos, mask, causal, window, slopes):
     """The additive attention bias (B, nh, Tq, Tk) written out element by element from its definition."""
     B, nh = (1 if mask is None else len(mask)), len(slopes)
     out = torch.zeros(B, nh, len(qpos), len(kpos))
     for b, h, i, j in itertools.product(range(B), range(nh), range(len(qpos)), range(len(kpos))):
         d = int(qpos[i]) - int(kpos[j])
-        ok = int(kpos[j]) >= 0 and (0 <= d < W if causal else abs(d) < W)
+        ok = int(kpos[j]) >= 0 and (0 <= d < window if causal else abs(d) < window)
         ok = ok and (mask is None or bool(mask[b][j]))
         if ok or d == 0:  # a query always sees itself
             out[b, h, i, j] = -float(slopes[h]) * abs(d)
@@ -192,19 +192,20 @@ def bias_by_loops(qpos, kpos, mask, causal, W, slopes):
 @pytest.mark.parametrize("pe", ["alibi", "rope"])
 @pytest.mark.parametrize("causal", [True, False])
 def test_attention_bias_equals_its_definition(pe, causal):
-    """_attn_bias, which manual and fused attention share, against loops: padding, the sliding window
-    past block_size, empty cache slots, ALiBi on both sides. Bugs caught: a mask off by one (< W vs
-    <= W, dist > 0 vs >= 0), padding applied to queries instead of keys, ALiBi's sign or slope order."""
+    """attention_bias, which manual and fused attention share, against loops: padding, the sliding
+    window past block_size, empty cache slots, ALiBi on both sides, with the model's own slopes.
+    Bugs caught: a mask off by one (< window vs <= window, dist > 0 vs >= 0), padding applied to
+    queries instead of keys, ALiBi's sign or slope order."""
     model = tiny(pos_encoding=pe, causal=causal, n_classes=0 if causal else 3)
     slopes = alibi_slopes(4) if pe == "alibi" else torch.zeros(4)
-    W = T
+    model_slopes = model.slopes if pe == "alibi" else None
     cases = [(torch.arange(6), torch.arange(6), right_padding_mask([6, 4], L=6)),      # padding
-             (torch.arange(2 * W + 3), torch.arange(2 * W + 3), None),                   # past block_size
+             (torch.arange(2 * T + 3), torch.arange(2 * T + 3), None),                   # past block_size
              (torch.tensor([20]), torch.tensor([17, 18, 19, 20, 5, -1, 4, 16]), None)]  # a ring buffer
     for qpos, kpos, mask in cases:
-        got = model._attn_bias(qpos, kpos, mask, cached=True)
-        assert torch.equal(got.expand(-1, 4, -1, -1), bias_by_loops(qpos, kpos, mask, causal, W, slopes).expand(
-            got.size(0), -1, -1, -1)), (qpos, kpos)
+        got = attention_bias(qpos, kpos, mask, causal, T, model_slopes)
+        want = bias_by_loops(qpos, kpos, mask, causal, T, slopes)
+        assert torch.equal(got.expand(-1, 4, -1, -1), want.expand(got.size(0), -1, -1, -1)), (qpos, kpos)
 
 
 def test_alibi_is_symmetric_in_the_bidirectional_encoder():
@@ -212,7 +213,7 @@ def test_alibi_is_symmetric_in_the_bidirectional_encoder():
     the causal -m (i - j), which rewards keys after the query."""
     model = tiny(pos_encoding="alibi", causal=False, n_classes=3, attention="manual").eval()
     pos = torch.arange(T)
-    bias = model._attn_bias(pos, pos, None, cached=False)[0]  # (nh, T, T)
+    bias = model.attention_inputs(pos).bias[0]  # (nh, T, T)
     assert torch.equal(bias, bias.transpose(-1, -2))
     assert bias[1, 2, 9].item() == pytest.approx(-7 * alibi_slopes(4)[1].item())
     # a token's effect on the pooled output does not depend on whether it sits left or right: reverse the text
@@ -563,6 +564,22 @@ def test_kv_cache_logits_equal_a_full_forward_at_every_step(pe, attn, monkeypatc
             seq = out[:, :5 + i]
             window = seq if pe in ("rope", "alibi", "none") else seq[:, -T:]
             torch.testing.assert_close(logits, model(window)[0][:, -1], atol=1e-5, rtol=1e-5, msg=f"step {i}")
+
+
+def test_kv_cache_places_tokens_in_a_ring_buffer():
+    """KVCache owns its positions: advance() numbers the new tokens and wraps their slots, update()
+    writes keys and values there, seek() moves the next position (graphed decoding's rewind). Bugs
+    caught: a slot off by one, the count not advanced, update writing the previous step's slots."""
+    cache = model_module.KVCache(n_layer=1, size=4)
+    assert cache.advance(3, "cpu").tolist() == [0, 1, 2] and cache.pos.tolist() == [0, 1, 2, -1]
+    k = torch.arange(3.0).view(1, 1, 3, 1)  # (B, nh, T, hs): key t holds t
+    cache.update(0, k, -k)
+    assert cache.advance(2, "cpu").tolist() == [3, 4] and cache.pos.tolist() == [4, 1, 2, 3]
+    keys, values = cache.update(0, torch.tensor([3.0, 4.0]).view(1, 1, 2, 1), torch.zeros(1, 1, 2, 1))
+    assert keys.flatten().tolist() == [4, 1, 2, 3] and values.flatten().tolist() == [0, -1, -2, 0]
+    cache.seek(4)
+    assert cache.length == 4 and cache.advance(1, "cpu").tolist() == [4] and cache.slots.tolist() == [0]
+    assert cache.length == 5
 
 
 def test_generation_is_reproducible_with_a_generator_and_greedy_ignores_it():
