@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import checkpoint
 import prepare
 import train
 from configurator import run_config_file
@@ -387,7 +388,7 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     resolved = resolve(study, size, names, extra)
     out_given = out is not None
     out = Path(out or f"results/{study['name']}{'' if size == 'gpu' else '-' + size}").resolve()
-    if problem := train.writable_problem(out):  # before any data set is prepared or run started
+    if problem := checkpoint.writable_problem(out):  # before any data set is prepared or run started
         raise StudyError(f"cannot write to --out {out}: {problem}; choose another --out")
 
     # prepare each data set once, here, rather than in several runs at once

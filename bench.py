@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+import checkpoint
+import parallel
 import prepare
 import sample
 import train
@@ -123,11 +125,11 @@ def bench_train(argv, bench):
     cfg, raw, device, dtype, autocast = build(argv, bench)
     optimizers = train.make_optimizers(raw, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    model = train.compile_model(raw, cfg, device)
+    model = parallel.compile_model(raw, cfg, device)
     T = raw.config.block_size
     batches = RandomBatches(raw.config.vocab_size, cfg.batch_size, T, device)
     t0 = time.perf_counter()
-    graphed = train.GraphedStep(model, batches.get(0, 0, 0), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
+    graphed = parallel.GraphedStep(model, batches.get(0, 0, 0), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
     for step in range(bench.warmup):  # compilation and autotuning happen here
         train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast, graphed=graphed)
     synchronize(device)
@@ -196,7 +198,7 @@ def bench_generate(argv, bench):
     ckpt = Path(cfg.out_dir) / "ckpt_best.pt"
     source = "random weights"
     if ckpt.exists():  # the trained model if there is one (speed is the same either way)
-        model = train.model_from_checkpoint(train.load_checkpoint(ckpt), dropout=0.0).to(device)
+        model = checkpoint.model_from_checkpoint(checkpoint.load_checkpoint(ckpt), dropout=0.0).to(device)
         source = str(ckpt)
     model.eval()
     n = bench.max_new_tokens
@@ -323,7 +325,7 @@ def main(argv=None):
         bench, rest = split_args(argv)
         result = {"train": bench_train, "generate": bench_generate, "time_to_loss": bench_time_to_loss,
                   "matmul": bench_matmul}[bench.mode](rest, bench)
-    except (train.ConfigError, prepare.DataError, train.CheckpointError, RuntimeError) as e:
+    except (train.ConfigError, prepare.DataError, checkpoint.CheckpointError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     result["argv"] = argv

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 import prepare
 from configurator import ConfigError, coerce_value, device_problems
-from train import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_device
+from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from train import resolve_device
 
 MAIN_OUT_DIR = "out-shakespeare-char"  # what `python train.py config/shakespeare.py` writes
 MAIN_TRAIN_CMD = "python train.py config/shakespeare.py"

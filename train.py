@@ -13,12 +13,9 @@ Multi-node: run the same torchrun command on every node with --nnodes=N --node_r
 --parallel=ddp keeps the whole model, its gradients and optimizer state in every process; --parallel=fsdp
 shards all three over the processes, for models that do not fit on one GPU (see parallelize()).
 """
-import functools
-import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -28,14 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import prepare
+from checkpoint import (CheckpointError, gather_state, last_good, load_checkpoint, load_optimizer_states, lock_out_dir,
+                        save_checkpoint, trim_log, write_json, writable_problem)
 from configurator import (DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError, TrainConfig,  # noqa: F401 (re-exported)
                           parse_args, print_help)
+from evaluation import evaluate, headline, split_on_device
 from model import Transformer, TransformerConfig
-
-CHECKPOINT_VERSION = 1
+from parallel import GraphedStep, all_reduce, parallelize, setup_distributed, sharded
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,263 +211,6 @@ class Batches:
 
 
 # ----------------------------------------------------------------------------------------------
-# exact evaluation
-
-@torch.no_grad()
-def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1, stride=None):
-    """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced.
-    Language models are scored with cfg.eval_stride (or stride): see prepare.lm_eval_batches.
-    Always eager: compiling the inference shapes too would cost more than a few evaluations take."""
-    with torch.compiler.set_stance("force_eager"):
-        return _evaluate(model, data, split, cfg, device, autocast, rank, world, stride)
-
-
-def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=None):
-    model.eval()
-    block_size = model.config.block_size
-    if data.task == "mlm":  # masked-LM loss, the same masks at every evaluation (a fixed seed)
-        tokens = split_on_device(data, split, device)
-        sums = torch.zeros(2, dtype=torch.float64, device=device)
-        generator = torch.Generator().manual_seed(prepare.SEED)
-        for i, (x, _) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size)):
-            x, y = prepare.mlm_mask(x, data.mask_id, data.vocab_size, generator)  # every batch: same draws
-            if i % world == rank:
-                with autocast:
-                    logits, _ = model(x)
-                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
-                sums[1] += (y >= 0).sum()
-        all_reduce(sums, world)
-        metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
-    elif data.task == "lm":
-        stride = cfg.eval_stride if stride is None else stride
-        tokens = split_on_device(data, split, device)
-        sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
-        for i, (x, y) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size, stride)):
-            if i % world == rank:
-                with autocast:
-                    logits, _ = model(x)
-                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
-                sums[1] += (y >= 0).sum()
-        if sharded(model) and rank >= (i + 1) % world > 0:  # one batch fewer than some others: FSDP's
-            with autocast:  # forward gathers the weights with every process, so each runs as many forwards
-                model(x)
-        all_reduce(sums, world)
-        metrics = {**lm_metrics(sums[0].item(), int(sums[1].item()), data, split), "eval_stride": stride}
-    else:
-        tokens, offsets, labels = data.examples(split)
-        preds, loss_sum = [], torch.zeros((), dtype=torch.float64, device=device)
-        for x, mask, y in prepare.cls_eval_batches(tokens, offsets, labels, cfg.eval_batch_size,
-                                                   block_size, data.pad_id, device):
-            with autocast:
-                logits, _ = model(x, attention_mask=mask)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            preds.append(logits.argmax(-1).cpu())
-        preds = torch.cat(preds).numpy()
-        metrics = {"loss": loss_sum.item() / len(labels), **classification_metrics(preds, labels, data.label_names)}
-    if sharded(model):  # FSDP keeps the root's weights gathered after a forward, for the backward that
-        model.reshard()  # usually follows: free them, and hand the optimizer its shards back
-    model.train()
-    return metrics
-
-
-def lm_metrics(nats, n_targets, data, split):
-    """Loss per token, perplexity, and bits per token; bits per character for text tokenizers."""
-    loss = nats / n_targets
-    m = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2), "tokens": n_targets}
-    if data.meta["tokenizer"]["kind"] in ("char", "tiktoken"):
-        m["bits_per_char"] = nats / math.log(2) / target_chars(data, split)
-    return m
-
-
-# evaluation runs every eval_interval steps: load each split and count its characters only once
-# (Batches takes the train split from here too)
-@functools.lru_cache(maxsize=8)
-def split_on_device(data, split, device):
-    return torch.from_numpy(np.asarray(data.tokens(split), dtype=np.int64)).to(device)
-
-
-@functools.lru_cache(maxsize=8)
-def target_chars(data, split):
-    """Characters the targets spell out (every token but the first)."""
-    return len(data.decode(np.asarray(data.tokens(split)[1:], dtype=np.int64).tolist()))
-
-
-def classification_metrics(pred, true, label_names):
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true).
-    A 0/0 precision or recall counts as 0 (scikit-learn's zero_division=0). Macro-F1 averages over
-    the classes that occur in true or pred, as scikit-learn's f1_score(average='macro') does without
-    labels=: a class absent from both (say from a small test split) has no F1 to count, not an F1 of 0."""
-    k = len(label_names)
-    pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (true, pred), 1)
-    tp = np.diag(confusion).astype(float)
-    precision = np.divide(tp, confusion.sum(0), out=np.zeros(k), where=confusion.sum(0) > 0)
-    recall = np.divide(tp, confusion.sum(1), out=np.zeros(k), where=confusion.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
-    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                 for name, p, r, f, s in zip(label_names, precision, recall, f1, confusion.sum(1))}
-    present = (confusion.sum(0) > 0) | (confusion.sum(1) > 0)
-    macro_f1 = float(f1[present].mean()) if present.any() else 0.0
-    return {"accuracy": float(tp.sum() / max(1, len(true))), "macro_f1": macro_f1,
-            "per_class": per_class, "confusion": confusion.tolist(), "labels": list(label_names)}
-
-
-def all_reduce(tensor, world):
-    if world > 1:
-        torch.distributed.all_reduce(tensor)
-
-
-def sharded(model):
-    """Whether model is sharded over processes in place by FSDP (see parallelize)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return False  # one process: nothing to shard, and no FSDP import (it takes about a second)
-    from torch.distributed.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
-
-
-def headline(metrics):
-    keys = ("loss", "perplexity", "bits_per_char", "accuracy", "macro_f1")
-    return " | ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
-
-
-# ----------------------------------------------------------------------------------------------
-# checkpoints: written to a temporary file and renamed, loaded with weights_only=True
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-def last_good(out_dir):
-    """Where a run's last good checkpoint is, said for an error message."""
-    path = Path(out_dir) / "ckpt_last.pt"
-    return f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint was written yet"
-
-
-def write_failure(e, path):
-    """Why writing path failed, in words: torch.save on a full disk says only 'unexpected pos ...'."""
-    why = e.strerror if isinstance(e, OSError) and e.strerror else \
-        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    try:
-        why += f"; {shutil.disk_usage(Path(path).parent).free / 2**20:,.0f} MiB free there"
-    except OSError:
-        pass
-    return why
-
-
-def state_digest(obj, h=None):
-    """sha256 over every tensor's bytes and every other value of a checkpoint, in order. torch.load
-    checks no checksum, so a byte changed in place would otherwise load as a silently different model."""
-    h = h or hashlib.sha256()
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{t.dtype}{tuple(obj.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy())
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            h.update(repr(k).encode())
-            state_digest(v, h)
-    elif isinstance(obj, (list, tuple)):
-        h.update(f"{type(obj).__name__}{len(obj)}".encode())
-        for v in obj:
-            state_digest(v, h)
-    else:
-        h.update(repr(obj).encode())
-    return h.hexdigest()
-
-
-def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data, metrics):
-
-    state = {
-        "version": CHECKPOINT_VERSION,
-        "model": model_state, "optimizers": optimizer_states,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "step": step, "best": best, "metrics": metrics,
-        "config": {"train": asdict(cfg), "model": asdict(model_cfg)},
-        "data": {"name": data.name, "meta": data.meta},
-        # dropout draws from the torch RNG; the data order needs no state (see Batches)
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-    }
-    state["digest"] = state_digest(state)  # checked by load_checkpoint
-    tmp = Path(f"{path}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one, never half of one
-    except (OSError, RuntimeError) as e:  # a full disk, an unwritable directory
-        raise CheckpointError(f"cannot write checkpoint {path}: {write_failure(e, path)}; "
-                              f"{last_good(Path(path).parent)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)  # whatever happened, no half-written file stays behind
-
-
-def load_checkpoint(path):
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, bad pickle, wrong format: all end here
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} is not a version-{CHECKPOINT_VERSION} checkpoint of this project")
-    digest = ckpt.pop("digest", None)  # checkpoints written before the digest existed have none
-    if digest is not None and state_digest(ckpt) != digest:
-        raise CheckpointError(f"{path} is damaged: its contents no longer match the checksum written with it; "
-                              f"use another checkpoint of the run, or train it again (--overwrite=true)")
-    return ckpt
-
-
-# FSDP: the sharded state is gathered into whole tensors on rank 0's CPU and written as the one file a
-# single process writes, so sample.py, eval_only and a resume with any number of processes read it
-# unchanged. The price: rank 0's host memory holds the whole model and optimizer state while saving
-# (16 bytes a parameter with AdamW: 12 GB for 774M parameters), and every process reads the whole
-# file on resume. A model too large for that would need sharded files (torch.distributed.checkpoint.save).
-
-def gather_state(model, optimizers):
-    """(model state dict, optimizer state dicts) as one process would save them. If FSDP shards the
-    model, every process must call this, and only rank 0 gets the tensors."""
-    if not sharded(model):
-        return model.state_dict(), [o.state_dict() for o in optimizers]
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    optimizer_states = [get_optimizer_state_dict(model, o, options=options) for o in optimizers]
-    return get_model_state_dict(model, options=options), [
-        relabel(state, {name: i for i, name in enumerate(n for g in state["param_groups"] for n in g["params"])})
-        if state else state for state in optimizer_states]
-
-
-def load_optimizer_states(model, optimizers, states):
-    """The inverse of gather_state for the optimizers: whole tensors in, each process keeps its shards."""
-    if not sharded(model):
-        for opt, state in zip(optimizers, states):
-            opt.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-    names = {p: name for name, p in model.named_parameters()}
-    for opt, state in zip(optimizers, states):
-        order = [names[p] for g in opt.param_groups for p in g["params"]]
-        set_optimizer_state_dict(model, opt, relabel(state, dict(enumerate(order))),
-                                 options=StateDictOptions(full_state_dict=True))
-
-
-def relabel(state, key):
-    """An optimizer state dict with every parameter key k replaced by key[k]. torch.optim keys its
-    state by position (0, 1, ... over the param groups in order); torch.distributed.checkpoint by name."""
-    return {"state": {key[k]: v for k, v in state["state"].items()},
-            "param_groups": [{**g, "params": [key[k] for k in g["params"]]} for g in state["param_groups"]]}
-
-
-def model_from_checkpoint(ckpt, **overrides):
-    """The raw model of a checkpoint (strict key matching) and its config."""
-    model_cfg = TransformerConfig(**{**ckpt["config"]["model"], **overrides})
-    model = Transformer(model_cfg)
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model
-
-
-# ----------------------------------------------------------------------------------------------
 # the training run
 
 class Stop(Exception):
@@ -478,115 +219,6 @@ class Stop(Exception):
 
 class NonFinite(Exception):
     pass
-
-
-def compile_model(raw, cfg, device, world=1, say=print):
-    """The model that training calls: raw itself (CPU, MPS, compile=False, or compile_scope='block',
-    which compiles each block in place: one compilation, as every block runs the same code on the
-    same shapes), or raw wrapped by torch.compile."""
-    if not (cfg.compile and device.type == "cuda"):
-        return raw
-    mode = cfg.compile_mode
-    if world > 1 and mode == "reduce-overhead":  # CUDA graphs and DDP's gradient hooks do not mix
-        say(f"note: compile_mode='reduce-overhead' is not used with {cfg.parallel.upper()}; "
-            f"compiling with mode='default'")
-        mode = "default"
-    if cfg.compile_scope == "block":
-        for block in raw.transformer.h:
-            block.compile(mode=mode)
-        return raw
-    return torch.compile(raw, mode=mode)
-
-
-def parallelize(raw, cfg, device, dtype, world=1, local_rank=0, say=print):
-    """The model that training calls, for each way of running; raw stays the module to save and evaluate.
-
-    One process: raw, maybe compiled (compile_model). DDP: every process holds the whole model, and
-    DDP averages the gradients over the processes during backward.
-    FSDP (PyTorch's FSDP2, fully_shard): raw's parameters become shards in place (DTensors, a
-    1/world slice of dim 0 of every tensor in each process), so do their gradients and the optimizer
-    state made from them. Each block is one unit: its weights are all-gathered just before it runs
-    and freed after it, in forward and again in backward, and its gradients are reduce-scattered
-    (averaged) once its backward is done. The root unit holds the rest: embeddings, ln_f and the
-    head, whose matrix is the token embedding's when tied, so both must sit in the same unit.
-    bf16: weights are gathered and computed in bf16 (half the traffic) and gradients reduced in
-    fp32, while the fp32 shards stay the optimizer's master weights. Unlike autocast over fp32
-    weights (one process, DDP), this also keeps the residual stream and the norms' gains in bf16."""
-    if cfg.parallel == "ddp" or world == 1:
-        if cfg.parallel == "fsdp":
-            say("note: parallel='fsdp' with one process has nothing to shard: the model trains whole; "
-                "start several with torchrun --nproc_per_node=N")
-        model = compile_model(raw, cfg, device, world, say)
-        if world > 1:
-            model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[local_rank] if device.type == "cuda" else None)
-        return model
-    if dtype == torch.float16:
-        raise ConfigError("parallel='fsdp' does not support float16: its loss scaler would check only each "
-                          "process's shard of the gradients for overflow; use --dtype=bfloat16 or --parallel=ddp")
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype == torch.bfloat16 \
-        else MixedPrecisionPolicy()
-    for block in raw.transformer.h:
-        fully_shard(block, mp_policy=policy)
-    fully_shard(raw, mp_policy=policy)
-    return compile_model(raw, cfg, device, world, say)  # compiled after sharding, as FSDP2 expects
-
-
-class GraphedStep:
-    """Forward and backward of one language-model micro-batch, recorded once as a CUDA graph and
-    replayed at every micro-step: one launch in place of a thousand small ones, the same arithmetic
-    (dropout included: CUDA graphs advance the random generator at each replay).
-
-    A graph replays fixed kernels on fixed addresses, so the batch is copied into fixed input
-    tensors, and the gradients exist before recording so that the recorded backward accumulates
-    into them in place; train_step then zeroes them rather than freeing them. Recording happens
-    after a few warm-up passes on a side stream (they also compile the model, if it is compiled)."""
-
-    def __init__(self, model, example, scale, dtype):
-        """model: what training calls (maybe compiled); example: an (x, y) batch on the device;
-        scale: the loss factor (1 / grad_accum); dtype: the autocast dtype (fp32: none)."""
-        why = None
-        if example[0].device.type != "cuda":
-            why = f"it runs on {example[0].device.type}"
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            why = "DDP's gradient hooks do not mix with it"
-        elif sharded(getattr(model, "_orig_mod", model)):
-            why = "FSDP's all-gathers and reduce-scatters are not recorded"
-        elif dtype == torch.float16:
-            why = "fp16 loss scaling is not recorded"
-        if why:
-            raise ConfigError(f"cuda_graph=True cannot be used here: {why}; drop --cuda_graph=true")
-        self.x, self.y = (t.clone() for t in example)
-        device = self.x.device
-        # cached weight casts must not outlive the recording
-        autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32, cache_enabled=False)
-
-        def forward_backward():
-            with autocast:
-                _, loss = model(self.x, self.y, return_logits=False)
-            loss = loss * scale
-            loss.backward()
-            return loss.detach()
-
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                forward_backward()
-        torch.cuda.current_stream(device).wait_stream(side)
-        for p in model.parameters():
-            if p.grad is not None:
-                p.grad.zero_()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = forward_backward()
-
-    def __call__(self, x, y):
-        self.x.copy_(x)
-        self.y.copy_(y)
-        self.graph.replay()
-        return self.loss
 
 
 def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world=1, autocast=nullcontext(),
@@ -653,18 +285,6 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
 def log_line(out_dir, record):
     with open(Path(out_dir) / "log.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def setup_distributed(cfg):
-    """(rank, local_rank, world) from torchrun's environment; one process without it."""
-    if "RANK" not in os.environ:
-        return 0, 0, 1
-    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-    use_cuda = cfg.device in ("auto", "cuda") and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return rank, local_rank, world
 
 
 def load_data(cfg, quiet=False):
@@ -741,36 +361,6 @@ def pretrained_shape(encoder, path, data, model_kw):
 
 
 SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
-
-
-def lock_out_dir(out, stack):
-    """Hold an exclusive lock on out_dir/train.lock until stack closes; the OS drops it when the process
-    ends, however it ends. A second run into the same out_dir stops at once instead of writing over it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        return
-    f = stack.enter_context(open(out / "train.lock", "a+"))
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        raise ConfigError(f"out_dir {str(out)!r} is in use by another training run (pid {f.read().strip() or '?'}): "
-                          f"let it finish or stop it, or choose another --out_dir") from None
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-
-
-def writable_problem(path):
-    """Why a directory could not be created or written, checked without creating it; None if it can."""
-    path = Path(path).absolute()
-    probe = next(p for p in (path, *path.parents) if p.exists())
-    if not probe.is_dir():
-        return f"{probe} is a file, not a directory"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable by this user"
-    return None
 
 
 def train(cfg, model_kw, quiet=False):
@@ -1045,33 +635,6 @@ def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step):
 def format_seconds(s):
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def write_json(path, obj):
-    prepare.write_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
-def trim_log(out, step):
-    """On resume, drop log records past the checkpoint (they belong to the interrupted tail). The
-    checkpoint of step `step` is written after that step's evaluation and before its training step,
-    so the evaluation record of `step` stays and its training record goes (the resumed run writes it)."""
-    path = out / "log.jsonl"
-    if step == 0:
-        path.unlink(missing_ok=True)
-    elif path.exists():
-        def kept(line):  # the step of a damaged line is inf: dropped
-            at = log_step(line)
-            return at < step or (at == step and json.loads(line).get("kind") == "eval")
-        keep = [line for line in path.read_text(errors="replace").splitlines() if line and kept(line)]
-        prepare.write_atomic(path, "".join(line + "\n" for line in keep))
-
-
-def log_step(line):
-    """The step of a log.jsonl line; a line damaged in place (or cut off by a crash) counts as past any."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf
 
 
 def main(argv=None):
