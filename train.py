@@ -19,8 +19,8 @@ import os
 import signal
 import sys
 import time
-from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, replace
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ from parallel import GraphedStep, all_reduce, parallelize, setup_distributed, sh
 # Dense bf16 peak of each accelerator, FLOP/s (vendor datasheets, without sparsity), for MFU.
 PEAK_BF16_FLOPS = [("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12),
                    ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10", 125e12)]
-
 
 def peak_flops(device):
     if device.type != "cuda":
@@ -157,6 +156,7 @@ class Muon(torch.optim.Optimizer):
                     rows.add_(newton_schulz(u), alpha=-lr * 0.2 * math.sqrt(max(u.shape)))
 
 
+
 # ----------------------------------------------------------------------------------------------
 # data: a pure function of (seed, step), so resuming and DDP need no sampler state
 
@@ -210,8 +210,25 @@ class Batches:
         return int(self.perm[counter % n])
 
 
+def load_data(cfg, quiet=False):
+    """The prepared data set, preparing it first if its files are missing."""
+    try:
+        return prepare.load(cfg.dataset, cfg.data_dir)
+    except prepare.DataError as e:
+        if not quiet:
+            print(f"data set {cfg.dataset!r} in {cfg.data_dir}/ must be prepared "
+                  f"({str(e).partition(': run `')[0]}): preparing it now")
+        try:
+            prepare.prepare(cfg.dataset, data_dir=cfg.data_dir, quiet=quiet)
+        except prepare.DataError as e:
+            raise prepare.DataError(f"{e}\nprepare it by hand, e.g. with a local copy: `python prepare.py "
+                                    f"{cfg.dataset} --data_dir {cfg.data_dir} --source PATH`") from None
+        return prepare.load(cfg.dataset, cfg.data_dir)
+
+
+
 # ----------------------------------------------------------------------------------------------
-# the training run
+# one optimizer step
 
 class Stop(Exception):
     """Training cannot go on (non-finite loss); the message says what happened and what is kept."""
@@ -282,25 +299,202 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
     return loss_value, grad_value, lr, n_tokens, stop > 0
 
 
+
+# ----------------------------------------------------------------------------------------------
+# the training run: set-up, then the loop (evaluate and checkpoint, stop, step, log)
+
+def train(cfg, model_kw, quiet=False):
+    """Run (or resume, or evaluate) according to cfg. Returns the final metrics dict."""
+    with ExitStack() as stack:  # holds out_dir's lock for the run
+        run = setup_run(cfg, model_kw, quiet)
+        if cfg.eval_only:
+            return evaluate_only(run)
+        open_out_dir(run, stack)  # only now: a run refused during set-up leaves out_dir as it was
+        with signals_set_a_flag(run) as signalled:
+            step = train_loop(run, signalled)
+        if not cfg.save_checkpoints:
+            run.checkpoint(step)
+        result = {"step": step, "best_val": run.best, "wall_s": time.time() - run.t_start,
+                  "params": run.raw.num_params(), "split": "val", **(run.last_metrics or {})}
+        if run.master:
+            write_json(run.out / "metrics.json", result)
+        if run.world > 1:
+            torch.distributed.destroy_process_group()
+        return result
+
+
+def train_loop(run, signalled):
+    """nanochat's shape: evaluate and save first, break on the last step, then one optimisation step.
+    signalled: this process's signals (a list that signals_set_a_flag fills). Returns the last step."""
+    cfg, say = run.cfg, run.say
+    progress = Progress(run)
+    say(f"training {cfg.max_iters} steps of {progress.tokens_per_step:,} tokens"
+        f"{'' if run.start == 0 else f' from step {run.start}'}; logs in {run.out / 'log.jsonl'} | "
+        f"{time.time() - run.t_start:.1f} s")
+    step, stop = run.start, False  # stop: agreed by all processes (train_step)
+    try:
+        for step in range(run.start, cfg.max_iters + 1):
+            last = step == cfg.max_iters
+            if step != run.start and (step % cfg.eval_interval == 0 or last):
+                if evaluate_and_checkpoint(run, step, progress):  # stop_at_loss reached
+                    break
+            if last:
+                break
+            if stop or (run.world == 1 and signalled) or (cfg.stop_after and step - run.start == cfg.stop_after):
+                run.checkpoint(step)
+                say(f"stopped at step {step} ({'signal' if stop or signalled else 'stop_after'}); saved "
+                    f"{run.out / 'ckpt_last.pt'}; continue with --init_from=resume")
+                break
+
+            t_step = time.time()
+            try:
+                loss, grad_norm, lr, n_tokens, stop = train_step(
+                    run.model, run.raw, run.optimizers, run.scaler, run.batches, step, cfg, run.rank, run.world,
+                    run.autocast, run.graphed, stop=bool(signalled))
+            except NonFinite as e:
+                raise Stop(f"{e} at step {step}: stopped before the optimizer step; {last_good(run.out)}. Lower "
+                           f"learning_rate (now {cfg.learning_rate}) or raise warmup_iters (now "
+                           f"{cfg.warmup_iters}).") from None
+            progress.log_step(step, t_step, loss, grad_norm, lr, n_tokens)
+    except OSError as e:  # a full disk while logging: the checkpoints themselves raise CheckpointError
+        raise Stop(f"cannot write {e.filename}: {e.strerror}; {last_good(run.out)}") from None
+    return step
+
+
+def evaluate_and_checkpoint(run, step, progress):
+    """The exact val evaluation of step: logged, saved as ckpt_last.pt (and ckpt_best.pt when it is the
+    best so far). Returns True when stop_at_loss is reached."""
+    cfg, data = run.cfg, run.data
+    t_eval = time.time()
+    run.last_metrics = m = evaluate(run.raw, data, "val", cfg, run.device, run.autocast, run.rank, run.world)
+    progress.eval_s = time.time() - t_eval
+    elapsed = time.time() - run.t_start
+    metric, higher_better = ("accuracy", True) if data.task == "cls" else ("loss", False)
+    improved = run.best is None or (m[metric] > run.best if higher_better else m[metric] < run.best)
+    if improved:
+        run.best = m[metric]
+    run.say(f"step {step}: val {headline(m)}{' (best)' if improved else ''} | {elapsed:.1f} s")
+    if run.master:
+        log_line(run.out, {"kind": "eval", "step": step, "split": "val", "time": elapsed,
+                           "unix_time": time.time(), **m})
+    if cfg.save_checkpoints:
+        run.checkpoint(step)
+        if improved:
+            run.checkpoint(step, "ckpt_best.pt")
+    if cfg.stop_at_loss and data.task == "lm" and m["loss"] <= cfg.stop_at_loss:
+        run.say(f"val loss {m['loss']:.4f} <= stop_at_loss={cfg.stop_at_loss} at step {step}, "
+                f"{elapsed:.1f} s into the run")
+        return True
+    return False
+
+
+def evaluate_only(run):
+    """eval_only: the checkpoint's metrics on eval_split, written to metrics_SPLIT.json beside the training
+    run's metrics.json, never over it."""
+    cfg, split = run.cfg, run.cfg.eval_split
+    metrics = evaluate(run.raw, run.data, split, cfg, run.device, run.autocast, run.rank, run.world)
+    if run.data.task == "lm" and cfg.eval_stride:  # the separate-window figure too, for comparison
+        windows = evaluate(run.raw, run.data, split, cfg, run.device, run.autocast, run.rank, run.world, stride=0)
+        metrics["separate_windows"] = {k: windows[k] for k in ("loss", "perplexity")}
+    result = {"split": split, "step": run.ckpt["step"], "checkpoint": str(run.ckpt_path), **metrics}
+    if run.master:
+        write_json(run.out / f"metrics_{split}.json", result)
+    run.say(f"{split}: {headline(metrics)} (step {run.ckpt['step']}) -> {run.out / f'metrics_{split}.json'}")
+    return result
+
+
+@contextmanager
+def signals_set_a_flag(run):
+    """SIGINT and SIGTERM only append to the yielded list (and say so); the loop saves at the next step
+    boundary. A second signal stops at once, keeping the last checkpoint written."""
+    signalled, handlers = [], {}
+
+    def on_signal(sig, frame):
+        if signalled:
+            raise KeyboardInterrupt
+        run.say(f"\n{signal.Signals(sig).name}: stopping after this step, then saving {run.out / 'ckpt_last.pt'} "
+                f"(a second signal stops at once)", flush=True)
+        signalled.append(sig)
+
+    if run.master or run.world > 1:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                handlers[sig] = signal.signal(sig, on_signal)
+            except ValueError:  # not the main thread
+                pass
+    try:
+        yield signalled
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def log_line(out_dir, record):
     with open(Path(out_dir) / "log.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def load_data(cfg, quiet=False):
-    """The prepared data set, preparing it first if its files are missing."""
-    try:
-        return prepare.load(cfg.dataset, cfg.data_dir)
-    except prepare.DataError as e:
-        if not quiet:
-            print(f"data set {cfg.dataset!r} in {cfg.data_dir}/ must be prepared "
-                  f"({str(e).partition(': run `')[0]}): preparing it now")
-        try:
-            prepare.prepare(cfg.dataset, data_dir=cfg.data_dir, quiet=quiet)
-        except prepare.DataError as e:
-            raise prepare.DataError(f"{e}\nprepare it by hand, e.g. with a local copy: `python prepare.py "
-                                    f"{cfg.dataset} --data_dir {cfg.data_dir} --source PATH`") from None
-        return prepare.load(cfg.dataset, cfg.data_dir)
+PROGRESS_S = 60  # the longest silence between progress lines, seconds
+
+
+class Progress:
+    """The per-step log: a record in log.jsonl every log_interval steps, and a line on the screen at
+    those steps and at least every PROGRESS_S seconds. Step time is the median over the interval
+    (robust to evaluation pauses); MFU against one GPU's peak; the ETA from the measured steps."""
+
+    def __init__(self, run):
+        self.run = run
+        self.tokens_per_step = run.cfg.batch_size * run.model_cfg.block_size * run.cfg.grad_accum * run.world
+        self.flops_per_token = run.raw.flops_per_token(run.model_cfg.block_size)  # tokens: at most, for classifiers
+        self.peak = peak_flops(run.device)
+        self.val_tokens = run.data.meta["splits"]["val"]["tokens"]
+        self.t_log, self.step_ms, self.step_tokens = time.time(), [], []
+        self.t_said, self.measured, self.eval_s = time.time(), [], None  # measured: steps after this process's first
+
+    def log_step(self, step, t_step, loss, grad_norm, lr, n_tokens):
+        run, cfg = self.run, self.run.cfg
+        now = time.time()
+        self.step_ms.append((now - self.t_log) * 1000)
+        self.step_tokens.append(n_tokens)  # all processes'; classification: real tokens, padding not counted
+        self.t_log = now
+        if step > run.start:  # the first step of a process also compiles and warms up: not a measure
+            self.measured = self.measured[-99:] + [now - t_step]
+            if len(self.measured) == 3 and run.verbose and run.device.type == "cpu" and cfg.cpu_config:
+                run.say(cpu_notice(cfg, sorted(self.measured)[1], self.flops_per_token * self.tokens_per_step))
+        due = step % cfg.log_interval == 0
+        if not (run.master and (due or now - self.t_said >= PROGRESS_S)):  # a line at least a minute
+            return
+        self.t_said = now
+        ms = sorted(self.step_ms)[len(self.step_ms) // 2]  # median over the interval: robust to eval pauses
+        tps = sum(self.step_tokens) / len(self.step_tokens) / (ms / 1000)
+        self.step_ms, self.step_tokens = [], []
+        mfu = self.flops_per_token * tps / run.world / self.peak if self.peak else None  # peak: one GPU's
+        mem = torch.cuda.max_memory_allocated(run.device) / 2**30 if run.device.type == "cuda" else None
+        if due:
+            log_line(run.out, {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                               "ms_per_step": ms, "tokens_per_s": tps, "mfu": mfu, "mem_gb": mem,
+                               "time": now - run.t_start})
+        eta = eta_text(self.measured, self.eval_s, step, cfg, self.val_tokens, self.tokens_per_step)
+        run.say(f"step {step:>6}/{cfg.max_iters} | loss {loss:.4f} | lr {lr:.2e} | gnorm {grad_norm:.2f} | "
+                f"{ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
+                f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {eta}")
+
+
+def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step):
+    """Time left: the median of the measured steps times the steps left, plus the evaluations left at the
+    last one's duration. Not from the run's wall time, which holds the first step's compilation."""
+    if not measured:
+        return "after the next step"
+    step_s = sorted(measured)[len(measured) // 2]
+    if eval_s is None:  # none timed yet: a forward pass (a third of a step's work) over the val split
+        eval_s = step_s * val_tokens / tokens_per_step / 3
+    evals = cfg.max_iters // cfg.eval_interval - step // cfg.eval_interval + bool(cfg.max_iters % cfg.eval_interval)
+    return format_seconds(step_s * (cfg.max_iters - step - 1) + eval_s * evals)
+
+
+def format_seconds(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def cpu_notice(cfg, step_s, flops_per_step):
@@ -316,23 +510,131 @@ def cpu_notice(cfg, step_s, flops_per_step):
             f"this CPU; {cfg.cpu_config} trains a smaller model here in about {format_seconds(alt_flops / rate)}")
 
 
-def memory_needed(model_cfg, cfg, dtype):
-    """Bytes a training step needs, roughly: 16 per parameter (fp32 weights, gradients, two AdamW
-    moments) plus the activations kept for the backward pass, about B*T*L*(34*C + 5*nh*T) bytes in 16 bits
-    (Korthikanti et al. 2022, section 4.1), twice that in fp32."""
-    C, L, T = model_cfg.n_embd, model_cfg.n_layer, model_cfg.block_size
-    params = L * (12 * C * C + 13 * C) + (model_cfg.vocab_size + T) * C
-    act = cfg.batch_size * T * L * (34 * C + 5 * model_cfg.n_head * T) * (1 if dtype.itemsize == 2 else 2)
-    return 16 * params + act, params
+
+# ----------------------------------------------------------------------------------------------
+# set-up: processes and device, the starting point (fresh, resumed, fine-tuned), model, optimizers
+
+@dataclass
+class Run:
+    """What set-up makes for the loop. The loop changes only best and last_metrics; eval_only runs have
+    no optimizers, batches or wrapped model."""
+    cfg: TrainConfig
+    model_cfg: TransformerConfig
+    data: prepare.Data
+    out: Path
+    device: torch.device
+    dtype: torch.dtype
+    autocast: object
+    rank: int
+    world: int
+    say: object  # print, or nothing (quiet, or not rank 0)
+    t_start: float
+    raw: Transformer  # saved and evaluated (eagerly): never wrapped, though FSDP shards it in place
+    ckpt: dict = None  # the checkpoint resumed or evaluated
+    ckpt_path: Path = None
+    model: object = None  # what training calls: raw, maybe compiled, DDP-wrapped
+    optimizers: list = None
+    scaler: object = None
+    batches: Batches = None
+    graphed: GraphedStep = None
+    start: int = 0
+    best: float = None
+    last_metrics: dict = None
+    verbose: bool = False  # rank 0, not quiet
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+    def checkpoint(self, step, which="ckpt_last.pt"):
+        model_state, optimizer_states = gather_state(self.raw, self.optimizers)  # FSDP: every process takes part
+        if self.master:
+            save_checkpoint(self.out / which, model_state, optimizer_states, self.scaler, step, self.best, self.cfg,
+                            self.model_cfg, self.data, self.last_metrics)
 
 
-def available_memory():
-    """Bytes of memory this machine can still give (Linux MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return None
+def setup_run(cfg, model_kw, quiet=False):
+    """Everything the loop needs, every check that can refuse the run done before out_dir is touched."""
+    t_start = time.time()
+    rank, local_rank, world = setup_distributed(cfg)
+    master = rank == 0
+    say = print if master and not quiet else (lambda *a, **k: None)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    dtype = resolve_dtype(cfg.dtype, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+    out = Path(cfg.out_dir)
+    if master and (problem := writable_problem(out)):  # before anything slow: say it now
+        raise ConfigError(f"cannot write to out_dir {str(out)!r}: {problem}; choose another --out_dir")
+
+    ckpt, ckpt_path, encoder, data, model_cfg = starting_point(cfg, model_kw, out, master, quiet)
+    check_machine(cfg, model_cfg, device, dtype)
+    raw = build_model(cfg, model_cfg, ckpt, encoder, device, rank, say)
+    say(f"{raw}\ndevice {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
+        f"{str(dtype).removeprefix('torch.')}, {world} process(es), data {data!r}")
+    run = Run(cfg, model_cfg, data, out, device, dtype, autocast, rank, world, say, t_start, raw, ckpt, ckpt_path,
+              verbose=master and not quiet)
+    if cfg.eval_only:
+        return run
+
+    run.model = parallelize(raw, cfg, device, dtype, world, local_rank, say)
+    run.optimizers = make_optimizers(raw, cfg, device)
+    run.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    if ckpt is not None:
+        restore_training_state(run, ckpt)
+    run.batches = Batches(data, cfg, model_cfg.block_size, device, world)
+    if cfg.cuda_graph:
+        run.graphed = GraphedStep(run.model, run.batches.get(run.start, 0, rank), 1 / cfg.grad_accum, dtype)
+    return run
+
+
+def starting_point(cfg, model_kw, out, master, quiet):
+    """(checkpoint, its path, pretrained encoder, data, model config): resume and eval_only read out_dir's
+    checkpoint, whose model the keys given may not change; a fresh run checks that out_dir holds no run,
+    and one with init_from=PATH takes its encoder's shape."""
+    ckpt = ckpt_path = encoder = None
+    if cfg.init_from == "resume" or cfg.eval_only:
+        name = "ckpt_best.pt" if cfg.eval_only and (out / "ckpt_best.pt").exists() else "ckpt_last.pt"
+        ckpt_path = out / name
+        if not ckpt_path.exists() and (out / "config.json").exists():
+            raise CheckpointError(f"{ckpt_path} not found: the run in {out} stopped before its first checkpoint; "
+                                  f"start it again with --overwrite=true (without --init_from=resume)")
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt["data"]["name"] != cfg.dataset:  # checked before anything is prepared or written
+            raise ConfigError(f"{ckpt_path} was trained on {ckpt['data']['name']!r}, not {cfg.dataset!r}: keep "
+                              f"--dataset={ckpt['data']['name']} to continue it, or choose another --out_dir")
+    data = load_data(cfg, quiet=not master or quiet)
+    if ckpt is not None:
+        if ckpt["data"]["meta"]["tokenizer"] != data.meta["tokenizer"]:
+            raise ConfigError(f"{data.dir} holds another tokenization of {cfg.dataset} than {ckpt_path} was "
+                              f"trained on: point --data_dir at the run's data")
+        model_cfg = TransformerConfig(**ckpt["config"]["model"])
+        changed = {k: (getattr(model_cfg, k), v) for k, v in model_kw.items()
+                   if k not in SPEED_KEYS and getattr(model_cfg, k) != v}
+        if changed:
+            raise ConfigError(f"{ckpt_path} was trained with a different model: "
+                              + ", ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in changed.items()))
+        model_cfg = replace(model_cfg, **{k: model_kw[k] for k in SPEED_KEYS & model_kw.keys()})  # validated again
+        return ckpt, ckpt_path, None, data, model_cfg
+    if master and not cfg.overwrite and (out / "ckpt_last.pt").exists():
+        raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
+                          f"replace it with --overwrite=true, or choose another --out_dir")
+    if master and not cfg.overwrite and ((out / "config.json").exists() or (out / "ckpt_best.pt").exists()):
+        raise ConfigError(f"out_dir {str(out)!r} holds a run that stopped before its first checkpoint: "
+                          f"replace it with --overwrite=true, or choose another --out_dir")
+    if cfg.init_from != "scratch":  # a pretrained encoder: its shape, its weights, a new head
+        if not Path(cfg.init_from).is_file():
+            raise ConfigError(f"init_from={cfg.init_from!r} is not 'scratch', 'resume' or a checkpoint file; "
+                              f"a pretrained encoder comes from e.g. `python train.py config/pretrain_mlm.py` "
+                              f"(out-pretrain/ckpt_best.pt)")
+        encoder = load_checkpoint(cfg.init_from)
+        model_kw = {**model_kw, **pretrained_shape(encoder, cfg.init_from, data, model_kw)}
+    model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes,
+                                  real_vocab_size=data.vocab_size if data.task != "cls" else 0,
+                                  mlm=data.task == "mlm", **model_kw)
+    return None, None, encoder, data, model_cfg
 
 
 # an encoder's shape: a classifier started from it (init_from=PATH) takes these from its checkpoint
@@ -363,66 +665,8 @@ def pretrained_shape(encoder, path, data, model_kw):
 SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
 
 
-def train(cfg, model_kw, quiet=False):
-    """Run (or resume, or evaluate) according to cfg. Returns the final metrics dict."""
-    with ExitStack() as stack:  # holds out_dir's lock for the run
-        return _train(cfg, model_kw, quiet, stack)
-
-
-def _train(cfg, model_kw, quiet, stack):
-    t_start = time.time()
-    rank, local_rank, world = setup_distributed(cfg)
-    master = rank == 0
-    say = print if master and not quiet else (lambda *a, **k: None)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local_rank)
-    dtype = resolve_dtype(cfg.dtype, device)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
-    out = Path(cfg.out_dir)
-    if master and (problem := writable_problem(out)):  # before anything slow: say it now
-        raise ConfigError(f"cannot write to out_dir {str(out)!r}: {problem}; choose another --out_dir")
-
-    ckpt = encoder = None
-    if cfg.init_from == "resume" or cfg.eval_only:
-        name = "ckpt_best.pt" if cfg.eval_only and (out / "ckpt_best.pt").exists() else "ckpt_last.pt"
-        if not (out / name).exists() and (out / "config.json").exists():
-            raise CheckpointError(f"{out / name} not found: the run in {out} stopped before its first checkpoint; "
-                                  f"start it again with --overwrite=true (without --init_from=resume)")
-        ckpt = load_checkpoint(out / name)
-        if ckpt["data"]["name"] != cfg.dataset:  # checked before anything is prepared or written
-            raise ConfigError(f"{out / name} was trained on {ckpt['data']['name']!r}, not {cfg.dataset!r}: keep "
-                              f"--dataset={ckpt['data']['name']} to continue it, or choose another --out_dir")
-    data = load_data(cfg, quiet=not master or quiet)
-    if ckpt is not None:
-        if ckpt["data"]["meta"]["tokenizer"] != data.meta["tokenizer"]:
-            raise ConfigError(f"{data.dir} holds another tokenization of {cfg.dataset} than {out / name} was "
-                              f"trained on: point --data_dir at the run's data")
-        model_cfg = TransformerConfig(**ckpt["config"]["model"])
-        changed = {k: (getattr(model_cfg, k), v) for k, v in model_kw.items()
-                   if k not in SPEED_KEYS and getattr(model_cfg, k) != v}
-        if changed:
-            raise ConfigError(f"{out / name} was trained with a different model: "
-                              + ", ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in changed.items()))
-        model_cfg = replace(model_cfg, **{k: model_kw[k] for k in SPEED_KEYS & model_kw.keys()})  # validated again
-    else:
-        if master and not cfg.overwrite and (out / "ckpt_last.pt").exists():
-            raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
-                              f"replace it with --overwrite=true, or choose another --out_dir")
-        if master and not cfg.overwrite and ((out / "config.json").exists() or (out / "ckpt_best.pt").exists()):
-            raise ConfigError(f"out_dir {str(out)!r} holds a run that stopped before its first checkpoint: "
-                              f"replace it with --overwrite=true, or choose another --out_dir")
-        if cfg.init_from != "scratch":  # a pretrained encoder: its shape, its weights, a new head
-            if not Path(cfg.init_from).is_file():
-                raise ConfigError(f"init_from={cfg.init_from!r} is not 'scratch', 'resume' or a checkpoint file; "
-                                  f"a pretrained encoder comes from e.g. `python train.py config/pretrain_mlm.py` "
-                                  f"(out-pretrain/ckpt_best.pt)")
-            encoder = load_checkpoint(cfg.init_from)
-            model_kw = {**model_kw, **pretrained_shape(encoder, cfg.init_from, data, model_kw)}
-        model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes,
-                                      real_vocab_size=data.vocab_size if data.task != "cls" else 0,
-                                      mlm=data.task == "mlm", **model_kw)
+def check_machine(cfg, model_cfg, device, dtype):
+    """Refuse what this machine cannot run: a model too large for its memory, FP8 without FP8 units."""
     if device.type == "cpu" and not cfg.eval_only and (free := available_memory()):
         need, params = memory_needed(model_cfg, cfg, dtype)
         if need > free:  # else the kernel kills the process mid-step, without a word
@@ -431,12 +675,34 @@ def _train(cfg, model_kw, quiet, stack):
                               f"a micro-batch), and this machine has {free / 2**30:.0f} GiB free: lower batch_size, "
                               f"block_size or the model's size, or use a config sized for a CPU "
                               f"(config/shakespeare_cpu.py)")
-
     if model_cfg.fp8_head and device.type != "cpu" and not (
             device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)):
         raise ConfigError(f"fp8_head=True needs FP8 matmuls (a CUDA GPU of compute capability 8.9 or newer, or "
                           f"the CPU), not {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}; "
                           f"drop --fp8_head=true")
+
+
+def memory_needed(model_cfg, cfg, dtype):
+    """Bytes a training step needs, roughly: 16 per parameter (fp32 weights, gradients, two AdamW
+    moments) plus the activations kept for the backward pass, about B*T*L*(34*C + 5*nh*T) bytes in 16 bits
+    (Korthikanti et al. 2022, section 4.1), twice that in fp32."""
+    C, L, T = model_cfg.n_embd, model_cfg.n_layer, model_cfg.block_size
+    params = L * (12 * C * C + 13 * C) + (model_cfg.vocab_size + T) * C
+    act = cfg.batch_size * T * L * (34 * C + 5 * model_cfg.n_head * T) * (1 if dtype.itemsize == 2 else 2)
+    return 16 * params + act, params
+
+
+def available_memory():
+    """Bytes of memory this machine can still give (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def build_model(cfg, model_cfg, ckpt, encoder, device, rank, say):
+    """The raw model on device: the checkpoint's weights, a pretrained encoder's, or fresh ones."""
     torch.manual_seed(cfg.seed)  # the same initial weights in every process (FSDP shards them as they are)
     model = Transformer(model_cfg)
     if rank:
@@ -449,193 +715,51 @@ def _train(cfg, model_kw, quiet, stack):
         assert not unexpected and all(k.startswith("cls_head.") for k in missing), (missing, unexpected)
         say(f"initialised from {cfg.init_from} (step {encoder['step']} of a {encoder['data']['name']} run); "
             f"the classifier head ({', '.join(missing)}) starts from scratch")
-    model.to(device)
-    say(f"{model}\ndevice {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
-        f"{str(dtype).removeprefix('torch.')}, {world} process(es), data {data!r}")
+    return model.to(device)
 
-    if cfg.eval_only:
-        metrics = evaluate(model, data, cfg.eval_split, cfg, device, autocast, rank, world)
-        if data.task == "lm" and cfg.eval_stride:  # the separate-window figure too, for comparison
-            windows = evaluate(model, data, cfg.eval_split, cfg, device, autocast, rank, world, stride=0)
-            metrics["separate_windows"] = {k: windows[k] for k in ("loss", "perplexity")}
-        result = {"split": cfg.eval_split, "step": ckpt["step"], "checkpoint": str(out / name), **metrics}
-        if master:  # beside the training run's metrics.json, never over it
-            write_json(out / f"metrics_{cfg.eval_split}.json", result)
-        say(f"{cfg.eval_split}: {headline(metrics)} (step {ckpt['step']}) -> {out / f'metrics_{cfg.eval_split}.json'}")
-        return result
 
-    raw = model  # saved and evaluated (eagerly): never wrapped, though FSDP shards it in place
-    model = parallelize(raw, cfg, device, dtype, world, local_rank, say)
-    optimizers = make_optimizers(raw, cfg, device)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    start, best, last_metrics = 0, None, None
-    if ckpt is not None:
-        if len(ckpt["optimizers"]) != len(optimizers):
-            raise ConfigError(f"{out / 'ckpt_last.pt'} was trained with another optimizer; keep optimizer="
-                              f"{ckpt['config']['train']['optimizer']!r} to resume it")
-        load_optimizer_states(raw, optimizers, ckpt["optimizers"])
-        if scaler is not None and ckpt["scaler"] is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        start, best, last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
-        if world == 1:  # with DDP or FSDP each process seeds itself (seed + rank) instead
-            torch.set_rng_state(ckpt["rng"]["torch"])
-            if device.type == "cuda" and ckpt["rng"]["cuda"]:
-                torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        say(f"resuming from {out / 'ckpt_last.pt'} at step {start}")
-    tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.grad_accum * world  # at most, for classifiers
-    flops_per_token = raw.flops_per_token(model_cfg.block_size)
-    flops_per_step = flops_per_token * tokens_per_step
+def restore_training_state(run, ckpt):
+    """Optimizer and scaler state, step, best and metrics, and the RNG (dropout) of a resumed run."""
+    if len(ckpt["optimizers"]) != len(run.optimizers):
+        raise ConfigError(f"{run.out / 'ckpt_last.pt'} was trained with another optimizer; keep optimizer="
+                          f"{ckpt['config']['train']['optimizer']!r} to resume it")
+    load_optimizer_states(run.raw, run.optimizers, ckpt["optimizers"])
+    if run.scaler is not None and ckpt["scaler"] is not None:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.start, run.best, run.last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
+    if run.world == 1:  # with DDP or FSDP each process seeds itself (seed + rank) instead
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if run.device.type == "cuda" and ckpt["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    run.say(f"resuming from {run.out / 'ckpt_last.pt'} at step {run.start}")
 
-    batches = Batches(data, cfg, model_cfg.block_size, device, world)
-    graphed = GraphedStep(model, batches.get(start, 0, rank), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
-    if master:  # only now: a run refused above leaves out_dir as it was
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            lock_out_dir(out, stack)
-            for tmp in [*out.glob("*.pt.tmp"), *out.glob(".*.tmp")]:  # left by a process killed mid-write
-                tmp.unlink()
-            if ckpt is None:  # a fresh run (maybe --overwrite=true): nothing of the old run may pass for this one's
-                for old in ("ckpt_last.pt", "ckpt_best.pt", "metrics.json"):
-                    (out / old).unlink(missing_ok=True)
-            write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
-            trim_log(out, start)
-        except OSError as e:
-            raise ConfigError(f"cannot write to out_dir {str(out)!r}: {e.strerror} ({e.filename}); "
-                              f"choose another --out_dir") from None
-        if not quiet and device.type == "cpu" and cfg.cpu_config:
-            say(f"note: this config is sized for a GPU; {cfg.cpu_config} trains a smaller model on a CPU "
-                f"(an estimate of both follows the first steps)")
-    peak = peak_flops(device)
-    val_tokens = data.meta["splits"]["val"]["tokens"]
-    metric, higher_better = ("accuracy", True) if data.task == "cls" else ("loss", False)
 
-    stop_signal, stop = [], False  # this process's signals; a stop agreed by all processes (train_step)
-    handlers = {}
-
-    def on_signal(sig, frame):  # only sets a flag (and says so); the loop saves at the next step boundary
-        if stop_signal:  # the second one: stop now, keeping the last checkpoint written
-            raise KeyboardInterrupt
-        say(f"\n{signal.Signals(sig).name}: stopping after this step, then saving {out / 'ckpt_last.pt'} "
-            f"(a second signal stops at once)", flush=True)
-        stop_signal.append(sig)
-
-    if master or world > 1:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                handlers[sig] = signal.signal(sig, on_signal)
-            except ValueError:  # not the main thread
-                pass
-
-    def checkpoint(step, which="ckpt_last.pt"):
-        model_state, optimizer_states = gather_state(raw, optimizers)  # FSDP: a collective of every process
-        if master:
-            save_checkpoint(out / which, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data,
-                            last_metrics)
-
-    say(f"training {cfg.max_iters} steps of {tokens_per_step:,} tokens"
-        f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'} | {time.time() - t_start:.1f} s")
-    t_log, step_ms, step_tokens = time.time(), [], []
-    t_said, measured, eval_s = time.time(), [], None  # progress lines: steps after this process's first one
+def open_out_dir(run, stack):
+    """Lock out_dir (until stack closes) and make it this run's: leftovers of a killed write removed, a
+    fresh run's old checkpoints and metrics removed, config.json written, log.jsonl trimmed to start."""
+    if not run.master:
+        return
+    out, cfg = run.out, run.cfg
     try:
-        for step in range(start, cfg.max_iters + 1):
-            last = step == cfg.max_iters
-            if (step % cfg.eval_interval == 0 and step != start) or last and step != start:
-                t_eval = time.time()
-                last_metrics = evaluate(raw, data, "val", cfg, device, autocast, rank, world)
-                eval_s = time.time() - t_eval
-                elapsed = time.time() - t_start
-                improved = best is None or (last_metrics[metric] > best if higher_better else last_metrics[metric] < best)
-                if improved:
-                    best = last_metrics[metric]
-                say(f"step {step}: val {headline(last_metrics)}{' (best)' if improved else ''} | {elapsed:.1f} s")
-                if master:
-                    log_line(out, {"kind": "eval", "step": step, "split": "val", "time": elapsed,
-                                   "unix_time": time.time(), **last_metrics})
-                if cfg.save_checkpoints:
-                    checkpoint(step)
-                    if improved:
-                        checkpoint(step, "ckpt_best.pt")
-                if cfg.stop_at_loss and data.task == "lm" and last_metrics["loss"] <= cfg.stop_at_loss:
-                    say(f"val loss {last_metrics['loss']:.4f} <= stop_at_loss={cfg.stop_at_loss} at step {step}, "
-                        f"{elapsed:.1f} s into the run")
-                    break
-            if last:
-                break
-            if stop or (world == 1 and stop_signal) or (cfg.stop_after and step - start == cfg.stop_after):
-                checkpoint(step)
-                say(f"stopped at step {step} ({'signal' if stop or stop_signal else 'stop_after'}); saved "
-                    f"{out / 'ckpt_last.pt'}; continue with --init_from=resume")
-                break
-
-            t_step = time.time()
-            try:
-                loss_value, grad_value, lr, n_tokens, stop = train_step(model, raw, optimizers, scaler, batches,
-                                                                        step, cfg, rank, world, autocast, graphed,
-                                                                        stop=bool(stop_signal))
-            except NonFinite as e:
-                raise Stop(f"{e} at step {step}: stopped before the optimizer step; {last_good(out)}. Lower "
-                           f"learning_rate (now {cfg.learning_rate}) or raise warmup_iters (now {cfg.warmup_iters}).") from None
-
-            # ---- logging ----
-            now = time.time()
-            step_ms.append((now - t_log) * 1000)
-            step_tokens.append(n_tokens)  # all processes'; classification: real tokens, padding not counted
-            t_log = now
-            if step > start:  # the first step of a process also compiles and warms up: not a measure
-                measured = measured[-99:] + [now - t_step]
-                if len(measured) == 3 and master and not quiet and device.type == "cpu" and cfg.cpu_config:
-                    say(cpu_notice(cfg, sorted(measured)[1], flops_per_step))
-            due = step % cfg.log_interval == 0
-            if master and (due or now - t_said >= PROGRESS_S):  # a line at least a minute, whatever log_interval
-                t_said = now
-                ms = sorted(step_ms)[len(step_ms) // 2]  # median over the interval: robust to eval pauses
-                tps = sum(step_tokens) / len(step_tokens) / (ms / 1000)
-                step_ms, step_tokens = [], []
-                mfu = flops_per_token * tps / world / peak if peak else None  # per GPU: peak is one GPU's
-                mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-                record = {"kind": "train", "step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_value,
-                          "ms_per_step": ms, "tokens_per_s": tps, "mfu": mfu, "mem_gb": mem, "time": now - t_start}
-                if due:
-                    log_line(out, record)
-                say(f"step {step:>6}/{cfg.max_iters} | loss {loss_value:.4f} | lr {lr:.2e} | gnorm {grad_value:.2f} | "
-                    f"{ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
-                    f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step)}")
-    except OSError as e:  # a full disk while logging: the checkpoints themselves raise CheckpointError
-        raise Stop(f"cannot write {e.filename}: {e.strerror}; {last_good(out)}") from None
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    if not cfg.save_checkpoints:
-        checkpoint(step)
-
-    result = {"step": step, "best_val": best, "wall_s": time.time() - t_start, "params": raw.num_params(),
-              "split": "val", **(last_metrics or {})}
-    if master:
-        write_json(out / "metrics.json", result)
-    if world > 1:
-        torch.distributed.destroy_process_group()
-    return result
+        out.mkdir(parents=True, exist_ok=True)
+        lock_out_dir(out, stack)
+        for tmp in [*out.glob("*.pt.tmp"), *out.glob(".*.tmp")]:  # left by a process killed mid-write
+            tmp.unlink()
+        if run.ckpt is None:  # a fresh run (maybe --overwrite=true): nothing of the old run may pass for this one's
+            for old in ("ckpt_last.pt", "ckpt_best.pt", "metrics.json"):
+                (out / old).unlink(missing_ok=True)
+        write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(run.model_cfg)})
+        trim_log(out, run.start)
+    except OSError as e:
+        raise ConfigError(f"cannot write to out_dir {str(out)!r}: {e.strerror} ({e.filename}); "
+                          f"choose another --out_dir") from None
+    if run.verbose and run.device.type == "cpu" and cfg.cpu_config:
+        run.say(f"note: this config is sized for a GPU; {cfg.cpu_config} trains a smaller model on a CPU "
+                f"(an estimate of both follows the first steps)")
 
 
-PROGRESS_S = 60  # the longest silence between progress lines, seconds
 
-
-def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step):
-    """Time left: the median of the measured steps times the steps left, plus the evaluations left at the
-    last one's duration. Not from the run's wall time, which holds the first step's compilation."""
-    if not measured:
-        return "after the next step"
-    step_s = sorted(measured)[len(measured) // 2]
-    if eval_s is None:  # none timed yet: a forward pass (a third of a step's work) over the val split
-        eval_s = step_s * val_tokens / tokens_per_step / 3
-    evals = cfg.max_iters // cfg.eval_interval - step // cfg.eval_interval + bool(cfg.max_iters % cfg.eval_interval)
-    return format_seconds(step_s * (cfg.max_iters - step - 1) + eval_s * evals)
-
-
-def format_seconds(s):
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
+# ----------------------------------------------------------------------------------------------
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
