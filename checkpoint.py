@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 import prepare
-from configurator import ConfigError
-from model import Transformer, TransformerConfig
+from configurator import ConfigError, model_config
+from model import Transformer
 from parallel import sharded
 
 CHECKPOINT_VERSION = 1
@@ -152,7 +152,7 @@ def relabel(state, key):
 
 def model_from_checkpoint(ckpt, **overrides):
     """The raw model of a checkpoint (strict key matching) and its config."""
-    model_cfg = TransformerConfig(**{**ckpt["config"]["model"], **overrides})
+    model_cfg = model_config({**ckpt["config"]["model"], **overrides})
     model = Transformer(model_cfg)
     model.load_state_dict(ckpt["model"], strict=True)
     return model

@@ -29,8 +29,8 @@ import torch
 import prepare
 from checkpoint import (CheckpointError, gather_state, last_good, load_checkpoint, load_optimizer_states, lock_out_dir,
                         save_checkpoint, trim_log, write_json, writable_problem)
-from configurator import (DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError, TrainConfig,  # noqa: F401 (re-exported)
-                          parse_args, print_help)
+from configurator import (DATA_KEYS, DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError, TrainConfig,  # noqa: F401
+                          model_config, parse_args, print_help)  # (the keys are re-exported)
 from evaluation import evaluate, headline, split_on_device
 from model import Transformer, TransformerConfig
 from parallel import GraphedStep, all_reduce, parallelize, setup_distributed, sharded
@@ -75,13 +75,6 @@ def native_bf16():
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # torch < 2.4 has no such argument and counts native support only
         return torch.cuda.is_bf16_supported()
-
-
-def padded_vocab(n):
-    """Large vocabularies padded to a multiple of 64 for faster matmuls (50257 -> 50304); the extra
-    rows are never targets, the model gives them no probability (real_vocab_size), and sampling
-    masks them (sample.py passes vocab_limit)."""
-    return n if n < 1024 else -(-n // 64) * 64
 
 
 def lr_at(step, cfg):
@@ -503,7 +496,7 @@ def cpu_notice(cfg, step_s, flops_per_step):
     rate = flops_per_step / step_s  # FLOP/s this machine reaches on this model
     path = cfg.cpu_config if Path(cfg.cpu_config).is_file() else Path(__file__).parent / cfg.cpu_config
     alt, alt_kw = parse_args([str(path)])
-    alt_model = Transformer(TransformerConfig(vocab_size=65, **alt_kw))
+    alt_model = Transformer(model_config(alt_kw, vocab_size=65))
     T = alt_model.config.block_size
     alt_flops = alt_model.flops_per_token(T) * alt.batch_size * T * alt.grad_accum * alt.max_iters
     return (f"note: at {step_s:.2f} s a step this config takes about {format_seconds(step_s * cfg.max_iters)} on "
@@ -610,7 +603,7 @@ def starting_point(cfg, model_kw, out, master, quiet):
         if ckpt["data"]["meta"]["tokenizer"] != data.meta["tokenizer"]:
             raise ConfigError(f"{data.dir} holds another tokenization of {cfg.dataset} than {ckpt_path} was "
                               f"trained on: point --data_dir at the run's data")
-        model_cfg = TransformerConfig(**ckpt["config"]["model"])
+        model_cfg = model_config(ckpt["config"]["model"])
         changed = {k: (getattr(model_cfg, k), v) for k, v in model_kw.items()
                    if k not in SPEED_KEYS and getattr(model_cfg, k) != v}
         if changed:
@@ -631,9 +624,7 @@ def starting_point(cfg, model_kw, out, master, quiet):
                               f"(out-pretrain/ckpt_best.pt)")
         encoder = load_checkpoint(cfg.init_from)
         model_kw = {**model_kw, **pretrained_shape(encoder, cfg.init_from, data, model_kw)}
-    model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes,
-                                  real_vocab_size=data.vocab_size if data.task != "cls" else 0,
-                                  mlm=data.task == "mlm", **model_kw)
+    model_cfg = model_config(model_kw, data)
     return None, None, encoder, data, model_cfg
 
 
@@ -764,7 +755,7 @@ def open_out_dir(run, stack):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print_help(__doc__)
+        print_help(__doc__, TrainConfig, TransformerConfig, exclude=DATA_KEYS)
         return 0
     cfg = None
     try:
