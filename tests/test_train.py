@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import prepare
 import checkpoint
 import evaluation
+import optimizers
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -496,7 +497,7 @@ def test_muon_is_torch_muon_with_q_k_v_orthogonalised_apart():
     grads = [(torch.randn(4 * C, C, generator=g), torch.randn(3 * C, C, generator=g)) for _ in range(3)]
     hyper = dict(lr=0.02, weight_decay=0.1, momentum=0.9)
     ours = [w.clone().requires_grad_(), qkv.clone().requires_grad_()]
-    opt = train.Muon(ours, blocks={ours[1]: 3}, **hyper)
+    opt = optimizers.Muon(ours, blocks={ours[1]: 3}, **hyper)
     ref = [w.clone().requires_grad_()] + [b.clone().requires_grad_() for b in qkv.chunk(3)]
     ref_opt = torch.optim.Muon(ref, adjust_lr_fn="match_rms_adamw", **hyper)
     for gw, gq in grads:  # three steps: the momentum buffers matter too
