@@ -24,7 +24,6 @@ figure) is selected, and only its runs are then scored on the test split, once p
 best checkpoint (train.py --eval_only=true --eval_split=test, written to RUN/metrics_test.json).
 results.json and summary.md get the selected variant's test metrics, mean ± std over the seeds.
 """
-import argparse
 import csv
 import dataclasses
 import difflib
@@ -49,9 +48,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import checkpoint
 import prepare
 import train
-from configurator import run_config_file
+from configurator import ConfigError, opt, parse, print_help, run_config_file
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_STUDY = "lm"
@@ -387,7 +387,7 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     resolved = resolve(study, size, names, extra)
     out_given = out is not None
     out = Path(out or f"results/{study['name']}{'' if size == 'gpu' else '-' + size}").resolve()
-    if problem := train.writable_problem(out):  # before any data set is prepared or run started
+    if problem := checkpoint.writable_problem(out):  # before any data set is prepared or run started
         raise StudyError(f"cannot write to --out {out}: {problem}; choose another --out")
 
     # prepare each data set once, here, rather than in several runs at once
@@ -498,40 +498,47 @@ def interrupted(sig, frame):
     raise KeyboardInterrupt
 
 
+@dataclasses.dataclass
+class AblateConfig:
+    study: str = opt("", f"a study name (config/study_NAME.py) or file, the one positional argument "
+                         f"(default {DEFAULT_STUDY})", metavar="NAME")
+    seeds: int = opt(0, "seeds per variant: 0..N-1 (0: 3, or 2 with --quick)")
+    jobs: int = opt(0, f"trainings at once (0: {GPU_JOBS} on a GPU, 1 on a CPU, up to 4 with --quick)")
+    quick: bool = opt(False, "the study's tiny size: checks the machinery in a minute")
+    out: str = opt("", "output folder (default results/STUDY, or STUDY-cpu, STUDY-quick)", metavar="DIR")
+    variants: str = opt("", "comma-separated subset of variants (plus the baseline)", metavar="A,B")
+    set: tuple = opt((), "a train/model key for every run, e.g. --set=data_dir=/data (repeatable; relative "
+                         "paths are relative to the repository, where the runs start)", metavar="KEY=VALUE")
+    test: bool = opt(False, "then score the variant with the best mean val metric on the test split, every seed")
+    list: bool = opt(False, "list the studies and stop")
+
+
+def check_sets(opts):
+    return [f"--set={s}: expected --set=KEY=VALUE, e.g. --set=data_dir=data" for s in opts.set if "=" not in s]
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
-    parser.add_argument("study", nargs="?", help=f"a study name (config/study_NAME.py) or file (default {DEFAULT_STUDY})")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per variant: 0..N-1 (default 3, 2 with --quick)")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help=f"trainings at once (default {GPU_JOBS} on a GPU, 1 on a CPU, up to 4 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="the study's tiny size: checks the machinery in a minute")
-    parser.add_argument("--out", default=None, help="output folder (default results/STUDY, or STUDY-cpu, STUDY-quick)")
-    parser.add_argument("--variants", default=None, help="comma-separated subset of variants (plus the baseline)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a train/model key for every run, e.g. --set data_dir=/data (repeatable; relative "
-                             "paths are relative to the repository, where the runs start)")
-    parser.add_argument("--test", action="store_true",
-                        help="then score the variant with the best mean val metric on the test split, every seed")
-    parser.add_argument("--list", action="store_true", help="list the studies and stop")
-    args = parser.parse_args(argv)
-    if args.list or args.study is None:
+    if any(a in ("-h", "--help") for a in argv):
+        print_help(__doc__, AblateConfig, note="Options (--key value works too, as in `ablate.py lm --seeds 3`):")
+        return 0
+    try:  # --key value as well as --key=value: ablate.py has no config files to mistake a value for
+        args = parse(argv, AblateConfig, check_sets, positional="study", spaced=True, script="ablate.py")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.list or not args.study:
         list_studies()
         if args.list:
             return 0
         print(f"\nrunning the default study {DEFAULT_STUDY!r} (Ctrl-C stops it; the same command resumes it)")
-    bad = [s for s in args.set if "=" not in s]
-    if bad:
-        print(f"error: --set {bad[0]!r}: expected KEY=VALUE, e.g. --set data_dir=data", file=sys.stderr)
-        return 1
     # SIGTERM as Ctrl-C: the running trainings are told to save and stop, not left behind as orphans
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-        results = run_study(args.study or DEFAULT_STUDY, seeds=args.seeds, jobs=args.jobs, quick=args.quick,
-                            out=args.out, variants=variants, extra=dict(s.split("=", 1) for s in args.set),
-                            test=args.test)
+        results = run_study(args.study or DEFAULT_STUDY, seeds=args.seeds or None, jobs=args.jobs or None,
+                            quick=args.quick, out=args.out or None, variants=variants,
+                            extra=dict(s.split("=", 1) for s in args.set), test=args.test)
     except (StudyError, train.ConfigError, prepare.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -22,16 +22,18 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+import checkpoint
+import parallel
 import prepare
 import sample
 import train
-from configurator import coerce_value
-from model import Transformer, TransformerConfig
+from configurator import field_types, model_config, opt, padded_vocab, parse, print_help
+from model import Transformer
 
 # GPT-2 small, as nanoGPT's bench.py measures it (no biases, no dropout, learned positions)
 GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, bias=False, dropout=0.0,
@@ -43,33 +45,29 @@ MODES = ("train", "generate", "time_to_loss", "matmul")
 
 @dataclass
 class BenchConfig:
-    mode: str = "train"          # 'train', 'generate', 'time_to_loss' or 'matmul'
-    steps: int = 20              # train, matmul: timed repeats (after warm-up)
-    warmup: int = 5              # train, matmul: untimed repeats first (compilation happens here)
-    repeats: int = 3             # generate: timed generations per setting (median reported)
-    max_new_tokens: int = 1000   # generate: tokens per generation
-    batch_n: int = 16            # generate: the 'batch N' setting next to batch 1
-    no_cache: bool = True        # generate: also time the cache-less reference loop (slow on a CPU)
-    target: float = 1.47         # time_to_loss: stop once the exact val loss reaches this
-    vocab_size: int = 0          # train/generate: 0 = the data set's (padded) vocabulary, or 50304 without a config
-    profile: bool = False        # train: after timing, list the kernels a step's time goes to (torch.profiler)
-    json: str = ""               # where to write the results (default bench_MODE.json)
+    mode: str = opt("train", "'train', 'generate', 'time_to_loss' or 'matmul'")
+    steps: int = opt(20, "train, matmul: timed repeats (after warm-up)")
+    warmup: int = opt(5, "train, matmul: untimed repeats first (compilation happens here)")
+    repeats: int = opt(3, "generate: timed generations per setting (median reported)")
+    max_new_tokens: int = opt(1000, "generate: tokens per generation")
+    batch_n: int = opt(16, "generate: the 'batch N' setting next to batch 1")
+    no_cache: bool = opt(True, "generate: also time the cache-less reference loop (slow on a CPU)")
+    target: float = opt(1.47, "time_to_loss: stop once the exact val loss reaches this")
+    vocab_size: int = opt(0, "train/generate: 0 = the data set's (padded) vocabulary, or 50304 without a config")
+    profile: bool = opt(False, "train: after timing, list the kernels a step's time goes to (torch.profiler)")
+    json: str = opt("", "where to write the results (default bench_MODE.json)")
 
 
 def split_args(argv):
-    """Bench's own --keys, and the rest for train.parse_args (config files and train/model keys)."""
-    mine = {f.name: f.type for f in fields(BenchConfig)}
-    bench, rest = {}, []
-    for arg in argv:
-        key, sep, value = arg.removeprefix("--").partition("=")
-        if arg.startswith("--") and key in mine and sep:
-            bench[key] = coerce_value(mine[key], key, value)
-        else:
-            rest.append(arg)
-    cfg = BenchConfig(**bench)
-    if cfg.mode not in MODES:
-        raise train.ConfigError(f"mode={cfg.mode!r} is not one of {', '.join(map(repr, MODES))}")
-    return cfg, rest
+    """Bench's own --keys (a BenchConfig), and the rest for train.parse_args (config files, train and
+    model keys)."""
+    mine = [a for a in argv if a.startswith("--") and a[2:].partition("=")[0] in field_types(BenchConfig)]
+    rest = [a for a in argv if a not in mine]
+    return parse(mine, BenchConfig, check_mode, script="bench.py"), rest
+
+
+def check_mode(bench):
+    return [] if bench.mode in MODES else [f"mode={bench.mode!r} is not one of {', '.join(map(repr, MODES))}"]
 
 
 def environment(device):
@@ -89,7 +87,7 @@ def build(argv, bench):
     if not vocab:
         if has_config:
             meta = train.load_data(cfg, quiet=True).meta
-            vocab = train.padded_vocab(meta["vocab_size"])
+            vocab = padded_vocab(meta["vocab_size"])
         else:
             vocab = 50304
     device = train.resolve_device(cfg.device)
@@ -97,7 +95,7 @@ def build(argv, bench):
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     torch.set_float32_matmul_precision("high")
     torch.manual_seed(cfg.seed)
-    model = Transformer(TransformerConfig(vocab_size=vocab, **model_kw)).to(device)
+    model = Transformer(model_config(model_kw, vocab_size=vocab)).to(device)
     return cfg, model, device, dtype, autocast
 
 
@@ -123,11 +121,11 @@ def bench_train(argv, bench):
     cfg, raw, device, dtype, autocast = build(argv, bench)
     optimizers = train.make_optimizers(raw, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    model = train.compile_model(raw, cfg, device)
+    model = parallel.compile_model(raw, cfg, device)
     T = raw.config.block_size
     batches = RandomBatches(raw.config.vocab_size, cfg.batch_size, T, device)
     t0 = time.perf_counter()
-    graphed = train.GraphedStep(model, batches.get(0, 0, 0), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
+    graphed = parallel.GraphedStep(model, batches.get(0, 0, 0), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
     for step in range(bench.warmup):  # compilation and autotuning happen here
         train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast, graphed=graphed)
     synchronize(device)
@@ -196,7 +194,7 @@ def bench_generate(argv, bench):
     ckpt = Path(cfg.out_dir) / "ckpt_best.pt"
     source = "random weights"
     if ckpt.exists():  # the trained model if there is one (speed is the same either way)
-        model = train.model_from_checkpoint(train.load_checkpoint(ckpt), dropout=0.0).to(device)
+        model = checkpoint.model_from_checkpoint(checkpoint.load_checkpoint(ckpt), dropout=0.0).to(device)
         source = str(ckpt)
     model.eval()
     n = bench.max_new_tokens
@@ -315,15 +313,14 @@ def bench_matmul(argv, bench):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip())
-        print("\nbench keys: " + ", ".join(f"--{k}={v}" for k, v in asdict(BenchConfig()).items()))
-        print("plus any config file and train.py key (python train.py --help)")
+        print_help(__doc__, BenchConfig, note="bench keys (defaults shown), plus any config file and train.py key "
+                                              "(python train.py --help):")
         return 0
     try:
         bench, rest = split_args(argv)
         result = {"train": bench_train, "generate": bench_generate, "time_to_loss": bench_time_to_loss,
                   "matmul": bench_matmul}[bench.mode](rest, bench)
-    except (train.ConfigError, prepare.DataError, train.CheckpointError, RuntimeError) as e:
+    except (train.ConfigError, prepare.DataError, checkpoint.CheckpointError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     result["argv"] = argv

@@ -1,9 +1,13 @@
 """
-The configuration of a training run: one TrainConfig dataclass (plus the model's TransformerConfig),
-set from config files and --key=value arguments, every key and value checked before anything runs.
+The command line of every script, in one layer: a script declares its options as a dataclass whose
+fields carry type, default and help (opt()); parse() reads --key=value arguments (and config files,
+or one positional value) against it, converts each value to its field's type, and reports every
+problem at once in one ConfigError. train.py's TrainConfig is here, and model_config(), the one
+place a TransformerConfig is made from settings.
 
     cfg, model_kw = parse_args(["config/shakespeare.py", "--batch_size=32", "--compile=false"])
     parse_args(["--batch_sise=32"])  # ConfigError: unknown key 'batch_sise' (did you mean 'batch_size'?)
+    opts = parse(["--top_k=5"], SampleConfig, script="sample.py")
 
 Config files are plain Python assignments, run in their own namespace (runpy), never exec'd into
 ours; command-line values are split on the first '=' and converted to the key's type.
@@ -14,7 +18,7 @@ import math
 import re
 import runpy
 import traceback
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -23,83 +27,134 @@ import prepare
 from model import TransformerConfig
 
 
-@dataclass
-class TrainConfig:
-    # I/O
-    out_dir: str = "out"             # checkpoints, config.json, log.jsonl and metrics.json go here
-    init_from: str = "scratch"       # 'scratch', 'resume' (out_dir/ckpt_last.pt), or a pretrained encoder's checkpoint
-    overwrite: bool = False          # allow a fresh run into an out_dir that already holds a run
-    eval_interval: int = 250         # steps between exact evaluations (and checkpoints)
-    log_interval: int = 10           # steps between log lines
-    eval_only: bool = False          # evaluate out_dir's checkpoint on eval_split, write metrics_SPLIT.json
-    eval_split: str = "val"          # split for eval_only: 'val' or 'test'
-    stop_after: int = 0              # stop (saving ckpt_last.pt) after this many steps of this run; 0: off
-    stop_at_loss: float = 0.0        # stop once the exact val loss is <= this (time-to-loss runs); 0: off
-    save_checkpoints: bool = True    # write ckpt_last.pt / ckpt_best.pt at every evaluation (false: at the end only)
-    cpu_config: str = ""             # a smaller config to point to when this one is started on a CPU
-    # data
-    dataset: str = "shakespeare_char"  # a data set of prepare.py
-    data_dir: str = "data"           # where prepare.py writes its data sets
-    batch_size: int = 64             # sequences per micro-batch, per process
-    grad_accum: int = 1              # micro-batches per optimizer step, per process
-    eval_batch_size: int = 256       # sequences per evaluation batch
-    eval_stride: int = 0             # LM eval: 0 = separate windows; s = window sliding by s (context >= block_size-s)
-    # optimizer
-    learning_rate: float = 1e-3      # peak learning rate, reached after warmup
-    min_lr: float = 1e-4             # floor of the cosine decay, reached at max_iters
-    max_iters: int = 5000            # optimizer steps
-    warmup_iters: int = 100          # linear warmup steps (0: none)
-    weight_decay: float = 0.1        # AdamW decay, applied to 2-D tensors only
-    beta1: float = 0.9               # AdamW beta1
-    beta2: float = 0.99              # AdamW beta2
-    grad_clip: float = 1.0           # clip the global gradient norm to this; 0: off
-    optimizer: str = "adamw"         # 'adamw', or 'muon' (GPU; torch >= 2.9): Muon for the blocks' matrices, AdamW for the rest
-    muon_momentum: float = 0.95      # Muon's Nesterov momentum
-    # system
-    device: str = "auto"             # 'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'
-    dtype: str = "auto"              # 'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), 'bfloat16', 'float16', 'float32'
-    compile: bool = True             # torch.compile the model (CUDA only; CPU and MPS run eagerly)
-    compile_mode: str = "default"    # torch.compile mode: 'default' or 'reduce-overhead' (adds CUDA graphs)
-    compile_scope: str = "model"     # 'model': one graph for the network; 'block': one compilation for all layers
-    cuda_graph: bool = False         # replay forward+backward as one recorded CUDA graph (CUDA, LMs, no DDP or FSDP)
-    parallel: str = "ddp"            # with torchrun: 'ddp' (each process holds the whole model) or 'fsdp' (sharded)
-    seed: int = 1337                 # seeds the model init, dropout and the data order
-
-
-DATA_KEYS = ("vocab_size", "real_vocab_size", "n_classes", "mlm")  # model keys the data set sets, not the user
-MODEL_KEYS = [f.name for f in fields(TransformerConfig) if f.name not in DATA_KEYS]
-TRAIN_KEYS = [f.name for f in fields(TrainConfig)]
-DEFAULTS = {**asdict(TransformerConfig()), **asdict(TrainConfig())}
-FIELD_TYPES = {k: type(v) for k, v in DEFAULTS.items()}  # every default is a bool, int, float or str
-
-
 class ConfigError(ValueError):
     pass
 
 
+def opt(default, help, section=None, metavar=None):
+    """A dataclass field with its --help line (section: a heading above it; metavar: what to show
+    in place of the default)."""
+    return field(default=default, metadata={"help": help, "section": section, "metavar": metavar})
+
+
+DEVICE_HELP = "'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'"  # train.py's and sample.py's
+
+
+@dataclass
+class TrainConfig:
+    # I/O
+    out_dir: str = opt("out", "checkpoints, config.json, log.jsonl and metrics.json go here", section="I/O")
+    init_from: str = opt("scratch", "'scratch', 'resume' (out_dir/ckpt_last.pt), or a pretrained encoder's checkpoint")
+    overwrite: bool = opt(False, "allow a fresh run into an out_dir that already holds a run")
+    eval_interval: int = opt(250, "steps between exact evaluations (and checkpoints)")
+    log_interval: int = opt(10, "steps between log lines")
+    eval_only: bool = opt(False, "evaluate out_dir's checkpoint on eval_split, write metrics_SPLIT.json")
+    eval_split: str = opt("val", "split for eval_only: 'val' or 'test'")
+    stop_after: int = opt(0, "stop (saving ckpt_last.pt) after this many steps of this run; 0: off")
+    stop_at_loss: float = opt(0.0, "stop once the exact val loss is <= this (time-to-loss runs); 0: off")
+    save_checkpoints: bool = opt(True, "write ckpt_last.pt / ckpt_best.pt at every evaluation (false: at the end only)")
+    cpu_config: str = opt("", "a smaller config to point to when this one is started on a CPU")
+    # data
+    dataset: str = opt("shakespeare_char", "a data set of prepare.py", section="data")
+    data_dir: str = opt("data", "where prepare.py writes its data sets")
+    batch_size: int = opt(64, "sequences per micro-batch, per process")
+    grad_accum: int = opt(1, "micro-batches per optimizer step, per process")
+    eval_batch_size: int = opt(256, "sequences per evaluation batch")
+    eval_stride: int = opt(0, "LM eval: 0 = separate windows; s = window sliding by s (context >= block_size-s)")
+    # optimizer
+    learning_rate: float = opt(1e-3, "peak learning rate, reached after warmup", section="optimizer")
+    min_lr: float = opt(1e-4, "floor of the cosine decay, reached at max_iters")
+    max_iters: int = opt(5000, "optimizer steps")
+    warmup_iters: int = opt(100, "linear warmup steps (0: none)")
+    weight_decay: float = opt(0.1, "AdamW decay, applied to 2-D tensors only")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.99, "AdamW beta2")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this; 0: off")
+    optimizer: str = opt("adamw", "'adamw', or 'muon' (GPU; torch >= 2.9): Muon for the blocks' matrices, "
+                                  "AdamW for the rest")
+    muon_momentum: float = opt(0.95, "Muon's Nesterov momentum")
+    # system
+    device: str = opt("auto", DEVICE_HELP, section="system")
+    dtype: str = opt("auto", "'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), 'bfloat16', "
+                             "'float16', 'float32'")
+    compile: bool = opt(True, "torch.compile the model (CUDA only; CPU and MPS run eagerly)")
+    compile_mode: str = opt("default", "torch.compile mode: 'default' or 'reduce-overhead' (adds CUDA graphs)")
+    compile_scope: str = opt("model", "'model': one graph for the network; 'block': one compilation for all layers")
+    cuda_graph: bool = opt(False, "replay forward+backward as one recorded CUDA graph (CUDA, LMs, no DDP or FSDP)")
+    parallel: str = opt("ddp", "with torchrun: 'ddp' (each process holds the whole model) or 'fsdp' (sharded)")
+    seed: int = opt(1337, "seeds the model init, dropout and the data order")
+
+
+DATA_KEYS = ("vocab_size", "real_vocab_size", "n_classes", "mlm")  # model keys the data set sets, not the user
+
+
+def field_types(cls, exclude=()):
+    """{key: type} of a dataclass's fields, the type taken from the default (bool, int, float, str, or
+    tuple for a repeatable option), so that it holds whatever the annotations say."""
+    return {f.name: type(f.default if f.default is not MISSING else f.default_factory())
+            for f in fields(cls) if f.name not in exclude}
+
+
+TRAIN_TYPES = field_types(TrainConfig)
+MODEL_TYPES = field_types(TransformerConfig, exclude=DATA_KEYS)
+TRAIN_KEYS, MODEL_KEYS = list(TRAIN_TYPES), list(MODEL_TYPES)
+DEFAULTS = {**asdict(TransformerConfig()), **asdict(TrainConfig())}
+
+
 # ----------------------------------------------------------------------------------------------
-# configuration: defaults <- config files (plain Python, own namespace) <- --key=value
+# reading arguments: defaults <- config files (plain Python, own namespace) <- --key=value
 
-def _help_lines():
-    """One line per key, read from the comments beside the dataclass fields (the single source)."""
-    lines = []
-    for cls, keys in ((TrainConfig, TRAIN_KEYS), (TransformerConfig, MODEL_KEYS)):
-        for line in inspect.getsource(cls).splitlines():
-            field = re.match(r"\s+(\w+): \w+ = (.+?)\s*(?:#\s*(.*))?$", line)
-            if field and field.group(1) in keys:
-                setting = f"--{field.group(1)}={field.group(2)}"
-                lines.append(f"  {setting:<34} {field.group(3) or ''}".rstrip())
-            elif re.match(r"\s+# \w", line):  # a section heading
-                lines.append(line.strip())
-    return "\n".join(lines)
-
-
-def _coerce(key, value, source):
-    """Value of the right type for key, from a command-line string or a config-file object."""
-    return coerce_value(FIELD_TYPES[key], key, value, source)
+def read_args(argv, types, files=False, positional=None, spaced=False, script="train.py"):
+    """Settings from argv, in order, later ones winning: --key=value (split on the first '='; a bare
+    --flag means true for a boolean; with spaced, --key value too), and config files (files=True) or
+    one bare value for the key `positional`. Returns ({key: value of types[key]}, [problems]); a
+    tuple-typed key is repeatable and collects its values."""
+    settings, errors, args = {}, [], list(argv)
+    hint = f" (python {script} --help lists every key)"
+    while args:
+        arg = args.pop(0)
+        if arg.startswith("--"):
+            key, sep, value = arg[2:].partition("=")  # split on the first '=' only
+            if not sep and types.get(key) is bool:
+                value = "true"  # a bare --flag means true
+            elif not sep and spaced and key in types and args and not args[0].startswith("--"):
+                value = args.pop(0)
+            elif not sep and key in types:
+                errors.append(f"{arg}: expected --{key}=VALUE")
+                continue
+            pairs = [(key, value, "command line")]
+        elif positional:
+            if positional in settings:
+                errors.append(f"{arg!r}: one {positional} only (already {settings[positional]!r})")
+                continue
+            pairs = [(positional, arg, "command line")]
+        elif files:
+            namespace, problem = run_config_file(arg)  # its own namespace, not our globals
+            if problem:
+                errors.append(problem)
+                continue
+            pairs = [(k, v, arg) for k, v in namespace.items()
+                     if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"]
+        else:
+            errors.append(f"{arg!r}: expected --key=VALUE{hint}")
+            continue
+        for key, value, source in pairs:
+            if key not in types:
+                close = difflib.get_close_matches(key, list(types), n=1)
+                errors.append(f"unknown key '{key}' in {source}" + (f" (did you mean '{close[0]}'?)" if close else hint))
+                continue
+            kind = types[key]
+            try:
+                value = coerce_value(str if kind is tuple else kind, key, value, source)
+            except ConfigError as e:
+                errors.append(str(e))
+                continue
+            settings[key] = settings.get(key, ()) + (value,) if kind is tuple else value
+    return settings, errors
 
 
 def coerce_value(kind, key, value, source="command line"):
+    """Value of type kind for key, from a command-line string or a config-file object."""
     if source == "command line" and kind is not str:
         text = value.strip().lower()
         if kind is bool:
@@ -134,7 +189,9 @@ def finite(key, value, source="command line"):
 
 
 def run_config_file(path):
-    """A config file's namespace; a file that does not parse or raises becomes one line naming where."""
+    """A config file's namespace; a file that is missing, does not parse or raises becomes one line."""
+    if not Path(path).is_file():
+        return None, f"config file {str(path)!r} not found (configs live in config/, e.g. config/shakespeare.py)"
     try:
         return runpy.run_path(str(path)), None
     except SyntaxError as e:
@@ -145,49 +202,55 @@ def run_config_file(path):
         return None, f"config file {path}, line {line}: {type(e).__name__}: {e}"
 
 
-def parse_args(argv):
-    """Config files and --key=value overrides, in order -> (TrainConfig, model kwargs).
-    Every problem is collected and reported in one ConfigError."""
-    settings, errors = {}, []
-    for arg in argv:
-        if arg.startswith("--"):
-            key, sep, value = arg[2:].partition("=")  # split on the first '=' only
-            if not sep:
-                if FIELD_TYPES.get(key) is bool:
-                    value = "true"  # a bare --flag means true
-                else:
-                    errors.append(f"{arg}: expected --{key}=VALUE")
-                    continue
-            pairs = [(key, value, "command line")]
-        else:
-            path = Path(arg)
-            if not path.is_file():
-                errors.append(f"config file {arg!r} not found (configs live in config/, e.g. config/shakespeare.py)")
-                continue
-            namespace, problem = run_config_file(path)  # its own namespace, not our globals
-            if problem:
-                errors.append(problem)
-                continue
-            pairs = [(k, v, str(path)) for k, v in namespace.items()
-                     if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"]
-        for key, value, source in pairs:
-            if key not in FIELD_TYPES or key in DATA_KEYS:
-                close = difflib.get_close_matches(key, TRAIN_KEYS + MODEL_KEYS, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else " (python train.py --help lists every key)"
-                errors.append(f"unknown key '{key}' in {source}{hint}")
-                continue
-            try:
-                settings[key] = _coerce(key, value, source)
-            except ConfigError as e:
-                errors.append(str(e))
-    train_kw = {k: v for k, v in settings.items() if k in TRAIN_KEYS}
-    model_kw = {k: v for k, v in settings.items() if k in MODEL_KEYS}
-    cfg = TrainConfig(**train_kw)
-    errors += validate(cfg, model_kw)
+def fail(errors):
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+
+
+def parse(argv, cls, check=None, **how):
+    """argv -> an instance of the dataclass cls (how: read_args' options), every problem of the
+    arguments and of check(instance) -> [messages] in one ConfigError."""
+    settings, errors = read_args(argv, field_types(cls), **how)
+    opts = cls(**settings)
+    fail(errors + (check(opts) if check else []))
+    return opts
+
+
+def parse_args(argv):
+    """train.py's arguments: config files and --key=value overrides, in order -> (TrainConfig, model
+    kwargs: the model keys set, for model_config)."""
+    settings, errors = read_args(argv, {**TRAIN_TYPES, **MODEL_TYPES}, files=True)
+    cfg = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_TYPES})
+    model_kw = {k: v for k, v in settings.items() if k in MODEL_TYPES}
+    fail(errors + validate(cfg, model_kw))
     return cfg, model_kw
 
+
+# ----------------------------------------------------------------------------------------------
+# the model's config, from settings
+
+def padded_vocab(n):
+    """Large vocabularies padded to a multiple of 64 for faster matmuls (50257 -> 50304); the extra
+    rows are never targets, the model gives them no probability (real_vocab_size), and sampling
+    masks them (sample.py passes vocab_limit)."""
+    return n if n < 1024 else -(-n // 64) * 64
+
+
+def model_config(keys, data=None, vocab_size=None):
+    """The TransformerConfig of model keys (a config file and the command line, or a checkpoint's whole
+    saved config). What only the data set knows (DATA_KEYS) comes from data: its vocabulary, padded,
+    its classes, and whether it is masked LM; or vocab_size stands in for a vocabulary (estimates,
+    benchmarks, checking the keys before any data set is loaded)."""
+    if data is not None:
+        keys = {**keys, "vocab_size": padded_vocab(data.vocab_size), "n_classes": data.n_classes,
+                "real_vocab_size": data.vocab_size if data.task != "cls" else 0, "mlm": data.task == "mlm"}
+    elif vocab_size is not None:
+        keys = {**keys, "vocab_size": vocab_size}
+    return TransformerConfig(**keys)
+
+
+# ----------------------------------------------------------------------------------------------
+# checks and help
 
 def validate(cfg, model_kw):
     errors = [f"{k}={getattr(cfg, k)!r} is empty: name a directory (e.g. --{k}=out-mine)"
@@ -236,7 +299,7 @@ def validate(cfg, model_kw):
     found = []
     for n_classes in [2 if task == "cls" else 0] if task else [0, 2]:
         try:
-            TransformerConfig(vocab_size=1, n_classes=n_classes, mlm=task == "mlm", **model_kw)
+            model_config({"n_classes": n_classes, "mlm": task == "mlm", **model_kw}, vocab_size=1)
             found.append([])
         except ValueError as e:
             found.append([line.strip() for line in str(e).splitlines()[1:]])
@@ -264,7 +327,51 @@ def device_problems(device, dtype="auto"):
     return []
 
 
-def print_help(usage):
+def help_lines(cls, exclude=()):
+    """One line per key, `--key=default  help`, from the fields' metadata (opt()), under the headings
+    of their sections. A dataclass whose fields have no metadata (model.py's TransformerConfig: model.py
+    imports nothing of ours) keeps its help in comments beside its fields, read from its source."""
+    comments, lines, section = None, [], None
+    for f in fields(cls):
+        meta = f.metadata
+        if "help" not in meta:
+            comments = comments or source_comments(cls)
+            meta = comments.get(f.name, {})
+        section = meta.get("section") or section  # the heading of a key left out goes to the next one
+        if f.name in exclude:
+            continue
+        lines += [f"# {section}"] if section else []
+        section = None
+        default = f.default if f.default is not MISSING else f.default_factory()
+        setting = f"--{f.name}={meta.get('metavar') or shown(default)}"
+        lines.append(f"  {setting:<34} {meta.get('help', '')}".rstrip())
+    return lines
+
+
+def source_comments(cls):
+    """{field: {"help": its comment, "section": the heading comment above it}} from cls's source."""
+    found, section = {}, None
+    for line in inspect.getsource(cls).splitlines():
+        field_line = re.match(r"\s+(\w+): \w+ = .+?(?:#\s*(.*))?$", line)
+        if field_line:
+            found[field_line.group(1)] = {"help": field_line.group(2) or "", "section": section}
+            section = None
+        elif heading := re.match(r"\s+# (\w.*)", line):
+            section = heading.group(1)
+    return found
+
+
+def shown(value):
+    """A default as one would type it: --out_dir=out, --start='\\n', --cpu_config='', --learning_rate=1e-3."""
+    if isinstance(value, str):
+        return value if value and value.isprintable() and value.strip() == value else repr(value)
+    if isinstance(value, float) and 0 < abs(value) < 1e-2:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return str(value)
+
+
+def print_help(usage, *classes, exclude=(), note="Keys (defaults shown; set them in a config file or as --key=value):"):
     print(usage.strip())
-    print("\nKeys (defaults shown; set them in a config file or as --key=value):")
-    print(_help_lines())
+    print(f"\n{note}")
+    print("\n".join(line for cls in classes for line in help_lines(cls, exclude)))

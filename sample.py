@@ -10,19 +10,19 @@ One sample is printed as it is generated; several are generated as one batch and
 separated by a line of dashes. Generation runs with the model's KV cache (model.generate_stream).
 For a classifier, --start is one text or FILE:path with one text per line.
 """
-import difflib
 import os
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import prepare
-from configurator import ConfigError, coerce_value, device_problems
-from train import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_device
+from configurator import DEVICE_HELP, ConfigError, device_problems, opt, parse, print_help
+from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from train import resolve_device
 
 MAIN_OUT_DIR = "out-shakespeare-char"  # what `python train.py config/shakespeare.py` writes
 MAIN_TRAIN_CMD = "python train.py config/shakespeare.py"
@@ -31,17 +31,18 @@ CHECKPOINTS = {"best": ("ckpt_best.pt", "ckpt_last.pt"), "last": ("ckpt_last.pt"
 
 @dataclass
 class SampleConfig:
-    out_dir: str = MAIN_OUT_DIR      # the training run to load
-    checkpoint: str = "best"         # 'best' (ckpt_best.pt, else ckpt_last.pt) or 'last'
-    start: str = "\n"                # the prompt, a newline by default (classifier: the text); FILE:path reads a file
-    num_samples: int = 1             # samples to draw; 1 streams, more run as one batch
-    max_new_tokens: int = 500        # tokens generated per sample
-    temperature: float = 0.8         # < 1 sharper, > 1 more random, 0 greedy (then the seed does not matter)
-    top_k: int = 200                 # keep only the k most likely tokens; 0: off
-    top_p: float = 1.0               # keep the smallest set of tokens with probability >= p; 1.0: off
-    seed: int = 1337                 # the same seed gives the same text
-    device: str = "auto"             # 'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'
-    dtype: str = "auto"              # 'auto' (bf16 on CUDA; on a CPU for one sample; else fp32), 'bfloat16', 'float16', 'float32'
+    out_dir: str = opt(MAIN_OUT_DIR, "the training run to load")
+    checkpoint: str = opt("best", "'best' (ckpt_best.pt, else ckpt_last.pt) or 'last'")
+    start: str = opt("\n", "the prompt, a newline by default (classifier: the text); FILE:path reads a file")
+    num_samples: int = opt(1, "samples to draw; 1 streams, more run as one batch")
+    max_new_tokens: int = opt(500, "tokens generated per sample")
+    temperature: float = opt(0.8, "< 1 sharper, > 1 more random, 0 greedy (then the seed does not matter)")
+    top_k: int = opt(200, "keep only the k most likely tokens; 0: off")
+    top_p: float = opt(1.0, "keep the smallest set of tokens with probability >= p; 1.0: off")
+    seed: int = opt(1337, "the same seed gives the same text")
+    device: str = opt("auto", DEVICE_HELP)
+    dtype: str = opt("auto", "'auto' (bf16 on CUDA; on a CPU for one sample; else fp32), 'bfloat16', 'float16', "
+                             "'float32'")
 
 
 class SampleError(ValueError):
@@ -52,27 +53,10 @@ class SampleError(ValueError):
 # options: --key=value as in train.py, every key checked against SampleConfig
 
 def parse_args(argv):
-    types = {f.name: f.type for f in fields(SampleConfig)}
-    settings, errors = {}, []
-    for arg in argv:
-        key, sep, value = arg.removeprefix("--").partition("=")  # split on the first '=' only
-        if not arg.startswith("--") or not sep:
-            errors.append(f"{arg!r}: expected --key=value (python sample.py --help lists every key)")
-            continue
-        if key not in types:
-            close = difflib.get_close_matches(key, list(types), n=1)
-            errors.append(f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close
-                                                    else " (python sample.py --help lists every key)"))
-            continue
-        try:
-            settings[key] = coerce_value(types[key], key, value)
-        except ConfigError as e:
-            errors.append(str(e))
-    cfg = SampleConfig(**settings)
-    errors += validate(cfg)
-    if errors:
-        raise SampleError("invalid options:\n  " + "\n  ".join(errors))
-    return cfg
+    try:
+        return parse(argv, SampleConfig, validate, script="sample.py")
+    except ConfigError as e:
+        raise SampleError(str(e)) from None
 
 
 def validate(cfg):
@@ -97,15 +81,6 @@ def validate(cfg):
     if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
         errors.append(f"dtype={cfg.dtype!r} is not one of 'auto', 'bfloat16', 'float16', 'float32'")
     return errors
-
-
-def print_help():
-    import inspect
-    comments = dict(re.findall(r"^\s+(\w+): .*?#\s*(.*)$", inspect.getsource(SampleConfig), re.M))
-    print(__doc__.strip() + "\n\nKeys (defaults shown):")
-    for f in fields(SampleConfig):
-        default = repr(f.default) if isinstance(f.default, str) and not f.default.isprintable() else f.default
-        print(f"  {f'--{f.name}={default}':<34} {comments.get(f.name, '')}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,7 +322,7 @@ def classify(out_dir, start, device="auto", dtype="auto", checkpoint="best", str
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print_help()
+        print_help(__doc__, SampleConfig, note="Keys (defaults shown):")
         return 0
     try:
         cfg = parse_args(argv)

@@ -13,33 +13,32 @@ Multi-node: run the same torchrun command on every node with --nnodes=N --node_r
 --parallel=ddp keeps the whole model, its gradients and optimizer state in every process; --parallel=fsdp
 shards all three over the processes, for models that do not fit on one GPU (see parallelize()).
 """
-import functools
-import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
-from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, replace
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import prepare
-from configurator import (DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError, TrainConfig,  # noqa: F401 (re-exported)
-                          parse_args, print_help)
+from checkpoint import (CheckpointError, gather_state, last_good, load_checkpoint, load_optimizer_states, lock_out_dir,
+                        save_checkpoint, trim_log, write_json, writable_problem)
+from configurator import (DATA_KEYS, DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError, TrainConfig,  # noqa: F401
+                          model_config, parse_args, print_help)  # (the keys are re-exported)
+from evaluation import evaluate, headline, split_on_device
 from model import Transformer, TransformerConfig
-
-CHECKPOINT_VERSION = 1
+from optimizers import lr_at, make_optimizers
+from parallel import GraphedStep, all_reduce, parallelize, setup_distributed, sharded
 
 
 # ----------------------------------------------------------------------------------------------
-# device, precision, schedule, optimizer
+# device and precision
 
 # Dense bf16 peak of each accelerator, FLOP/s (vendor datasheets, without sparsity), for MFU.
 PEAK_BF16_FLOPS = [("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12),
@@ -78,85 +77,6 @@ def native_bf16():
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # torch < 2.4 has no such argument and counts native support only
         return torch.cuda.is_bf16_supported()
-
-
-def padded_vocab(n):
-    """Large vocabularies padded to a multiple of 64 for faster matmuls (50257 -> 50304); the extra
-    rows are never targets, the model gives them no probability (real_vocab_size), and sampling
-    masks them (sample.py passes vocab_limit)."""
-    return n if n < 1024 else -(-n // 64) * 64
-
-
-def lr_at(step, cfg):
-    """Linear warmup from lr/(warmup+1) (never 0), then cosine decay to min_lr at max_iters."""
-    if step < cfg.warmup_iters:
-        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
-    progress = (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (cfg.learning_rate - cfg.min_lr)
-
-
-def make_optimizers(model, cfg, device):
-    """AdamW with weight decay on 2-D tensors (matrices, embeddings) only, not on biases or
-    LayerNorm gains, which decay would only pull towards zero; fused kernel on CUDA.
-    optimizer='muon': the weight matrices inside the blocks go to Muon instead (momentum, then
-    orthogonalised by Newton-Schulz iterations; Jordan et al. 2024), with its learning rate scaled to
-    match AdamW's update size (Liu et al. 2025), so learning_rate means the same for both.
-    Embeddings and the output layer stay with AdamW, as Muon's authors advise. The fused QKV matrix
-    is orthogonalised as its three maps Q, K, V, as the Muon reference code does (see Muon)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    muon = [p for n, p in named if cfg.optimizer == "muon" and n.startswith("transformer.h.") and p.dim() == 2]
-    rest = [(n, p) for n, p in named if not any(p is q for q in muon)]
-    groups = [{"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0}]
-    optimizers = [torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                                    fused=device.type == "cuda")]
-    if muon:
-        blocks = {p: 3 for n, p in named if n.endswith(".attn.c_attn.weight")}  # (3C, C): Q, K, V stacked
-        optimizers.append(Muon(muon, cfg.learning_rate, cfg.weight_decay, cfg.muon_momentum, blocks))
-    return optimizers
-
-
-def newton_schulz(g, steps=5, eps=1e-7):
-    """Orthogonalise g (about U V^T of its SVD) by Keller Jordan's quintic Newton-Schulz iteration in
-    bf16, computed as torch.optim.Muon does."""
-    a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.bfloat16()
-    x = x.T if g.size(0) > g.size(1) else x  # (short, long): the Gram matrix is the small one
-    x = x / x.norm().clamp(min=eps)  # singular values <= 1
-    for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)  # a x + (b G + c G^2) x
-    return x.T if g.size(0) > g.size(1) else x
-
-
-class Muon(torch.optim.Optimizer):
-    """torch.optim.Muon with adjust_lr_fn='match_rms_adamw' (Nesterov momentum, the update
-    orthogonalised, decoupled weight decay, learning rate x 0.2 sqrt(max(rows, cols))), except that a
-    parameter in `blocks` is orthogonalised as that many row blocks. c_attn's (3C, C) weight holds three
-    maps, and orthogonalising their stack as one matrix would couple them: Keller Jordan's
-    modded-nanogpt splits it ("split grouped QKV parameters", its Muon of Oct 2024), later keeps Q, K, V
-    as separate matrices. State and hyperparameters are named as torch.optim.Muon's, so its
-    checkpoints resume here."""
-
-    def __init__(self, params, lr, weight_decay, momentum, blocks):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
-        self.blocks = blocks  # {parameter: number of row blocks}
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum)  # Nesterov
-                p.mul_(1 - lr * group["weight_decay"])
-                k = self.blocks.get(p, 1)
-                for rows, u in zip(p.chunk(k), update.chunk(k)):  # views: the updates land in p
-                    rows.add_(newton_schulz(u), alpha=-lr * 0.2 * math.sqrt(max(u.shape)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,265 +132,24 @@ class Batches:
         return int(self.perm[counter % n])
 
 
-# ----------------------------------------------------------------------------------------------
-# exact evaluation
-
-@torch.no_grad()
-def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1, stride=None):
-    """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced.
-    Language models are scored with cfg.eval_stride (or stride): see prepare.lm_eval_batches.
-    Always eager: compiling the inference shapes too would cost more than a few evaluations take."""
-    with torch.compiler.set_stance("force_eager"):
-        return _evaluate(model, data, split, cfg, device, autocast, rank, world, stride)
-
-
-def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=None):
-    model.eval()
-    block_size = model.config.block_size
-    if data.task == "mlm":  # masked-LM loss, the same masks at every evaluation (a fixed seed)
-        tokens = split_on_device(data, split, device)
-        sums = torch.zeros(2, dtype=torch.float64, device=device)
-        generator = torch.Generator().manual_seed(prepare.SEED)
-        for i, (x, _) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size)):
-            x, y = prepare.mlm_mask(x, data.mask_id, data.vocab_size, generator)  # every batch: same draws
-            if i % world == rank:
-                with autocast:
-                    logits, _ = model(x)
-                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
-                sums[1] += (y >= 0).sum()
-        all_reduce(sums, world)
-        metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
-    elif data.task == "lm":
-        stride = cfg.eval_stride if stride is None else stride
-        tokens = split_on_device(data, split, device)
-        sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
-        for i, (x, y) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size, stride)):
-            if i % world == rank:
-                with autocast:
-                    logits, _ = model(x)
-                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
-                sums[1] += (y >= 0).sum()
-        if sharded(model) and rank >= (i + 1) % world > 0:  # one batch fewer than some others: FSDP's
-            with autocast:  # forward gathers the weights with every process, so each runs as many forwards
-                model(x)
-        all_reduce(sums, world)
-        metrics = {**lm_metrics(sums[0].item(), int(sums[1].item()), data, split), "eval_stride": stride}
-    else:
-        tokens, offsets, labels = data.examples(split)
-        preds, loss_sum = [], torch.zeros((), dtype=torch.float64, device=device)
-        for x, mask, y in prepare.cls_eval_batches(tokens, offsets, labels, cfg.eval_batch_size,
-                                                   block_size, data.pad_id, device):
-            with autocast:
-                logits, _ = model(x, attention_mask=mask)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            preds.append(logits.argmax(-1).cpu())
-        preds = torch.cat(preds).numpy()
-        metrics = {"loss": loss_sum.item() / len(labels), **classification_metrics(preds, labels, data.label_names)}
-    if sharded(model):  # FSDP keeps the root's weights gathered after a forward, for the backward that
-        model.reshard()  # usually follows: free them, and hand the optimizer its shards back
-    model.train()
-    return metrics
-
-
-def lm_metrics(nats, n_targets, data, split):
-    """Loss per token, perplexity, and bits per token; bits per character for text tokenizers."""
-    loss = nats / n_targets
-    m = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2), "tokens": n_targets}
-    if data.meta["tokenizer"]["kind"] in ("char", "tiktoken"):
-        m["bits_per_char"] = nats / math.log(2) / target_chars(data, split)
-    return m
-
-
-# evaluation runs every eval_interval steps: load each split and count its characters only once
-# (Batches takes the train split from here too)
-@functools.lru_cache(maxsize=8)
-def split_on_device(data, split, device):
-    return torch.from_numpy(np.asarray(data.tokens(split), dtype=np.int64)).to(device)
-
-
-@functools.lru_cache(maxsize=8)
-def target_chars(data, split):
-    """Characters the targets spell out (every token but the first)."""
-    return len(data.decode(np.asarray(data.tokens(split)[1:], dtype=np.int64).tolist()))
-
-
-def classification_metrics(pred, true, label_names):
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true).
-    A 0/0 precision or recall counts as 0 (scikit-learn's zero_division=0). Macro-F1 averages over
-    the classes that occur in true or pred, as scikit-learn's f1_score(average='macro') does without
-    labels=: a class absent from both (say from a small test split) has no F1 to count, not an F1 of 0."""
-    k = len(label_names)
-    pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (true, pred), 1)
-    tp = np.diag(confusion).astype(float)
-    precision = np.divide(tp, confusion.sum(0), out=np.zeros(k), where=confusion.sum(0) > 0)
-    recall = np.divide(tp, confusion.sum(1), out=np.zeros(k), where=confusion.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
-    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                 for name, p, r, f, s in zip(label_names, precision, recall, f1, confusion.sum(1))}
-    present = (confusion.sum(0) > 0) | (confusion.sum(1) > 0)
-    macro_f1 = float(f1[present].mean()) if present.any() else 0.0
-    return {"accuracy": float(tp.sum() / max(1, len(true))), "macro_f1": macro_f1,
-            "per_class": per_class, "confusion": confusion.tolist(), "labels": list(label_names)}
-
-
-def all_reduce(tensor, world):
-    if world > 1:
-        torch.distributed.all_reduce(tensor)
-
-
-def sharded(model):
-    """Whether model is sharded over processes in place by FSDP (see parallelize)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return False  # one process: nothing to shard, and no FSDP import (it takes about a second)
-    from torch.distributed.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
-
-
-def headline(metrics):
-    keys = ("loss", "perplexity", "bits_per_char", "accuracy", "macro_f1")
-    return " | ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+def load_data(cfg, quiet=False):
+    """The prepared data set, preparing it first if its files are missing."""
+    try:
+        return prepare.load(cfg.dataset, cfg.data_dir)
+    except prepare.DataError as e:
+        if not quiet:
+            print(f"data set {cfg.dataset!r} in {cfg.data_dir}/ must be prepared "
+                  f"({str(e).partition(': run `')[0]}): preparing it now")
+        try:
+            prepare.prepare(cfg.dataset, data_dir=cfg.data_dir, quiet=quiet)
+        except prepare.DataError as e:
+            raise prepare.DataError(f"{e}\nprepare it by hand, e.g. with a local copy: `python prepare.py "
+                                    f"{cfg.dataset} --data_dir {cfg.data_dir} --source PATH`") from None
+        return prepare.load(cfg.dataset, cfg.data_dir)
 
 
 # ----------------------------------------------------------------------------------------------
-# checkpoints: written to a temporary file and renamed, loaded with weights_only=True
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-def last_good(out_dir):
-    """Where a run's last good checkpoint is, said for an error message."""
-    path = Path(out_dir) / "ckpt_last.pt"
-    return f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint was written yet"
-
-
-def write_failure(e, path):
-    """Why writing path failed, in words: torch.save on a full disk says only 'unexpected pos ...'."""
-    why = e.strerror if isinstance(e, OSError) and e.strerror else \
-        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    try:
-        why += f"; {shutil.disk_usage(Path(path).parent).free / 2**20:,.0f} MiB free there"
-    except OSError:
-        pass
-    return why
-
-
-def state_digest(obj, h=None):
-    """sha256 over every tensor's bytes and every other value of a checkpoint, in order. torch.load
-    checks no checksum, so a byte changed in place would otherwise load as a silently different model."""
-    h = h or hashlib.sha256()
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{t.dtype}{tuple(obj.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy())
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            h.update(repr(k).encode())
-            state_digest(v, h)
-    elif isinstance(obj, (list, tuple)):
-        h.update(f"{type(obj).__name__}{len(obj)}".encode())
-        for v in obj:
-            state_digest(v, h)
-    else:
-        h.update(repr(obj).encode())
-    return h.hexdigest()
-
-
-def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data, metrics):
-
-    state = {
-        "version": CHECKPOINT_VERSION,
-        "model": model_state, "optimizers": optimizer_states,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "step": step, "best": best, "metrics": metrics,
-        "config": {"train": asdict(cfg), "model": asdict(model_cfg)},
-        "data": {"name": data.name, "meta": data.meta},
-        # dropout draws from the torch RNG; the data order needs no state (see Batches)
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-    }
-    state["digest"] = state_digest(state)  # checked by load_checkpoint
-    tmp = Path(f"{path}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one, never half of one
-    except (OSError, RuntimeError) as e:  # a full disk, an unwritable directory
-        raise CheckpointError(f"cannot write checkpoint {path}: {write_failure(e, path)}; "
-                              f"{last_good(Path(path).parent)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)  # whatever happened, no half-written file stays behind
-
-
-def load_checkpoint(path):
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, bad pickle, wrong format: all end here
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} is not a version-{CHECKPOINT_VERSION} checkpoint of this project")
-    digest = ckpt.pop("digest", None)  # checkpoints written before the digest existed have none
-    if digest is not None and state_digest(ckpt) != digest:
-        raise CheckpointError(f"{path} is damaged: its contents no longer match the checksum written with it; "
-                              f"use another checkpoint of the run, or train it again (--overwrite=true)")
-    return ckpt
-
-
-# FSDP: the sharded state is gathered into whole tensors on rank 0's CPU and written as the one file a
-# single process writes, so sample.py, eval_only and a resume with any number of processes read it
-# unchanged. The price: rank 0's host memory holds the whole model and optimizer state while saving
-# (16 bytes a parameter with AdamW: 12 GB for 774M parameters), and every process reads the whole
-# file on resume. A model too large for that would need sharded files (torch.distributed.checkpoint.save).
-
-def gather_state(model, optimizers):
-    """(model state dict, optimizer state dicts) as one process would save them. If FSDP shards the
-    model, every process must call this, and only rank 0 gets the tensors."""
-    if not sharded(model):
-        return model.state_dict(), [o.state_dict() for o in optimizers]
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    optimizer_states = [get_optimizer_state_dict(model, o, options=options) for o in optimizers]
-    return get_model_state_dict(model, options=options), [
-        relabel(state, {name: i for i, name in enumerate(n for g in state["param_groups"] for n in g["params"])})
-        if state else state for state in optimizer_states]
-
-
-def load_optimizer_states(model, optimizers, states):
-    """The inverse of gather_state for the optimizers: whole tensors in, each process keeps its shards."""
-    if not sharded(model):
-        for opt, state in zip(optimizers, states):
-            opt.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-    names = {p: name for name, p in model.named_parameters()}
-    for opt, state in zip(optimizers, states):
-        order = [names[p] for g in opt.param_groups for p in g["params"]]
-        set_optimizer_state_dict(model, opt, relabel(state, dict(enumerate(order))),
-                                 options=StateDictOptions(full_state_dict=True))
-
-
-def relabel(state, key):
-    """An optimizer state dict with every parameter key k replaced by key[k]. torch.optim keys its
-    state by position (0, 1, ... over the param groups in order); torch.distributed.checkpoint by name."""
-    return {"state": {key[k]: v for k, v in state["state"].items()},
-            "param_groups": [{**g, "params": [key[k] for k in g["params"]]} for g in state["param_groups"]]}
-
-
-def model_from_checkpoint(ckpt, **overrides):
-    """The raw model of a checkpoint (strict key matching) and its config."""
-    model_cfg = TransformerConfig(**{**ckpt["config"]["model"], **overrides})
-    model = Transformer(model_cfg)
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model
-
-
-# ----------------------------------------------------------------------------------------------
-# the training run
+# one optimizer step
 
 class Stop(Exception):
     """Training cannot go on (non-finite loss); the message says what happened and what is kept."""
@@ -478,115 +157,6 @@ class Stop(Exception):
 
 class NonFinite(Exception):
     pass
-
-
-def compile_model(raw, cfg, device, world=1, say=print):
-    """The model that training calls: raw itself (CPU, MPS, compile=False, or compile_scope='block',
-    which compiles each block in place: one compilation, as every block runs the same code on the
-    same shapes), or raw wrapped by torch.compile."""
-    if not (cfg.compile and device.type == "cuda"):
-        return raw
-    mode = cfg.compile_mode
-    if world > 1 and mode == "reduce-overhead":  # CUDA graphs and DDP's gradient hooks do not mix
-        say(f"note: compile_mode='reduce-overhead' is not used with {cfg.parallel.upper()}; "
-            f"compiling with mode='default'")
-        mode = "default"
-    if cfg.compile_scope == "block":
-        for block in raw.transformer.h:
-            block.compile(mode=mode)
-        return raw
-    return torch.compile(raw, mode=mode)
-
-
-def parallelize(raw, cfg, device, dtype, world=1, local_rank=0, say=print):
-    """The model that training calls, for each way of running; raw stays the module to save and evaluate.
-
-    One process: raw, maybe compiled (compile_model). DDP: every process holds the whole model, and
-    DDP averages the gradients over the processes during backward.
-    FSDP (PyTorch's FSDP2, fully_shard): raw's parameters become shards in place (DTensors, a
-    1/world slice of dim 0 of every tensor in each process), so do their gradients and the optimizer
-    state made from them. Each block is one unit: its weights are all-gathered just before it runs
-    and freed after it, in forward and again in backward, and its gradients are reduce-scattered
-    (averaged) once its backward is done. The root unit holds the rest: embeddings, ln_f and the
-    head, whose matrix is the token embedding's when tied, so both must sit in the same unit.
-    bf16: weights are gathered and computed in bf16 (half the traffic) and gradients reduced in
-    fp32, while the fp32 shards stay the optimizer's master weights. Unlike autocast over fp32
-    weights (one process, DDP), this also keeps the residual stream and the norms' gains in bf16."""
-    if cfg.parallel == "ddp" or world == 1:
-        if cfg.parallel == "fsdp":
-            say("note: parallel='fsdp' with one process has nothing to shard: the model trains whole; "
-                "start several with torchrun --nproc_per_node=N")
-        model = compile_model(raw, cfg, device, world, say)
-        if world > 1:
-            model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[local_rank] if device.type == "cuda" else None)
-        return model
-    if dtype == torch.float16:
-        raise ConfigError("parallel='fsdp' does not support float16: its loss scaler would check only each "
-                          "process's shard of the gradients for overflow; use --dtype=bfloat16 or --parallel=ddp")
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype == torch.bfloat16 \
-        else MixedPrecisionPolicy()
-    for block in raw.transformer.h:
-        fully_shard(block, mp_policy=policy)
-    fully_shard(raw, mp_policy=policy)
-    return compile_model(raw, cfg, device, world, say)  # compiled after sharding, as FSDP2 expects
-
-
-class GraphedStep:
-    """Forward and backward of one language-model micro-batch, recorded once as a CUDA graph and
-    replayed at every micro-step: one launch in place of a thousand small ones, the same arithmetic
-    (dropout included: CUDA graphs advance the random generator at each replay).
-
-    A graph replays fixed kernels on fixed addresses, so the batch is copied into fixed input
-    tensors, and the gradients exist before recording so that the recorded backward accumulates
-    into them in place; train_step then zeroes them rather than freeing them. Recording happens
-    after a few warm-up passes on a side stream (they also compile the model, if it is compiled)."""
-
-    def __init__(self, model, example, scale, dtype):
-        """model: what training calls (maybe compiled); example: an (x, y) batch on the device;
-        scale: the loss factor (1 / grad_accum); dtype: the autocast dtype (fp32: none)."""
-        why = None
-        if example[0].device.type != "cuda":
-            why = f"it runs on {example[0].device.type}"
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            why = "DDP's gradient hooks do not mix with it"
-        elif sharded(getattr(model, "_orig_mod", model)):
-            why = "FSDP's all-gathers and reduce-scatters are not recorded"
-        elif dtype == torch.float16:
-            why = "fp16 loss scaling is not recorded"
-        if why:
-            raise ConfigError(f"cuda_graph=True cannot be used here: {why}; drop --cuda_graph=true")
-        self.x, self.y = (t.clone() for t in example)
-        device = self.x.device
-        # cached weight casts must not outlive the recording
-        autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32, cache_enabled=False)
-
-        def forward_backward():
-            with autocast:
-                _, loss = model(self.x, self.y, return_logits=False)
-            loss = loss * scale
-            loss.backward()
-            return loss.detach()
-
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                forward_backward()
-        torch.cuda.current_stream(device).wait_stream(side)
-        for p in model.parameters():
-            if p.grad is not None:
-                p.grad.zero_()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = forward_backward()
-
-    def __call__(self, x, y):
-        self.x.copy_(x)
-        self.y.copy_(y)
-        self.graph.replay()
-        return self.loss
 
 
 def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world=1, autocast=nullcontext(),
@@ -650,37 +220,201 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
     return loss_value, grad_value, lr, n_tokens, stop > 0
 
 
+# ----------------------------------------------------------------------------------------------
+# the training run: set-up, then the loop (evaluate and checkpoint, stop, step, log)
+
+def train(cfg, model_kw, quiet=False):
+    """Run (or resume, or evaluate) according to cfg. Returns the final metrics dict."""
+    with ExitStack() as stack:  # holds out_dir's lock for the run
+        run = setup_run(cfg, model_kw, quiet)
+        if cfg.eval_only:
+            return evaluate_only(run)
+        open_out_dir(run, stack)  # only now: a run refused during set-up leaves out_dir as it was
+        with signals_set_a_flag(run) as signalled:
+            step = train_loop(run, signalled)
+        if not cfg.save_checkpoints:
+            run.checkpoint(step)
+        result = {"step": step, "best_val": run.best, "wall_s": time.time() - run.t_start,
+                  "params": run.raw.num_params(), "split": "val", **(run.last_metrics or {})}
+        if run.master:
+            write_json(run.out / "metrics.json", result)
+        if run.world > 1:
+            torch.distributed.destroy_process_group()
+        return result
+
+
+def train_loop(run, signalled):
+    """nanochat's shape: evaluate and save first, break on the last step, then one optimisation step.
+    signalled: this process's signals (a list that signals_set_a_flag fills). Returns the last step."""
+    cfg, say = run.cfg, run.say
+    progress = Progress(run)
+    say(f"training {cfg.max_iters} steps of {progress.tokens_per_step:,} tokens"
+        f"{'' if run.start == 0 else f' from step {run.start}'}; logs in {run.out / 'log.jsonl'} | "
+        f"{time.time() - run.t_start:.1f} s")
+    step, stop = run.start, False  # stop: agreed by all processes (train_step)
+    try:
+        for step in range(run.start, cfg.max_iters + 1):
+            last = step == cfg.max_iters
+            if step != run.start and (step % cfg.eval_interval == 0 or last):
+                if evaluate_and_checkpoint(run, step, progress):  # stop_at_loss reached
+                    break
+            if last:
+                break
+            if stop or (run.world == 1 and signalled) or (cfg.stop_after and step - run.start == cfg.stop_after):
+                run.checkpoint(step)
+                say(f"stopped at step {step} ({'signal' if stop or signalled else 'stop_after'}); saved "
+                    f"{run.out / 'ckpt_last.pt'}; continue with --init_from=resume")
+                break
+
+            t_step = time.time()
+            try:
+                loss, grad_norm, lr, n_tokens, stop = train_step(
+                    run.model, run.raw, run.optimizers, run.scaler, run.batches, step, cfg, run.rank, run.world,
+                    run.autocast, run.graphed, stop=bool(signalled))
+            except NonFinite as e:
+                raise Stop(f"{e} at step {step}: stopped before the optimizer step; {last_good(run.out)}. Lower "
+                           f"learning_rate (now {cfg.learning_rate}) or raise warmup_iters (now "
+                           f"{cfg.warmup_iters}).") from None
+            progress.log_step(step, t_step, loss, grad_norm, lr, n_tokens)
+    except OSError as e:  # a full disk while logging: the checkpoints themselves raise CheckpointError
+        raise Stop(f"cannot write {e.filename}: {e.strerror}; {last_good(run.out)}") from None
+    return step
+
+
+def evaluate_and_checkpoint(run, step, progress):
+    """The exact val evaluation of step: logged, saved as ckpt_last.pt (and ckpt_best.pt when it is the
+    best so far). Returns True when stop_at_loss is reached."""
+    cfg, data = run.cfg, run.data
+    t_eval = time.time()
+    run.last_metrics = m = evaluate(run.raw, data, "val", cfg, run.device, run.autocast, run.rank, run.world)
+    progress.eval_s = time.time() - t_eval
+    elapsed = time.time() - run.t_start
+    metric, higher_better = ("accuracy", True) if data.task == "cls" else ("loss", False)
+    improved = run.best is None or (m[metric] > run.best if higher_better else m[metric] < run.best)
+    if improved:
+        run.best = m[metric]
+    run.say(f"step {step}: val {headline(m)}{' (best)' if improved else ''} | {elapsed:.1f} s")
+    if run.master:
+        log_line(run.out, {"kind": "eval", "step": step, "split": "val", "time": elapsed,
+                           "unix_time": time.time(), **m})
+    if cfg.save_checkpoints:
+        run.checkpoint(step)
+        if improved:
+            run.checkpoint(step, "ckpt_best.pt")
+    if cfg.stop_at_loss and data.task == "lm" and m["loss"] <= cfg.stop_at_loss:
+        run.say(f"val loss {m['loss']:.4f} <= stop_at_loss={cfg.stop_at_loss} at step {step}, "
+                f"{elapsed:.1f} s into the run")
+        return True
+    return False
+
+
+def evaluate_only(run):
+    """eval_only: the checkpoint's metrics on eval_split, written to metrics_SPLIT.json beside the training
+    run's metrics.json, never over it."""
+    cfg, split = run.cfg, run.cfg.eval_split
+    metrics = evaluate(run.raw, run.data, split, cfg, run.device, run.autocast, run.rank, run.world)
+    if run.data.task == "lm" and cfg.eval_stride:  # the separate-window figure too, for comparison
+        windows = evaluate(run.raw, run.data, split, cfg, run.device, run.autocast, run.rank, run.world, stride=0)
+        metrics["separate_windows"] = {k: windows[k] for k in ("loss", "perplexity")}
+    result = {"split": split, "step": run.ckpt["step"], "checkpoint": str(run.ckpt_path), **metrics}
+    if run.master:
+        write_json(run.out / f"metrics_{split}.json", result)
+    run.say(f"{split}: {headline(metrics)} (step {run.ckpt['step']}) -> {run.out / f'metrics_{split}.json'}")
+    return result
+
+
+@contextmanager
+def signals_set_a_flag(run):
+    """SIGINT and SIGTERM only append to the yielded list (and say so); the loop saves at the next step
+    boundary. A second signal stops at once, keeping the last checkpoint written."""
+    signalled, handlers = [], {}
+
+    def on_signal(sig, frame):
+        if signalled:
+            raise KeyboardInterrupt
+        run.say(f"\n{signal.Signals(sig).name}: stopping after this step, then saving {run.out / 'ckpt_last.pt'} "
+                f"(a second signal stops at once)", flush=True)
+        signalled.append(sig)
+
+    if run.master or run.world > 1:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                handlers[sig] = signal.signal(sig, on_signal)
+            except ValueError:  # not the main thread
+                pass
+    try:
+        yield signalled
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def log_line(out_dir, record):
     with open(Path(out_dir) / "log.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def setup_distributed(cfg):
-    """(rank, local_rank, world) from torchrun's environment; one process without it."""
-    if "RANK" not in os.environ:
-        return 0, 0, 1
-    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-    use_cuda = cfg.device in ("auto", "cuda") and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return rank, local_rank, world
+PROGRESS_S = 60  # the longest silence between progress lines, seconds
 
 
-def load_data(cfg, quiet=False):
-    """The prepared data set, preparing it first if its files are missing."""
-    try:
-        return prepare.load(cfg.dataset, cfg.data_dir)
-    except prepare.DataError as e:
-        if not quiet:
-            print(f"data set {cfg.dataset!r} in {cfg.data_dir}/ must be prepared "
-                  f"({str(e).partition(': run `')[0]}): preparing it now")
-        try:
-            prepare.prepare(cfg.dataset, data_dir=cfg.data_dir, quiet=quiet)
-        except prepare.DataError as e:
-            raise prepare.DataError(f"{e}\nprepare it by hand, e.g. with a local copy: `python prepare.py "
-                                    f"{cfg.dataset} --data_dir {cfg.data_dir} --source PATH`") from None
-        return prepare.load(cfg.dataset, cfg.data_dir)
+class Progress:
+    """The per-step log: a record in log.jsonl every log_interval steps, and a line on the screen at
+    those steps and at least every PROGRESS_S seconds. Step time is the median over the interval
+    (robust to evaluation pauses); MFU against one GPU's peak; the ETA from the measured steps."""
+
+    def __init__(self, run):
+        self.run = run
+        self.tokens_per_step = run.cfg.batch_size * run.model_cfg.block_size * run.cfg.grad_accum * run.world
+        self.flops_per_token = run.raw.flops_per_token(run.model_cfg.block_size)  # tokens: at most, for classifiers
+        self.peak = peak_flops(run.device)
+        self.val_tokens = run.data.meta["splits"]["val"]["tokens"]
+        self.t_log, self.step_ms, self.step_tokens = time.time(), [], []
+        self.t_said, self.measured, self.eval_s = time.time(), [], None  # measured: steps after this process's first
+
+    def log_step(self, step, t_step, loss, grad_norm, lr, n_tokens):
+        run, cfg = self.run, self.run.cfg
+        now = time.time()
+        self.step_ms.append((now - self.t_log) * 1000)
+        self.step_tokens.append(n_tokens)  # all processes'; classification: real tokens, padding not counted
+        self.t_log = now
+        if step > run.start:  # the first step of a process also compiles and warms up: not a measure
+            self.measured = self.measured[-99:] + [now - t_step]
+            if len(self.measured) == 3 and run.verbose and run.device.type == "cpu" and cfg.cpu_config:
+                run.say(cpu_notice(cfg, sorted(self.measured)[1], self.flops_per_token * self.tokens_per_step))
+        due = step % cfg.log_interval == 0
+        if not (run.master and (due or now - self.t_said >= PROGRESS_S)):  # a line at least a minute
+            return
+        self.t_said = now
+        ms = sorted(self.step_ms)[len(self.step_ms) // 2]  # median over the interval: robust to eval pauses
+        tps = sum(self.step_tokens) / len(self.step_tokens) / (ms / 1000)
+        self.step_ms, self.step_tokens = [], []
+        mfu = self.flops_per_token * tps / run.world / self.peak if self.peak else None  # peak: one GPU's
+        mem = torch.cuda.max_memory_allocated(run.device) / 2**30 if run.device.type == "cuda" else None
+        if due:
+            log_line(run.out, {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                               "ms_per_step": ms, "tokens_per_s": tps, "mfu": mfu, "mem_gb": mem,
+                               "time": now - run.t_start})
+        eta = eta_text(self.measured, self.eval_s, step, cfg, self.val_tokens, self.tokens_per_step)
+        run.say(f"step {step:>6}/{cfg.max_iters} | loss {loss:.4f} | lr {lr:.2e} | gnorm {grad_norm:.2f} | "
+                f"{ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
+                f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {eta}")
+
+
+def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step):
+    """Time left: the median of the measured steps times the steps left, plus the evaluations left at the
+    last one's duration. Not from the run's wall time, which holds the first step's compilation."""
+    if not measured:
+        return "after the next step"
+    step_s = sorted(measured)[len(measured) // 2]
+    if eval_s is None:  # none timed yet: a forward pass (a third of a step's work) over the val split
+        eval_s = step_s * val_tokens / tokens_per_step / 3
+    evals = cfg.max_iters // cfg.eval_interval - step // cfg.eval_interval + bool(cfg.max_iters % cfg.eval_interval)
+    return format_seconds(step_s * (cfg.max_iters - step - 1) + eval_s * evals)
+
+
+def format_seconds(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def cpu_notice(cfg, step_s, flops_per_step):
@@ -689,30 +423,135 @@ def cpu_notice(cfg, step_s, flops_per_step):
     rate = flops_per_step / step_s  # FLOP/s this machine reaches on this model
     path = cfg.cpu_config if Path(cfg.cpu_config).is_file() else Path(__file__).parent / cfg.cpu_config
     alt, alt_kw = parse_args([str(path)])
-    alt_model = Transformer(TransformerConfig(vocab_size=65, **alt_kw))
+    alt_model = Transformer(model_config(alt_kw, vocab_size=65))
     T = alt_model.config.block_size
     alt_flops = alt_model.flops_per_token(T) * alt.batch_size * T * alt.grad_accum * alt.max_iters
     return (f"note: at {step_s:.2f} s a step this config takes about {format_seconds(step_s * cfg.max_iters)} on "
             f"this CPU; {cfg.cpu_config} trains a smaller model here in about {format_seconds(alt_flops / rate)}")
 
 
-def memory_needed(model_cfg, cfg, dtype):
-    """Bytes a training step needs, roughly: 16 per parameter (fp32 weights, gradients, two AdamW
-    moments) plus the activations kept for the backward pass, about B*T*L*(34*C + 5*nh*T) bytes in 16 bits
-    (Korthikanti et al. 2022, section 4.1), twice that in fp32."""
-    C, L, T = model_cfg.n_embd, model_cfg.n_layer, model_cfg.block_size
-    params = L * (12 * C * C + 13 * C) + (model_cfg.vocab_size + T) * C
-    act = cfg.batch_size * T * L * (34 * C + 5 * model_cfg.n_head * T) * (1 if dtype.itemsize == 2 else 2)
-    return 16 * params + act, params
+# ----------------------------------------------------------------------------------------------
+# set-up: processes and device, the starting point (fresh, resumed, fine-tuned), model, optimizers
+
+@dataclass
+class Run:
+    """What set-up makes for the loop. The loop changes only best and last_metrics; eval_only runs have
+    no optimizers, batches or wrapped model."""
+    cfg: TrainConfig
+    model_cfg: TransformerConfig
+    data: prepare.Data
+    out: Path
+    device: torch.device
+    dtype: torch.dtype
+    autocast: object
+    rank: int
+    world: int
+    say: object  # print, or nothing (quiet, or not rank 0)
+    t_start: float
+    raw: Transformer  # saved and evaluated (eagerly): never wrapped, though FSDP shards it in place
+    ckpt: dict = None  # the checkpoint resumed or evaluated
+    ckpt_path: Path = None
+    model: object = None  # what training calls: raw, maybe compiled, DDP-wrapped
+    optimizers: list = None
+    scaler: object = None
+    batches: Batches = None
+    graphed: GraphedStep = None
+    start: int = 0
+    best: float = None
+    last_metrics: dict = None
+    verbose: bool = False  # rank 0, not quiet
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+    def checkpoint(self, step, which="ckpt_last.pt"):
+        model_state, optimizer_states = gather_state(self.raw, self.optimizers)  # FSDP: every process takes part
+        if self.master:
+            save_checkpoint(self.out / which, model_state, optimizer_states, self.scaler, step, self.best, self.cfg,
+                            self.model_cfg, self.data, self.last_metrics)
 
 
-def available_memory():
-    """Bytes of memory this machine can still give (Linux MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return None
+def setup_run(cfg, model_kw, quiet=False):
+    """Everything the loop needs, every check that can refuse the run done before out_dir is touched."""
+    t_start = time.time()
+    rank, local_rank, world = setup_distributed(cfg)
+    master = rank == 0
+    say = print if master and not quiet else (lambda *a, **k: None)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    dtype = resolve_dtype(cfg.dtype, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+    out = Path(cfg.out_dir)
+    if master and (problem := writable_problem(out)):  # before anything slow: say it now
+        raise ConfigError(f"cannot write to out_dir {str(out)!r}: {problem}; choose another --out_dir")
+
+    ckpt, ckpt_path, encoder, data, model_cfg = starting_point(cfg, model_kw, out, master, quiet)
+    check_machine(cfg, model_cfg, device, dtype)
+    raw = build_model(cfg, model_cfg, ckpt, encoder, device, rank, say)
+    say(f"{raw}\ndevice {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
+        f"{str(dtype).removeprefix('torch.')}, {world} process(es), data {data!r}")
+    run = Run(cfg, model_cfg, data, out, device, dtype, autocast, rank, world, say, t_start, raw, ckpt, ckpt_path,
+              verbose=master and not quiet)
+    if cfg.eval_only:
+        return run
+
+    run.model = parallelize(raw, cfg, device, dtype, world, local_rank, say)
+    run.optimizers = make_optimizers(raw, cfg, device)
+    run.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    if ckpt is not None:
+        restore_training_state(run, ckpt)
+    run.batches = Batches(data, cfg, model_cfg.block_size, device, world)
+    if cfg.cuda_graph:
+        run.graphed = GraphedStep(run.model, run.batches.get(run.start, 0, rank), 1 / cfg.grad_accum, dtype)
+    return run
+
+
+def starting_point(cfg, model_kw, out, master, quiet):
+    """(checkpoint, its path, pretrained encoder, data, model config): resume and eval_only read out_dir's
+    checkpoint, whose model the keys given may not change; a fresh run checks that out_dir holds no run,
+    and one with init_from=PATH takes its encoder's shape."""
+    ckpt = ckpt_path = encoder = None
+    if cfg.init_from == "resume" or cfg.eval_only:
+        name = "ckpt_best.pt" if cfg.eval_only and (out / "ckpt_best.pt").exists() else "ckpt_last.pt"
+        ckpt_path = out / name
+        if not ckpt_path.exists() and (out / "config.json").exists():
+            raise CheckpointError(f"{ckpt_path} not found: the run in {out} stopped before its first checkpoint; "
+                                  f"start it again with --overwrite=true (without --init_from=resume)")
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt["data"]["name"] != cfg.dataset:  # checked before anything is prepared or written
+            raise ConfigError(f"{ckpt_path} was trained on {ckpt['data']['name']!r}, not {cfg.dataset!r}: keep "
+                              f"--dataset={ckpt['data']['name']} to continue it, or choose another --out_dir")
+    data = load_data(cfg, quiet=not master or quiet)
+    if ckpt is not None:
+        if ckpt["data"]["meta"]["tokenizer"] != data.meta["tokenizer"]:
+            raise ConfigError(f"{data.dir} holds another tokenization of {cfg.dataset} than {ckpt_path} was "
+                              f"trained on: point --data_dir at the run's data")
+        model_cfg = model_config(ckpt["config"]["model"])
+        changed = {k: (getattr(model_cfg, k), v) for k, v in model_kw.items()
+                   if k not in SPEED_KEYS and getattr(model_cfg, k) != v}
+        if changed:
+            raise ConfigError(f"{ckpt_path} was trained with a different model: "
+                              + ", ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in changed.items()))
+        model_cfg = replace(model_cfg, **{k: model_kw[k] for k in SPEED_KEYS & model_kw.keys()})  # validated again
+        return ckpt, ckpt_path, None, data, model_cfg
+    if master and not cfg.overwrite and (out / "ckpt_last.pt").exists():
+        raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
+                          f"replace it with --overwrite=true, or choose another --out_dir")
+    if master and not cfg.overwrite and ((out / "config.json").exists() or (out / "ckpt_best.pt").exists()):
+        raise ConfigError(f"out_dir {str(out)!r} holds a run that stopped before its first checkpoint: "
+                          f"replace it with --overwrite=true, or choose another --out_dir")
+    if cfg.init_from != "scratch":  # a pretrained encoder: its shape, its weights, a new head
+        if not Path(cfg.init_from).is_file():
+            raise ConfigError(f"init_from={cfg.init_from!r} is not 'scratch', 'resume' or a checkpoint file; "
+                              f"a pretrained encoder comes from e.g. `python train.py config/pretrain_mlm.py` "
+                              f"(out-pretrain/ckpt_best.pt)")
+        encoder = load_checkpoint(cfg.init_from)
+        model_kw = {**model_kw, **pretrained_shape(encoder, cfg.init_from, data, model_kw)}
+    model_cfg = model_config(model_kw, data)
+    return None, None, encoder, data, model_cfg
 
 
 # an encoder's shape: a classifier started from it (init_from=PATH) takes these from its checkpoint
@@ -736,103 +575,15 @@ def pretrained_shape(encoder, path, data, model_kw):
     if clash:
         raise ConfigError(f"init_from={path} is a model of another shape: " + ", ".join(
             f"{k}={a!r} there, {b!r} here" for k, (a, b) in clash.items()) + "; drop these keys (they come "
-            f"from the checkpoint)")
+            "from the checkpoint)")
     return {k: enc[k] for k in PRETRAINED_KEYS}
 
 
 SPEED_KEYS = {"attention", "fp8_head"}  # model keys that change how it computes, not what: free on resume
 
 
-def lock_out_dir(out, stack):
-    """Hold an exclusive lock on out_dir/train.lock until stack closes; the OS drops it when the process
-    ends, however it ends. A second run into the same out_dir stops at once instead of writing over it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        return
-    f = stack.enter_context(open(out / "train.lock", "a+"))
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        raise ConfigError(f"out_dir {str(out)!r} is in use by another training run (pid {f.read().strip() or '?'}): "
-                          f"let it finish or stop it, or choose another --out_dir") from None
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-
-
-def writable_problem(path):
-    """Why a directory could not be created or written, checked without creating it; None if it can."""
-    path = Path(path).absolute()
-    probe = next(p for p in (path, *path.parents) if p.exists())
-    if not probe.is_dir():
-        return f"{probe} is a file, not a directory"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable by this user"
-    return None
-
-
-def train(cfg, model_kw, quiet=False):
-    """Run (or resume, or evaluate) according to cfg. Returns the final metrics dict."""
-    with ExitStack() as stack:  # holds out_dir's lock for the run
-        return _train(cfg, model_kw, quiet, stack)
-
-
-def _train(cfg, model_kw, quiet, stack):
-    t_start = time.time()
-    rank, local_rank, world = setup_distributed(cfg)
-    master = rank == 0
-    say = print if master and not quiet else (lambda *a, **k: None)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local_rank)
-    dtype = resolve_dtype(cfg.dtype, device)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
-    out = Path(cfg.out_dir)
-    if master and (problem := writable_problem(out)):  # before anything slow: say it now
-        raise ConfigError(f"cannot write to out_dir {str(out)!r}: {problem}; choose another --out_dir")
-
-    ckpt = encoder = None
-    if cfg.init_from == "resume" or cfg.eval_only:
-        name = "ckpt_best.pt" if cfg.eval_only and (out / "ckpt_best.pt").exists() else "ckpt_last.pt"
-        if not (out / name).exists() and (out / "config.json").exists():
-            raise CheckpointError(f"{out / name} not found: the run in {out} stopped before its first checkpoint; "
-                                  f"start it again with --overwrite=true (without --init_from=resume)")
-        ckpt = load_checkpoint(out / name)
-        if ckpt["data"]["name"] != cfg.dataset:  # checked before anything is prepared or written
-            raise ConfigError(f"{out / name} was trained on {ckpt['data']['name']!r}, not {cfg.dataset!r}: keep "
-                              f"--dataset={ckpt['data']['name']} to continue it, or choose another --out_dir")
-    data = load_data(cfg, quiet=not master or quiet)
-    if ckpt is not None:
-        if ckpt["data"]["meta"]["tokenizer"] != data.meta["tokenizer"]:
-            raise ConfigError(f"{data.dir} holds another tokenization of {cfg.dataset} than {out / name} was "
-                              f"trained on: point --data_dir at the run's data")
-        model_cfg = TransformerConfig(**ckpt["config"]["model"])
-        changed = {k: (getattr(model_cfg, k), v) for k, v in model_kw.items()
-                   if k not in SPEED_KEYS and getattr(model_cfg, k) != v}
-        if changed:
-            raise ConfigError(f"{out / name} was trained with a different model: "
-                              + ", ".join(f"{k}={a!r} there, {b!r} here" for k, (a, b) in changed.items()))
-        model_cfg = replace(model_cfg, **{k: model_kw[k] for k in SPEED_KEYS & model_kw.keys()})  # validated again
-    else:
-        if master and not cfg.overwrite and (out / "ckpt_last.pt").exists():
-            raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with --init_from=resume, "
-                              f"replace it with --overwrite=true, or choose another --out_dir")
-        if master and not cfg.overwrite and ((out / "config.json").exists() or (out / "ckpt_best.pt").exists()):
-            raise ConfigError(f"out_dir {str(out)!r} holds a run that stopped before its first checkpoint: "
-                              f"replace it with --overwrite=true, or choose another --out_dir")
-        if cfg.init_from != "scratch":  # a pretrained encoder: its shape, its weights, a new head
-            if not Path(cfg.init_from).is_file():
-                raise ConfigError(f"init_from={cfg.init_from!r} is not 'scratch', 'resume' or a checkpoint file; "
-                                  f"a pretrained encoder comes from e.g. `python train.py config/pretrain_mlm.py` "
-                                  f"(out-pretrain/ckpt_best.pt)")
-            encoder = load_checkpoint(cfg.init_from)
-            model_kw = {**model_kw, **pretrained_shape(encoder, cfg.init_from, data, model_kw)}
-        model_cfg = TransformerConfig(vocab_size=padded_vocab(data.vocab_size), n_classes=data.n_classes,
-                                      real_vocab_size=data.vocab_size if data.task != "cls" else 0,
-                                      mlm=data.task == "mlm", **model_kw)
+def check_machine(cfg, model_cfg, device, dtype):
+    """Refuse what this machine cannot run: a model too large for its memory, FP8 without FP8 units."""
     if device.type == "cpu" and not cfg.eval_only and (free := available_memory()):
         need, params = memory_needed(model_cfg, cfg, dtype)
         if need > free:  # else the kernel kills the process mid-step, without a word
@@ -841,12 +592,34 @@ def _train(cfg, model_kw, quiet, stack):
                               f"a micro-batch), and this machine has {free / 2**30:.0f} GiB free: lower batch_size, "
                               f"block_size or the model's size, or use a config sized for a CPU "
                               f"(config/shakespeare_cpu.py)")
-
     if model_cfg.fp8_head and device.type != "cpu" and not (
             device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)):
         raise ConfigError(f"fp8_head=True needs FP8 matmuls (a CUDA GPU of compute capability 8.9 or newer, or "
                           f"the CPU), not {torch.cuda.get_device_name(device) if device.type == 'cuda' else device}; "
                           f"drop --fp8_head=true")
+
+
+def memory_needed(model_cfg, cfg, dtype):
+    """Bytes a training step needs, roughly: 16 per parameter (fp32 weights, gradients, two AdamW
+    moments) plus the activations kept for the backward pass, about B*T*L*(34*C + 5*nh*T) bytes in 16 bits
+    (Korthikanti et al. 2022, section 4.1), twice that in fp32."""
+    C, L, T = model_cfg.n_embd, model_cfg.n_layer, model_cfg.block_size
+    params = L * (12 * C * C + 13 * C) + (model_cfg.vocab_size + T) * C
+    act = cfg.batch_size * T * L * (34 * C + 5 * model_cfg.n_head * T) * (1 if dtype.itemsize == 2 else 2)
+    return 16 * params + act, params
+
+
+def available_memory():
+    """Bytes of memory this machine can still give (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def build_model(cfg, model_cfg, ckpt, encoder, device, rank, say):
+    """The raw model on device: the checkpoint's weights, a pretrained encoder's, or fresh ones."""
     torch.manual_seed(cfg.seed)  # the same initial weights in every process (FSDP shards them as they are)
     model = Transformer(model_cfg)
     if rank:
@@ -859,225 +632,55 @@ def _train(cfg, model_kw, quiet, stack):
         assert not unexpected and all(k.startswith("cls_head.") for k in missing), (missing, unexpected)
         say(f"initialised from {cfg.init_from} (step {encoder['step']} of a {encoder['data']['name']} run); "
             f"the classifier head ({', '.join(missing)}) starts from scratch")
-    model.to(device)
-    say(f"{model}\ndevice {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
-        f"{str(dtype).removeprefix('torch.')}, {world} process(es), data {data!r}")
+    return model.to(device)
 
-    if cfg.eval_only:
-        metrics = evaluate(model, data, cfg.eval_split, cfg, device, autocast, rank, world)
-        if data.task == "lm" and cfg.eval_stride:  # the separate-window figure too, for comparison
-            windows = evaluate(model, data, cfg.eval_split, cfg, device, autocast, rank, world, stride=0)
-            metrics["separate_windows"] = {k: windows[k] for k in ("loss", "perplexity")}
-        result = {"split": cfg.eval_split, "step": ckpt["step"], "checkpoint": str(out / name), **metrics}
-        if master:  # beside the training run's metrics.json, never over it
-            write_json(out / f"metrics_{cfg.eval_split}.json", result)
-        say(f"{cfg.eval_split}: {headline(metrics)} (step {ckpt['step']}) -> {out / f'metrics_{cfg.eval_split}.json'}")
-        return result
 
-    raw = model  # saved and evaluated (eagerly): never wrapped, though FSDP shards it in place
-    model = parallelize(raw, cfg, device, dtype, world, local_rank, say)
-    optimizers = make_optimizers(raw, cfg, device)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    start, best, last_metrics = 0, None, None
-    if ckpt is not None:
-        if len(ckpt["optimizers"]) != len(optimizers):
-            raise ConfigError(f"{out / 'ckpt_last.pt'} was trained with another optimizer; keep optimizer="
-                              f"{ckpt['config']['train']['optimizer']!r} to resume it")
-        load_optimizer_states(raw, optimizers, ckpt["optimizers"])
-        if scaler is not None and ckpt["scaler"] is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        start, best, last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
-        if world == 1:  # with DDP or FSDP each process seeds itself (seed + rank) instead
-            torch.set_rng_state(ckpt["rng"]["torch"])
-            if device.type == "cuda" and ckpt["rng"]["cuda"]:
-                torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        say(f"resuming from {out / 'ckpt_last.pt'} at step {start}")
-    tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.grad_accum * world  # at most, for classifiers
-    flops_per_token = raw.flops_per_token(model_cfg.block_size)
-    flops_per_step = flops_per_token * tokens_per_step
+def restore_training_state(run, ckpt):
+    """Optimizer and scaler state, step, best and metrics, and the RNG (dropout) of a resumed run."""
+    if len(ckpt["optimizers"]) != len(run.optimizers):
+        raise ConfigError(f"{run.out / 'ckpt_last.pt'} was trained with another optimizer; keep optimizer="
+                          f"{ckpt['config']['train']['optimizer']!r} to resume it")
+    load_optimizer_states(run.raw, run.optimizers, ckpt["optimizers"])
+    if run.scaler is not None and ckpt["scaler"] is not None:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.start, run.best, run.last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
+    if run.world == 1:  # with DDP or FSDP each process seeds itself (seed + rank) instead
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if run.device.type == "cuda" and ckpt["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    run.say(f"resuming from {run.out / 'ckpt_last.pt'} at step {run.start}")
 
-    batches = Batches(data, cfg, model_cfg.block_size, device, world)
-    graphed = GraphedStep(model, batches.get(start, 0, rank), 1 / cfg.grad_accum, dtype) if cfg.cuda_graph else None
-    if master:  # only now: a run refused above leaves out_dir as it was
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            lock_out_dir(out, stack)
-            for tmp in [*out.glob("*.pt.tmp"), *out.glob(".*.tmp")]:  # left by a process killed mid-write
-                tmp.unlink()
-            if ckpt is None:  # a fresh run (maybe --overwrite=true): nothing of the old run may pass for this one's
-                for old in ("ckpt_last.pt", "ckpt_best.pt", "metrics.json"):
-                    (out / old).unlink(missing_ok=True)
-            write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(model_cfg)})
-            trim_log(out, start)
-        except OSError as e:
-            raise ConfigError(f"cannot write to out_dir {str(out)!r}: {e.strerror} ({e.filename}); "
-                              f"choose another --out_dir") from None
-        if not quiet and device.type == "cpu" and cfg.cpu_config:
-            say(f"note: this config is sized for a GPU; {cfg.cpu_config} trains a smaller model on a CPU "
+
+def open_out_dir(run, stack):
+    """Lock out_dir (until stack closes) and make it this run's: leftovers of a killed write removed, a
+    fresh run's old checkpoints and metrics removed, config.json written, log.jsonl trimmed to start."""
+    if not run.master:
+        return
+    out, cfg = run.out, run.cfg
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock_out_dir(out, stack)
+        for tmp in [*out.glob("*.pt.tmp"), *out.glob(".*.tmp")]:  # left by a process killed mid-write
+            tmp.unlink()
+        if run.ckpt is None:  # a fresh run (maybe --overwrite=true): nothing of the old run may pass for this one's
+            for old in ("ckpt_last.pt", "ckpt_best.pt", "metrics.json"):
+                (out / old).unlink(missing_ok=True)
+        write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(run.model_cfg)})
+        trim_log(out, run.start)
+    except OSError as e:
+        raise ConfigError(f"cannot write to out_dir {str(out)!r}: {e.strerror} ({e.filename}); "
+                          f"choose another --out_dir") from None
+    if run.verbose and run.device.type == "cpu" and cfg.cpu_config:
+        run.say(f"note: this config is sized for a GPU; {cfg.cpu_config} trains a smaller model on a CPU "
                 f"(an estimate of both follows the first steps)")
-    peak = peak_flops(device)
-    val_tokens = data.meta["splits"]["val"]["tokens"]
-    metric, higher_better = ("accuracy", True) if data.task == "cls" else ("loss", False)
-
-    stop_signal, stop = [], False  # this process's signals; a stop agreed by all processes (train_step)
-    handlers = {}
-
-    def on_signal(sig, frame):  # only sets a flag (and says so); the loop saves at the next step boundary
-        if stop_signal:  # the second one: stop now, keeping the last checkpoint written
-            raise KeyboardInterrupt
-        say(f"\n{signal.Signals(sig).name}: stopping after this step, then saving {out / 'ckpt_last.pt'} "
-            f"(a second signal stops at once)", flush=True)
-        stop_signal.append(sig)
-
-    if master or world > 1:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                handlers[sig] = signal.signal(sig, on_signal)
-            except ValueError:  # not the main thread
-                pass
-
-    def checkpoint(step, which="ckpt_last.pt"):
-        model_state, optimizer_states = gather_state(raw, optimizers)  # FSDP: a collective of every process
-        if master:
-            save_checkpoint(out / which, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data,
-                            last_metrics)
-
-    say(f"training {cfg.max_iters} steps of {tokens_per_step:,} tokens"
-        f"{'' if start == 0 else f' from step {start}'}; logs in {out / 'log.jsonl'} | {time.time() - t_start:.1f} s")
-    t_log, step_ms, step_tokens = time.time(), [], []
-    t_said, measured, eval_s = time.time(), [], None  # progress lines: steps after this process's first one
-    try:
-        for step in range(start, cfg.max_iters + 1):
-            last = step == cfg.max_iters
-            if (step % cfg.eval_interval == 0 and step != start) or last and step != start:
-                t_eval = time.time()
-                last_metrics = evaluate(raw, data, "val", cfg, device, autocast, rank, world)
-                eval_s = time.time() - t_eval
-                elapsed = time.time() - t_start
-                improved = best is None or (last_metrics[metric] > best if higher_better else last_metrics[metric] < best)
-                if improved:
-                    best = last_metrics[metric]
-                say(f"step {step}: val {headline(last_metrics)}{' (best)' if improved else ''} | {elapsed:.1f} s")
-                if master:
-                    log_line(out, {"kind": "eval", "step": step, "split": "val", "time": elapsed,
-                                   "unix_time": time.time(), **last_metrics})
-                if cfg.save_checkpoints:
-                    checkpoint(step)
-                    if improved:
-                        checkpoint(step, "ckpt_best.pt")
-                if cfg.stop_at_loss and data.task == "lm" and last_metrics["loss"] <= cfg.stop_at_loss:
-                    say(f"val loss {last_metrics['loss']:.4f} <= stop_at_loss={cfg.stop_at_loss} at step {step}, "
-                        f"{elapsed:.1f} s into the run")
-                    break
-            if last:
-                break
-            if stop or (world == 1 and stop_signal) or (cfg.stop_after and step - start == cfg.stop_after):
-                checkpoint(step)
-                say(f"stopped at step {step} ({'signal' if stop or stop_signal else 'stop_after'}); saved "
-                    f"{out / 'ckpt_last.pt'}; continue with --init_from=resume")
-                break
-
-            t_step = time.time()
-            try:
-                loss_value, grad_value, lr, n_tokens, stop = train_step(model, raw, optimizers, scaler, batches,
-                                                                        step, cfg, rank, world, autocast, graphed,
-                                                                        stop=bool(stop_signal))
-            except NonFinite as e:
-                raise Stop(f"{e} at step {step}: stopped before the optimizer step; {last_good(out)}. Lower "
-                           f"learning_rate (now {cfg.learning_rate}) or raise warmup_iters (now {cfg.warmup_iters}).") from None
-
-            # ---- logging ----
-            now = time.time()
-            step_ms.append((now - t_log) * 1000)
-            step_tokens.append(n_tokens)  # all processes'; classification: real tokens, padding not counted
-            t_log = now
-            if step > start:  # the first step of a process also compiles and warms up: not a measure
-                measured = measured[-99:] + [now - t_step]
-                if len(measured) == 3 and master and not quiet and device.type == "cpu" and cfg.cpu_config:
-                    say(cpu_notice(cfg, sorted(measured)[1], flops_per_step))
-            due = step % cfg.log_interval == 0
-            if master and (due or now - t_said >= PROGRESS_S):  # a line at least a minute, whatever log_interval
-                t_said = now
-                ms = sorted(step_ms)[len(step_ms) // 2]  # median over the interval: robust to eval pauses
-                tps = sum(step_tokens) / len(step_tokens) / (ms / 1000)
-                step_ms, step_tokens = [], []
-                mfu = flops_per_token * tps / world / peak if peak else None  # per GPU: peak is one GPU's
-                mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-                record = {"kind": "train", "step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_value,
-                          "ms_per_step": ms, "tokens_per_s": tps, "mfu": mfu, "mem_gb": mem, "time": now - t_start}
-                if due:
-                    log_line(out, record)
-                say(f"step {step:>6}/{cfg.max_iters} | loss {loss_value:.4f} | lr {lr:.2e} | gnorm {grad_value:.2f} | "
-                    f"{ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
-                    f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step)}")
-    except OSError as e:  # a full disk while logging: the checkpoints themselves raise CheckpointError
-        raise Stop(f"cannot write {e.filename}: {e.strerror}; {last_good(out)}") from None
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    if not cfg.save_checkpoints:
-        checkpoint(step)
-
-    result = {"step": step, "best_val": best, "wall_s": time.time() - t_start, "params": raw.num_params(),
-              "split": "val", **(last_metrics or {})}
-    if master:
-        write_json(out / "metrics.json", result)
-    if world > 1:
-        torch.distributed.destroy_process_group()
-    return result
 
 
-PROGRESS_S = 60  # the longest silence between progress lines, seconds
-
-
-def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step):
-    """Time left: the median of the measured steps times the steps left, plus the evaluations left at the
-    last one's duration. Not from the run's wall time, which holds the first step's compilation."""
-    if not measured:
-        return "after the next step"
-    step_s = sorted(measured)[len(measured) // 2]
-    if eval_s is None:  # none timed yet: a forward pass (a third of a step's work) over the val split
-        eval_s = step_s * val_tokens / tokens_per_step / 3
-    evals = cfg.max_iters // cfg.eval_interval - step // cfg.eval_interval + bool(cfg.max_iters % cfg.eval_interval)
-    return format_seconds(step_s * (cfg.max_iters - step - 1) + eval_s * evals)
-
-
-def format_seconds(s):
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def write_json(path, obj):
-    prepare.write_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
-def trim_log(out, step):
-    """On resume, drop log records past the checkpoint (they belong to the interrupted tail). The
-    checkpoint of step `step` is written after that step's evaluation and before its training step,
-    so the evaluation record of `step` stays and its training record goes (the resumed run writes it)."""
-    path = out / "log.jsonl"
-    if step == 0:
-        path.unlink(missing_ok=True)
-    elif path.exists():
-        def kept(line):  # the step of a damaged line is inf: dropped
-            at = log_step(line)
-            return at < step or (at == step and json.loads(line).get("kind") == "eval")
-        keep = [line for line in path.read_text(errors="replace").splitlines() if line and kept(line)]
-        prepare.write_atomic(path, "".join(line + "\n" for line in keep))
-
-
-def log_step(line):
-    """The step of a log.jsonl line; a line damaged in place (or cut off by a crash) counts as past any."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
+# ----------------------------------------------------------------------------------------------
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print_help(__doc__)
+        print_help(__doc__, TrainConfig, TransformerConfig, exclude=DATA_KEYS)
         return 0
     cfg = None
     try:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import sample
+import checkpoint
 import train
 
 
@@ -74,7 +75,7 @@ def test_overwrite_leaves_nothing_of_the_old_run(tiny_data, tmp_path):
     assert (tmp_path / "ckpt_best.pt").exists()
     run(tiny_data, tmp_path, "--overwrite=true", "--save_checkpoints=false", "--max_iters=3", "--seed=5")
     assert not (tmp_path / "ckpt_best.pt").exists()  # sample.py and eval_only would have used the old model
-    assert train.load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 3
+    assert checkpoint.load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 3
 
 
 def test_run_killed_before_its_first_checkpoint_is_no_dead_end(tiny_data, tmp_path):
@@ -82,7 +83,7 @@ def test_run_killed_before_its_first_checkpoint_is_no_dead_end(tiny_data, tmp_pa
     with pytest.raises(train.ConfigError) as info:
         run(tiny_data, tmp_path)
     assert "stopped before its first checkpoint" in str(info.value) and "--init_from=resume" not in str(info.value)
-    with pytest.raises(train.CheckpointError, match="stopped before its first checkpoint.*--overwrite=true"):
+    with pytest.raises(checkpoint.CheckpointError, match="stopped before its first checkpoint.*--overwrite=true"):
         run(tiny_data, tmp_path, "--init_from=resume")
     run(tiny_data, tmp_path, "--overwrite=true", "--max_iters=2")
 
@@ -100,7 +101,7 @@ def test_second_run_in_the_same_out_dir_is_refused(tiny_data, tmp_path):
     from contextlib import ExitStack
     tmp_path.mkdir(exist_ok=True)
     with ExitStack() as other:
-        train.lock_out_dir(tmp_path, other)  # as another process's run would hold it
+        checkpoint.lock_out_dir(tmp_path, other)  # as another process's run would hold it
         with pytest.raises(train.ConfigError, match=r"in use by another training run \(pid \d+\)"):
             run(tiny_data, tmp_path)
         assert not (tmp_path / "config.json").exists()
@@ -121,13 +122,13 @@ def test_checkpoint_with_bytes_changed_in_place_is_refused(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "--max_iters=2")
     path = tmp_path / "ckpt_last.pt"
     blob = bytearray(path.read_bytes())
-    weights = train.load_checkpoint(path)["model"]["transformer.wte.weight"]
+    weights = checkpoint.load_checkpoint(path)["model"]["transformer.wte.weight"]
     i = blob.find(weights.numpy().tobytes()[:64])  # a weight's bytes: same size, still a valid zip
     assert i > 0
     blob[i + 3] ^= 0x40
     path.write_bytes(bytes(blob))
-    with pytest.raises(train.CheckpointError, match="is damaged"):
-        train.load_checkpoint(path)
+    with pytest.raises(checkpoint.CheckpointError, match="is damaged"):
+        checkpoint.load_checkpoint(path)
 
 
 def test_disk_full_during_a_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):

@@ -66,6 +66,7 @@ def test_bf16_weights_cuda_graph_decoding_matches_bf16_full_recompute():
 
 @pytest.mark.parametrize("grad_accum,dropout", [(1, 0.0), (2, 0.0), (1, 0.1)])
 def test_graphed_training_step_equals_eager(grad_accum, dropout):
+    import parallel
     import train
     cfg, kw = train.parse_args(["--n_layer=2", "--n_head=4", "--n_embd=64", "--block_size=32", "--batch_size=8",
                                 f"--grad_accum={grad_accum}", f"--dropout={dropout}", "--dtype=float32",
@@ -85,7 +86,7 @@ def test_graphed_training_step_equals_eager(grad_accum, dropout):
         model = Transformer(TransformerConfig(vocab_size=65, **kw)).cuda()
         opts = train.make_optimizers(model, cfg, torch.device("cuda"))
         torch.cuda.manual_seed(5)
-        graphed = train.GraphedStep(model, Fixed().get(0, 0, 0), 1 / grad_accum, torch.float32) if graph else None
+        graphed = parallel.GraphedStep(model, Fixed().get(0, 0, 0), 1 / grad_accum, torch.float32) if graph else None
         losses = [train.train_step(model, model, opts, None, Fixed(), s, cfg, graphed=graphed)[0] for s in range(6)]
         runs.append((losses, [p.detach().clone() for p in model.parameters()]))
         if graph and dropout:  # two replays on the same batch: new dropout masks each time
@@ -101,6 +102,7 @@ def test_graphed_training_step_equals_eager(grad_accum, dropout):
 
 
 def test_block_compiled_graphed_training_equals_eager():
+    import parallel
     import train
     cfg, kw = train.parse_args(["--n_layer=3", "--n_head=4", "--n_embd=64", "--block_size=32", "--batch_size=8",
                                 "--dropout=0", "--dtype=float32", "--max_iters=10", "--warmup_iters=2",
@@ -118,8 +120,8 @@ def test_block_compiled_graphed_training_equals_eager():
         torch.manual_seed(0)
         raw = Transformer(TransformerConfig(vocab_size=65, **kw)).cuda()
         opts = train.make_optimizers(raw, cfg, torch.device("cuda"))
-        model = train.compile_model(raw, cfg, torch.device("cuda")) if compiled else raw
-        graphed = train.GraphedStep(model, Fixed().get(0, 0, 0), 1.0, torch.float32) \
+        model = parallel.compile_model(raw, cfg, torch.device("cuda")) if compiled else raw
+        graphed = parallel.GraphedStep(model, Fixed().get(0, 0, 0), 1.0, torch.float32) \
             if compiled else None
         runs.append([train.train_step(model, raw, opts, None, Fixed(), s, cfg, graphed=graphed)[0] for s in range(6)])
     assert runs[1] == pytest.approx(runs[0], rel=1e-4)

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import prepare
+import checkpoint
+import evaluation
 import train
 from conftest import FIXTURE_SHA, FIXTURES
 from test_train import run, tiny_args
@@ -89,9 +91,9 @@ def test_mlm_training_targets_only_masked_tokens(tiny_shared, tmp_path):
     chosen = y >= 0
     assert 0 < chosen.float().mean() < 0.3 and ((x == data.mask_id) <= chosen).all()
     result = run(tiny_shared, tmp_path / "p", *MLM_RUN)
-    model = train.model_from_checkpoint(train.load_checkpoint(tmp_path / "p" / "ckpt_last.pt"))
+    model = checkpoint.model_from_checkpoint(checkpoint.load_checkpoint(tmp_path / "p" / "ckpt_last.pt"))
     assert model.config.mlm and not model.config.causal
-    again = train.evaluate(model, data, "val", cfg, torch.device("cpu"), train.nullcontext())
+    again = evaluation.evaluate(model, data, "val", cfg, torch.device("cpu"), train.nullcontext())
     assert again["loss"] == pytest.approx(result["loss"], rel=1e-6)
     n_val = len(data.tokens("val")) - 1
     assert 0.05 * n_val < again["tokens"] < 0.3 * n_val  # the masked ~15% (of 161 here), not every token
@@ -102,13 +104,13 @@ def test_classifier_starts_from_the_pretrained_encoder(tiny_shared, tmp_path):
     head is new. Bugs caught: the weights not loaded (a model from scratch), the shape taken from the
     command line, the LM head kept."""
     run(tiny_shared, tmp_path / "p", *MLM_RUN, "--n_layer=1", "--n_embd=48", "--n_head=4")
-    encoder = train.load_checkpoint(tmp_path / "p" / "ckpt_best.pt")["model"]
+    encoder = checkpoint.load_checkpoint(tmp_path / "p" / "ckpt_best.pt")["model"]
     shapeless = [a for a in tiny_args(tiny_shared, tmp_path / "c", "--dataset=trec_shared", "--causal=false",
                                       "--max_iters=0", "--warmup_iters=0", "--save_checkpoints=false",
                                       f"--init_from={tmp_path / 'p' / 'ckpt_best.pt'}")
                  if not a.startswith(("--n_layer", "--n_head", "--n_embd"))]
     train.train(*train.parse_args(shapeless), quiet=True)
-    ckpt = train.load_checkpoint(tmp_path / "c" / "ckpt_last.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "c" / "ckpt_last.pt")
     assert (ckpt["config"]["model"]["n_layer"], ckpt["config"]["model"]["n_embd"]) == (1, 48)
     state = ckpt["model"]
     assert {k for k in state if k.startswith("cls_head.")} and not any(k.startswith("lm_head.") for k in state)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import ablate
 import prepare
+import evaluation
 import train
 from model import Transformer, TransformerConfig
 from test_train import run, tiny_args
@@ -97,7 +98,7 @@ def test_stride_one_loss_is_full_context_brute_force(tiny_data):
     data = prepare.load("shakespeare_char", tiny_data)
     model = tiny_lm(data)
     cfg = train.TrainConfig(eval_batch_size=7, eval_stride=1)  # several batches, a ragged last one
-    metrics = train.evaluate(model, data, "val", cfg, torch.device("cpu"), nullcontext())
+    metrics = evaluation.evaluate(model, data, "val", cfg, torch.device("cpu"), nullcontext())
     val = torch.from_numpy(np.asarray(data.tokens("val"), dtype=np.int64))
     nats = 0.0
     with torch.no_grad():
@@ -106,7 +107,7 @@ def test_stride_one_loss_is_full_context_brute_force(tiny_data):
             nats += F.cross_entropy(model(x)[0][0, -1].double(), val[t]).item()
     assert metrics["eval_stride"] == 1 and metrics["tokens"] == len(val) - 1
     assert metrics["loss"] == pytest.approx(nats / (len(val) - 1), rel=1e-5)
-    separate = train.evaluate(model, data, "val", cfg, torch.device("cpu"), nullcontext(), stride=0)
+    separate = evaluation.evaluate(model, data, "val", cfg, torch.device("cpu"), nullcontext(), stride=0)
     assert separate["eval_stride"] == 0 and separate["loss"] != pytest.approx(metrics["loss"], rel=1e-5)
 
 

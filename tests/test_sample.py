@@ -159,7 +159,7 @@ def test_bad_options(capsys):
         S.parse_args(["--temprature=0.5"])
     with pytest.raises(S.SampleError) as e:
         S.parse_args(["--top_p=2", "--num_samples=two", "--checkpoint=newest", "--start"])
-    for bad in ("top_p=2", "'two'", "newest", "'--start'"):
+    for bad in ("top_p=2", "'two'", "newest", "--start: expected --start=VALUE"):
         assert bad in str(e.value)
     cfg = S.parse_args(["--start=a=b", "--max_new_tokens=1e3"])
     assert cfg.start == "a=b" and cfg.max_new_tokens == 1000

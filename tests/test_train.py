@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import prepare
+import checkpoint
+import evaluation
+import optimizers
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,7 +214,7 @@ def test_exact_evaluation_equals_direct_computation(tiny_data):
     model = train.Transformer(train.TransformerConfig(vocab_size=data.vocab_size, block_size=16, n_layer=1,
                                                       n_head=2, n_embd=16))
     cfg = train.TrainConfig(eval_batch_size=3)  # several batches and a ragged last one
-    metrics = train.evaluate(model, data, "val", cfg, torch.device("cpu"), nullcontext())
+    metrics = evaluation.evaluate(model, data, "val", cfg, torch.device("cpu"), nullcontext())
     val = torch.from_numpy(np.asarray(data.tokens("val"), dtype=np.int64))
     nats = 0.0
     with torch.no_grad():  # one window at a time, no padding, no batching
@@ -228,7 +231,7 @@ def test_exact_evaluation_equals_direct_computation(tiny_data):
 def test_classification_metrics_by_hand():
     true = [0, 0, 0, 1, 1, 2]
     pred = [0, 0, 1, 1, 2, 2]
-    m = train.classification_metrics(pred, true, ["a", "b", "c"])
+    m = evaluation.classification_metrics(pred, true, ["a", "b", "c"])
     assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     assert m["accuracy"] == pytest.approx(4 / 6)
     # a: P 1, R 2/3, F1 0.8;  b: P 1/2, R 1/2, F1 0.5;  c: P 1/2, R 1, F1 2/3
@@ -237,7 +240,7 @@ def test_classification_metrics_by_hand():
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
     # a fourth class that neither occurs nor is predicted is left out of the macro average (bug caught:
     # counting it as F1 0); a fifth that is predicted but never occurs counts, with F1 0
-    m = train.classification_metrics(pred + [4], true + [0], ["a", "b", "c", "d", "e"])
+    m = evaluation.classification_metrics(pred + [4], true + [0], ["a", "b", "c", "d", "e"])
     # a: P 1, R 2/4, F1 2/3;  b, c as above;  e: P 0, R 0/0 -> F1 0
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 2 / 3 + 0.0) / 4)
     assert m["per_class"]["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
@@ -319,7 +322,7 @@ def test_corrupt_checkpoint_is_named(tiny_data, tmp_path):
     run(tiny_data, out, "--max_iters=2", "--eval_interval=2")
     data = (out / "ckpt_last.pt").read_bytes()
     (out / "ckpt_last.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(train.CheckpointError, match=r"ckpt_last.pt is corrupt or truncated"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"ckpt_last.pt is corrupt or truncated"):
         run(tiny_data, out, "--max_iters=4", "--init_from=resume")
 
 
@@ -347,7 +350,7 @@ def test_classifier_and_eval_only(tiny_data, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["split"] == "val"  # the training result is kept
     # the same numbers by hand: the best checkpoint, one unpadded question at a time (bugs caught: the
     # wrong checkpoint or split evaluated, padding leaking into the prediction, a confusion matrix transposed)
-    model = train.model_from_checkpoint(torch.load(out / "ckpt_best.pt", weights_only=True)).eval()
+    model = checkpoint.model_from_checkpoint(torch.load(out / "ckpt_best.pt", weights_only=True)).eval()
     tokens, offsets, labels = prepare.load("trec", tiny_data).examples("test")
     confusion, nats = np.zeros((6, 6), dtype=int), 0.0
     with torch.no_grad():
@@ -494,7 +497,7 @@ def test_muon_is_torch_muon_with_q_k_v_orthogonalised_apart():
     grads = [(torch.randn(4 * C, C, generator=g), torch.randn(3 * C, C, generator=g)) for _ in range(3)]
     hyper = dict(lr=0.02, weight_decay=0.1, momentum=0.9)
     ours = [w.clone().requires_grad_(), qkv.clone().requires_grad_()]
-    opt = train.Muon(ours, blocks={ours[1]: 3}, **hyper)
+    opt = optimizers.Muon(ours, blocks={ours[1]: 3}, **hyper)
     ref = [w.clone().requires_grad_()] + [b.clone().requires_grad_() for b in qkv.chunk(3)]
     ref_opt = torch.optim.Muon(ref, adjust_lr_fn="match_rms_adamw", **hyper)
     for gw, gq in grads:  # three steps: the momentum buffers matter too

@@ -1,0 +1,123 @@
+"""
+Exact evaluation: a model's metrics over a whole split (never random batches, which blur ablation
+deltas), sharded over processes and all-reduced. Language models: loss, perplexity, bits per token and
+per character; classifiers: accuracy, macro-F1, per-class scores and the confusion matrix.
+
+    metrics = evaluate(raw, data, "val", cfg, device, autocast)   # {"loss": ..., "perplexity": ...}
+    print(headline(metrics))                                       # loss 1.4712 | perplexity 4.3553 | ...
+"""
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import prepare
+from parallel import all_reduce, sharded
+
+
+@torch.no_grad()
+def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1, stride=None):
+    """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced.
+    Language models are scored with cfg.eval_stride (or stride): see prepare.lm_eval_batches.
+    Always eager: compiling the inference shapes too would cost more than a few evaluations take."""
+    with torch.compiler.set_stance("force_eager"):
+        return _evaluate(model, data, split, cfg, device, autocast, rank, world, stride)
+
+
+def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=None):
+    model.eval()
+    block_size = model.config.block_size
+    if data.task == "mlm":  # masked-LM loss, the same masks at every evaluation (a fixed seed)
+        tokens = split_on_device(data, split, device)
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
+        generator = torch.Generator().manual_seed(prepare.SEED)
+        for i, (x, _) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size)):
+            x, y = prepare.mlm_mask(x, data.mask_id, data.vocab_size, generator)  # every batch: same draws
+            if i % world == rank:
+                with autocast:
+                    logits, _ = model(x)
+                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
+                sums[1] += (y >= 0).sum()
+        all_reduce(sums, world)
+        metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
+    elif data.task == "lm":
+        stride = cfg.eval_stride if stride is None else stride
+        tokens = split_on_device(data, split, device)
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
+        for i, (x, y) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size, stride)):
+            if i % world == rank:
+                with autocast:
+                    logits, _ = model(x)
+                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
+                sums[1] += (y >= 0).sum()
+        if sharded(model) and rank >= (i + 1) % world > 0:  # one batch fewer than some others: FSDP's
+            with autocast:  # forward gathers the weights with every process, so each runs as many forwards
+                model(x)
+        all_reduce(sums, world)
+        metrics = {**lm_metrics(sums[0].item(), int(sums[1].item()), data, split), "eval_stride": stride}
+    else:
+        tokens, offsets, labels = data.examples(split)
+        preds, loss_sum = [], torch.zeros((), dtype=torch.float64, device=device)
+        for x, mask, y in prepare.cls_eval_batches(tokens, offsets, labels, cfg.eval_batch_size,
+                                                   block_size, data.pad_id, device):
+            with autocast:
+                logits, _ = model(x, attention_mask=mask)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            preds.append(logits.argmax(-1).cpu())
+        preds = torch.cat(preds).numpy()
+        metrics = {"loss": loss_sum.item() / len(labels), **classification_metrics(preds, labels, data.label_names)}
+    if sharded(model):  # FSDP keeps the root's weights gathered after a forward, for the backward that
+        model.reshard()  # usually follows: free them, and hand the optimizer its shards back
+    model.train()
+    return metrics
+
+
+def lm_metrics(nats, n_targets, data, split):
+    """Loss per token, perplexity, and bits per token; bits per character for text tokenizers."""
+    loss = nats / n_targets
+    m = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2), "tokens": n_targets}
+    if data.meta["tokenizer"]["kind"] in ("char", "tiktoken"):
+        m["bits_per_char"] = nats / math.log(2) / target_chars(data, split)
+    return m
+
+
+# evaluation runs every eval_interval steps: load each split and count its characters only once
+# (Batches takes the train split from here too)
+@functools.lru_cache(maxsize=8)
+def split_on_device(data, split, device):
+    return torch.from_numpy(np.asarray(data.tokens(split), dtype=np.int64)).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def target_chars(data, split):
+    """Characters the targets spell out (every token but the first)."""
+    return len(data.decode(np.asarray(data.tokens(split)[1:], dtype=np.int64).tolist()))
+
+
+def classification_metrics(pred, true, label_names):
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true).
+    A 0/0 precision or recall counts as 0 (scikit-learn's zero_division=0). Macro-F1 averages over
+    the classes that occur in true or pred, as scikit-learn's f1_score(average='macro') does without
+    labels=: a class absent from both (say from a small test split) has no F1 to count, not an F1 of 0."""
+    k = len(label_names)
+    pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (true, pred), 1)
+    tp = np.diag(confusion).astype(float)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros(k), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros(k), where=confusion.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
+    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                 for name, p, r, f, s in zip(label_names, precision, recall, f1, confusion.sum(1))}
+    present = (confusion.sum(0) > 0) | (confusion.sum(1) > 0)
+    macro_f1 = float(f1[present].mean()) if present.any() else 0.0
+    return {"accuracy": float(tp.sum() / max(1, len(true))), "macro_f1": macro_f1,
+            "per_class": per_class, "confusion": confusion.tolist(), "labels": list(label_names)}
+
+
+def headline(metrics):
+    keys = ("loss", "perplexity", "bits_per_char", "accuracy", "macro_f1")
+    return " | ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+
