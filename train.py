@@ -228,7 +228,9 @@ def train(cfg, model_kw, quiet=False):
     with ExitStack() as stack:  # holds out_dir's lock for the run
         run = setup_run(cfg, model_kw, quiet)
         if cfg.eval_only:
-            return evaluate_only(run)
+            result = evaluate_only(run)
+            end_processes(run)
+            return result
         open_out_dir(run, stack)  # only now: a run refused during set-up leaves out_dir as it was
         with signals_set_a_flag(run) as signalled:
             step = train_loop(run, signalled)
@@ -238,9 +240,16 @@ def train(cfg, model_kw, quiet=False):
                   "params": run.raw.num_params(), "split": "val", **(run.last_metrics or {})}
         if run.master:
             write_json(run.out / "metrics.json", result)
-        if run.world > 1:
-            torch.distributed.destroy_process_group()
+        end_processes(run)
         return result
+
+
+def end_processes(run):
+    """Under torchrun: every process reaches the end before any leaves the group, so that none is cut
+    off mid-exchange by another's exit."""
+    if run.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def train_loop(run, signalled):
@@ -706,5 +715,16 @@ def main(argv=None):
     return 0
 
 
+def exit_process(code):
+    """Exit with code. Under torchrun, skip the interpreter's teardown: every file is written and closed
+    by now, and the teardown of the communication library's threads can abort a process that has
+    finished its work ('terminate called without an active exception', seen with gloo)."""
+    if "RANK" not in os.environ:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

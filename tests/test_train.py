@@ -399,7 +399,7 @@ def ddp(tiny_data, out, *extra, prelude="", background=False):
     """train.py in 2 gloo processes under torchrun; prelude is code run in each before train.main."""
     script = out.parent / f"{out.name}_launch.py"
     script.write_text(f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport train\n{prelude}\n"
-                      f"sys.exit(train.main(sys.argv[1:]))\n")
+                      f"train.exit_process(train.main(sys.argv[1:]))\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
            *tiny_args(tiny_data, out, *extra)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
