@@ -29,24 +29,15 @@ def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1, stride=
 def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=None):
     model.eval()
     block_size = model.config.block_size
-    if data.task == "mlm":  # masked-LM loss, the same masks at every evaluation (a fixed seed)
-        tokens = split_on_device(data, split, device)
-        sums = torch.zeros(2, dtype=torch.float64, device=device)
-        generator = torch.Generator().manual_seed(prepare.SEED)
-        for i, (x, _) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size)):
-            x, y = prepare.mlm_mask(x, data.mask_id, data.vocab_size, generator)  # every batch: same draws
-            if i % world == rank:
-                with autocast:
-                    logits, _ = model(x)
-                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
-                sums[1] += (y >= 0).sum()
-        all_reduce(sums, world)
-        metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
-    elif data.task == "lm":
-        stride = cfg.eval_stride if stride is None else stride
+    if data.task != "cls":  # language models: the summed next-token (lm) or masked-token (mlm) loss
+        masked = data.task == "mlm"
+        stride = 0 if masked else cfg.eval_stride if stride is None else stride
+        generator = torch.Generator().manual_seed(prepare.SEED)  # mlm: the same masks at every evaluation
         tokens = split_on_device(data, split, device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
         for i, (x, y) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size, stride)):
+            if masked:  # every process draws every batch's masks, so that all draw the same ones
+                x, y = prepare.mlm_mask(x, data.mask_id, data.vocab_size, generator)
             if i % world == rank:
                 with autocast:
                     logits, _ = model(x)
@@ -56,7 +47,9 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
             with autocast:  # forward gathers the weights with every process, so each runs as many forwards
                 model(x)
         all_reduce(sums, world)
-        metrics = {**lm_metrics(sums[0].item(), int(sums[1].item()), data, split), "eval_stride": stride}
+        metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
+        if not masked:
+            metrics["eval_stride"] = stride
     else:
         tokens, offsets, labels = data.examples(split)
         preds, loss_sum = [], torch.zeros((), dtype=torch.float64, device=device)
