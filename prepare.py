@@ -758,7 +758,6 @@ def lm_eval_batches(data, batch_size, block_size, stride=0):
     # scored target ranges [lo, hi): the first window's, then stride at a time
     his = torch.tensor([min(block_size, n_targets)] + list(range(block_size + stride, n_targets, stride))
                        + ([n_targets] if n_targets > block_size else []))
-    his = torch.unique_consecutive(his)
     los = torch.cat([torch.zeros(1, dtype=torch.long), his[:-1]])
     starts = (his - block_size).clamp(min=0)  # each window ends at its last scored target
     offsets = torch.arange(block_size)
