@@ -8,6 +8,7 @@ sample.py actually run.
     python bench.py config/shakespeare.py --mode=generate         # tokens/s, batch 1 and N, cache on/off
     python bench.py config/shakespeare.py --mode=time_to_loss --target=1.47
     python bench.py --mode=matmul --batch_size=32                   # each matrix product: bf16 vs fp8
+    python bench.py --mode=attention                                # manual vs fused attention by length
 
 Every mode prints a table and writes the numbers as JSON (--json=PATH, default bench_MODE.json).
 Timed regions are bracketed by CUDA events or torch.cuda.synchronize(); warm-up (compilation,
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import checkpoint
 import parallel
@@ -40,14 +42,16 @@ GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, bias=False
                   pos_encoding="learned", batch_size=12)
 
 
-MODES = ("train", "generate", "time_to_loss", "matmul")
+MODES = ("train", "generate", "time_to_loss", "matmul", "attention")
 
 
 @dataclass
 class BenchConfig:
-    mode: str = opt("train", "'train', 'generate', 'time_to_loss' or 'matmul'")
-    steps: int = opt(20, "train, matmul: timed repeats (after warm-up)")
-    warmup: int = opt(5, "train, matmul: untimed repeats first (compilation happens here)")
+    mode: str = opt("train", "'train', 'generate', 'time_to_loss', 'matmul' or 'attention'")
+    steps: int = opt(20, "train, matmul, attention: timed repeats (after warm-up)")
+    warmup: int = opt(5, "train, matmul, attention: untimed repeats first (compilation happens here)")
+    lengths: str = opt("128,256,512,1024,2048,4096", "attention: sequence lengths, at batch_size x block_size "
+                       "tokens each")
     repeats: int = opt(3, "generate: timed generations per setting (median reported)")
     max_new_tokens: int = opt(1000, "generate: tokens per generation")
     batch_n: int = opt(16, "generate: the 'batch N' setting next to batch 1")
@@ -115,6 +119,19 @@ class RandomBatches:
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def median_ms(fn, device, warmup, steps):
+    """Median milliseconds of fn() over `steps` calls after `warmup` untimed ones, each bracketed by
+    a synchronize."""
+    runs = []
+    for _ in range(warmup + steps):
+        synchronize(device)
+        t = time.perf_counter()
+        fn()
+        synchronize(device)
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs[warmup:]) * 1000
 
 
 def bench_train(argv, bench):
@@ -272,14 +289,7 @@ def bench_matmul(argv, bench):
         layers["lm_head"] = (C, m.vocab_size, 1)
 
     def timed(fn):
-        runs = []
-        for _ in range(bench.warmup + bench.steps):
-            synchronize(device)
-            t = time.perf_counter()
-            fn()
-            synchronize(device)
-            runs.append(time.perf_counter() - t)
-        return statistics.median(runs[bench.warmup:]) * 1000
+        return median_ms(fn, device, bench.warmup, bench.steps)
 
     def products(x, w, grad):
         """ms of y = x w^T, dx = grad w and dw = grad^T x: in x's dtype, then in FP8."""
@@ -310,6 +320,52 @@ def bench_matmul(argv, bench):
             "per_step_fp8_ms": total["fp8_ms"], "repeats": bench.steps, **environment(device)}
 
 
+def bench_attention(argv, bench):
+    """Causal self-attention alone, forward + backward, in the compute dtype: model.manual_attention
+    (scores, mask, softmax, weighted sum, each a kernel and a stored (B, nh, T, T) tensor) against
+    F.scaled_dot_product_attention (what attention='fused' calls; FlashAttention on a GPU), at each
+    sequence length with batch_size x block_size tokens, so every length does the same projections'
+    work and only attention's T^2 part grows. Memory is the peak allocated above the inputs."""
+    from model import manual_attention
+    cfg, raw, device, dtype, _ = build(argv, bench)
+    m = raw.config
+    nh, hs, tokens = m.n_head, m.n_embd // m.n_head, cfg.batch_size * m.block_size
+    kernels = {"manual": lambda q, k, v: manual_attention(q, k, v, causal=True)[0],
+               "fused": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}
+    rows = []
+    for T in (int(t) for t in bench.lengths.split(",")):
+        B = max(1, tokens // T)
+        g = torch.Generator(device=device).manual_seed(0)
+        q, k, v, grad = (torch.randn(B, nh, T, hs, device=device, generator=g).to(dtype) for _ in range(4))
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        row = {"T": T, "batch": B, "n_head": nh, "head_dim": hs}
+        for name, attend in kernels.items():
+            def step():
+                attend(q, k, v).backward(grad)
+            try:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                    base = torch.cuda.memory_allocated(device)
+                    torch.cuda.reset_peak_memory_stats(device)
+                row[f"{name}_ms"] = median_ms(step, device, bench.warmup, bench.steps)
+                if device.type == "cuda":
+                    row[f"{name}_peak_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+            except torch.OutOfMemoryError:
+                row[f"{name}_ms"] = None  # out of memory at this length
+            q.grad = k.grad = v.grad = None
+        if row.get("manual_ms") and row.get("fused_ms"):
+            row["speedup"] = row["manual_ms"] / row["fused_ms"]
+        rows.append(row)
+        mem = (f", peak {row.get('manual_peak_mb', 0):.0f} vs {row.get('fused_peak_mb', 0):.0f} MB"
+               if device.type == "cuda" else "")
+        fmt = lambda ms: "out of memory" if ms is None else f"{ms:.3f} ms"
+        print(f"attention T={T:>5} batch {B:>4}: manual {fmt(row['manual_ms'])}, fused {fmt(row['fused_ms'])}"
+              + (f" ({row['speedup']:.2f}x)" if "speedup" in row else "") + mem)
+    return {"mode": "attention", "dtype": str(dtype).removeprefix("torch."), "tokens": tokens, "rows": rows,
+            "repeats": bench.steps, **environment(device)}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
@@ -319,7 +375,7 @@ def main(argv=None):
     try:
         bench, rest = split_args(argv)
         result = {"train": bench_train, "generate": bench_generate, "time_to_loss": bench_time_to_loss,
-                  "matmul": bench_matmul}[bench.mode](rest, bench)
+                  "matmul": bench_matmul, "attention": bench_attention}[bench.mode](rest, bench)
     except (train.ConfigError, prepare.DataError, checkpoint.CheckpointError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

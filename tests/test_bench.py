@@ -83,3 +83,24 @@ def test_time_to_loss_mode(tmp_path, tiny_data):
 
 def test_bad_mode():
     assert bench.main(["--mode=fast"]) == 1
+
+
+def test_attention_mode(tmp_path, monkeypatch):
+    """Each length gets batch_size x block_size tokens and both kernels, timed on what they claim:
+    the manual kernel really is model.manual_attention (a swapped-in fake shows in its time).
+    Bugs caught: a batch that does not shrink with T, the two kernels' times swapped."""
+    import model
+    real = model.manual_attention
+
+    def slow(*a, **kw):
+        time.sleep(0.02)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(model, "manual_attention", slow)
+    out = tmp_path / "a.json"
+    assert bench.main(["--mode=attention", *TINY, "--batch_size=4", "--steps=2", "--warmup=1", "--vocab_size=50",
+                       "--lengths=8,16,32", f"--json={out}"]) == 0
+    r = json.loads(out.read_text())
+    assert [(row["T"], row["batch"]) for row in r["rows"]] == [(8, 8), (16, 4), (32, 2)]
+    assert all(row["manual_ms"] > 20 > row["fused_ms"] for row in r["rows"])
+    assert all(row["speedup"] == pytest.approx(row["manual_ms"] / row["fused_ms"]) for row in r["rows"])
