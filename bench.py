@@ -8,7 +8,7 @@ sample.py actually run.
     python bench.py config/shakespeare.py --mode=generate         # tokens/s, batch 1 and N, cache on/off
     python bench.py config/shakespeare.py --mode=time_to_loss --target=1.47
     python bench.py --mode=matmul --batch_size=32                   # each matrix product: bf16 vs fp8
-    python bench.py --mode=attention                                # manual vs fused attention by length
+    python bench.py --mode=attention                                # manual vs sdpa attention by length
 
 Every mode prints a table and writes the numbers as JSON (--json=PATH, default bench_MODE.json).
 Timed regions are bracketed by CUDA events or torch.cuda.synchronize(); warm-up (compilation,
@@ -323,7 +323,7 @@ def bench_matmul(argv, bench):
 def bench_attention(argv, bench):
     """Causal self-attention alone, forward + backward, in the compute dtype: model.manual_attention
     (scores, mask, softmax, weighted sum, each a kernel and a stored (B, nh, T, T) tensor) against
-    F.scaled_dot_product_attention (what attention='fused' calls; FlashAttention on a GPU), at each
+    F.scaled_dot_product_attention (attention="sdpa"; FlashAttention on a GPU), at each
     sequence length with batch_size x block_size tokens, so every length does the same projections'
     work and only attention's T^2 part grows. Memory is the peak allocated above the inputs."""
     from model import manual_attention
@@ -331,7 +331,7 @@ def bench_attention(argv, bench):
     m = raw.config
     nh, hs, tokens = m.n_head, m.n_embd // m.n_head, cfg.batch_size * m.block_size
     kernels = {"manual": lambda q, k, v: manual_attention(q, k, v, causal=True)[0],
-               "fused": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}
+               "sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}
     rows = []
     for T in (int(t) for t in bench.lengths.split(",")):
         B = max(1, tokens // T)
@@ -354,13 +354,13 @@ def bench_attention(argv, bench):
             except torch.OutOfMemoryError:
                 row[f"{name}_ms"] = None  # out of memory at this length
             q.grad = k.grad = v.grad = None
-        if row.get("manual_ms") and row.get("fused_ms"):
-            row["speedup"] = row["manual_ms"] / row["fused_ms"]
+        if row.get("manual_ms") and row.get("sdpa_ms"):
+            row["speedup"] = row["manual_ms"] / row["sdpa_ms"]
         rows.append(row)
-        mem = (f", peak {row.get('manual_peak_mb', 0):.0f} vs {row.get('fused_peak_mb', 0):.0f} MB"
+        mem = (f", peak {row.get('manual_peak_mb', 0):.0f} vs {row.get('sdpa_peak_mb', 0):.0f} MB"
                if device.type == "cuda" else "")
         fmt = lambda ms: "out of memory" if ms is None else f"{ms:.3f} ms"
-        print(f"attention T={T:>5} batch {B:>4}: manual {fmt(row['manual_ms'])}, fused {fmt(row['fused_ms'])}"
+        print(f"attention T={T:>5} batch {B:>4}: manual {fmt(row['manual_ms'])}, sdpa {fmt(row['sdpa_ms'])}"
               + (f" ({row['speedup']:.2f}x)" if "speedup" in row else "") + mem)
     return {"mode": "attention", "dtype": str(dtype).removeprefix("torch."), "tokens": tokens, "rows": rows,
             "repeats": bench.steps, **environment(device)}
