@@ -217,6 +217,8 @@ def bench_generate(argv, bench):
     n = bench.max_new_tokens
     rows = []
     settings = [("kv_cache", 1), ("kv_cache", bench.batch_n)]
+    if device.type == "cuda":  # the decode step compiled before it is recorded
+        settings += [("kv_cache_compiled", 1), ("kv_cache_compiled", bench.batch_n)]
     if bench.no_cache:
         settings += [("no_cache", 1), ("no_cache", bench.batch_n)]
     for kind, batch in settings:
@@ -228,8 +230,8 @@ def bench_generate(argv, bench):
             synchronize(device)
             t = time.perf_counter()
             with torch.no_grad():
-                if kind == "kv_cache":
-                    run_model.generate(prompt, n, temperature=0)
+                if kind.startswith("kv_cache"):
+                    run_model.generate(prompt, n, temperature=0, compile=kind == "kv_cache_compiled")
                 else:
                     generate_without_cache(run_model, prompt, n)
             synchronize(device)
@@ -241,7 +243,7 @@ def bench_generate(argv, bench):
                "dtype": str(run_dtype).removeprefix("torch."),
                "tokens_per_s": batch * n / statistics.median(warm), "first_tokens_per_s": batch * n / runs[0]}
         rows.append(row)
-        print(f"generate {kind:>8} batch {batch:>3}: {row['tokens_per_s']:9.0f} tokens/s "
+        print(f"generate {kind:>17} batch {batch:>3}: {row['tokens_per_s']:9.0f} tokens/s "
               f"(first run {row['first_tokens_per_s']:.0f} tokens/s)")
     return {"mode": "generate", "params": model.num_params(), "weights": source, "rows": rows, **environment(device)}
 
@@ -257,20 +259,24 @@ def bench_time_to_loss(argv, bench):
         wall = time.time() - launched
         if proc.returncode != 0:
             raise RuntimeError(f"training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        evals = [json.loads(line) for line in Path(tmp, "run", "log.jsonl").read_text().splitlines()
-                 if '"eval"' in line]
+        records = [json.loads(line) for line in Path(tmp, "run", "log.jsonl").read_text().splitlines()]
+        evals = [r for r in records if r["kind"] == "eval"]
         reached = next((e for e in evals if e["loss"] <= bench.target), None)
+        startup = next(r for r in records if r["kind"] == "startup")
+        # where the seconds before training go: the interpreter and imports, then train.py's stages
+        stages = {"imports": startup["unix_start"] - launched, **startup["stages_s"]}
     device = train.resolve_device(train.parse_args(argv)[0].device)
     result = {"mode": "time_to_loss", "target": bench.target, "command": " ".join(cmd[1:]),
               "seconds_to_target": reached["unix_time"] - launched if reached else None,
               "wall_s": wall, "reached": reached is not None,
               "step": reached["step"] if reached else None, "val_loss": reached["loss"] if reached else None,
               "time_in_train_s": reached["time"] if reached else None,
-              "best_val_loss": min(e["loss"] for e in evals),
+              "best_val_loss": min(e["loss"] for e in evals), "startup_s": stages,
               "log_head": proc.stdout[:2500], "log_tail": proc.stdout[-2000:], **environment(device)}
     took = f"{result['seconds_to_target']:.1f} s from launch" if reached else "not reached"
     print(f"time to val loss {bench.target}: {took} (step {result['step']}, exact val loss {result['val_loss']}); "
-          f"process wall time {wall:.1f} s; best {result['best_val_loss']:.4f}")
+          f"process wall time {wall:.1f} s; best {result['best_val_loss']:.4f}\n"
+          f"before training: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
     return result
 
 

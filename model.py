@@ -439,12 +439,15 @@ class KVCache:
     """Keys and values of past tokens, per layer, in a ring buffer of `size` slots (block_size),
     and the positions they hold: the cache alone writes its state.
 
-    Per forward pass, advance(T) places the T new tokens (position p goes to slot p % size) and
-    returns their absolute positions; then each layer's update() writes their keys and values and
-    returns all the cached ones. Slot s holds absolute position pos[s] (-1: empty). Because keys are
-    stored already rotated (RoPE) and ALiBi/masks are computed from positions, the order of slots
-    does not matter, so a full buffer simply overwrites its oldest slot: sliding-window attention
-    over the last `size` tokens.
+    Per forward pass, advance(T) counts the T new tokens and places them (position p goes to slot
+    p % size); then each layer's update() writes their keys and values and returns all the cached
+    ones. Slot s holds absolute position pos[s] (-1: empty). Because keys are stored already rotated
+    (RoPE) and ALiBi/masks are computed from positions, the order of slots does not matter, so a
+    full buffer simply overwrites its oldest slot: sliding-window attention over the last `size`
+    tokens.
+
+    A recorded decode step (CUDA graph) cannot count on the host: it calls place(pos) with a
+    position tensor it fills itself, and the host count moves by count(1) after each replay.
     """
 
     def __init__(self, n_layer, size):
@@ -453,25 +456,24 @@ class KVCache:
         self.k = self.v = None  # (n_layer, B, nh, size, hs), allocated by the first update
         self.pos = None  # (size,) absolute position in each slot, -1: empty
         self.slots = None  # (T,) the slots of the tokens of the current forward pass
-        self.length = 0  # tokens processed so far = absolute position of the next token
+        self.length = 0  # tokens counted so far = absolute position of the next token
 
-    def advance(self, T, device, pos=None):
-        """Place T new tokens at positions pos (T,) (default: the next T) and return pos.
-        Graphed decoding passes pos as the recorded graph's static input."""
-        if pos is None:
-            pos = torch.arange(self.length, self.length + T, device=device)  # (T,)
+    def advance(self, T, device):
+        """Count T new tokens, place them (see place) and return their positions (T,)."""
+        pos = torch.arange(self.length, self.length + T, device=device)  # (T,)
+        self.count(T)
+        return self.place(pos)
+
+    def count(self, T):
+        self.length += T
+
+    def place(self, pos):
+        """Give the tokens at positions pos (T,) their slots, without counting them."""
         if self.pos is None:
-            self.pos = torch.full((self.size,), -1, dtype=torch.long, device=device)
+            self.pos = torch.full((self.size,), -1, dtype=torch.long, device=pos.device)
         self.slots = pos % self.size
         self.pos[self.slots] = pos
-        self.length += T
         return pos
-
-    def seek(self, length):
-        """Make length the position of the next token. Graphed decoding needs this twice: to forget
-        the steps that warm-up and recording ran, and after each replay, which re-runs advance's
-        device work (the slot writes) but not its count on the host."""
-        self.length = length
 
     def update(self, layer, k, v):
         """Write one layer's keys and values (B, nh, T, hs) of the tokens placed by advance(),
@@ -483,6 +485,26 @@ class KVCache:
         self.k[layer].index_copy_(2, self.slots, k)  # (B, nh, size, hs)
         self.v[layer].index_copy_(2, self.slots, v)
         return self.k[layer], self.v[layer]
+
+
+def record_cuda_graph(fn, warmup=2, before_recording=None):
+    """Run fn() warmup times on a side stream (the first calls of a compiled fn compile it there),
+    call before_recording(), then record one more call as a CUDA graph.
+    Returns (graph, out): graph.replay() re-runs the recorded kernels on the same memory, so out
+    (fn's result, in memory the graph owns) then holds the new result. Shared by graphed decoding
+    and graphed training steps (parallel.GraphedStep)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    if before_recording is not None:
+        before_recording()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -580,8 +602,9 @@ class Transformer(nn.Module):
                 f"attend over a sliding window of block_size tokens")
         # a value check needs a device sync: skipped inside torch.compile (training on GPU) and
         # while a CUDA graph is being recorded (generation on GPU)
-        capturing = idx.is_cuda and torch.cuda.is_current_stream_capturing()
-        if not torch.compiler.is_compiling() and not capturing and idx.numel():
+        if torch.compiler.is_compiling() or not idx.numel():
+            return
+        if not (idx.is_cuda and torch.cuda.is_current_stream_capturing()):
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= cfg.vocab_size:
                 bad = lo if lo < 0 else hi
@@ -627,12 +650,16 @@ class Transformer(nn.Module):
 
     def encode(self, idx, attention_mask=None, cache=None, record=None, pos=None):
         """Token ids (B, T) -> final hidden states (B, T, C) after the last norm.
-        pos: absolute positions (T,) as a tensor (default: 0.., or after the cached tokens)."""
+        pos: absolute positions (T,) as a tensor (default: 0.., or after the cached tokens; given
+        with a cache, the cache places them but does not count them: see KVCache)."""
         T = idx.size(1)
-        self._check_input(idx, T if cache is None else cache.length + T)
+        # the length check needs the host count, which a recorded step (pos given) does not keep
+        self._check_input(idx, T if cache is None or pos is not None else cache.length + T)
         from_zero = pos is None and cache is None and T <= self.config.block_size
-        if cache is not None:
-            pos = cache.advance(T, idx.device, pos)
+        if cache is not None and pos is not None:  # a recorded decode step: the caller counts
+            pos = cache.place(pos)
+        elif cache is not None:
+            pos = cache.advance(T, idx.device)
         elif pos is None:
             pos = torch.arange(T, device=idx.device)  # absolute positions (T,)
         x = self.embed(idx, pos)
@@ -696,10 +723,9 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                        generator=None, vocab_limit=None):
+                        generator=None, vocab_limit=None, compile=False):
         """Yield the new tokens (B, 1) one step at a time; see generate()."""
-        cfg = self.config
-        if cfg.n_classes:
+        if self.config.n_classes:
             raise ValueError("generate() needs a language model (n_classes=0), "
                              "this is a classifier")
         bad_k = top_k is not None and top_k < 1
@@ -707,77 +733,82 @@ class Transformer(nn.Module):
         if temperature < 0 or bad_k or bad_p:
             raise ValueError(f"need temperature >= 0, top_k >= 1, 0 < top_p <= 1; got temperature="
                              f"{temperature}, top_k={top_k}, top_p={top_p}")
+
+        def pick(logits):  # (B, V) -> (B, 1)
+            return sample_next(logits[:, :vocab_limit], temperature, top_k, top_p, generator)
+
+        relative = self.config.pos_encoding in RELATIVE
+        generate = self._generate_cached if relative else self._generate_cropped
         was_training = self.training
         self.eval()
         try:
-            block_size = cfg.block_size
-            absolute = cfg.pos_encoding not in RELATIVE
-            seq = idx[:, -block_size:]  # the prompt is cropped to the context the model trained on
-            cache = KVCache(cfg.n_layer, block_size)
-            # prefill: the whole prompt at once
-            logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])
-            decode = None  # one new token per row -> next logits, through the cache
-            for i in range(max_new_tokens):
-                nxt = sample_next(logits[:, :vocab_limit], temperature, top_k, top_p,
-                                  generator)  # (B, 1)
-                yield nxt
-                if i == max_new_tokens - 1:
-                    break
-                if absolute:
-                    seq = torch.cat([seq, nxt], dim=1)
-                if absolute and cache.length == block_size:
-                    # absolute positions end at block_size: slide the window by re-encoding the
-                    # last block_size tokens from position 0 (exactly what a forward over the
-                    # cropped text computes)
-                    seq = seq[:, -block_size:]
-                    cache = KVCache(cfg.n_layer, block_size)
-                    decode = None
-                    logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])
-                    continue
-                if decode is None and nxt.is_cuda:
-                    decode = self._graphed_decode(cache, nxt)
-                elif decode is None:
-                    decode = lambda tok: self.lm_head(self.encode(tok, cache=cache)[:, -1])
-                logits = decode(nxt)
+            yield from generate(idx[:, -self.config.block_size:], max_new_tokens, pick, compile)
         finally:
             self.train(was_training)
 
-    def _graphed_decode(self, cache, example):
-        """Record one decode step (B tokens at the next position -> logits (B, V)) as a CUDA graph
-        and return a function that replays it. A step of a small model is ~20 kernel launches per
-        layer, each far shorter than its launch: replaying them as one graph removes that overhead.
-        """
-        device = example.device
-        tok = torch.zeros_like(example)                               # (B, 1) static input
-        pos = torch.full((1,), cache.length, dtype=torch.long, device=device)  # static input
-        # warm-up and recording write this position; the first real step overwrites it
-        length = cache.length
-        dtype = torch.get_autocast_dtype("cuda")
+    def _generate_cached(self, seq, n, pick, compile):
+        """Relative positions (rope, alibi, none): the prompt once into the cache, then one token
+        per step; past block_size the ring buffer slides the attention window."""
+        cache = KVCache(self.config.n_layer, self.config.block_size)
+        logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt
+        step = self._decoder(cache, seq, compile) if n > 1 else None
+        for i in range(n):
+            nxt = pick(logits)
+            yield nxt
+            if i < n - 1:
+                logits = step(nxt)
+
+    def _generate_cropped(self, seq, n, pick, compile):
+        """Absolute positions (learned, sinusoidal) end at block_size: decode through the cache
+        while the text fits, then re-encode the last block_size tokens from position 0 at every
+        step, exactly what a forward over the cropped text computes."""
+        W = self.config.block_size
+        cache = KVCache(self.config.n_layer, W)
+        logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt
+        step = self._decoder(cache, seq, compile) if n > 1 and cache.length < W else None
+        for i in range(n):
+            nxt = pick(logits)
+            yield nxt
+            if i == n - 1:
+                break
+            seq = torch.cat([seq, nxt], dim=1)[:, -W:]
+            if cache.length < W:
+                logits = step(nxt)
+            else:  # the window is full: no cache from here on
+                logits = self.lm_head(self.encode(seq)[:, -1])
+
+    def _decoder(self, cache, prompt, compile=False):
+        """The decode step: token ids (B, 1) at the next position -> logits (B, V), through cache.
+
+        On CUDA it is recorded once as a CUDA graph and replayed: a step of a small model is ~20
+        kernels per layer, each far shorter than its launch, and one graph launch replaces them.
+        compile=True compiles the step before recording (torch.compile fuses the elementwise
+        kernels; it costs a compilation the first time a model decodes at a batch size)."""
+        if not prompt.is_cuda:
+            return lambda tok: self.lm_head(self.encode(tok, cache=cache)[:, -1])
+        tok = torch.zeros_like(prompt[:, :1])  # (B, 1): the graph's static inputs
+        pos = torch.full((1,), cache.length, dtype=torch.long, device=prompt.device)
         # cache_enabled=False: cached weight casts must not outlive the recording
-        autocast = torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"),
-                                  cache_enabled=False)
-        step = lambda: self.lm_head(self.encode(tok, cache=cache, pos=pos)[:, -1])
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side), autocast:
-            for _ in range(2):  # warm-up off the main stream, as CUDA graph recording requires
-                step()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), autocast:
-            logits = step()
-        cache.seek(length)
+        autocast = torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"),
+                                  enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False)
+        step = compiled_decode_step if compile else decode_step
+
+        def run():
+            with autocast:
+                return step(self, tok, pos, cache)
+        # warm-up and recording place the next position, uncounted: the first replay overwrites it
+        graph, logits = record_cuda_graph(run)
 
         def replay(nxt):
             tok.copy_(nxt)
             pos.fill_(cache.length)
-            graph.replay()  # the recorded step, cache.advance's slot writes included
-            cache.seek(cache.length + 1)  # advance's count, which runs on the host
+            graph.replay()  # the recorded step: the cache's slot and key/value writes included
+            cache.count(1)  # the host's count, which the graph cannot do
             return logits
         return replay
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                 generator=None, vocab_limit=None):
+                 generator=None, vocab_limit=None, compile=False):
         """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
 
         The prompt is encoded once into a KV cache, then each step feeds one token (on CUDA, a step
@@ -792,9 +823,10 @@ class Transformer(nn.Module):
             re-encoded from position 0 at every step, the same as calling forward() on the crop.
         A prompt longer than block_size is cropped to its last block_size tokens.
         vocab_limit: sample only ids below it (a vocabulary padded for speed has rows no text uses).
+        compile: on CUDA, compile the decode step before recording it (see _decoder).
         """
         new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator,
-                                        vocab_limit))
+                                        vocab_limit, compile))
         return torch.cat([idx] + new, dim=1)
 
     # -- GPT-2 weights ------------------------------------------------------------------------
@@ -835,6 +867,16 @@ class Transformer(nn.Module):
         state.setdefault("lm_head.weight", state.get("transformer.wte.weight"))
         model.load_state_dict(state, strict=True)
         return model
+
+
+def decode_step(model, tok, pos, cache):
+    """Logits (B, V) of tokens tok (B, 1) at position pos (1,) through cache: what generation
+    records as a CUDA graph (Transformer._decoder)."""
+    return model.lm_head(model.encode(tok, cache=cache, pos=pos)[:, -1])
+
+
+# compiled once per model and batch size; pos arrives as a tensor, so the position is no guard
+compiled_decode_step = torch.compile(decode_step, dynamic=False)
 
 
 def sample_next(logits, temperature, top_k, top_p, generator):

@@ -12,6 +12,7 @@ import os
 import torch
 
 from configurator import ConfigError
+from model import record_cuda_graph
 
 
 def setup_distributed(cfg):
@@ -117,7 +118,6 @@ class GraphedStep:
         if why:
             raise ConfigError(f"cuda_graph=True cannot be used here: {why}; drop --cuda_graph=true")
         self.x, self.y = (t.clone() for t in example)
-        device = self.x.device
         # cached weight casts must not outlive the recording
         autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32, cache_enabled=False)
 
@@ -128,18 +128,11 @@ class GraphedStep:
             loss.backward()
             return loss.detach()
 
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                forward_backward()
-        torch.cuda.current_stream(device).wait_stream(side)
-        for p in model.parameters():
-            if p.grad is not None:
-                p.grad.zero_()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = forward_backward()
+        def zero_grads():  # the warm-up's gradients; the recorded backward accumulates into these
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.zero_()
+        self.graph, self.loss = record_cuda_graph(forward_backward, warmup=3, before_recording=zero_grads)
 
     def __call__(self, x, y):
         self.x.copy_(x)

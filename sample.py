@@ -43,6 +43,8 @@ class SampleConfig:
     device: str = opt("auto", DEVICE_HELP)
     dtype: str = opt("auto", "'auto' (bf16 on CUDA; on a CPU for one sample; else fp32), 'bfloat16', 'float16', "
                              "'float32'")
+    compile: bool = opt(False, "CUDA: compile the decode step (faster tokens after a compilation of some "
+                               "seconds; docs/PERFORMANCE.md)")
 
 
 class SampleError(ValueError):
@@ -204,7 +206,7 @@ class StreamDecoder:
 
 @torch.no_grad()
 def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens=500, temperature=0.8,
-             top_k=200, top_p=1.0, seed=1337, stream=None):
+             top_k=200, top_p=1.0, seed=1337, stream=None, compile=False):
     """Texts (prompt + continuation) of num_samples samples; with stream, written there as well:
     one sample as its tokens arrive, several one after another between lines of dashes.
     The model computes in the dtype of its parameters (see cast_for_inference)."""
@@ -221,7 +223,8 @@ def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens
     generator = torch.Generator(device=device).manual_seed(seed)
     idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (B, T)
     kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p,
-              generator=generator, vocab_limit=vocab_size)  # a padded vocabulary's extra rows are never sampled
+              generator=generator, vocab_limit=vocab_size,  # a padded vocabulary's extra rows are never sampled
+              compile=compile)
     if num_samples == 1:
         decoder = StreamDecoder(tokenizer)
         pieces = [decoder.push(ids)]
@@ -244,7 +247,7 @@ def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens
 
 
 def sample(out_dir=MAIN_OUT_DIR, start="\n", num_samples=1, max_new_tokens=500, temperature=0.8, top_k=200,
-           top_p=1.0, seed=1337, device="auto", dtype="auto", checkpoint="best", stream=None):
+           top_p=1.0, seed=1337, device="auto", dtype="auto", checkpoint="best", stream=None, compile=False):
     """Load out_dir's checkpoint and sample from it; returns the texts (prompt included)."""
     device = get_device(device)
     model, tokenizer, ckpt, path = load(out_dir, checkpoint, device)
@@ -253,7 +256,7 @@ def sample(out_dir=MAIN_OUT_DIR, start="\n", num_samples=1, max_new_tokens=500, 
                           f"model: use classify()")
     cast_for_inference(model, inference_dtype(dtype, device, num_samples))
     return generate(model, tokenizer, ckpt["data"]["meta"]["vocab_size"], read_start(start), num_samples,
-                    max_new_tokens, temperature, top_k, top_p, seed, stream)
+                    max_new_tokens, temperature, top_k, top_p, seed, stream, compile)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,7 +341,8 @@ def main(argv=None):
         else:
             cast_for_inference(model, inference_dtype(cfg.dtype, device, cfg.num_samples))
             generate(model, tokenizer, meta["vocab_size"], read_start(cfg.start), cfg.num_samples,
-                     cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, sys.stdout)
+                     cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, sys.stdout,
+                     cfg.compile)
     except (SampleError, CheckpointError, prepare.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -386,7 +386,9 @@ class Progress:
         self.step_ms.append((now - self.t_log) * 1000)
         self.step_tokens.append(n_tokens)  # all processes'; classification: real tokens, padding not counted
         self.t_log = now
-        if step > run.start:  # the first step of a process also compiles and warms up: not a measure
+        if step == run.start:  # the first step of a process also compiles and warms up: not a measure
+            self.start_up(step, now - t_step)
+        else:
             self.measured = self.measured[-99:] + [now - t_step]
             if len(self.measured) == 3 and run.verbose and run.device.type == "cpu" and cfg.cpu_config:
                 run.say(cpu_notice(cfg, sorted(self.measured)[1], self.flops_per_token * self.tokens_per_step))
@@ -407,6 +409,18 @@ class Progress:
         run.say(f"step {step:>6}/{cfg.max_iters} | loss {loss:.4f} | lr {lr:.2e} | gnorm {grad_norm:.2f} | "
                 f"{ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
                 f"mem {f'{mem:.1f} GB' if mem else 'n/a'} | ETA {eta}")
+
+
+    def start_up(self, step, first_step_s):
+        """One record and line: the set-up stages, the first step (compilation happens there) and the
+        time since set-up began; imports before it are the process's own (time_to_loss counts them)."""
+        run = self.run
+        stages = {**run.setup_s, "first_step": first_step_s}
+        if run.master:
+            log_line(run.out, {"kind": "startup", "step": step, "unix_start": run.t_start, "stages_s": stages,
+                               "time": time.time() - run.t_start})
+        run.say("start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+                + f" | {time.time() - run.t_start:.1f} s")
 
 
 def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step):
@@ -469,6 +483,7 @@ class Run:
     best: float = None
     last_metrics: dict = None
     verbose: bool = False  # rank 0, not quiet
+    setup_s: dict = None  # seconds of each set-up stage (logged with the first step)
 
     @property
     def master(self):
@@ -484,6 +499,7 @@ class Run:
 def setup_run(cfg, model_kw, quiet=False):
     """Everything the loop needs, every check that can refuse the run done before out_dir is touched."""
     t_start = time.time()
+    stages = Stages(t_start)
     rank, local_rank, world = setup_distributed(cfg)
     master = rank == 0
     say = print if master and not quiet else (lambda *a, **k: None)
@@ -497,13 +513,16 @@ def setup_run(cfg, model_kw, quiet=False):
     if master and (problem := writable_problem(out)):  # before anything slow: say it now
         raise ConfigError(f"cannot write to out_dir {str(out)!r}: {problem}; choose another --out_dir")
 
+    stages.done("device")
     ckpt, ckpt_path, encoder, data, model_cfg = starting_point(cfg, model_kw, out, master, quiet)
+    stages.done("data")
     check_machine(cfg, model_cfg, device, dtype)
     raw = build_model(cfg, model_cfg, ckpt, encoder, device, rank, say)
+    stages.done("model")
     say(f"{raw}\ndevice {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
         f"{str(dtype).removeprefix('torch.')}, {world} process(es), data {data!r}")
     run = Run(cfg, model_cfg, data, out, device, dtype, autocast, rank, world, say, t_start, raw, ckpt, ckpt_path,
-              verbose=master and not quiet)
+              verbose=master and not quiet, setup_s=stages.seconds)
     if cfg.eval_only:
         return run
 
@@ -513,9 +532,23 @@ def setup_run(cfg, model_kw, quiet=False):
     if ckpt is not None:
         restore_training_state(run, ckpt)
     run.batches = Batches(data, cfg, model_cfg.block_size, device, world)
-    if cfg.cuda_graph:
+    stages.done("optimizers")
+    if cfg.cuda_graph:  # recording runs the first forward and backward passes (and compiles them)
         run.graphed = GraphedStep(run.model, run.batches.get(run.start, 0, rank), 1 / cfg.grad_accum, dtype)
+        stages.done("cuda_graph")
     return run
+
+
+class Stages:
+    """Seconds of each set-up stage, for the start-up line: where a run's first seconds go."""
+
+    def __init__(self, t):
+        self.t, self.seconds = t, {}
+
+    def done(self, name):
+        now = time.time()
+        self.seconds[name] = now - self.t
+        self.t = now
 
 
 def starting_point(cfg, model_kw, out, master, quiet):

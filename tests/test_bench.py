@@ -79,6 +79,12 @@ def test_time_to_loss_mode(tmp_path, tiny_data):
     r = json.loads(out.read_text())
     assert r["reached"] and r["val_loss"] <= 3.2 and r["step"] < 200
     assert 0 < r["seconds_to_target"] <= r["wall_s"]
+    # the start-up breakdown: imports (an interpreter's start costs well over 0.1 s), then train.py's
+    # stages, which together end before the target is reached
+    stages = r["startup_s"]
+    assert list(stages) == ["imports", "device", "data", "model", "optimizers", "first_step"]
+    assert stages["imports"] > 0.1 and all(v >= 0 for v in stages.values())
+    assert sum(stages.values()) < r["seconds_to_target"]
 
 
 def test_bad_mode():

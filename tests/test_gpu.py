@@ -7,11 +7,13 @@ from model import Transformer, TransformerConfig
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.mark.parametrize("pe", ["none", "sinusoidal", "learned", "rope", "alibi"])
-def test_cuda_graph_decoding_logits_equal_full_recompute(pe, monkeypatch):
-    """The logits of every graphed decoding step, on an unmodified random model, equal a full forward
-    over the same text (its last block_size tokens for absolute positions), past block_size. Bugs
-    caught: a wrong cache slot, position or mask in the recorded step (tokens alone can hide them)."""
+@pytest.mark.parametrize("pe,compile", [(pe, False) for pe in ("none", "sinusoidal", "learned", "rope", "alibi")]
+                         + [("rope", True), ("learned", True)])
+def test_cuda_graph_decoding_logits_equal_full_recompute(pe, compile, monkeypatch):
+    """The logits of every graphed decoding step (compiled or not), on an unmodified random model,
+    equal a full forward over the same text (its last block_size tokens for absolute positions), past
+    block_size. Bugs caught: a wrong cache slot, position or mask in the recorded step (tokens alone
+    can hide them); a compiled step that bakes in the position of its first call."""
     import model as model_lib
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")  # no TF32: fp32 on both sides, compared closely
@@ -25,7 +27,7 @@ def test_cuda_graph_decoding_logits_equal_full_recompute(pe, monkeypatch):
         return logits.argmax(-1, keepdim=True)
     monkeypatch.setattr(model_lib, "sample_next", greedy)
     prompt = torch.randint(0, 65, (2, 5), device="cuda")
-    out = model.generate(prompt, 150, temperature=0)  # past block_size: the window slides
+    out = model.generate(prompt, 150, temperature=0, compile=compile)  # past block_size: the window slides
     assert len(seen) == 150
     with torch.no_grad():
         for i, logits in enumerate(seen):

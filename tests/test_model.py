@@ -568,8 +568,9 @@ def test_kv_cache_logits_equal_a_full_forward_at_every_step(pe, attn, monkeypatc
 
 def test_kv_cache_places_tokens_in_a_ring_buffer():
     """KVCache owns its positions: advance() numbers the new tokens and wraps their slots, update()
-    writes keys and values there, seek() moves the next position (graphed decoding's rewind). Bugs
-    caught: a slot off by one, the count not advanced, update writing the previous step's slots."""
+    writes keys and values there; place() (a recorded decode step's) gives slots without counting,
+    count() counts. Bugs caught: a slot off by one, the count not advanced, update writing the
+    previous step's slots, place() counting (a graph's warm-up would then skip positions)."""
     cache = model_module.KVCache(n_layer=1, size=4)
     assert cache.advance(3, "cpu").tolist() == [0, 1, 2] and cache.pos.tolist() == [0, 1, 2, -1]
     k = torch.arange(3.0).view(1, 1, 3, 1)  # (B, nh, T, hs): key t holds t
@@ -577,9 +578,11 @@ def test_kv_cache_places_tokens_in_a_ring_buffer():
     assert cache.advance(2, "cpu").tolist() == [3, 4] and cache.pos.tolist() == [4, 1, 2, 3]
     keys, values = cache.update(0, torch.tensor([3.0, 4.0]).view(1, 1, 2, 1), torch.zeros(1, 1, 2, 1))
     assert keys.flatten().tolist() == [4, 1, 2, 3] and values.flatten().tolist() == [0, -1, -2, 0]
-    cache.seek(4)
-    assert cache.length == 4 and cache.advance(1, "cpu").tolist() == [4] and cache.slots.tolist() == [0]
     assert cache.length == 5
+    assert cache.place(torch.tensor([5])).tolist() == [5] and cache.slots.tolist() == [1]
+    assert cache.length == 5 and cache.pos.tolist() == [4, 5, 2, 3]
+    cache.count(1)
+    assert cache.advance(1, "cpu").tolist() == [6] and cache.slots.tolist() == [2] and cache.length == 7
 
 
 def test_generation_is_reproducible_with_a_generator_and_greedy_ignores_it():

@@ -293,8 +293,9 @@ def test_resume_after_a_crash_logs_every_record_once(tiny_data, tmp_path, monkey
     assert torch.load(tmp_path / "split" / "ckpt_last.pt", weights_only=True)["step"] == 10
     run(tiny_data, tmp_path / "split", *args, "--init_from=resume")
     records = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
-    keys = [(r["kind"], r["step"]) for r in records]
+    keys = [(r["kind"], r["step"]) for r in records if r["kind"] != "startup"]
     assert sorted(keys) == sorted([("train", s) for s in range(20)] + [("eval", s) for s in (5, 10, 15, 20)])
+    assert [r["step"] for r in records if r["kind"] == "startup"] == [0, 10]  # one per process, at its start
     assert train_losses(tmp_path / "split") == train_losses(tmp_path / "full")
 
 
