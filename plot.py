@@ -6,8 +6,8 @@ Pictures of runs, models and studies, written as PNG files (headless: no display
     python plot.py embeddings --out_dir=out-trec --split=val                   # t-SNE, coloured by label
     python plot.py positions --block_size=256 --n_embd=384 --n_head=6         # no checkpoint needed
 
-Other kinds: `confusion --out_dir=RUN` (a classifier's metrics.json) and `ablation results/lm`
-(a study's results.json). Every kind takes --out=PATH; by default the PNG goes into the run's
+Other kinds: `confusion --out_dir=RUN` (a classifier's metrics.json), `ablation results/lm`
+(a study's results.json) and `attention_bench FILE.json` (bench.py --mode=attention's JSON). Every kind takes --out=PATH; by default the PNG goes into the run's
 directory (the current one for positions without a run, and for several curves), named after the kind.
 """
 import argparse
@@ -501,6 +501,75 @@ def plot_ablation(results, path):
 
 
 # ----------------------------------------------------------------------------------------------
+# attention kernels by sequence length: bench.py --mode=attention
+
+KERNEL_LABELS = {"manual": "manual (model.manual_attention)", "sdpa": "sdpa (F.scaled_dot_product_attention)"}
+
+
+def attention_bench_series(bench):
+    """{kernel: (lengths, ms, peak MB)} from a bench.py --mode=attention JSON, each kernel's lengths in
+    increasing order; a length where a kernel ran out of memory (ms None) is left out of its series."""
+    mode = bench.get("mode") if isinstance(bench, dict) else None
+    if mode != "attention":
+        raise PlotError(f"expected the JSON of bench.py --mode=attention, got mode {mode!r}: write one with "
+                        f"python bench.py --mode=attention --json=FILE")
+    rows = bench.get("rows")
+    if not rows:
+        raise PlotError("the attention benchmark has no rows: run python bench.py --mode=attention --json=FILE again")
+    kernels = [k for k in KERNEL_LABELS if any(f"{k}_ms" in r for r in rows)]
+    series = {}
+    for k in kernels:
+        ok = sorted((r for r in rows if r.get(f"{k}_ms") is not None), key=lambda r: r["T"])
+        series[k] = ([r["T"] for r in ok], [r[f"{k}_ms"] for r in ok], [r.get(f"{k}_peak_mb") for r in ok])
+    return series
+
+
+def attention_bench_figure(bench):
+    """Two log-log panels against sequence length: ms per forward + backward, and peak memory, one
+    line per kernel; lengths where a kernel ran out of memory are named in its legend entry."""
+    series = attention_bench_series(bench)
+    rows = bench["rows"]
+    fig = Figure(figsize=(12, 5), dpi=DPI, layout="constrained")
+    ax_ms, ax_mb = fig.subplots(1, 2)
+    lengths = sorted({r["T"] for r in rows})
+    for i, (k, (T, ms, mb)) in enumerate(series.items()):
+        oom = [r["T"] for r in rows if f"{k}_ms" in r and r[f"{k}_ms"] is None]
+        label = KERNEL_LABELS[k] + (f", out of memory at T = {', '.join(map(str, oom))}" if oom else "")
+        ax_ms.plot(T, ms, marker="o", color=f"C{i}", label=label, gid=f"ms:{k}")
+        if any(v is not None for v in mb):  # peak memory is measured on a GPU only
+            ax_mb.plot([t for t, v in zip(T, mb) if v is not None], [v for v in mb if v is not None],
+                       marker="o", color=f"C{i}", label=label, gid=f"mb:{k}")
+    for r in rows:  # manual / sdpa above each length
+        if r.get("speedup"):
+            ax_ms.annotate(f"{r['speedup']:.1f}x", (r["T"], r["manual_ms"]), xytext=(0, 7), textcoords="offset points",
+                           ha="center", fontsize=8, color="0.25")
+    for ax, ylabel, title in ((ax_ms, "time per forward + backward (ms, log scale)",
+                               "time (numbers: manual time / sdpa time)"),
+                              (ax_mb, "peak memory above the inputs (MiB, log scale)", "peak memory")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(lengths, [str(t) for t in lengths])
+        ax.set(xlabel="sequence length T (tokens, log scale)", ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3, which="both")
+        if ax.lines:
+            ax.legend(fontsize=9)
+    if not ax_mb.lines:
+        ax_mb.text(0.5, 0.5, "no peak memory: it is measured on a GPU only", transform=ax_mb.transAxes,
+                   ha="center", va="center")
+    r0 = rows[0]
+    fig.suptitle(f"Causal self-attention alone, forward + backward: {r0['n_head']} heads x {r0['head_dim']}, "
+                 f"{bench['tokens']:,} tokens per length, {bench['dtype']}\n"
+                 f"{bench.get('device', '?')}, torch {bench.get('torch', '?')}, {bench.get('date', '?')}, "
+                 f"median of {bench.get('repeats', '?')} repeats")
+    return fig
+
+
+def plot_attention_bench(bench, path):
+    """The attention benchmark's chart (attention_bench_figure), saved as PNG."""
+    return save(attention_bench_figure(bench), path)
+
+
+# ----------------------------------------------------------------------------------------------
 # position encodings
 
 def cosine_matrix(table):
@@ -581,7 +650,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     sub = p.add_subparsers(dest="kind", required=True, metavar="KIND")
     homes = {"curves": "the run's directory; with several runs, the current one",
-             "ablation": "the results directory", "positions": "--out_dir, else the current directory"}
+             "ablation": "the results directory", "attention_bench": "the JSON's directory",
+             "positions": "--out_dir, else the current directory"}
 
     def add(kind, help, run=True):
         s = sub.add_parser(kind, help=help)
@@ -603,6 +673,8 @@ def main(argv=None):
     add("confusion", "a classifier's confusion matrix from RUN/metrics.json")
     s = add("ablation", "a study's differences from its baseline, with 95%% CIs, from RESULTS_DIR/results.json", run=False)
     s.add_argument("results", help="directory holding results.json, or the file itself")
+    s = add("attention_bench", "manual vs sdpa attention: ms and peak memory against sequence length", run=False)
+    s.add_argument("bench", help="the JSON of python bench.py --mode=attention --json=FILE")
     s = add("positions", "sinusoidal / learned position similarity and the RoPE spectrum")
     for key, default in (("block_size", 256), ("n_embd", 384), ("n_head", 6), ("rope_base", 10000.0)):
         s.add_argument(f"--{key}", type=positive(type(default)), help=f"without --out_dir (default: {default})")
@@ -613,6 +685,8 @@ def main(argv=None):
         home = Path(a.runs[0]) if len(a.runs) == 1 else Path(".")
     elif a.kind == "ablation":
         home = Path(a.results).parent if a.results.endswith(".json") else Path(a.results)
+    elif a.kind == "attention_bench":
+        home = Path(a.bench).parent
     out = Path(a.out or home / f"{a.kind}.png")
     try:
         if a.kind == "curves":
@@ -628,6 +702,10 @@ def main(argv=None):
             if not src.is_file():
                 raise PlotError(f"{src} not found: run the study first (python ablate.py ...)")
             plot_ablation(read_json(src, "the study's ablate.py command again"), out)
+        elif a.kind == "attention_bench":
+            if not Path(a.bench).is_file():
+                raise PlotError(f"{a.bench} not found: write it with python bench.py --mode=attention --json={a.bench}")
+            plot_attention_bench(read_json(a.bench, "python bench.py --mode=attention --json=FILE"), out)
         else:
             plot_positions(out, a.out_dir, a.block_size, a.n_embd, a.n_head, a.rope_base)
     except (PlotError, train.CheckpointError, prepare.DataError) as e:

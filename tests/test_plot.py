@@ -297,3 +297,68 @@ def test_unknown_characters_on_char_model(runs, tmp_path, capsys):
         plot.plot_attention(runs["learned"], "ROMAN: ☃", tmp_path / "a.png")
     assert plot.main(["attention", f"--out_dir={runs['learned']}", "--text=ROMAN: ☃"]) == 1
     assert capsys.readouterr().err.startswith("error: text 'ROMAN: ☃' cannot be encoded")
+
+
+# ---- attention_bench: bench.py --mode=attention ----------------------------------------------
+
+def attention_bench(rows):
+    """A bench.py --mode=attention JSON with the given rows (ms and peak MiB per kernel)."""
+    return {"mode": "attention", "dtype": "bfloat16", "tokens": 4096, "rows": rows, "repeats": 20,
+            "device": "toy GPU", "torch": "2.x", "date": "2026-12-01"}
+
+
+def bench_row(T, manual_ms, sdpa_ms, manual_mb, sdpa_mb):
+    row = {"T": T, "batch": 4096 // T, "n_head": 12, "head_dim": 64, "manual_ms": manual_ms, "sdpa_ms": sdpa_ms,
+           "manual_peak_mb": manual_mb, "sdpa_peak_mb": sdpa_mb}
+    if manual_ms is None:  # out of memory: bench.py writes ms None, no peak and no speedup
+        del row["manual_peak_mb"]
+    else:
+        row["speedup"] = manual_ms / sdpa_ms
+    return row
+
+
+def test_attention_bench_draws_each_kernel_on_both_panels(tmp_path):
+    # rows out of order, every value distinct (ms 1-9, MiB 100-900): a swapped axis or kernel shows;
+    # manual is out of memory at the longest length
+    rows = [bench_row(512, 4.0, 2.0, 400.0, 200.0), bench_row(128, 1.0, 3.0, 100.0, 300.0),
+            bench_row(2048, None, 5.0, None, 500.0), bench_row(256, 7.0, 9.0, 700.0, 900.0)]
+    fig = plot.attention_bench_figure(attention_bench(rows))
+    ax_ms, ax_mb = fig.axes[:2]
+
+    def line(ax, gid):
+        found = [ln for ln in ax.lines if ln.get_gid() == gid]
+        assert len(found) == 1, f"{gid}: {len(found)} lines"
+        return list(found[0].get_xdata()), list(found[0].get_ydata())
+    assert line(ax_ms, "ms:manual") == ([128, 256, 512], [1.0, 7.0, 4.0])  # sorted by T, the OOM length left out
+    assert line(ax_ms, "ms:sdpa") == ([128, 256, 512, 2048], [3.0, 9.0, 2.0, 5.0])
+    assert line(ax_mb, "mb:manual") == ([128, 256, 512], [100.0, 700.0, 400.0])
+    assert line(ax_mb, "mb:sdpa") == ([128, 256, 512, 2048], [300.0, 900.0, 200.0, 500.0])
+    for ax in (ax_ms, ax_mb):
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        assert "sequence length T (tokens" in ax.get_xlabel()
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["128", "256", "512", "2048"]
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert legend[0].startswith("manual") and "out of memory at T = 2048" in legend[0]
+        assert legend[1].startswith("sdpa") and "out of memory" not in legend[1]
+    assert "(ms" in ax_ms.get_ylabel() and "(MiB" in ax_mb.get_ylabel()
+    # the speedup over each length where both ran, above the manual point
+    notes = {(t.xy, t.get_text()) for t in ax_ms.texts}
+    assert notes == {((128, 1.0), "0.3x"), ((256, 7.0), "0.8x"), ((512, 4.0), "2.0x")}
+    assert "12 heads x 64" in fig.get_suptitle() and "4,096 tokens" in fig.get_suptitle()
+    check_png(plot.plot_attention_bench(attention_bench(rows), tmp_path / "a.png"), (12, 5))
+
+
+def test_attention_bench_cli_and_errors(tmp_path, capsys):
+    src = tmp_path / "attention.json"
+    src.write_text(json.dumps(attention_bench([bench_row(128, 1.0, 0.5, 100.0, 50.0),
+                                               bench_row(256, 2.0, 0.6, 200.0, 50.0)])))
+    assert plot.main(["attention_bench", str(src)]) == 0  # the PNG goes next to the JSON
+    check_png(tmp_path / "attention_bench.png", (12, 5))
+    src.write_text(json.dumps({"mode": "train", "ms_per_step": 15.0}))
+    assert plot.main(["attention_bench", str(src), f"--out={tmp_path / 'x.png'}"]) == 1
+    assert "expected the JSON of bench.py --mode=attention, got mode 'train'" in capsys.readouterr().err
+    with pytest.raises(plot.PlotError, match="has no rows"):
+        plot.attention_bench_figure({"mode": "attention", "rows": []})
+    assert plot.main(["attention_bench", str(tmp_path / "missing.json")]) == 1
+    assert "missing.json not found" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
