@@ -199,9 +199,9 @@ def profile_steps(model, raw, optimizers, scaler, batches, cfg, autocast, graphe
 
 def generate_without_cache(model, idx, n):
     """The reference loop a KV cache replaces: a full forward over the (cropped) text every step."""
-    W = model.config.block_size
+    block_size = model.config.block_size
     for _ in range(n):
-        logits, _ = model(idx[:, -W:])
+        logits, _ = model(idx[:, -block_size:])
         idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return idx
 

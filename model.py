@@ -737,6 +737,8 @@ class Transformer(nn.Module):
         def pick(logits):  # (B, V) -> (B, 1)
             return sample_next(logits[:, :vocab_limit], temperature, top_k, top_p, generator)
 
+        if max_new_tokens < 1:
+            return
         relative = self.config.pos_encoding in RELATIVE
         generate = self._generate_cached if relative else self._generate_cropped
         was_training = self.training
@@ -752,30 +754,31 @@ class Transformer(nn.Module):
         cache = KVCache(self.config.n_layer, self.config.block_size)
         logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt
         step = self._decoder(cache, seq, compile) if n > 1 else None
-        for i in range(n):
-            nxt = pick(logits)
+        nxt = pick(logits)
+        yield nxt
+        for _ in range(n - 1):
+            nxt = pick(step(nxt))
             yield nxt
-            if i < n - 1:
-                logits = step(nxt)
 
     def _generate_cropped(self, seq, n, pick, compile):
         """Absolute positions (learned, sinusoidal) end at block_size: decode through the cache
         while the text fits, then re-encode the last block_size tokens from position 0 at every
         step, exactly what a forward over the cropped text computes."""
-        W = self.config.block_size
-        cache = KVCache(self.config.n_layer, W)
+        block_size = self.config.block_size
+        cache = KVCache(self.config.n_layer, block_size)
         logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt
-        step = self._decoder(cache, seq, compile) if n > 1 and cache.length < W else None
-        for i in range(n):
-            nxt = pick(logits)
-            yield nxt
-            if i == n - 1:
-                break
-            seq = torch.cat([seq, nxt], dim=1)[:, -W:]
-            if cache.length < W:
+        fits = n > 1 and cache.length < block_size
+        step = self._decoder(cache, seq, compile) if fits else None
+        nxt = pick(logits)
+        yield nxt
+        for _ in range(n - 1):
+            seq = torch.cat([seq, nxt], dim=1)[:, -block_size:]
+            if cache.length < block_size:
                 logits = step(nxt)
             else:  # the window is full: no cache from here on
                 logits = self.lm_head(self.encode(seq)[:, -1])
+            nxt = pick(logits)
+            yield nxt
 
     def _decoder(self, cache, prompt, compile=False):
         """The decode step: token ids (B, 1) at the next position -> logits (B, V), through cache.

@@ -707,3 +707,14 @@ def test_gpt2_import_matches_hugging_face(tmp_path, fmt):
 def test_from_pretrained_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         Transformer.from_pretrained(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("pe", ["learned", "rope"])
+def test_generate_zero_and_one_new_tokens(pe):
+    """Both generation paths give exactly max_new_tokens tokens at the edges. Bug caught: a loop
+    that samples its first token before checking the count (0 asked, 1 given)."""
+    model = tiny(pos_encoding=pe).eval()
+    x = ids(B=2, L=3)
+    assert torch.equal(model.generate(x, 0), x)
+    one = model.generate(x, 1, temperature=0)
+    assert one.shape == (2, 4) and torch.equal(one[:, 3:], model(x)[0][:, -1].argmax(-1, keepdim=True))
