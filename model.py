@@ -14,6 +14,7 @@ and GPT-2 weight import.
 References: Vaswani et al. 2017 (the Transformer), Radford et al. 2019 (GPT-2), Su et al. 2021
 (RoPE), Press et al. 2022 (ALiBi), Xiong et al. 2020 (pre-LN), Press & Wolf 2017 (weight tying).
 """
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -453,7 +454,10 @@ class KVCache:
     def __init__(self, n_layer, size):
         self.n_layer = n_layer
         self.size = size
-        self.k = self.v = None  # (n_layer, B, nh, size, hs), allocated by the first update
+        # per layer (B, nh, size, hs), allocated by the first update; one tensor per layer, not views
+        # of one (n_layer, ...) tensor: torch.compile turns a write into a view of a graph input into
+        # a copy of the whole base tensor, every layer, every step
+        self.k = self.v = None
         self.pos = None  # (size,) absolute position in each slot, -1: empty
         self.slots = None  # (T,) the slots of the tokens of the current forward pass
         self.length = 0  # tokens counted so far = absolute position of the next token
@@ -480,8 +484,8 @@ class KVCache:
         and return the layer's whole cache (B, nh, size, hs) for attention."""
         if self.k is None:  # allocated lazily, in the layers' compute dtype (bf16 under autocast)
             B, nh, _, hs = k.shape
-            self.k = k.new_zeros(self.n_layer, B, nh, self.size, hs)
-            self.v = torch.zeros_like(self.k)
+            self.k = [k.new_zeros(B, nh, self.size, hs) for _ in range(self.n_layer)]
+            self.v = [torch.zeros_like(t) for t in self.k]
         self.k[layer].index_copy_(2, self.slots, k)  # (B, nh, size, hs)
         self.v[layer].index_copy_(2, self.slots, v)
         return self.k[layer], self.v[layer]
@@ -794,7 +798,7 @@ class Transformer(nn.Module):
         # cache_enabled=False: cached weight casts must not outlive the recording
         autocast = torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"),
                                   enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False)
-        step = compiled_decode_step if compile else decode_step
+        step = compiled_decode_step() if compile else decode_step
 
         def run():
             with autocast:
@@ -878,8 +882,12 @@ def decode_step(model, tok, pos, cache):
     return model.lm_head(model.encode(tok, cache=cache, pos=pos)[:, -1])
 
 
-# compiled once per model and batch size; pos arrives as a tensor, so the position is no guard
-compiled_decode_step = torch.compile(decode_step, dynamic=False)
+@functools.cache
+def compiled_decode_step():
+    """decode_step under torch.compile: compiled once per model and batch size (pos arrives as a
+    tensor, so the position is no guard). Built on first use: torch.compile's import takes about a
+    second, which a process that never decodes compiled should not pay."""
+    return torch.compile(decode_step, dynamic=False)
 
 
 def sample_next(logits, temperature, top_k, top_p, generator):
