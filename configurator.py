@@ -285,7 +285,7 @@ def validate(cfg, model_kw):
                       f"use compile_mode='default' or 'max-autotune-no-cudagraphs', or --compile=false")
     if cfg.cuda_graph and TASKS.get(cfg.dataset) == "cls":
         errors.append(f"cuda_graph=True needs batches of one shape: a language model, not {cfg.dataset!r} "
-                      f"(whose batches are padded to their longest text)")
+                      f"(whose batches come in several lengths, data.PAD_LENGTHS)")
     if cfg.cuda_graph and cfg.dtype == "float16":
         errors.append("cuda_graph=True is not supported with dtype='float16' (its loss scaling); use 'bfloat16'")
     if cfg.optimizer == "muon" and not hasattr(torch.optim, "Muon"):

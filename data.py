@@ -320,19 +320,42 @@ def lm_eval_batches(data, batch_size, block_size, stride=0):
         yield x, y
 
 
+# Classifier batches are right-padded to the first of these lengths that holds their longest
+# example (capped at max_len), not to that example's own length, so that their shapes come from a
+# short fixed list: config/sst2.py's training batches take 4 lengths an epoch (24, 32, 48, 64)
+# where padding to the longest made 32, config/trec.py's 4 rather than 22. What records or compiles
+# one graph per shape (CUDA graphs, compile_mode='reduce-overhead', a static compile) then does so
+# a handful of times. Steps of 8 up to 32 keep short texts cheap, then of a half or a third.
+# Padding is masked (attention keys, pooling), so outputs change by float rounding only; the price
+# is the padded tokens' compute: 1.22x (SST-2) and 1.17x (TREC) the tokens of padding to the
+# longest, about 30% a step on a CPU (docs/PERFORMANCE.md). range(1, 2**20) pads to the longest.
+PAD_LENGTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def pad_length(longest, max_len):
+    """The length a batch is padded to when its longest example has `longest` <= max_len tokens."""
+    return min(next((n for n in PAD_LENGTHS if n >= longest), max_len), max_len)
+
+
 def cls_batch(tokens, offsets, labels, idx, max_len, pad_id, device):
-    """Examples idx, cut to max_len (the start, with <cls>, is kept) and right-padded to the
-    longest one. Returns x (B, L) int64, mask (B, L) bool (True = real token), y (B,) int64, all
-    on device."""
+    """Examples idx, cut to max_len (the start, with <cls>, is kept) and right-padded to
+    pad_length() of the longest one. Returns x (B, L) int64, mask (B, L) bool (True = real token),
+    y (B,) int64, all on device."""
     idx = [int(i) for i in idx]
     seqs = [np.asarray(tokens[offsets[i]:offsets[i + 1]][:max_len], dtype=np.int64) for i in idx]
-    x = np.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=np.int64)
+    x = np.full((len(seqs), pad_length(max(len(s) for s in seqs), max_len)), pad_id, dtype=np.int64)
     mask = np.zeros(x.shape, dtype=bool)
     for r, s in enumerate(seqs):
         x[r, :len(s)], mask[r, :len(s)] = s, True
     y = np.asarray(labels[idx], dtype=np.int64)
-    return (torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device),
-            torch.from_numpy(y).to(device))
+    x, mask = torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device)
+    # The length changes from batch to batch by design, so tell torch.compile: otherwise it
+    # compiles the first length as a constant, then everything again, the length symbolic, when a
+    # second one comes (2 graphs, however the batches are padded; 1 with the mark: 65 s -> 43 s
+    # for config/sst2.py's model on a CPU, docs/PERFORMANCE.md). Eager code ignores the mark.
+    torch._dynamo.maybe_mark_dynamic(x, 1)
+    torch._dynamo.maybe_mark_dynamic(mask, 1)
+    return x, mask, torch.from_numpy(y).to(device)
 
 
 def cls_eval_batches(tokens, offsets, labels, batch_size, max_len, pad_id, device):

@@ -5,14 +5,17 @@
 The data sets come from conftest's tiny_data (prepared once per session from the fixture files);
 a test that damages one works on its own copy.
 """
+import itertools
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 import data as D
+from model import POOLINGS, POS_ENCODINGS, Transformer, TransformerConfig
 
 
 @pytest.fixture
@@ -116,6 +119,107 @@ def test_cls_batches():
     assert mask.sum(1).tolist() == [4, 3, 1] and (x[~mask] == 0).all() and y.tolist() == [1, 1, 0]
     batches = list(D.cls_eval_batches(tokens, offsets, labels, batch_size=3, max_len=16, pad_id=0,
                                       device="cpu"))
-    assert [b[0].shape for b in batches] == [(3, 6), (1, 2)]
+    assert [b[0].shape for b in batches] == [(3, 8), (1, 8)]  # lengths 6 and 2: the 8 bucket
     assert torch.cat([b[2] for b in batches]).tolist() == labels.tolist()
     assert torch.cat([b[1].sum(1) for b in batches]).tolist() == [len(s) for s in seqs]
+
+
+# -----------------------------------------------------------------------------
+# classifier batches: padded to one of a few lengths (data.PAD_LENGTHS)
+
+
+def examples(lengths, seed=0):
+    """tokens, offsets, labels of random examples with these lengths, each starting with <cls>."""
+    rng = np.random.default_rng(seed)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = rng.integers(3, 50, offsets[-1]).astype(np.uint16)
+    tokens[offsets[:-1]] = 2
+    return tokens, offsets, rng.integers(0, 3, len(lengths))
+
+
+def sst2_like(n, seed=0):
+    """Lengths like SST-2's training examples (phrases and sentences: median 8 tokens, 90% under
+    23, the longest 53): log-normal, clipped to 2..56."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.rint(rng.lognormal(np.log(9), 0.8, n)), 2, 56).astype(np.int64)
+
+
+def test_pad_length_is_the_first_bucket_that_holds_the_batch():
+    assert [D.pad_length(n, 64) for n in (1, 8, 9, 24, 25, 33, 48, 49, 64)] == [
+        8, 8, 16, 24, 32, 48, 48, 64, 64]
+    assert D.pad_length(70, 100) == 96 and D.pad_length(97, 100) == 100  # capped at max_len
+    assert D.pad_length(3, 4) == 4 and D.pad_length(2000, 2048) == 2048  # beyond the list: max_len
+
+
+def test_an_epoch_of_classifier_batches_has_few_lengths():
+    """Over a shuffled epoch of SST-2-like examples, the batches come in at most as many lengths
+    as there are buckets up to max_len, each the smallest bucket that holds the batch, with every
+    example intact. Catches padding to the longest example again (some 30 lengths), a bucket
+    that cuts the longest example, or padding that overwrites tokens."""
+    lengths = sst2_like(20_000)
+    tokens, offsets, labels = examples(lengths)
+    order = np.random.default_rng(1).permutation(len(lengths))
+    buckets = {n for n in D.PAD_LENGTHS if n < 64} | {64}
+    widths, longest = set(), set()
+    batches = [D.cls_batch(tokens, offsets, labels, order[s:s + 64], 64, 0, "cpu")
+               for s in range(0, len(order), 64)]
+    batches += list(D.cls_eval_batches(tokens, offsets, labels, 512, 64, 0, "cpu"))
+    for x, mask, _ in batches:
+        widths.add(x.shape[1])
+        longest.add(int(mask.sum(1).max()))
+        assert x.shape[1] == min(b for b in buckets if b >= int(mask.sum(1).max()))
+    assert widths <= buckets and len(longest) > 3 * len(buckets)  # the lengths do vary
+    x, mask, _ = batches[0]
+    for row, i in enumerate(order[:64]):
+        n = min(lengths[i], 64)
+        assert x[row, :n].tolist() == tokens[offsets[i]:offsets[i] + n].tolist()
+        assert mask[row].tolist() == [True] * n + [False] * (x.shape[1] - n)
+    assert (x[~mask] == 0).all()
+
+
+# every position encoding and pooling of the model, causal or not, both attention paths
+SETTINGS = [s for s in itertools.product(POS_ENCODINGS, POOLINGS, (False, True), ("manual", "sdpa"))
+            if not (s[1] == "first" and s[2])]  # a causal model's first token sees only itself
+
+
+@pytest.mark.parametrize("pos_encoding, pooling, causal, attention", SETTINGS)
+def test_bucket_padding_leaves_classifier_outputs_unchanged(pos_encoding, pooling, causal,
+                                                            attention):
+    """Logits and loss of a batch padded to its bucket (48 here) equal those of the same batch
+    padded to its longest example (37), in float32, to rounding. Catches padding that leaks in:
+    a key mask dropped from attention, mean pooling over all positions, 'last' pooling that
+    takes the last position rather than the last real token."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(
+        vocab_size=50, n_classes=3, n_layer=2, n_head=2, n_embd=32, block_size=64,
+        pos_encoding=pos_encoding, pooling=pooling, causal=causal, attention=attention)).eval()
+    tokens, offsets, labels = examples([37, 5, 20, 33, 1])
+    x, mask, y = D.cls_batch(tokens, offsets, labels, range(5), 64, 0, "cpu")
+    assert x.shape == (5, 48)
+    with torch.no_grad():
+        logits, loss = model(x, y, attention_mask=mask)
+        logits_37, loss_37 = model(x[:, :37], y, attention_mask=mask[:, :37])
+    torch.testing.assert_close(logits, logits_37, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, loss_37, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_batches_of_several_lengths_compile_once():
+    """torch.compile as training calls it (dynamic shapes left to automatic) builds one graph for
+    classifier batches of any length. Catches cls_batch not marking the length dynamic: the
+    first length is then compiled as a constant and the second compiles everything again."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=50, n_classes=3, n_layer=2, n_head=2,
+                                          n_embd=32, block_size=64, causal=False))
+    tokens, offsets, labels = examples(sst2_like(64))
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        compiled = torch.compile(model, backend="eager")  # dynamo alone: graphs, not kernels
+        widths = set()
+        for s in range(0, 64, 8):
+            x, mask, y = D.cls_batch(tokens, offsets, labels, range(s, s + 8), 64, 0, "cpu")
+            widths.add(x.shape[1])
+            compiled(x, y, attention_mask=mask)[1].backward()
+        assert len(widths) >= 3 and counters["stats"]["unique_graphs"] == 1, widths
+    finally:
+        torch._dynamo.reset()
