@@ -35,7 +35,8 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
         generator = torch.Generator().manual_seed(SEED)  # mlm: the same masks at every evaluation
         tokens = split_on_device(data, split, device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
-        for i, (x, y) in enumerate(lm_eval_batches(tokens, cfg.eval_batch_size, block_size, stride)):
+        for i, (x, y) in enumerate(lm_eval_batches(tokens, cfg.eval_batch_size, block_size,
+                                                   stride)):
             if masked:  # every process draws every batch's masks, so that all draw the same ones
                 x, y = mlm_mask(x, data.mask_id, data.vocab_size, generator)
             if i % world == rank:

@@ -114,10 +114,11 @@ class Batches:
         if self.data.task != "cls":
             if step != self.step:
                 generator = seeded(cfg.seed, 0, step)
-                self.step, self.batch = step, lm_batch(self.train, self.global_size, self.block_size,
-                                                       generator)
+                self.step, self.batch = step, lm_batch(self.train, self.global_size,
+                                                       self.block_size, generator)
                 if self.data.task == "mlm":  # the same windows, masked; the targets are the hidden tokens
-                    self.batch = mlm_mask(self.batch[0], self.data.mask_id, self.data.vocab_size, generator)
+                    self.batch = mlm_mask(self.batch[0], self.data.mask_id, self.data.vocab_size,
+                                          generator)
             return self.batch[0][rows], self.batch[1][rows]
         # classification: epochs without replacement, one fixed permutation per epoch
         n = len(self.labels)

@@ -216,7 +216,8 @@ def test_data_file_with_bytes_changed_in_place(tiny_data, tmp_path, name, file):
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0x01  # same size, so a size check passes
     path.write_bytes(bytes(blob))
-    with pytest.raises(DataError, match=f"{path} is damaged.*python prepare.py {name} --data_dir .* --force"):
+    with pytest.raises(DataError,
+                       match=f"{path} is damaged.*python prepare.py {name} --data_dir .* --force"):
         load(name, data_dir)
 
 
@@ -407,8 +408,8 @@ def test_classifier_given_only_unknown_words_says_so():
 
     from data import Tokenizer
     from model import Transformer, TransformerConfig
-    tok = Tokenizer({"kind": "word", "vocab": ["<pad>", "<unk>", "<cls>", "good", "bad"], "pad": "<pad>",
-                     "unk": "<unk>", "cls": "<cls>"})
+    tok = Tokenizer({"kind": "word", "vocab": ["<pad>", "<unk>", "<cls>", "good", "bad"],
+                     "pad": "<pad>", "unk": "<unk>", "cls": "<cls>"})
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(vocab_size=5, n_classes=2, causal=False, pooling="first", n_layer=1,
                                           n_head=2, n_embd=8, block_size=16)).eval()

@@ -187,7 +187,8 @@ def test_unknown_dataset_lists_valid_names(tmp_path, capsys):
 def test_source_path_missing(tmp_path):
     with pytest.raises(D.DataError, match=r"--source .*nowhere.*no such file"):
         P.prepare("shakespeare_char", source=tmp_path / "nowhere", data_dir=tmp_path / "data")
-    with pytest.raises(D.DataError, match=r"trec needs 2 files"):  # a file where a directory is needed
+    # a file where a directory is needed
+    with pytest.raises(D.DataError, match=r"trec needs 2 files"):
         P.prepare("trec", source=TINY, data_dir=tmp_path / "data")
     with pytest.raises(D.DataError, match=r"train_5500.label not found"):
         P.prepare("trec", source=tmp_path, data_dir=tmp_path / "data")
@@ -200,7 +201,8 @@ def test_local_checksum_mismatch_keeps_previous_output(tmp_path, monkeypatch):
     before = snapshot(data)
     truncated = tmp_path / "input.txt"
     truncated.write_bytes(TINY.read_bytes()[:100])
-    with pytest.raises(D.DataError, match=f"checksum mismatch for {truncated}.*expected {TINY_SHA}"):
+    with pytest.raises(D.DataError,
+                       match=f"checksum mismatch for {truncated}.*expected {TINY_SHA}"):
         P.prepare("shakespeare_char", source=truncated, data_dir=data, quiet=True, force=True)
     assert snapshot(data) == before and leftovers(data) == []
 
