@@ -49,9 +49,9 @@ import numpy as np
 import torch
 
 import checkpoint
-import prepare
 import train
 from configurator import ConfigError, opt, parse, print_help, run_config_file
+from data import DataError, write_atomic
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_STUDY = "lm"
@@ -447,11 +447,11 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     if test and not failed:
         results["test"] = score_selected(results, study, jobs_list, runner)
     out.mkdir(parents=True, exist_ok=True)
-    prepare.write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
-    prepare.write_atomic(out / "results.csv", runs_csv(runs))
+    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(out / "results.csv", runs_csv(runs))
     import plot  # matplotlib: only the chart needs it
     chart = plot.plot_ablation(results, out / "ablation.png") if results["summary"] else None
-    prepare.write_atomic(out / "summary.md", summary_md(results, chart and Path(chart).name))
+    write_atomic(out / "summary.md", summary_md(results, chart and Path(chart).name))
     say("\n".join(table(results) + QUICK_NOTE[:1] * quick))
     say(f"wrote {out}/results.csv, results.json, summary.md{', ablation.png' if chart else ''}")
     if failed:
@@ -539,7 +539,7 @@ def main(argv=None):
         results = run_study(args.study or DEFAULT_STUDY, seeds=args.seeds or None, jobs=args.jobs or None,
                             quick=args.quick, out=args.out or None, variants=variants,
                             extra=dict(s.split("=", 1) for s in args.set), test=args.test)
-    except (StudyError, train.ConfigError, prepare.DataError) as e:
+    except (StudyError, train.ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 import checkpoint
 import parallel
-import prepare
 import sample
 import train
 from configurator import field_types, model_config, opt, padded_vocab, parse, print_help
+from data import DataError, write_atomic
 from model import Transformer
 
 # GPT-2 small, as nanoGPT's bench.py measures it (no biases, no dropout, learned positions)
@@ -382,12 +382,12 @@ def main(argv=None):
         bench, rest = split_args(argv)
         result = {"train": bench_train, "generate": bench_generate, "time_to_loss": bench_time_to_loss,
                   "matmul": bench_matmul, "attention": bench_attention}[bench.mode](rest, bench)
-    except (train.ConfigError, prepare.DataError, checkpoint.CheckpointError, RuntimeError) as e:
+    except (train.ConfigError, DataError, checkpoint.CheckpointError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     result["argv"] = argv
     path = Path(bench.json or f"bench_{bench.mode}.json")
-    prepare.write_atomic(path, json.dumps(result, indent=2) + "\n")
+    write_atomic(path, json.dumps(result, indent=2) + "\n")
     print(f"-> {path}")
     return 0
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-import prepare
 from configurator import ConfigError, model_config
+from data import write_atomic
 from model import Transformer
 from parallel import sharded
 
@@ -188,7 +188,7 @@ def writable_problem(path):
 
 
 def write_json(path, obj):
-    prepare.write_atomic(path, json.dumps(obj, indent=2) + "\n")
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def trim_log(out, step):
@@ -203,7 +203,7 @@ def trim_log(out, step):
             at = line_step(line)
             return at < step or (at == step and json.loads(line).get("kind") == "eval")
         keep = [line for line in path.read_text(errors="replace").splitlines() if line and kept(line)]
-        prepare.write_atomic(path, "".join(line + "\n" for line in keep))
+        write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def line_step(line):

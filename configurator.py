@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-import prepare
+from data import TASKS
 from model import TransformerConfig
 
 
@@ -277,15 +277,15 @@ def validate(cfg, model_kw):
     choices = dict(eval_split=("val", "test"), optimizer=("adamw", "muon"),
                    compile_mode=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                    compile_scope=("model", "block"), parallel=("ddp", "fsdp"),
-                   dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(prepare.DATASETS))
+                   dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(TASKS))
     errors += [f"{k}={getattr(cfg, k)!r} is not one of {', '.join(map(repr, c))}"
                for k, c in choices.items() if getattr(cfg, k) not in c]
     if cfg.cuda_graph and cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune"):
         errors.append(f"cuda_graph=True and compile_mode={cfg.compile_mode!r} both record CUDA graphs; "
                       f"use compile_mode='default' or 'max-autotune-no-cudagraphs', or --compile=false")
-    if cfg.cuda_graph and prepare.DATASETS.get(cfg.dataset, {}).get("task") == "cls":
+    if cfg.cuda_graph and TASKS.get(cfg.dataset) == "cls":
         errors.append(f"cuda_graph=True needs batches of one shape: a language model, not {cfg.dataset!r} "
-                      f"(whose batches are padded to their longest text)")
+                      f"(whose batches come in several lengths, data.PAD_LENGTHS)")
     if cfg.cuda_graph and cfg.dtype == "float16":
         errors.append("cuda_graph=True is not supported with dtype='float16' (its loss scaling); use 'bfloat16'")
     if cfg.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
@@ -295,7 +295,7 @@ def validate(cfg, model_kw):
                       "matrices and each process holds only a shard of them; use 'adamw' or parallel='ddp'")
     errors += device_problems(cfg.device, cfg.dtype)
     # the model keys, with a stand-in vocabulary; for an unknown data set, what is wrong for either task
-    task = prepare.DATASETS.get(cfg.dataset, {}).get("task")
+    task = TASKS.get(cfg.dataset)
     found = []
     for n_classes in [2 if task == "cls" else 0] if task else [0, 2]:
         try:

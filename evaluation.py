@@ -13,14 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import prepare
+from data import SEED, cls_eval_batches, lm_eval_batches, mlm_mask
 from parallel import all_reduce, sharded
 
 
 @torch.no_grad()
 def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1, stride=None):
     """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced.
-    Language models are scored with cfg.eval_stride (or stride): see prepare.lm_eval_batches.
+    Language models are scored with cfg.eval_stride (or stride): see data.lm_eval_batches.
     Always eager: compiling the inference shapes too would cost more than a few evaluations take."""
     with torch.compiler.set_stance("force_eager"):
         return _evaluate(model, data, split, cfg, device, autocast, rank, world, stride)
@@ -32,12 +32,13 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
     if data.task != "cls":  # language models: the summed next-token (lm) or masked-token (mlm) loss
         masked = data.task == "mlm"
         stride = 0 if masked else cfg.eval_stride if stride is None else stride
-        generator = torch.Generator().manual_seed(prepare.SEED)  # mlm: the same masks at every evaluation
+        generator = torch.Generator().manual_seed(SEED)  # mlm: the same masks at every evaluation
         tokens = split_on_device(data, split, device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
-        for i, (x, y) in enumerate(prepare.lm_eval_batches(tokens, cfg.eval_batch_size, block_size, stride)):
+        for i, (x, y) in enumerate(lm_eval_batches(tokens, cfg.eval_batch_size, block_size,
+                                                   stride)):
             if masked:  # every process draws every batch's masks, so that all draw the same ones
-                x, y = prepare.mlm_mask(x, data.mask_id, data.vocab_size, generator)
+                x, y = mlm_mask(x, data.mask_id, data.vocab_size, generator)
             if i % world == rank:
                 with autocast:
                     logits, _ = model(x)
@@ -53,8 +54,8 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
     else:
         tokens, offsets, labels = data.examples(split)
         preds, loss_sum = [], torch.zeros((), dtype=torch.float64, device=device)
-        for x, mask, y in prepare.cls_eval_batches(tokens, offsets, labels, cfg.eval_batch_size,
-                                                   block_size, data.pad_id, device):
+        for x, mask, y in cls_eval_batches(tokens, offsets, labels, cfg.eval_batch_size,
+                                           block_size, data.pad_id, device):
             with autocast:
                 logits, _ = model(x, attention_mask=mask)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")

@@ -22,9 +22,9 @@ import torch
 # for whoever imports this module (ablate.py does)
 from matplotlib.figure import Figure
 
-import prepare
 import sample
 import train
+from data import Data, DataError, cls_batch, write_atomic
 from model import rope_cos_sin, sinusoidal_table
 
 DPI = 120  # every PNG is exactly figsize * DPI pixels (no bbox_inches='tight', which would crop)
@@ -36,12 +36,12 @@ class PlotError(ValueError):
 
 
 def save(fig, path):
-    """Write fig to path as PNG, atomically (prepare.write_atomic): a reader never sees half a file."""
+    """Write fig to path as PNG, atomically (data.write_atomic): a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=DPI)
-    prepare.write_atomic(path, png.getvalue())
+    write_atomic(path, png.getvalue())
     return path
 
 
@@ -246,7 +246,7 @@ def tsne(x, seed=0):
 def run_data(ckpt, data_dir=None):
     """The prepared data set a run was trained on, checked against the checkpoint's vocabulary."""
     data_dir = data_dir or ckpt["config"]["train"]["data_dir"]
-    data = prepare.load(ckpt["data"]["name"], data_dir)
+    data = Data(ckpt["data"]["name"], data_dir)
     if data.meta["tokenizer"] != ckpt["data"]["meta"]["tokenizer"]:
         raise PlotError(f"{data.dir} was prepared with a different tokenizer than the run's checkpoint: "
                         f"point --data_dir at the data the run was trained on")
@@ -271,8 +271,8 @@ def plot_embeddings(out_dir, path, split="val", max_points=2000, data_dir=None, 
         idx = np.sort(np.random.default_rng(0).permutation(n)[:max_points])
         reps = []
         for s in range(0, len(idx), 256):
-            x, mask, _ = prepare.cls_batch(tokens, offsets, labels, idx[s:s + 256], model.config.block_size,
-                                           data.pad_id, "cpu")
+            x, mask, _ = cls_batch(tokens, offsets, labels, idx[s:s + 256], model.config.block_size,
+                                   data.pad_id, "cpu")
             reps.append(model.pool(model.encode(x, mask), mask))
         xy = tsne(torch.cat(reps).numpy())
         y = labels[idx]
@@ -708,10 +708,10 @@ def main(argv=None):
             plot_attention_bench(read_json(a.bench, "python bench.py --mode=attention --json=FILE"), out)
         else:
             plot_positions(out, a.out_dir, a.block_size, a.n_embd, a.n_head, a.rope_base)
-    except (PlotError, train.CheckpointError, prepare.DataError) as e:
+    except (PlotError, train.CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # save() uses prepare.write_atomic: nothing half-written stays behind
+    except OSError as e:  # save() uses data.write_atomic: nothing half-written stays behind
         print(f"error: cannot write {e.filename or out}: {e.strerror}; choose another --out", file=sys.stderr)
         return 1
     print(f"wrote {out}")

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import prepare
 from configurator import DEVICE_HELP, ConfigError, device_problems, opt, parse, print_help
 from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from data import DataError, Tokenizer
 from train import resolve_device
 
 MAIN_OUT_DIR = "out-shakespeare-char"  # what `python train.py config/shakespeare.py` writes
@@ -131,7 +131,7 @@ def load(out_dir, which="best", device="cpu"):
     ckpt = load_checkpoint(path)
     try:
         model = model_from_checkpoint(ckpt, dropout=0.0)
-        tokenizer = prepare.Tokenizer(ckpt["data"]["meta"]["tokenizer"])
+        tokenizer = Tokenizer(ckpt["data"]["meta"]["tokenizer"])
     except (KeyError, TypeError, RuntimeError) as e:  # RuntimeError: state dict and config disagree
         raise CheckpointError(f"{path} does not hold a complete model ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
@@ -343,7 +343,7 @@ def main(argv=None):
             generate(model, tokenizer, meta["vocab_size"], read_start(cfg.start), cfg.num_samples,
                      cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, sys.stdout,
                      cfg.compile)
-    except (SampleError, CheckpointError, prepare.DataError) as e:
+    except (SampleError, CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # python sample.py | head: the reader has all it wanted

@@ -31,6 +31,7 @@ from checkpoint import (CheckpointError, gather_state, last_good, load_checkpoin
                         save_checkpoint, trim_log, write_json, writable_problem)
 from configurator import (DATA_KEYS, DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError, TrainConfig,  # noqa: F401
                           model_config, parse_args, print_help)  # (the keys are re-exported)
+from data import Data, DataError, cls_batch, lm_batch, mlm_mask
 from evaluation import evaluate, headline, split_on_device
 from model import Transformer, TransformerConfig
 from optimizers import lr_at, make_optimizers
@@ -113,17 +114,18 @@ class Batches:
         if self.data.task != "cls":
             if step != self.step:
                 generator = seeded(cfg.seed, 0, step)
-                self.step, self.batch = step, prepare.lm_batch(self.train, self.global_size, self.block_size,
-                                                               generator)
+                self.step, self.batch = step, lm_batch(self.train, self.global_size,
+                                                       self.block_size, generator)
                 if self.data.task == "mlm":  # the same windows, masked; the targets are the hidden tokens
-                    self.batch = prepare.mlm_mask(self.batch[0], self.data.mask_id, self.data.vocab_size, generator)
+                    self.batch = mlm_mask(self.batch[0], self.data.mask_id, self.data.vocab_size,
+                                          generator)
             return self.batch[0][rows], self.batch[1][rows]
         # classification: epochs without replacement, one fixed permutation per epoch
         n = len(self.labels)
         first = step * self.global_size + rows.start  # global example counter
         idx = [self._example(first + i, n) for i in range(B)]
-        return prepare.cls_batch(self.tokens, self.offsets, self.labels, idx, self.block_size,
-                                 self.data.pad_id, self.device)
+        return cls_batch(self.tokens, self.offsets, self.labels, idx, self.block_size,
+                         self.data.pad_id, self.device)
 
     def _example(self, counter, n):
         epoch = counter // n
@@ -135,17 +137,17 @@ class Batches:
 def load_data(cfg, quiet=False):
     """The prepared data set, preparing it first if its files are missing."""
     try:
-        return prepare.load(cfg.dataset, cfg.data_dir)
-    except prepare.DataError as e:
+        return Data(cfg.dataset, cfg.data_dir)
+    except DataError as e:
         if not quiet:
             print(f"data set {cfg.dataset!r} in {cfg.data_dir}/ must be prepared "
                   f"({str(e).partition(': run `')[0]}): preparing it now")
         try:
             prepare.prepare(cfg.dataset, data_dir=cfg.data_dir, quiet=quiet)
-        except prepare.DataError as e:
-            raise prepare.DataError(f"{e}\nprepare it by hand, e.g. with a local copy: `python prepare.py "
-                                    f"{cfg.dataset} --data_dir {cfg.data_dir} --source PATH`") from None
-        return prepare.load(cfg.dataset, cfg.data_dir)
+        except DataError as e:
+            raise DataError(f"{e}\nprepare it by hand, e.g. with a local copy: `python prepare.py "
+                            f"{cfg.dataset} --data_dir {cfg.data_dir} --source PATH`") from None
+        return Data(cfg.dataset, cfg.data_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,7 +464,7 @@ class Run:
     no optimizers, batches or wrapped model."""
     cfg: TrainConfig
     model_cfg: TransformerConfig
-    data: prepare.Data
+    data: Data
     out: Path
     device: torch.device
     dtype: torch.dtype
@@ -735,7 +737,7 @@ def main(argv=None):
                       "tokens a step, sized for a large GPU; config/ holds sized jobs, e.g. config/shakespeare.py "
                       "(a GPU) or config/shakespeare_cpu.py (a CPU)")
         train(cfg, model_kw)
-    except (ConfigError, CheckpointError, prepare.DataError, Stop) as e:
+    except (ConfigError, CheckpointError, DataError, Stop) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a write that failed outside the loop (metrics.json on a full disk, ...)

@@ -152,7 +152,7 @@ def test_disk_full_during_a_checkpoint(tiny_data, tmp_path, monkeypatch, capsys)
 def test_temporary_file_of_a_killed_write_is_removed(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "--max_iters=10")
     (tmp_path / "ckpt_last.pt.tmp").write_bytes(b"PK half")  # kill -9 during torch.save
-    (tmp_path / ".metrics.json.tmp").write_bytes(b"{")  # ... or during prepare.write_atomic
+    (tmp_path / ".metrics.json.tmp").write_bytes(b"{")  # ... or during data.write_atomic
     run(tiny_data, tmp_path, "--init_from=resume", "--max_iters=10")  # which writes no checkpoint
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -170,11 +170,11 @@ def test_log_write_failure_names_the_file_and_the_checkpoint(tiny_data, tmp_path
 
 
 def test_atomic_writer_names_the_target_and_leaves_no_temporary_file(tmp_path):
-    import prepare
+    from data import write_atomic
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x.json").mkdir()  # os.replace onto a directory fails
     with pytest.raises(OSError) as info:
-        prepare.write_atomic(tmp_path / "d" / "x.json", "{}")
+        write_atomic(tmp_path / "d" / "x.json", "{}")
     assert info.value.filename == str(tmp_path / "d" / "x.json") and list((tmp_path / "d").iterdir()) == [
         tmp_path / "d" / "x.json"]
 
@@ -210,33 +210,35 @@ def damaged_copy(tiny_data, tmp_path):
 @pytest.mark.parametrize("name, file", [("shakespeare_char", "train.bin"), ("trec", "val.labels.bin"),
                                         ("trec", "test.offsets.bin")])
 def test_data_file_with_bytes_changed_in_place(tiny_data, tmp_path, name, file):
-    import prepare
+    from data import DataError, load
     data_dir = damaged_copy(tiny_data, tmp_path)
     path = data_dir / name / file
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0x01  # same size, so a size check passes
     path.write_bytes(bytes(blob))
-    with pytest.raises(prepare.DataError, match=f"{path} is damaged.*python prepare.py {name} --data_dir .* --force"):
-        prepare.load(name, data_dir)
+    with pytest.raises(DataError,
+                       match=f"{path} is damaged.*python prepare.py {name} --data_dir .* --force"):
+        load(name, data_dir)
 
 
 def test_meta_json_changed_in_place(tiny_data, tmp_path):
     import json
 
     import prepare
+    from data import DataError, load
     data_dir = damaged_copy(tiny_data, tmp_path)
     path = data_dir / "shakespeare_char" / "meta.json"
     meta = json.loads(path.read_text())
     chars = meta["tokenizer"]["chars"]
     meta["tokenizer"]["chars"] = chars[1] + chars[0] + chars[2:]  # two characters swapped: decodes wrongly
     path.write_text(json.dumps(meta, indent=1))
-    with pytest.raises(prepare.DataError, match="meta.json was changed after it was written.*--force"):
-        prepare.load("shakespeare_char", data_dir)
+    with pytest.raises(DataError, match="meta.json was changed after it was written.*--force"):
+        load("shakespeare_char", data_dir)
     assert not prepare._up_to_date(data_dir / "shakespeare_char", "shakespeare_char")  # and prepare rebuilds it
     del meta["sha256"]  # a data set prepared before meta.json had its own checksum is read as it is
     meta["tokenizer"]["chars"] = chars
     path.write_text(json.dumps(meta, indent=1))
-    assert prepare.load("shakespeare_char", data_dir).vocab_size == len(chars)
+    assert load("shakespeare_char", data_dir).vocab_size == len(chars)
 
 
 def test_failed_download_leaves_no_empty_directories(tmp_path):
@@ -404,10 +406,10 @@ def test_missing_checkpoint_hint_names_the_right_config_and_existing_runs(tmp_pa
 def test_classifier_given_only_unknown_words_says_so():
     import io
 
-    import prepare
+    from data import Tokenizer
     from model import Transformer, TransformerConfig
-    tok = prepare.Tokenizer({"kind": "word", "vocab": ["<pad>", "<unk>", "<cls>", "good", "bad"], "pad": "<pad>",
-                             "unk": "<unk>", "cls": "<cls>"})
+    tok = Tokenizer({"kind": "word", "vocab": ["<pad>", "<unk>", "<cls>", "good", "bad"],
+                     "pad": "<pad>", "unk": "<unk>", "cls": "<cls>"})
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(vocab_size=5, n_classes=2, causal=False, pooling="first", n_layer=1,
                                           n_head=2, n_embd=8, block_size=16)).eval()

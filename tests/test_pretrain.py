@@ -1,4 +1,4 @@
-"""Masked-LM pretraining and fine-tuning from it: prepare.mlm_mask (BERT's corruption), the
+"""Masked-LM pretraining and fine-tuning from it: data.mlm_mask (BERT's corruption), the
 pretraining corpus (training text only, one shared vocabulary), the mlm task in train.py, and
 init_from=PATH (a classifier started from a pretrained encoder). Each docstring names the bug
 it catches."""
@@ -10,6 +10,7 @@ import checkpoint
 import evaluation
 import train
 from conftest import FIXTURE_SHA, FIXTURES
+from data import MLM_SPECIALS, Data, mlm_mask
 from test_train import run, tiny_args
 
 
@@ -40,9 +41,9 @@ def test_mlm_mask_follows_bert():
     target is the original token there and -1 elsewhere. Bugs caught: a wrong rate or split, special
     tokens chosen, targets that are the corrupted token, random words drawn from the specials."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(prepare.MLM_SPECIALS, 1000, (400, 500))
+    x = torch.randint(MLM_SPECIALS, 1000, (400, 500))
     x[:, 0] = 2  # <cls> at every start, as in the corpus
-    xm, y = prepare.mlm_mask(x, 3, 1000, g)
+    xm, y = mlm_mask(x, 3, 1000, g)
     chosen = y >= 0
     assert not chosen[:, 0].any() and (xm[:, 0] == 2).all()
     assert chosen.float().mean().item() == pytest.approx(0.15 * 499 / 500, abs=0.003)
@@ -51,8 +52,8 @@ def test_mlm_mask_follows_bert():
     n = chosen.sum().item()
     assert masked.sum().item() / n == pytest.approx(0.8, abs=0.01)
     assert same.sum().item() / n == pytest.approx(0.1 + 0.1 / 996, abs=0.01)  # kept, or drawn as itself
-    assert (xm[chosen] >= prepare.MLM_SPECIALS).logical_or(xm[chosen] == 3).all()
-    again = prepare.mlm_mask(x, 3, 1000, torch.Generator().manual_seed(0))
+    assert (xm[chosen] >= MLM_SPECIALS).logical_or(xm[chosen] == 3).all()
+    again = mlm_mask(x, 3, 1000, torch.Generator().manual_seed(0))
     assert torch.equal(again[0], xm) and torch.equal(again[1], y)  # a function of the seed alone
 
 
@@ -73,10 +74,10 @@ def test_real_corpus_holds_no_val_or_test_text(mirror, tmp_path):
 def test_shared_vocabulary_is_the_corpus_vocabulary(tiny_shared):
     """sst2_shared / trec_shared are tokenized with mlm_corpus's vocabulary, and it has <mask>. Bug
     caught: the classification set building its own vocabulary, so pretrained ids mean other words."""
-    corpus, cls = prepare.load("mlm_corpus", tiny_shared), prepare.load("trec_shared", tiny_shared)
+    corpus, cls = Data("mlm_corpus", tiny_shared), Data("trec_shared", tiny_shared)
     assert corpus.meta["tokenizer"] == cls.meta["tokenizer"]
     assert corpus.tokenizer.itos[:4] == ["<pad>", "<unk>", "<cls>", "<mask>"] and corpus.mask_id == 3
-    own = prepare.load("trec", tiny_shared)
+    own = Data("trec", tiny_shared)
     assert own.meta["tokenizer"] != cls.meta["tokenizer"]
 
 
@@ -85,7 +86,7 @@ def test_mlm_training_targets_only_masked_tokens(tiny_shared, tmp_path):
     with the same masks every time. Bugs caught: the targets of a causal LM (next tokens) used for an
     encoder, evaluation masks drawn afresh (val loss noise), every token counted."""
     cfg, kw = train.parse_args(tiny_args(tiny_shared, tmp_path / "p", *MLM_RUN))
-    data = prepare.load("mlm_corpus", tiny_shared)
+    data = Data("mlm_corpus", tiny_shared)
     batches = train.Batches(data, cfg, 32, torch.device("cpu"), 1)
     x, y = batches.get(0, 0, 0)
     chosen = y >= 0

@@ -1,4 +1,4 @@
-"""The small-corpus recipe features: sliding-window LM evaluation (prepare.lm_eval_batches with a
+"""The small-corpus recipe features: sliding-window LM evaluation (data.lm_eval_batches with a
 stride, TrainConfig.eval_stride), the dropout sites of model.py (attention, residual, embedding,
 output, word type), eval_only's metrics_SPLIT.json, and ablate.py's test-split scoring of the
 variant chosen on val. Each test's docstring names a one-line bug it catches."""
@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 
 import ablate
-import prepare
 import evaluation
 import train
+from data import Data, lm_eval_batches
 from model import Transformer, TransformerConfig
 from test_train import run, tiny_args
 
 BLOCK = 8
 
 
-# ---- prepare.lm_eval_batches ---------------------------------------------------------------------
+# ---- data.lm_eval_batches ------------------------------------------------------------------------
 
 def scored_contexts(n, batch_size, block_size, stride):
     """Run lm_eval_batches over data whose token ids name their positions (data[i] = 100 + i) and
@@ -30,7 +30,7 @@ def scored_contexts(n, batch_size, block_size, stride):
     that no target is scored twice."""
     data = torch.arange(100, 100 + n)
     contexts = {}
-    for x, y in prepare.lm_eval_batches(data, batch_size, block_size, stride):
+    for x, y in lm_eval_batches(data, batch_size, block_size, stride):
         assert x.shape == y.shape and x.shape[0] <= batch_size and x.shape[1] == block_size
         for r, c in (y >= 0).nonzero().tolist():
             t = int(y[r, c]) - 100
@@ -42,7 +42,7 @@ def scored_contexts(n, batch_size, block_size, stride):
 
 
 def n_windows(n, batch_size, block_size, stride):
-    return sum(len(x) for x, _ in prepare.lm_eval_batches(torch.arange(n), batch_size, block_size, stride))
+    return sum(len(x) for x, _ in lm_eval_batches(torch.arange(n), batch_size, block_size, stride))
 
 
 LENGTHS = [2, 5, BLOCK, BLOCK + 1, BLOCK + 2, 2 * BLOCK + 1, 3 * BLOCK, 3 * BLOCK + 2, 47]
@@ -81,7 +81,7 @@ def test_bad_stride_raises(stride):
     """Catches: the range check loosened (`0 < stride <= block_size` -> `0 < stride`), which would
     silently skip targets for stride > block_size."""
     with pytest.raises(ValueError, match=f"stride={stride} must be in"):
-        list(prepare.lm_eval_batches(torch.arange(50), 4, BLOCK, stride))
+        list(lm_eval_batches(torch.arange(50), 4, BLOCK, stride))
 
 
 def tiny_lm(data, **kw):
@@ -95,7 +95,7 @@ def test_stride_one_loss_is_full_context_brute_force(tiny_data):
     window (up to block_size tokens), the loss read at the window's last position.
     Catches: evaluate ignoring cfg.eval_stride (`cfg.eval_stride if stride is None else stride` -> `stride or 0`)
     and any lost context in the sliding windows."""
-    data = prepare.load("shakespeare_char", tiny_data)
+    data = Data("shakespeare_char", tiny_data)
     model = tiny_lm(data)
     cfg = train.TrainConfig(eval_batch_size=7, eval_stride=1)  # several batches, a ragged last one
     metrics = evaluation.evaluate(model, data, "val", cfg, torch.device("cpu"), nullcontext())

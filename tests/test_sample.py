@@ -11,9 +11,9 @@ import shutil
 import pytest
 import torch
 
-import prepare
 import sample as S
 import train
+from data import Data
 
 PROMPT = "ROMAN:"  # the tiny data set has no 'E'
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--batch_size=8", "--max_iters=20", "--warmup_iters=2",
@@ -183,7 +183,7 @@ def test_corrupt_checkpoint_names_the_file(char_run, tmp_path, capsys):
 # classifier
 
 def test_classifier_labels_and_probabilities(trec_run, tiny_data, tmp_path, capsys):
-    names = prepare.load("trec", tiny_data).label_names
+    names = Data("trec", tiny_data).label_names
     texts = ["What is the capital of France ?", "Who wrote Hamlet ?", "How many legs does a spider have ?"]
     (tmp_path / "q.txt").write_text("\n".join(texts[:2]) + "\n\n" + texts[2] + "\n", encoding="utf-8")
     results = S.classify(trec_run, f"FILE:{tmp_path / 'q.txt'}", device="cpu")
@@ -245,7 +245,7 @@ def test_bf16_weights_stay_close_to_fp32_and_keep_fp32_tables(pos, monkeypatch):
 
 def test_bf16_weights_lose_almost_no_val_loss(char_run, tiny_data):
     model, _, _, _ = S.load(char_run, "best", torch.device("cpu"))
-    val = torch.from_numpy(prepare.load("shakespeare_char", tiny_data).tokens("val").astype("int64"))
+    val = torch.from_numpy(Data("shakespeare_char", tiny_data).tokens("val").astype("int64"))
     n = (len(val) - 1) // 16 * 16  # the tiny split: a few hundred characters
     x, y = val[:n].view(-1, 16), val[1:n + 1].view(-1, 16)
     with torch.no_grad():

@@ -19,6 +19,7 @@ import checkpoint
 import evaluation
 import optimizers
 import train
+from data import Data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,7 +167,7 @@ def test_accumulated_gradient_equals_one_large_batch(tiny_data, task):
     """train_step with 4 micro-batches of 4 against one forward and backward over the 16 sequences,
     written out here: the loss, the gradients themselves and the token count. Bugs caught: a missing
     / grad_accum (loss and gradients 4x), a micro-batch skipped or repeated, padding counted as tokens."""
-    data = prepare.load("shakespeare_char" if task == "lm" else "trec", tiny_data)
+    data = Data("shakespeare_char" if task == "lm" else "trec", tiny_data)
     torch.manual_seed(0)
     model = train.Transformer(train.TransformerConfig(vocab_size=data.vocab_size, block_size=16, n_layer=2,
                                                       n_head=2, n_embd=32, n_classes=data.n_classes,
@@ -196,7 +197,7 @@ def test_accumulated_gradient_equals_one_large_batch(tiny_data, task):
 
 def test_gradients_are_clipped_to_grad_clip_and_the_norm_before_is_logged(tiny_data):
     """Bug caught: grad_clip ignored (or the clipped norm reported)."""
-    data = prepare.load("shakespeare_char", tiny_data)
+    data = Data("shakespeare_char", tiny_data)
     torch.manual_seed(0)
     model = train.Transformer(train.TransformerConfig(vocab_size=data.vocab_size, block_size=16, n_layer=1,
                                                       n_head=2, n_embd=32))
@@ -209,7 +210,7 @@ def test_gradients_are_clipped_to_grad_clip_and_the_norm_before_is_logged(tiny_d
 
 
 def test_exact_evaluation_equals_direct_computation(tiny_data):
-    data = prepare.load("shakespeare_char", tiny_data)
+    data = Data("shakespeare_char", tiny_data)
     torch.manual_seed(0)
     model = train.Transformer(train.TransformerConfig(vocab_size=data.vocab_size, block_size=16, n_layer=1,
                                                       n_head=2, n_embd=16))
@@ -352,7 +353,7 @@ def test_classifier_and_eval_only(tiny_data, tmp_path):
     # the same numbers by hand: the best checkpoint, one unpadded question at a time (bugs caught: the
     # wrong checkpoint or split evaluated, padding leaking into the prediction, a confusion matrix transposed)
     model = checkpoint.model_from_checkpoint(torch.load(out / "ckpt_best.pt", weights_only=True)).eval()
-    tokens, offsets, labels = prepare.load("trec", tiny_data).examples("test")
+    tokens, offsets, labels = Data("trec", tiny_data).examples("test")
     confusion, nats = np.zeros((6, 6), dtype=int), 0.0
     with torch.no_grad():
         for i, label in enumerate(labels):

@@ -1,0 +1,225 @@
+"""data.py: loading a prepared data set (and its errors), the tokenizers, the batches.
+
+    python -m pytest tests/test_data.py -q
+
+The data sets come from conftest's tiny_data (prepared once per session from the fixture files);
+a test that damages one works on its own copy.
+"""
+import itertools
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import data as D
+from model import POOLINGS, POS_ENCODINGS, Transformer, TransformerConfig
+
+
+@pytest.fixture
+def tiny(tiny_data, tmp_path):
+    """A data_dir with a private copy of the tiny shakespeare_char, free to damage."""
+    shutil.copytree(tiny_data / "shakespeare_char", tmp_path / "shakespeare_char")
+    return tmp_path
+
+# -----------------------------------------------------------------------------
+# loading and tokenizers
+
+
+def test_char_encode_unknown_characters(tiny_data):
+    d = D.load("shakespeare_char", tiny_data)
+    assert d.decode(d.encode("First Citizen:\n")) == "First Citizen:\n"
+    with pytest.raises(ValueError, match=r"2 symbol\(s\).*\['é', '€'\]"):
+        d.encode("First Citizen é€")
+
+
+def test_load_missing_and_corrupt(tiny, tmp_path):
+    hint = "run `python prepare.py shakespeare_char"
+    with pytest.raises(D.DataError, match="meta.json not found") as e:
+        D.load("shakespeare_char", tmp_path / "empty")
+    assert hint in str(e.value)
+    d = tiny / "shakespeare_char"
+    train = (d / "train.bin").read_bytes()
+    (d / "train.bin").write_bytes(train[:-2])  # one token short
+    with pytest.raises(D.DataError, match=r"train.bin is missing or has \d+ bytes") as e:
+        D.load("shakespeare_char", tiny)
+    assert hint in str(e.value)
+    (d / "train.bin").unlink()
+    with pytest.raises(D.DataError, match="train.bin is missing"):
+        D.load("shakespeare_char", tiny)
+    (d / "train.bin").write_bytes(train)
+    assert D.load("shakespeare_char", tiny).tokens("train").shape == (len(train) // 2,)
+    meta = json.loads((d / "meta.json").read_text())
+    no_dtype = json.dumps({k: v for k, v in meta.items() if k != "dtype"})  # every other key intact
+    for garbage in ["{not json", "[1, 2]", '{"task": "lm"}', no_dtype]:
+        (d / "meta.json").write_text(garbage)
+        with pytest.raises(D.DataError, match="meta.json is unreadable") as e:
+            D.load("shakespeare_char", tiny)
+        assert hint in str(e.value)
+
+
+def test_split_words():
+    assert D.split_words("Don't stop, it's GREAT!") == [
+        "do", "n't", "stop", ",", "it", "'s", "great", "!"]
+    assert D.split_words('He said "wow" (twice) in the U.S. 10,000 times. Ok.') == [
+        "he", "said", "``", "wow", "''", "(", "twice", ")", "in", "the", "u.s.", "10,000", "times",
+        ".", "ok", "."]
+    # text tokenized like the data passes through unchanged
+    s = "it 's a charming and often affecting journey . "
+    assert D.split_words(s) == s.split()
+
+# -----------------------------------------------------------------------------
+# batching
+
+
+def test_lm_batch_stays_inside_the_split():
+    data = torch.arange(20)
+    g = torch.Generator().manual_seed(0)
+    starts = set()
+    for _ in range(200):
+        x, y = D.lm_batch(data, 8, 5, g)
+        assert x.shape == y.shape == (8, 5) and x.dtype == y.dtype == torch.long
+        # y is x shifted by one, never past the end
+        assert torch.equal(y, x + 1) and int(y.max()) <= 19
+        assert torch.equal(x, x[:, :1] + torch.arange(5))  # contiguous windows
+        starts |= set(x[:, 0].tolist())
+    assert starts == set(range(20 - 5))  # every legal start, including the last one, is drawn
+    with pytest.raises(ValueError, match="block_size=20"):
+        D.lm_batch(data, 2, 20, g)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(D.lm_batch(data, 4, 3, g1)[0], D.lm_batch(data, 4, 3, g2)[0])  # reproducible
+
+
+@pytest.mark.parametrize("n,batch_size,block_size",
+                         [(23, 2, 4), (21, 2, 4), (9, 4, 8), (100, 3, 7)])
+def test_lm_eval_batches_cover_every_target_once(n, batch_size, block_size):
+    data = torch.randint(1, 50, (n,))
+    xs, ys = zip(*D.lm_eval_batches(data, batch_size, block_size))
+    assert all(x.shape == y.shape and x.shape[0] <= batch_size and x.shape[1] == block_size
+               for x, y in zip(xs, ys))
+    x, y = torch.cat(xs).flatten(), torch.cat(ys).flatten()
+    real = y != -1
+    assert int(real.sum()) == n - 1
+    # in order, each target once
+    assert torch.equal(y[real], data[1:]) and torch.equal(x[real], data[:-1])
+    assert (x[~real] == 0).all() and bool(real[:n - 1].all())  # padding only at the very end
+
+
+def test_cls_batches():
+    seqs = [[2, 5, 6], [2], [2, 7, 8, 9, 10, 11], [2, 4]]
+    tokens = np.array([t for s in seqs for t in s], dtype=np.uint16)
+    offsets = np.cumsum([0] + [len(s) for s in seqs])
+    labels = np.array([1, 0, 1, 0])
+    x, mask, y = D.cls_batch(tokens, offsets, labels, torch.tensor([2, 0, 1]), max_len=4, pad_id=0,
+                             device="cpu")
+    # truncated keeps <cls>, right padding
+    assert x.tolist() == [[2, 7, 8, 9], [2, 5, 6, 0], [2, 0, 0, 0]]
+    assert mask.sum(1).tolist() == [4, 3, 1] and (x[~mask] == 0).all() and y.tolist() == [1, 1, 0]
+    batches = list(D.cls_eval_batches(tokens, offsets, labels, batch_size=3, max_len=16, pad_id=0,
+                                      device="cpu"))
+    assert [b[0].shape for b in batches] == [(3, 8), (1, 8)]  # lengths 6 and 2: the 8 bucket
+    assert torch.cat([b[2] for b in batches]).tolist() == labels.tolist()
+    assert torch.cat([b[1].sum(1) for b in batches]).tolist() == [len(s) for s in seqs]
+
+
+# -----------------------------------------------------------------------------
+# classifier batches: padded to one of a few lengths (data.PAD_LENGTHS)
+
+
+def examples(lengths, seed=0):
+    """tokens, offsets, labels of random examples with these lengths, each starting with <cls>."""
+    rng = np.random.default_rng(seed)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = rng.integers(3, 50, offsets[-1]).astype(np.uint16)
+    tokens[offsets[:-1]] = 2
+    return tokens, offsets, rng.integers(0, 3, len(lengths))
+
+
+def sst2_like(n, seed=0):
+    """Lengths like SST-2's training examples (phrases and sentences: median 8 tokens, 90% under
+    23, the longest 53): log-normal, clipped to 2..56."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.rint(rng.lognormal(np.log(9), 0.8, n)), 2, 56).astype(np.int64)
+
+
+def test_pad_length_is_the_first_bucket_that_holds_the_batch():
+    assert [D.pad_length(n, 64) for n in (1, 8, 9, 24, 25, 33, 48, 49, 64)] == [
+        8, 8, 16, 24, 32, 48, 48, 64, 64]
+    assert D.pad_length(70, 100) == 96 and D.pad_length(97, 100) == 100  # capped at max_len
+    assert D.pad_length(3, 4) == 4 and D.pad_length(2000, 2048) == 2048  # beyond the list: max_len
+
+
+def test_an_epoch_of_classifier_batches_has_few_lengths():
+    """Over a shuffled epoch of SST-2-like examples, the batches come in at most as many lengths
+    as there are buckets up to max_len, each the smallest bucket that holds the batch, with every
+    example intact. Catches padding to the longest example again (some 30 lengths), a bucket
+    that cuts the longest example, or padding that overwrites tokens."""
+    lengths = sst2_like(20_000)
+    tokens, offsets, labels = examples(lengths)
+    order = np.random.default_rng(1).permutation(len(lengths))
+    buckets = {n for n in D.PAD_LENGTHS if n < 64} | {64}
+    widths, longest = set(), set()
+    batches = [D.cls_batch(tokens, offsets, labels, order[s:s + 64], 64, 0, "cpu")
+               for s in range(0, len(order), 64)]
+    batches += list(D.cls_eval_batches(tokens, offsets, labels, 512, 64, 0, "cpu"))
+    for x, mask, _ in batches:
+        widths.add(x.shape[1])
+        longest.add(int(mask.sum(1).max()))
+        assert x.shape[1] == min(b for b in buckets if b >= int(mask.sum(1).max()))
+    assert widths <= buckets and len(longest) > 3 * len(buckets)  # the lengths do vary
+    x, mask, _ = batches[0]
+    for row, i in enumerate(order[:64]):
+        n = min(lengths[i], 64)
+        assert x[row, :n].tolist() == tokens[offsets[i]:offsets[i] + n].tolist()
+        assert mask[row].tolist() == [True] * n + [False] * (x.shape[1] - n)
+    assert (x[~mask] == 0).all()
+
+
+# every position encoding and pooling of the model, causal or not, both attention paths
+SETTINGS = [s for s in itertools.product(POS_ENCODINGS, POOLINGS, (False, True), ("manual", "sdpa"))
+            if not (s[1] == "first" and s[2])]  # a causal model's first token sees only itself
+
+
+@pytest.mark.parametrize("pos_encoding, pooling, causal, attention", SETTINGS)
+def test_bucket_padding_leaves_classifier_outputs_unchanged(pos_encoding, pooling, causal,
+                                                            attention):
+    """Logits and loss of a batch padded to its bucket (48 here) equal those of the same batch
+    padded to its longest example (37), in float32, to rounding. Catches padding that leaks in:
+    a key mask dropped from attention, mean pooling over all positions, 'last' pooling that
+    takes the last position rather than the last real token."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(
+        vocab_size=50, n_classes=3, n_layer=2, n_head=2, n_embd=32, block_size=64,
+        pos_encoding=pos_encoding, pooling=pooling, causal=causal, attention=attention)).eval()
+    tokens, offsets, labels = examples([37, 5, 20, 33, 1])
+    x, mask, y = D.cls_batch(tokens, offsets, labels, range(5), 64, 0, "cpu")
+    assert x.shape == (5, 48)
+    with torch.no_grad():
+        logits, loss = model(x, y, attention_mask=mask)
+        logits_37, loss_37 = model(x[:, :37], y, attention_mask=mask[:, :37])
+    torch.testing.assert_close(logits, logits_37, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, loss_37, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_batches_of_several_lengths_compile_once():
+    """torch.compile as training calls it (dynamic shapes left to automatic) builds one graph for
+    classifier batches of any length. Catches cls_batch not marking the length dynamic: the
+    first length is then compiled as a constant and the second compiles everything again."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=50, n_classes=3, n_layer=2, n_head=2,
+                                          n_embd=32, block_size=64, causal=False))
+    tokens, offsets, labels = examples(sst2_like(64))
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        compiled = torch.compile(model, backend="eager")  # dynamo alone: graphs, not kernels
+        widths = set()
+        for s in range(0, 64, 8):
+            x, mask, y = D.cls_batch(tokens, offsets, labels, range(s, s + 8), 64, 0, "cpu")
+            widths.add(x.shape[1])
+            compiled(x, y, attention_mask=mask)[1].backward()
+        assert len(widths) >= 3 and counters["stats"]["unique_graphs"] == 1, widths
+    finally:
+        torch._dynamo.reset()
