@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -353,8 +354,11 @@ def cls_batch(tokens, offsets, labels, idx, max_len, pad_id, device):
     # compiles the first length as a constant, then everything again, the length symbolic, when a
     # second one comes (2 graphs, however the batches are padded; 1 with the mark: 65 s -> 43 s
     # for config/sst2.py's model on a CPU, docs/PERFORMANCE.md). Eager code ignores the mark.
-    torch._dynamo.maybe_mark_dynamic(x, 1)
-    torch._dynamo.maybe_mark_dynamic(mask, 1)
+    # Only where the compiler is loaded: importing it costs a process about a second, and nothing
+    # can be compiling where it is not.
+    if "torch._dynamo" in sys.modules:
+        torch._dynamo.maybe_mark_dynamic(x, 1)
+        torch._dynamo.maybe_mark_dynamic(mask, 1)
     return x, mask, torch.from_numpy(y).to(device)
 
 
