@@ -529,7 +529,8 @@ def setup_run(cfg, model_kw, quiet=False):
         return run
 
     run.model = parallelize(raw, cfg, device, dtype, world, local_rank, say)
-    run.optimizers = make_optimizers(raw, cfg, device)
+    stages.done("parallelize")  # compile=True: importing torch.compile (seconds; compiling comes later)
+    run.optimizers = make_optimizers(raw, cfg, device)  # torch.optim imports torch.compile too
     run.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     if ckpt is not None:
         restore_training_state(run, ckpt)

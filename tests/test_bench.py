@@ -82,7 +82,7 @@ def test_time_to_loss_mode(tmp_path, tiny_data):
     # the start-up breakdown: imports (an interpreter's start costs well over 0.1 s), then train.py's
     # stages, which together end before the target is reached
     stages = r["startup_s"]
-    assert list(stages) == ["imports", "device", "data", "model", "optimizers", "first_step"]
+    assert list(stages) == ["imports", "device", "data", "model", "parallelize", "optimizers", "first_step"]
     assert stages["imports"] > 0.1 and all(v >= 0 for v in stages.values())
     assert sum(stages.values()) < r["seconds_to_target"]
 
