@@ -454,9 +454,9 @@ class KVCache:
     def __init__(self, n_layer, size):
         self.n_layer = n_layer
         self.size = size
-        # per layer (B, nh, size, hs), allocated by the first update; one tensor per layer, not views
-        # of one (n_layer, ...) tensor: torch.compile turns a write into a view of a graph input into
-        # a copy of the whole base tensor, every layer, every step
+        # per layer (B, nh, size, hs), allocated by the first update; one tensor per layer, not
+        # views of one (n_layer, ...) tensor: torch.compile turns a write into a view of a graph
+        # input into a copy of the whole base tensor, every layer, every step
         self.k = self.v = None
         self.pos = None  # (size,) absolute position in each slot, -1: empty
         self.slots = None  # (T,) the slots of the tokens of the current forward pass
