@@ -1,12 +1,14 @@
 """
-Ablation studies: a base config plus named variants, each trained for several seeds; then mean ± std
-per variant, the difference to the baseline, a Welch t-test against the seed spread, and a chart.
+Ablation studies: a base config plus named variants, each trained for several seeds; then
+mean ± std per variant, the difference to the baseline, a Welch t-test against the seed spread,
+and a chart.
 
-    python ablate.py                                   # list the studies, run `lm` sized for this device
-    python ablate.py lm --seeds 3 --jobs 8             # 14 variants x 3 seeds: 5 min on one H100
+    python ablate.py                           # list the studies, run `lm` sized for this device
+    python ablate.py lm --seeds 3 --jobs 8     # 14 variants x 3 seeds: 5 min on one H100
     python ablate.py cls --variants baseline,pos=none --seeds 5 --out results/cls-pos
-    python ablate.py lm --quick                        # the whole study in tiny: 1.5 min on 2 CPU cores
-    python ablate.py sst2reg --seeds 5 --test          # then score the variant chosen on val on the test split
+    python ablate.py lm --quick                # the whole study in tiny: 1.5 min on 2 CPU cores
+    python ablate.py sst2reg --seeds 5 --test  # then score the variant chosen on val on the
+                                               # test split
 
 A study is config/study_NAME.py (or any path to such a file), plain Python like every config:
 base (a train config file, or a list of them), overrides, gpu / cpu / quick (sizes per device),
@@ -57,10 +59,11 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_STUDY = "lm"
 GPU_JOBS = 8     # small models leave most of a GPU idle; each run keeps about one CPU core busy
 ALPHA = 0.05     # a difference is called significant at Welch p < ALPHA
-STUDY_KEYS = ("description", "base", "overrides", "gpu", "cpu", "quick", "metric", "higher_is_better",
-              "baseline", "variants")
+STUDY_KEYS = ("description", "base", "overrides", "gpu", "cpu", "quick", "metric",
+              "higher_is_better", "baseline", "variants")
 RESERVED = ("seed", "out_dir", "init_from", "overwrite")  # set by ablate.py itself, per run
-NOT_COMPARED = ("out_dir", "init_from", "overwrite", "stop_after")  # change nothing a finished run computes
+# change nothing a finished run computes
+NOT_COMPARED = ("out_dir", "init_from", "overwrite", "stop_after")
 
 
 class StudyError(ValueError):
@@ -97,7 +100,8 @@ def load_study(name_or_path):
             close = difflib.get_close_matches(key, STUDY_KEYS, n=1)
             errors.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else
                                                     f": a study file sets {', '.join(STUDY_KEYS)}"))
-    errors += [f"{key!r} is missing" for key in ("base", "metric", "higher_is_better", "variants") if key not in ns]
+    errors += [f"{key!r} is missing" for key in ("base", "metric", "higher_is_better", "variants")
+               if key not in ns]
     study = {"name": path.stem.removeprefix("study_"), "path": str(path), "description": "",
              "overrides": {}, "gpu": {}, "cpu": {}, "quick": {}, "baseline": "baseline", **ns}
     kinds = dict(description=str, metric=str, higher_is_better=bool, baseline=str, variants=dict,
@@ -116,15 +120,19 @@ def load_study(name_or_path):
         slugs = {}
         for name, keys in study["variants"].items():
             if not isinstance(name, str) or not slug(name) or "," in name:
-                errors.append(f"variant name {name!r}: a short name without commas (--variants splits on them)")
+                errors.append(f"variant name {name!r}: a short name without commas "
+                              f"(--variants splits on them)")
                 continue
             if slug(name) in slugs:
-                errors.append(f"variants {slugs[slug(name)]!r} and {name!r} share a run directory name, {slug(name)!r}")
+                errors.append(f"variants {slugs[slug(name)]!r} and {name!r} share a run directory "
+                              f"name, {slug(name)!r}")
             if not isinstance(keys, dict):
-                errors.append(f"variant {name!r} should be a dict of train/model keys, not {keys!r}")
+                errors.append(f"variant {name!r} should be a dict of train/model keys, "
+                              f"not {keys!r}")
             slugs[slug(name)] = name
         if study["baseline"] not in study["variants"]:
-            errors.append(f"baseline={study['baseline']!r} is not a variant (variants: {', '.join(study['variants'])})")
+            errors.append(f"baseline={study['baseline']!r} is not a variant "
+                          f"(variants: {', '.join(study['variants'])})")
     if errors:
         raise StudyError(f"study file {path}:\n  " + "\n  ".join(errors))
     return study
@@ -137,7 +145,8 @@ def slug(name):
 
 def settings(study, size, variant=None, extra=None):
     """The train.py arguments of a variant, seed and out_dir aside. Later dicts win."""
-    keys = {**study["overrides"], **study[size], **(study["variants"][variant] if variant else {}), **(extra or {})}
+    keys = {**study["overrides"], **study[size], **(study["variants"][variant] if variant else {}),
+            **(extra or {})}
     return study["base"] + [f"--{k}={v}" for k, v in keys.items()]
 
 
@@ -150,7 +159,8 @@ def resolve(study, size, names, extra):
             return None, str(e).removeprefix("invalid configuration:\n  ").replace("\n  ", "\n    ")
     _, shared = check(settings(study, size, extra=extra))
     if shared:  # a problem of the base, overrides, size or --set: one report, not one per variant
-        raise StudyError(f"study {study['name']!r} ({size} size, before any variant):\n    {shared}")
+        raise StudyError(f"study {study['name']!r} ({size} size, before any variant):\n"
+                         f"    {shared}")
     resolved, errors = {}, []
     for name in names:
         resolved[name], problem = check(settings(study, size, name, extra))
@@ -177,18 +187,21 @@ def run_state(out_dir, cfg, model_kw):
     saved = read_json(out_dir / "config.json")
     if not saved:
         return "fresh"
-    want = {**dataclasses.asdict(cfg), **{k: model_kw.get(k, train.DEFAULTS[k]) for k in train.MODEL_KEYS}}
+    want = {**dataclasses.asdict(cfg),
+            **{k: model_kw.get(k, train.DEFAULTS[k]) for k in train.MODEL_KEYS}}
     have = {**saved.get("train", {}), **saved.get("model", {})}
     if any(have.get(k) != v for k, v in want.items() if k not in NOT_COMPARED):
         return "fresh"
     metrics = read_json(out_dir / "metrics.json")
-    if metrics and metrics.get("step") == cfg.max_iters and "checkpoint" not in metrics:  # not an eval_only
+    if (metrics and metrics.get("step") == cfg.max_iters
+            and "checkpoint" not in metrics):  # not an eval_only
         return "done"
     return "resume" if (out_dir / "ckpt_last.pt").exists() else "fresh"
 
 
 class Runner:
-    """Runs train.py subprocesses, up to `jobs` at once, each given a GPU in turn when there are several."""
+    """Runs train.py subprocesses, up to `jobs` at once, each given a GPU in turn
+    when there are several."""
 
     def __init__(self, jobs):
         self.jobs, self.running, self.stopping = jobs, set(), threading.Event()
@@ -196,7 +209,8 @@ class Runner:
         for i in range(jobs):
             self.slots.put(i)
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        self.gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+        self.gpus = (visible.split(",") if visible
+                     else [str(i) for i in range(torch.cuda.device_count())])
 
     def run(self, job, log_name="train.log"):
         if self.stopping.is_set():
@@ -204,7 +218,8 @@ class Runner:
         slot = self.slots.get()
         try:
             env = dict(os.environ)
-            if self.jobs > 1 and "OMP_NUM_THREADS" not in env:  # share the cores instead of fighting over them
+            # share the cores instead of fighting over them
+            if self.jobs > 1 and "OMP_NUM_THREADS" not in env:
                 env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
             if len(self.gpus) > 1:
                 env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
@@ -221,7 +236,8 @@ class Runner:
             with open(out_dir / log_name, "a" if job["state"] == "resume" else "w") as log:
                 log.write(shlex.join(args) + "\n")
                 log.flush()
-                proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+                proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                        env=env)
                 self.running.add(proc)
                 if self.stopping.is_set():  # interrupted while it started
                     proc.send_signal(signal.SIGINT)
@@ -244,9 +260,11 @@ def collect(job, out):
     """One results row: final metrics, parameter count, throughput (median of the train log)."""
     m = read_json(job["out_dir"] / "metrics.json") or {}
     log = job["out_dir"] / "log.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
+    records = ([json.loads(line) for line in log.read_text().splitlines() if line]
+               if log.exists() else [])
     tps = [r["tokens_per_s"] for r in records if r.get("kind") == "train" and r.get("tokens_per_s")]
-    row = {"variant": job["variant"], "seed": job["seed"], "out_dir": str(job["out_dir"].relative_to(out)),
+    row = {"variant": job["variant"], "seed": job["seed"],
+           "out_dir": str(job["out_dir"].relative_to(out)),
            "params": m.get("params"), "tokens_per_s": float(np.median(tps)) if tps else None,
            "wall_s": m.get("wall_s"), "step": m.get("step")}
     row.update({k: v for k, v in m.items() if k not in row})
@@ -259,9 +277,12 @@ def collect(job, out):
 def summarize(runs, names, metric, baseline, quick=False):
     """Per variant: n, mean, sample std (ddof=1), difference to the baseline's mean, and Welch's
     t-test of the variant's seeds against the baseline's (unequal variances). quick: tiny runs check
-    the machinery, so p is computed but no significance claimed (2 seeds x 20 steps would call noise so)."""
-    from scipy import stats  # here, not at the top: a second of start-up that only the summary needs
-    values = {v: np.array([r[metric] for r in runs if r["variant"] == v and r.get(metric) is not None], float)
+    the machinery, so p is computed but no significance claimed (2 seeds x 20 steps
+    would call noise so)."""
+    # here, not at the top: a second of start-up that only the summary needs
+    from scipy import stats
+    values = {v: np.array([r[metric] for r in runs
+                           if r["variant"] == v and r.get(metric) is not None], float)
               for v in names}
     base = values.get(baseline, np.array([]))
     rows = []
@@ -272,15 +293,18 @@ def summarize(runs, names, metric, baseline, quick=False):
         diff = float(x.mean() - base.mean()) if len(base) else None
         p = None
         if v != baseline and len(x) > 1 and len(base) > 1 and (np.ptp(x) > 0 or np.ptp(base) > 0):
-            with warnings.catch_warnings():  # scipy warns when one side has no spread; the test still holds
+            # scipy warns when one side has no spread; the test still holds
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 p = float(stats.ttest_ind(x, base, equal_var=False).pvalue)
         mine = [r for r in runs if r["variant"] == v]
         tps = [r["tokens_per_s"] for r in mine if r.get("tokens_per_s")]
         rows.append({"variant": v, "n": len(x), "mean": float(x.mean()),
                      "std": float(np.std(x, ddof=1)) if len(x) > 1 else None,
-                     "diff": diff, "p_value": p, "significant": None if p is None or quick else p < ALPHA,
-                     "params": mine[0].get("params"), "tokens_per_s": float(np.mean(tps)) if tps else None})
+                     "diff": diff, "p_value": p,
+                     "significant": None if p is None or quick else p < ALPHA,
+                     "params": mine[0].get("params"),
+                     "tokens_per_s": float(np.mean(tps)) if tps else None})
     return rows
 
 
@@ -306,12 +330,15 @@ def table(results):
         if s["variant"] != base and s["diff"] is not None:
             diff = f"{s['diff']:+.4f}"
             if float(diff):  # say which way, unless it rounds to nothing
-                diff += " (better)" if (s["diff"] > 0) == results["higher_is_better"] else " (worse)"
-        p = f"{s['p_value']:.2g}" if s["p_value"] is not None else ("" if s["variant"] == base else "n/a")
+                diff += (" (better)" if (s["diff"] > 0) == results["higher_is_better"]
+                         else " (worse)")
+        p = (f"{s['p_value']:.2g}" if s["p_value"] is not None
+             else ("" if s["variant"] == base else "n/a"))
         sig = {True: "yes", False: "no", None: ""}[s["significant"]]
         params = f"{s['params'] / 1e6:.2f}M" if s["params"] else ""
         tps = f"{s['tokens_per_s'] / 1e3:,.0f}k" if s["tokens_per_s"] else ""
-        lines.append(f"| {s['variant']} | {s['mean']:.4f}{spread} | {s['n']} | {diff} | {p} | {sig} | {params} | {tps} |")
+        lines.append(f"| {s['variant']} | {s['mean']:.4f}{spread} | {s['n']} | {diff} | {p} | "
+                     f"{sig} | {params} | {tps} |")
     return lines
 
 
@@ -325,18 +352,22 @@ def summary_md(results, chart):
              *(QUICK_NOTE if results.get("size") == "quick" else []),
              f"- command: `{results['command']}`",
              f"- device: {results['device']}; torch {results['torch']}; {results['date']}",
-             f"- metric: val {results['metric']} at the end of training ({better} is better), mean ± sample "
-             f"std over seeds (n); Δ = variant mean − `{results['baseline']}` mean; p: Welch t-test of the "
-             f"variant's seeds against the baseline's (scipy.stats.ttest_ind, equal_var=False), n/a with "
-             f"fewer than 2 seeds or no spread; significant: p < {ALPHA}.",
-             f"- tokens/s: median over each run's training log, mean over seeds. {results['jobs']} run(s) "
-             f"shared the device at a time (--jobs), so compare speeds within one study only.", ""]
+             f"- metric: val {results['metric']} at the end of training ({better} is better), "
+             f"mean ± sample std over seeds (n); Δ = variant mean − `{results['baseline']}` "
+             f"mean; p: Welch t-test of the variant's seeds against the baseline's "
+             f"(scipy.stats.ttest_ind, equal_var=False), n/a with fewer than 2 seeds or no spread; "
+             f"significant: p < {ALPHA}.",
+             f"- tokens/s: median over each run's training log, mean over seeds. "
+             f"{results['jobs']} run(s) shared the device at a time (--jobs), so compare speeds "
+             f"within one study only.", ""]
     lines += table(results)
     if results.get("test"):
         t = results["test"]
         lines += ["", f"## Test split: `{t['variant']}` (selected by {t['selected_by']})", "",
-                  "| seed | " + " | ".join(t["summary"]) + " |", "|---" * (len(t["summary"]) + 1) + "|"]
-        lines += [f"| {r['seed']} | " + " | ".join(f"{r[k]:.4f}" for k in t["summary"]) + " |" for r in t["runs"]]
+                  "| seed | " + " | ".join(t["summary"]) + " |",
+                  "|---" * (len(t["summary"]) + 1) + "|"]
+        lines += [f"| {r['seed']} | " + " | ".join(f"{r[k]:.4f}" for k in t["summary"]) + " |"
+                  for r in t["runs"]]
         lines.append("| mean ± std | " + " | ".join(
             f"{v['mean']:.4f} ± {v['std']:.4f}" if v["std"] is not None else f"{v['mean']:.4f}"
             for v in t["summary"].values()) + " |")
@@ -344,7 +375,8 @@ def summary_md(results, chart):
         lines += ["", f"![{results['study']} ablation]({chart})"]
     if results["failed"]:
         lines += ["", f"Failed runs, left out above ({len(results['failed'])}):"]
-        lines += [f"- {f['variant']} seed {f['seed']}: {f['error']} (log: {f['log']})" for f in results["failed"]]
+        lines += [f"- {f['variant']} seed {f['seed']}: {f['error']} (log: {f['log']})"
+                  for f in results["failed"]]
     return "\n".join(lines) + "\n"
 
 
@@ -358,8 +390,8 @@ def device_name():
 # ----------------------------------------------------------------------------------------------
 # the study
 
-def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, variants=None, extra=None, quiet=False,
-              test=False):
+def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, variants=None, extra=None,
+              quiet=False, test=False):
     """Train every (variant, seed) not yet finished, then write results.csv/.json, summary.md and
     ablation.png to out. Returns the results dict (with counts "ran" and "skipped").
     test=True: then score the variant selected on val on the test split (score_selected)."""
@@ -373,21 +405,23 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     if seeds < 1 or jobs < 1:
         raise StudyError(f"--seeds={seeds} and --jobs={jobs} must both be >= 1")
     if bad := [k for k in extra if k in RESERVED]:
-        raise StudyError(f"--set {', '.join(bad)}: ablate.py sets {', '.join(RESERVED)} for each run "
-                         f"(choose seeds with --seeds and the output folder with --out)")
+        raise StudyError(f"--set {', '.join(bad)}: ablate.py sets {', '.join(RESERVED)} for each "
+                         f"run (choose seeds with --seeds and the output folder with --out)")
     names = list(study["variants"])
     if variants:
         unknown = [v for v in variants if v not in study["variants"]]
         if unknown:
-            raise StudyError(f"unknown variant(s) {', '.join(map(repr, unknown))} in study {study['name']!r}: "
-                             f"expected some of {', '.join(study['variants'])}")
+            raise StudyError(f"unknown variant(s) {', '.join(map(repr, unknown))} in study "
+                             f"{study['name']!r}: expected some of {', '.join(study['variants'])}")
         if study["baseline"] not in variants:
-            say(f"adding the baseline {study['baseline']!r}: every difference is measured against it")
+            say(f"adding the baseline {study['baseline']!r}: "
+                f"every difference is measured against it")
         names = [v for v in names if v in variants or v == study["baseline"]]
     resolved = resolve(study, size, names, extra)
     out_given = out is not None
     out = Path(out or f"results/{study['name']}{'' if size == 'gpu' else '-' + size}").resolve()
-    if problem := checkpoint.writable_problem(out):  # before any data set is prepared or run started
+    # before any data set is prepared or run started
+    if problem := checkpoint.writable_problem(out):
         raise StudyError(f"cannot write to --out {out}: {problem}; choose another --out")
 
     # prepare each data set once, here, rather than in several runs at once
@@ -399,13 +433,14 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
         for v in names:
             cfg, kw = resolved[v]
             out_dir = out / "runs" / f"{slug(v)}-s{seed}"
-            jobs_list.append({"variant": v, "seed": seed, "out_dir": out_dir, "args": settings(study, size, v, extra),
+            jobs_list.append({"variant": v, "seed": seed, "out_dir": out_dir,
+                              "args": settings(study, size, v, extra),
                               "state": run_state(out_dir, dataclasses.replace(cfg, seed=seed), kw)})
     todo = [j for j in jobs_list if j["state"] != "done"]
-    say(f"study {study['name']!r}: {len(names)} variants x {seeds} seeds = {len(jobs_list)} runs, {size} size; "
-        f"{len(jobs_list) - len(todo)} finished, {len(todo)} to run "
-        f"({sum(j['state'] == 'resume' for j in todo)} resuming from a checkpoint), {jobs} at a time; "
-        f"logs in {out}/runs/NAME/train.log")
+    say(f"study {study['name']!r}: {len(names)} variants x {seeds} seeds = {len(jobs_list)} runs, "
+        f"{size} size; {len(jobs_list) - len(todo)} finished, {len(todo)} to run "
+        f"({sum(j['state'] == 'resume' for j in todo)} resuming from a checkpoint), "
+        f"{jobs} at a time; logs in {out}/runs/NAME/train.log")
 
     runner, failed = Runner(jobs), []
     with ThreadPoolExecutor(jobs) as pool:
@@ -417,14 +452,17 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
                 log = job["out_dir"] / "train.log"
                 if code == 0 and m.get("step") == resolved[job["variant"]][0].max_iters:
                     say(f"[{i}/{len(todo)}] {job['variant']} seed {job['seed']}: "
-                        f"{study['metric']} {m.get(study['metric'], float('nan')):.4f} ({wall:.0f} s)")
+                        f"{study['metric']} {m.get(study['metric'], float('nan')):.4f} "
+                        f"({wall:.0f} s)")
                     continue
                 lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-                error = next((line for line in reversed(lines) if line.startswith("error") or "Error" in line), None)
+                error = next((line for line in reversed(lines)
+                              if line.startswith("error") or "Error" in line), None)
                 error = error or f"exit code {code}, stopped at step {m.get('step')}"
                 failed.append({"variant": job["variant"], "seed": job["seed"], "log": str(log),
                                "returncode": code, "error": error.strip()})
-                say(f"[{i}/{len(todo)}] {job['variant']} seed {job['seed']}: FAILED ({error.strip()}); see {log}")
+                say(f"[{i}/{len(todo)}] {job['variant']} seed {job['seed']}: "
+                    f"FAILED ({error.strip()}); see {log}")
         except KeyboardInterrupt:
             runner.interrupt()  # the runs save a checkpoint and stop; the next call resumes them
             for future in futures:
@@ -433,16 +471,19 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
 
     bad = {(f["variant"], f["seed"]) for f in failed}
     runs = [collect(j, out) for j in jobs_list if (j["variant"], j["seed"]) not in bad]
-    cmd = ["python", "ablate.py", study["name"] if str(name_or_path) in find_studies() else str(name_or_path),
+    cmd = ["python", "ablate.py",
+           study["name"] if str(name_or_path) in find_studies() else str(name_or_path),
            f"--seeds={seeds}", f"--jobs={jobs}", *(["--quick"] if quick else []),
            *([f"--out={out}"] if out_given else []),
-           *([f"--variants={','.join(names)}"] if variants else []), *[f"--set={k}={v}" for k, v in extra.items()],
+           *([f"--variants={','.join(names)}"] if variants else []),
+           *[f"--set={k}={v}" for k, v in extra.items()],
            *(["--test"] if test else [])]
-    results = {"study": study["name"], "description": study["description"], "metric": study["metric"],
-               "higher_is_better": study["higher_is_better"], "baseline": study["baseline"],
-               "command": shlex.join(cmd), "size": size, "jobs": jobs, "device": device_name(),
-               "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "runs": runs, "summary": summarize(runs, names, study["metric"], study["baseline"], quick),
+    results = {"study": study["name"], "description": study["description"],
+               "metric": study["metric"], "higher_is_better": study["higher_is_better"],
+               "baseline": study["baseline"], "command": shlex.join(cmd), "size": size,
+               "jobs": jobs, "device": device_name(), "torch": torch.__version__,
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": runs,
+               "summary": summarize(runs, names, study["metric"], study["baseline"], quick),
                "failed": failed, "ran": len(todo), "skipped": len(jobs_list) - len(todo)}
     if test and not failed:
         results["test"] = score_selected(results, study, jobs_list, runner)
@@ -455,30 +496,36 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     say("\n".join(table(results) + QUICK_NOTE[:1] * quick))
     say(f"wrote {out}/results.csv, results.json, summary.md{', ablation.png' if chart else ''}")
     if failed:
-        say(f"{len(failed)} run(s) failed and are left out of the summary: see their train.log above")
+        say(f"{len(failed)} run(s) failed and are left out of the summary: "
+            f"see their train.log above")
     return results
 
 
 def score_selected(results, study, jobs_list, runner):
-    """Test metrics of the selected variant's runs (best mean of the study's metric, a val figure)."""
+    """Test metrics of the selected variant's runs (best mean of the study's
+    metric, a val figure)."""
     rows = [r for r in results["summary"] if r["mean"] is not None]
     if not rows:
         return None
     pick = (max if study["higher_is_better"] else min)(rows, key=lambda r: r["mean"])["variant"]
     scored = []
     for job in (j for j in jobs_list if j["variant"] == pick):
-        eval_job = dict(job, args=[*job["args"], "--eval_only=true", "--eval_split=test"], state="eval")
+        eval_job = dict(job, args=[*job["args"], "--eval_only=true", "--eval_split=test"],
+                        state="eval")
         code, _ = runner.run(eval_job, log_name="test.log")
         m = read_json(job["out_dir"] / "metrics_test.json")
         if code != 0 or not m:
             raise StudyError(f"scoring {pick!r} seed {job['seed']} on the test split failed: see "
                              f"{job['out_dir'] / 'test.log'}")
-        scored.append({"seed": job["seed"], **{k: v for k, v in m.items() if isinstance(v, (int, float))}})
-    keys = [k for k in ("perplexity", "loss", "accuracy", "macro_f1") if all(k in r for r in scored)]
+        scored.append({"seed": job["seed"],
+                       **{k: v for k, v in m.items() if isinstance(v, (int, float))}})
+    keys = [k for k in ("perplexity", "loss", "accuracy", "macro_f1")
+            if all(k in r for r in scored)]
     stats = {k: {"mean": float(np.mean([r[k] for r in scored])),
                  "std": float(np.std([r[k] for r in scored], ddof=1)) if len(scored) > 1 else None}
              for k in keys}
-    return {"variant": pick, "selected_by": f"best mean {study['metric']} on val", "runs": scored, "summary": stats}
+    return {"variant": pick, "selected_by": f"best mean {study['metric']} on val", "runs": scored,
+            "summary": stats}
 
 
 def list_studies():
@@ -488,7 +535,8 @@ def list_studies():
             s = load_study(name)
             base = ", ".join(str(Path(b).relative_to(ROOT)) for b in s["base"])
             order = "higher" if s["higher_is_better"] else "lower"
-            print(f"  {name:<6} {len(s['variants']):>2} variants  {s['metric']} ({order} is better)  base {base}\n"
+            print(f"  {name:<6} {len(s['variants']):>2} variants  {s['metric']} "
+                  f"({order} is better)  base {base}\n"
                   f"         {s['description']}")
         except StudyError as e:
             print(f"  {name:<6} broken: {e}")
@@ -500,30 +548,37 @@ def interrupted(sig, frame):
 
 @dataclasses.dataclass
 class AblateConfig:
-    study: str = opt("", f"a study name (config/study_NAME.py) or file, the one positional argument "
-                         f"(default {DEFAULT_STUDY})", metavar="NAME")
+    study: str = opt("", f"a study name (config/study_NAME.py) or file, the one positional "
+                         f"argument (default {DEFAULT_STUDY})", metavar="NAME")
     seeds: int = opt(0, "seeds per variant: 0..N-1 (0: 3, or 2 with --quick)")
-    jobs: int = opt(0, f"trainings at once (0: {GPU_JOBS} on a GPU, 1 on a CPU, up to 4 with --quick)")
+    jobs: int = opt(0, f"trainings at once (0: {GPU_JOBS} on a GPU, 1 on a CPU, "
+                       f"up to 4 with --quick)")
     quick: bool = opt(False, "the study's tiny size: checks the machinery in a minute")
-    out: str = opt("", "output folder (default results/STUDY, or STUDY-cpu, STUDY-quick)", metavar="DIR")
+    out: str = opt("", "output folder (default results/STUDY, or STUDY-cpu, STUDY-quick)",
+                   metavar="DIR")
     variants: str = opt("", "comma-separated subset of variants (plus the baseline)", metavar="A,B")
-    set: tuple = opt((), "a train/model key for every run, e.g. --set=data_dir=/data (repeatable; relative "
-                         "paths are relative to the repository, where the runs start)", metavar="KEY=VALUE")
-    test: bool = opt(False, "then score the variant with the best mean val metric on the test split, every seed")
+    set: tuple = opt((), "a train/model key for every run, e.g. --set=data_dir=/data "
+                         "(repeatable; relative paths are relative to the repository, where the "
+                         "runs start)", metavar="KEY=VALUE")
+    test: bool = opt(False, "then score the variant with the best mean val metric on the test "
+                            "split, every seed")
     list: bool = opt(False, "list the studies and stop")
 
 
 def check_sets(opts):
-    return [f"--set={s}: expected --set=KEY=VALUE, e.g. --set=data_dir=data" for s in opts.set if "=" not in s]
+    return [f"--set={s}: expected --set=KEY=VALUE, e.g. --set=data_dir=data"
+            for s in opts.set if "=" not in s]
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print_help(__doc__, AblateConfig, note="Options (--key value works too, as in `ablate.py lm --seeds 3`):")
+        print_help(__doc__, AblateConfig,
+                   note="Options (--key value works too, as in `ablate.py lm --seeds 3`):")
         return 0
     try:  # --key value as well as --key=value: ablate.py has no config files to mistake a value for
-        args = parse(argv, AblateConfig, check_sets, positional="study", spaced=True, script="ablate.py")
+        args = parse(argv, AblateConfig, check_sets, positional="study", spaced=True,
+                     script="ablate.py")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -531,22 +586,26 @@ def main(argv=None):
         list_studies()
         if args.list:
             return 0
-        print(f"\nrunning the default study {DEFAULT_STUDY!r} (Ctrl-C stops it; the same command resumes it)")
+        print(f"\nrunning the default study {DEFAULT_STUDY!r} "
+              f"(Ctrl-C stops it; the same command resumes it)")
     # SIGTERM as Ctrl-C: the running trainings are told to save and stop, not left behind as orphans
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-        results = run_study(args.study or DEFAULT_STUDY, seeds=args.seeds or None, jobs=args.jobs or None,
-                            quick=args.quick, out=args.out or None, variants=variants,
-                            extra=dict(s.split("=", 1) for s in args.set), test=args.test)
+        results = run_study(args.study or DEFAULT_STUDY, seeds=args.seeds or None,
+                            jobs=args.jobs or None, quick=args.quick, out=args.out or None,
+                            variants=variants, extra=dict(s.split("=", 1) for s in args.set),
+                            test=args.test)
     except (StudyError, train.ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"error: cannot write {e.filename}: {e.strerror}; choose another --out", file=sys.stderr)
+        print(f"error: cannot write {e.filename}: {e.strerror}; choose another --out",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: finished runs are kept, and the same command resumes the others", file=sys.stderr)
+        print("\ninterrupted: finished runs are kept, and the same command resumes the others",
+              file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -1,6 +1,7 @@
 """
 Checkpoints and the run directory: a versioned dict written to a temporary file and renamed, with a
-sha256 of its contents checked on load (weights_only=True); out_dir's lock, log.jsonl trimmed on resume.
+sha256 of its contents checked on load (weights_only=True); out_dir's lock,
+log.jsonl trimmed on resume.
 
     save_checkpoint(out / "ckpt_last.pt", model_state, optimizer_states, scaler, step, best, cfg,
                     model_cfg, data, metrics)
@@ -32,11 +33,13 @@ class CheckpointError(RuntimeError):
 def last_good(out_dir):
     """Where a run's last good checkpoint is, said for an error message."""
     path = Path(out_dir) / "ckpt_last.pt"
-    return f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint was written yet"
+    return (f"the last good checkpoint is {path}" if path.is_file()
+            else "no checkpoint was written yet")
 
 
 def write_failure(e, path):
-    """Why writing path failed, in words: torch.save on a full disk says only 'unexpected pos ...'."""
+    """Why writing path failed, in words: torch.save on a full disk says only
+    'unexpected pos ...'."""
     why = e.strerror if isinstance(e, OSError) and e.strerror else \
         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     try:
@@ -48,7 +51,8 @@ def write_failure(e, path):
 
 def state_digest(obj, h=None):
     """sha256 over every tensor's bytes and every other value of a checkpoint, in order. torch.load
-    checks no checksum, so a byte changed in place would otherwise load as a silently different model."""
+    checks no checksum, so a byte changed in place would otherwise load as a
+    silently different model."""
     h = h or hashlib.sha256()
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous().reshape(-1)
@@ -67,7 +71,8 @@ def state_digest(obj, h=None):
     return h.hexdigest()
 
 
-def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data, metrics):
+def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data,
+                    metrics):
 
     state = {
         "version": CHECKPOINT_VERSION,
@@ -84,7 +89,8 @@ def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg
     tmp = Path(f"{path}.tmp")
     try:
         torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a crash leaves the old checkpoint or the new one, never half of one
+        # atomic: a crash leaves the old checkpoint or the new one, never half of one
+        os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # a full disk, an unwritable directory
         raise CheckpointError(f"cannot write checkpoint {path}: {write_failure(e, path)}; "
                               f"{last_good(Path(path).parent)}") from None
@@ -99,38 +105,45 @@ def load_checkpoint(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, wrong format: all end here
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: "
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be loaded "
+                              f"({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} is not a version-{CHECKPOINT_VERSION} checkpoint of this project")
+        raise CheckpointError(
+            f"{path} is not a version-{CHECKPOINT_VERSION} checkpoint of this project")
     digest = ckpt.pop("digest", None)  # checkpoints written before the digest existed have none
     if digest is not None and state_digest(ckpt) != digest:
-        raise CheckpointError(f"{path} is damaged: its contents no longer match the checksum written with it; "
-                              f"use another checkpoint of the run, or train it again (--overwrite=true)")
+        raise CheckpointError(f"{path} is damaged: its contents no longer match the checksum "
+                              f"written with it; use another checkpoint of the run, or train it "
+                              f"again (--overwrite=true)")
     return ckpt
 
 
-# FSDP: the sharded state is gathered into whole tensors on rank 0's CPU and written as the one file a
-# single process writes, so sample.py, eval_only and a resume with any number of processes read it
+# FSDP: the sharded state is gathered into whole tensors on rank 0's CPU and written as the one file
+# a single process writes, so sample.py, eval_only and a resume with any number of processes read it
 # unchanged. The price: rank 0's host memory holds the whole model and optimizer state while saving
 # (16 bytes a parameter with AdamW: 12 GB for 774M parameters), and every process reads the whole
-# file on resume. A model too large for that would need sharded files (torch.distributed.checkpoint.save).
+# file on resume. A model too large for that would need sharded files
+# (torch.distributed.checkpoint.save).
 
 def gather_state(model, optimizers):
     """(model state dict, optimizer state dicts) as one process would save them. If FSDP shards the
     model, every process must call this, and only rank 0 gets the tensors."""
     if not sharded(model):
         return model.state_dict(), [o.state_dict() for o in optimizers]
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     optimizer_states = [get_optimizer_state_dict(model, o, options=options) for o in optimizers]
     return get_model_state_dict(model, options=options), [
-        relabel(state, {name: i for i, name in enumerate(n for g in state["param_groups"] for n in g["params"])})
+        relabel(state, {name: i for i, name in
+                        enumerate(n for g in state["param_groups"] for n in g["params"])})
         if state else state for state in optimizer_states]
 
 
 def load_optimizer_states(model, optimizers, states):
-    """The inverse of gather_state for the optimizers: whole tensors in, each process keeps its shards."""
+    """The inverse of gather_state for the optimizers: whole tensors in, each
+    process keeps its shards."""
     if not sharded(model):
         for opt, state in zip(optimizers, states):
             opt.load_state_dict(state)
@@ -145,9 +158,11 @@ def load_optimizer_states(model, optimizers, states):
 
 def relabel(state, key):
     """An optimizer state dict with every parameter key k replaced by key[k]. torch.optim keys its
-    state by position (0, 1, ... over the param groups in order); torch.distributed.checkpoint by name."""
+    state by position (0, 1, ... over the param groups in order);
+    torch.distributed.checkpoint by name."""
     return {"state": {key[k]: v for k, v in state["state"].items()},
-            "param_groups": [{**g, "params": [key[k] for k in g["params"]]} for g in state["param_groups"]]}
+            "param_groups": [{**g, "params": [key[k] for k in g["params"]]}
+                             for g in state["param_groups"]]}
 
 
 def model_from_checkpoint(ckpt, **overrides):
@@ -158,8 +173,9 @@ def model_from_checkpoint(ckpt, **overrides):
     return model
 
 def lock_out_dir(out, stack):
-    """Hold an exclusive lock on out_dir/train.lock until stack closes; the OS drops it when the process
-    ends, however it ends. A second run into the same out_dir stops at once instead of writing over it."""
+    """Hold an exclusive lock on out_dir/train.lock until stack closes; the OS drops it when the
+    process ends, however it ends. A second run into the same out_dir stops at once
+    instead of writing over it."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
@@ -169,15 +185,17 @@ def lock_out_dir(out, stack):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.seek(0)
-        raise ConfigError(f"out_dir {str(out)!r} is in use by another training run (pid {f.read().strip() or '?'}): "
-                          f"let it finish or stop it, or choose another --out_dir") from None
+        raise ConfigError(f"out_dir {str(out)!r} is in use by another training run "
+                          f"(pid {f.read().strip() or '?'}): let it finish or stop it, "
+                          f"or choose another --out_dir") from None
     f.truncate(0)
     f.write(f"{os.getpid()}\n")
     f.flush()
 
 
 def writable_problem(path):
-    """Why a directory could not be created or written, checked without creating it; None if it can."""
+    """Why a directory could not be created or written, checked without
+    creating it; None if it can."""
     path = Path(path).absolute()
     probe = next(p for p in (path, *path.parents) if p.exists())
     if not probe.is_dir():
@@ -194,7 +212,8 @@ def write_json(path, obj):
 def trim_log(out, step):
     """On resume, drop log records past the checkpoint (they belong to the interrupted tail). The
     checkpoint of step `step` is written after that step's evaluation and before its training step,
-    so the evaluation record of `step` stays and its training record goes (the resumed run writes it)."""
+    so the evaluation record of `step` stays and its training record goes (the
+    resumed run writes it)."""
     path = out / "log.jsonl"
     if step == 0:
         path.unlink(missing_ok=True)
@@ -202,12 +221,14 @@ def trim_log(out, step):
         def kept(line):  # the step of a damaged line is inf: dropped
             at = line_step(line)
             return at < step or (at == step and json.loads(line).get("kind") == "eval")
-        keep = [line for line in path.read_text(errors="replace").splitlines() if line and kept(line)]
+        keep = [line for line in path.read_text(errors="replace").splitlines()
+                if line and kept(line)]
         write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def line_step(line):
-    """The step of a log.jsonl line; a line damaged in place (or cut off by a crash) counts as past any."""
+    """The step of a log.jsonl line; a line damaged in place (or cut off by a
+    crash) counts as past any."""
     try:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):

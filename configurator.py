@@ -6,7 +6,8 @@ problem at once in one ConfigError. train.py's TrainConfig is here, and model_co
 place a TransformerConfig is made from settings.
 
     cfg, model_kw = parse_args(["config/shakespeare.py", "--batch_size=32", "--compile=false"])
-    parse_args(["--batch_sise=32"])  # ConfigError: unknown key 'batch_sise' (did you mean 'batch_size'?)
+    parse_args(["--batch_sise=32"])
+    # ConfigError: unknown key 'batch_sise' (did you mean 'batch_size'?)
     opts = parse(["--top_k=5"], SampleConfig, script="sample.py")
 
 Config files are plain Python assignments, run in their own namespace (runpy), never exec'd into
@@ -37,22 +38,28 @@ def opt(default, help, section=None, metavar=None):
     return field(default=default, metadata={"help": help, "section": section, "metavar": metavar})
 
 
-DEVICE_HELP = "'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'"  # train.py's and sample.py's
+# train.py's and sample.py's
+DEVICE_HELP = "'auto' (cuda, then mps, then cpu), or e.g. 'cuda:1', 'cpu'"
 
 
 @dataclass
 class TrainConfig:
     # I/O
-    out_dir: str = opt("out", "checkpoints, config.json, log.jsonl and metrics.json go here", section="I/O")
-    init_from: str = opt("scratch", "'scratch', 'resume' (out_dir/ckpt_last.pt), or a pretrained encoder's checkpoint")
+    out_dir: str = opt("out", "checkpoints, config.json, log.jsonl and metrics.json go here",
+                       section="I/O")
+    init_from: str = opt("scratch", "'scratch', 'resume' (out_dir/ckpt_last.pt), or a pretrained "
+                                    "encoder's checkpoint")
     overwrite: bool = opt(False, "allow a fresh run into an out_dir that already holds a run")
     eval_interval: int = opt(250, "steps between exact evaluations (and checkpoints)")
     log_interval: int = opt(10, "steps between log lines")
-    eval_only: bool = opt(False, "evaluate out_dir's checkpoint on eval_split, write metrics_SPLIT.json")
+    eval_only: bool = opt(False, "evaluate out_dir's checkpoint on eval_split, write "
+                                 "metrics_SPLIT.json")
     eval_split: str = opt("val", "split for eval_only: 'val' or 'test'")
     stop_after: int = opt(0, "stop (saving ckpt_last.pt) after this many steps of this run; 0: off")
-    stop_at_loss: float = opt(0.0, "stop once the exact val loss is <= this (time-to-loss runs); 0: off")
-    save_checkpoints: bool = opt(True, "write ckpt_last.pt / ckpt_best.pt at every evaluation (false: at the end only)")
+    stop_at_loss: float = opt(0.0, "stop once the exact val loss is <= this (time-to-loss runs); "
+                                   "0: off")
+    save_checkpoints: bool = opt(True, "write ckpt_last.pt / ckpt_best.pt at every evaluation "
+                                       "(false: at the end only)")
     cpu_config: str = opt("", "a smaller config to point to when this one is started on a CPU")
     # data
     dataset: str = opt("shakespeare_char", "a data set of prepare.py", section="data")
@@ -60,9 +67,11 @@ class TrainConfig:
     batch_size: int = opt(64, "sequences per micro-batch, per process")
     grad_accum: int = opt(1, "micro-batches per optimizer step, per process")
     eval_batch_size: int = opt(256, "sequences per evaluation batch")
-    eval_stride: int = opt(0, "LM eval: 0 = separate windows; s = window sliding by s (context >= block_size-s)")
+    eval_stride: int = opt(0, "LM eval: 0 = separate windows; s = window sliding by s "
+                              "(context >= block_size-s)")
     # optimizer
-    learning_rate: float = opt(1e-3, "peak learning rate, reached after warmup", section="optimizer")
+    learning_rate: float = opt(1e-3, "peak learning rate, reached after warmup",
+                               section="optimizer")
     min_lr: float = opt(1e-4, "floor of the cosine decay, reached at max_iters")
     max_iters: int = opt(5000, "optimizer steps")
     warmup_iters: int = opt(100, "linear warmup steps (0: none)")
@@ -70,27 +79,32 @@ class TrainConfig:
     beta1: float = opt(0.9, "AdamW beta1")
     beta2: float = opt(0.99, "AdamW beta2")
     grad_clip: float = opt(1.0, "clip the global gradient norm to this; 0: off")
-    optimizer: str = opt("adamw", "'adamw', or 'muon' (GPU; torch >= 2.9): Muon for the blocks' matrices, "
-                                  "AdamW for the rest")
+    optimizer: str = opt("adamw", "'adamw', or 'muon' (GPU; torch >= 2.9): Muon for the blocks' "
+                                  "matrices, AdamW for the rest")
     muon_momentum: float = opt(0.95, "Muon's Nesterov momentum")
     # system
     device: str = opt("auto", DEVICE_HELP, section="system")
-    dtype: str = opt("auto", "'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), 'bfloat16', "
-                             "'float16', 'float32'")
+    dtype: str = opt("auto", "'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), "
+                             "'bfloat16', 'float16', 'float32'")
     compile: bool = opt(True, "torch.compile the model (CUDA only; CPU and MPS run eagerly)")
-    compile_mode: str = opt("default", "torch.compile mode: 'default' or 'reduce-overhead' (adds CUDA graphs)")
-    compile_scope: str = opt("model", "'model': one graph for the network; 'block': one compilation for all layers")
-    cuda_graph: bool = opt(False, "replay forward+backward as one recorded CUDA graph (CUDA, LMs, no DDP or FSDP)")
-    parallel: str = opt("ddp", "with torchrun: 'ddp' (each process holds the whole model) or 'fsdp' (sharded)")
+    compile_mode: str = opt("default", "torch.compile mode: 'default' or 'reduce-overhead' "
+                                       "(adds CUDA graphs)")
+    compile_scope: str = opt("model", "'model': one graph for the network; 'block': one "
+                                      "compilation for all layers")
+    cuda_graph: bool = opt(False, "replay forward+backward as one recorded CUDA graph (CUDA, LMs, "
+                                  "no DDP or FSDP)")
+    parallel: str = opt("ddp", "with torchrun: 'ddp' (each process holds the whole model) or "
+                               "'fsdp' (sharded)")
     seed: int = opt(1337, "seeds the model init, dropout and the data order")
 
 
-DATA_KEYS = ("vocab_size", "real_vocab_size", "n_classes", "mlm")  # model keys the data set sets, not the user
+# model keys the data set sets, not the user
+DATA_KEYS = ("vocab_size", "real_vocab_size", "n_classes", "mlm")
 
 
 def field_types(cls, exclude=()):
-    """{key: type} of a dataclass's fields, the type taken from the default (bool, int, float, str, or
-    tuple for a repeatable option), so that it holds whatever the annotations say."""
+    """{key: type} of a dataclass's fields, the type taken from the default (bool, int, float, str,
+    or tuple for a repeatable option), so that it holds whatever the annotations say."""
     return {f.name: type(f.default if f.default is not MISSING else f.default_factory())
             for f in fields(cls) if f.name not in exclude}
 
@@ -141,7 +155,8 @@ def read_args(argv, types, files=False, positional=None, spaced=False, script="t
         for key, value, source in pairs:
             if key not in types:
                 close = difflib.get_close_matches(key, list(types), n=1)
-                errors.append(f"unknown key '{key}' in {source}" + (f" (did you mean '{close[0]}'?)" if close else hint))
+                errors.append(f"unknown key '{key}' in {source}"
+                              + (f" (did you mean '{close[0]}'?)" if close else hint))
                 continue
             kind = types[key]
             try:
@@ -172,12 +187,14 @@ def coerce_value(kind, key, value, source="command line"):
                     raise ValueError
                 number = kind(number)
             except ValueError:
-                raise ConfigError(f"{key}={value!r} ({source}) is not a valid {kind.__name__}") from None
+                raise ConfigError(
+                    f"{key}={value!r} ({source}) is not a valid {kind.__name__}") from None
         return finite(key, number, source)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}={value!r} ({source}) should be a {kind.__name__}, not {type(value).__name__}")
+        raise ConfigError(f"{key}={value!r} ({source}) should be a {kind.__name__}, "
+                          f"not {type(value).__name__}")
     return finite(key, value, source)
 
 
@@ -189,9 +206,11 @@ def finite(key, value, source="command line"):
 
 
 def run_config_file(path):
-    """A config file's namespace; a file that is missing, does not parse or raises becomes one line."""
+    """A config file's namespace; a file that is missing, does not parse or
+    raises becomes one line."""
     if not Path(path).is_file():
-        return None, f"config file {str(path)!r} not found (configs live in config/, e.g. config/shakespeare.py)"
+        return None, (f"config file {str(path)!r} not found (configs live in config/, "
+                      f"e.g. config/shakespeare.py)")
     try:
         return runpy.run_path(str(path)), None
     except SyntaxError as e:
@@ -237,13 +256,14 @@ def padded_vocab(n):
 
 
 def model_config(keys, data=None, vocab_size=None):
-    """The TransformerConfig of model keys (a config file and the command line, or a checkpoint's whole
-    saved config). What only the data set knows (DATA_KEYS) comes from data: its vocabulary, padded,
-    its classes, and whether it is masked LM; or vocab_size stands in for a vocabulary (estimates,
-    benchmarks, checking the keys before any data set is loaded)."""
+    """The TransformerConfig of model keys (a config file and the command line, or a checkpoint's
+    whole saved config). What only the data set knows (DATA_KEYS) comes from data: its vocabulary,
+    padded, its classes, and whether it is masked LM; or vocab_size stands in for a vocabulary
+    (estimates, benchmarks, checking the keys before any data set is loaded)."""
     if data is not None:
         keys = {**keys, "vocab_size": padded_vocab(data.vocab_size), "n_classes": data.n_classes,
-                "real_vocab_size": data.vocab_size if data.task != "cls" else 0, "mlm": data.task == "mlm"}
+                "real_vocab_size": data.vocab_size if data.task != "cls" else 0,
+                "mlm": data.task == "mlm"}
     elif vocab_size is not None:
         keys = {**keys, "vocab_size": vocab_size}
     return TransformerConfig(**keys)
@@ -258,43 +278,51 @@ def validate(cfg, model_kw):
     positive = ("eval_interval", "log_interval", "batch_size", "grad_accum", "eval_batch_size")
     errors += [f"{k}={getattr(cfg, k)} must be >= 1" for k in positive if getattr(cfg, k) < 1]
     errors += [f"{k}={getattr(cfg, k)} must be >= 0" for k in
-               ("max_iters", "warmup_iters", "weight_decay", "grad_clip", "stop_after", "stop_at_loss")
+               ("max_iters", "warmup_iters", "weight_decay", "grad_clip", "stop_after",
+                "stop_at_loss")
                if getattr(cfg, k) < 0]
     block_size = model_kw.get("block_size", DEFAULTS["block_size"])
     if not 0 <= cfg.eval_stride <= block_size:
-        errors.append(f"eval_stride={cfg.eval_stride} must be in [0, block_size={block_size}]: 0 for separate "
-                      f"windows, s for a window sliding s tokens at a time")
+        errors.append(f"eval_stride={cfg.eval_stride} must be in [0, block_size={block_size}]: "
+                      f"0 for separate windows, s for a window sliding s tokens at a time")
     if not 0 <= cfg.seed < 2**63:
         errors.append(f"seed={cfg.seed} must be in [0, 2**63)")
     if cfg.warmup_iters > cfg.max_iters:
-        errors.append(f"warmup_iters={cfg.warmup_iters} is longer than training (max_iters={cfg.max_iters})")
+        errors.append(f"warmup_iters={cfg.warmup_iters} is longer than training "
+                      f"(max_iters={cfg.max_iters})")
     if cfg.learning_rate <= 0:
         errors.append(f"learning_rate={cfg.learning_rate} must be > 0")
     if not 0 <= cfg.min_lr <= cfg.learning_rate:
         errors.append(f"min_lr={cfg.min_lr} must be in [0, learning_rate={cfg.learning_rate}]")
-    errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)" for k in ("beta1", "beta2", "muon_momentum")
-               if not 0 <= getattr(cfg, k) < 1]
+    errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)"
+               for k in ("beta1", "beta2", "muon_momentum") if not 0 <= getattr(cfg, k) < 1]
     choices = dict(eval_split=("val", "test"), optimizer=("adamw", "muon"),
-                   compile_mode=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                   compile_mode=("default", "reduce-overhead", "max-autotune",
+                                 "max-autotune-no-cudagraphs"),
                    compile_scope=("model", "block"), parallel=("ddp", "fsdp"),
                    dtype=("auto", "bfloat16", "float16", "float32"), dataset=tuple(TASKS))
     errors += [f"{k}={getattr(cfg, k)!r} is not one of {', '.join(map(repr, c))}"
                for k, c in choices.items() if getattr(cfg, k) not in c]
     if cfg.cuda_graph and cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune"):
-        errors.append(f"cuda_graph=True and compile_mode={cfg.compile_mode!r} both record CUDA graphs; "
-                      f"use compile_mode='default' or 'max-autotune-no-cudagraphs', or --compile=false")
+        errors.append(f"cuda_graph=True and compile_mode={cfg.compile_mode!r} both record CUDA "
+                      f"graphs; use compile_mode='default' or 'max-autotune-no-cudagraphs', or "
+                      f"--compile=false")
     if cfg.cuda_graph and TASKS.get(cfg.dataset) == "cls":
-        errors.append(f"cuda_graph=True needs batches of one shape: a language model, not {cfg.dataset!r} "
-                      f"(whose batches come in several lengths, data.PAD_LENGTHS)")
+        errors.append(f"cuda_graph=True needs batches of one shape: a language model, not "
+                      f"{cfg.dataset!r} (whose batches come in several lengths, data.PAD_LENGTHS)")
     if cfg.cuda_graph and cfg.dtype == "float16":
-        errors.append("cuda_graph=True is not supported with dtype='float16' (its loss scaling); use 'bfloat16'")
+        errors.append("cuda_graph=True is not supported with dtype='float16' (its loss scaling); "
+                      "use 'bfloat16'")
     if cfg.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
-        errors.append(f"optimizer='muon' needs torch >= 2.9 (this is {torch.__version__}); use 'adamw'")
+        errors.append(f"optimizer='muon' needs torch >= 2.9 (this is {torch.__version__}); "
+                      f"use 'adamw'")
     if cfg.optimizer == "muon" and cfg.parallel == "fsdp":
-        errors.append("optimizer='muon' is not supported with parallel='fsdp': Muon orthogonalises whole weight "
-                      "matrices and each process holds only a shard of them; use 'adamw' or parallel='ddp'")
+        errors.append("optimizer='muon' is not supported with parallel='fsdp': Muon "
+                      "orthogonalises whole weight matrices and each process holds only a shard "
+                      "of them; use 'adamw' or parallel='ddp'")
     errors += device_problems(cfg.device, cfg.dtype)
-    # the model keys, with a stand-in vocabulary; for an unknown data set, what is wrong for either task
+    # the model keys, with a stand-in vocabulary;
+    # for an unknown data set, what is wrong for either task
     task = TASKS.get(cfg.dataset)
     found = []
     for n_classes in [2 if task == "cls" else 0] if task else [0, 2]:
@@ -314,30 +342,33 @@ def device_problems(device, dtype="auto"):
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if device.startswith("cuda") and not torch.cuda.is_available():
         return [f"device={device!r}: this machine has no CUDA GPU (torch {torch.__version__}, "
-                f"{'a CPU-only build' if torch.version.cuda is None else 'no device visible'}); use --device=auto or cpu"]
+                f"{'a CPU-only build' if torch.version.cuda is None else 'no device visible'}); "
+                f"use --device=auto or cpu"]
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        return [f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0.."
-                f"cuda:{torch.cuda.device_count() - 1}"]
+        return [f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                f"GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}"]
     if device == "mps" and not mps:
         return ["device='mps' is not available on this machine; use --device=auto or cpu"]
     on_cpu = device == "cpu" or device == "auto" and not torch.cuda.is_available() and not mps
     if dtype == "float16" and on_cpu:
-        return ["dtype='float16' on a CPU is emulated (about 10x slower than float32) and needs loss "
-                "scaling: use --dtype=auto (float32) or bfloat16"]
+        return ["dtype='float16' on a CPU is emulated (about 10x slower than float32) and needs "
+                "loss scaling: use --dtype=auto (float32) or bfloat16"]
     return []
 
 
 def help_lines(cls, exclude=()):
-    """One line per key, `--key=default  help`, from the fields' metadata (opt()), under the headings
-    of their sections. A dataclass whose fields have no metadata (model.py's TransformerConfig: model.py
-    imports nothing of ours) keeps its help in comments beside its fields, read from its source."""
+    """One line per key, `--key=default  help`, from the fields' metadata (opt()), under the
+    headings of their sections. A dataclass whose fields have no metadata (model.py's
+    TransformerConfig: model.py imports nothing of ours) keeps its help in comments beside its
+    fields, read from its source."""
     comments, lines, section = None, [], None
     for f in fields(cls):
         meta = f.metadata
         if "help" not in meta:
             comments = comments or source_comments(cls)
             meta = comments.get(f.name, {})
-        section = meta.get("section") or section  # the heading of a key left out goes to the next one
+        # the heading of a key left out goes to the next one
+        section = meta.get("section") or section
         if f.name in exclude:
             continue
         lines += [f"# {section}"] if section else []
@@ -362,7 +393,8 @@ def source_comments(cls):
 
 
 def shown(value):
-    """A default as one would type it: --out_dir=out, --start='\\n', --cpu_config='', --learning_rate=1e-3."""
+    """A default as one would type it: --out_dir=out, --start='\\n', --cpu_config='',
+    --learning_rate=1e-3."""
     if isinstance(value, str):
         return value if value and value.isprintable() and value.strip() == value else repr(value)
     if isinstance(value, float) and 0 < abs(value) < 1e-2:
@@ -371,7 +403,8 @@ def shown(value):
     return str(value)
 
 
-def print_help(usage, *classes, exclude=(), note="Keys (defaults shown; set them in a config file or as --key=value):"):
+def print_help(usage, *classes, exclude=(),
+               note="Keys (defaults shown; set them in a config file or as --key=value):"):
     print(usage.strip())
     print(f"\n{note}")
     print("\n".join(line for cls in classes for line in help_lines(cls, exclude)))

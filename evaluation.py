@@ -1,10 +1,10 @@
 """
 Exact evaluation: a model's metrics over a whole split (never random batches, which blur ablation
-deltas), sharded over processes and all-reduced. Language models: loss, perplexity, bits per token and
-per character; classifiers: accuracy, macro-F1, per-class scores and the confusion matrix.
+deltas), sharded over processes and all-reduced. Language models: loss, perplexity, bits per token
+and per character; classifiers: accuracy, macro-F1, per-class scores and the confusion matrix.
 
     metrics = evaluate(raw, data, "val", cfg, device, autocast)   # {"loss": ..., "perplexity": ...}
-    print(headline(metrics))                                       # loss 1.4712 | perplexity 4.3553 | ...
+    print(headline(metrics))  # loss 1.4712 | perplexity 4.3553 | ...
 """
 import functools
 import math
@@ -42,10 +42,13 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
             if i % world == rank:
                 with autocast:
                     logits, _ = model(x)
-                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
+                sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
+                                           ignore_index=-1, reduction="sum")
                 sums[1] += (y >= 0).sum()
-        if sharded(model) and rank >= (i + 1) % world > 0:  # one batch fewer than some others: FSDP's
-            with autocast:  # forward gathers the weights with every process, so each runs as many forwards
+        # one batch fewer than some others: FSDP's forward gathers the weights with every process,
+        # so each runs as many forwards
+        if sharded(model) and rank >= (i + 1) % world > 0:
+            with autocast:
                 model(x)
         all_reduce(sums, world)
         metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
@@ -61,9 +64,10 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(-1).cpu())
         preds = torch.cat(preds).numpy()
-        metrics = {"loss": loss_sum.item() / len(labels), **classification_metrics(preds, labels, data.label_names)}
-    if sharded(model):  # FSDP keeps the root's weights gathered after a forward, for the backward that
-        model.reshard()  # usually follows: free them, and hand the optimizer its shards back
+        metrics = {"loss": loss_sum.item() / len(labels),
+                   **classification_metrics(preds, labels, data.label_names)}
+    if sharded(model):  # FSDP keeps the root's weights gathered after a forward, for the backward
+        model.reshard()  # that usually follows: free them, and hand the optimizer its shards back
     model.train()
     return metrics
 
@@ -71,7 +75,8 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
 def lm_metrics(nats, n_targets, data, split):
     """Loss per token, perplexity, and bits per token; bits per character for text tokenizers."""
     loss = nats / n_targets
-    m = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2), "tokens": n_targets}
+    m = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2),
+         "tokens": n_targets}
     if data.meta["tokenizer"]["kind"] in ("char", "tiktoken"):
         m["bits_per_char"] = nats / math.log(2) / target_chars(data, split)
     return m
@@ -94,7 +99,8 @@ def classification_metrics(pred, true, label_names):
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true).
     A 0/0 precision or recall counts as 0 (scikit-learn's zero_division=0). Macro-F1 averages over
     the classes that occur in true or pred, as scikit-learn's f1_score(average='macro') does without
-    labels=: a class absent from both (say from a small test split) has no F1 to count, not an F1 of 0."""
+    labels=: a class absent from both (say from a small test split) has no F1 to count, not an F1 of
+    0."""
     k = len(label_names)
     pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
     confusion = np.zeros((k, k), dtype=np.int64)
@@ -102,8 +108,10 @@ def classification_metrics(pred, true, label_names):
     tp = np.diag(confusion).astype(float)
     precision = np.divide(tp, confusion.sum(0), out=np.zeros(k), where=confusion.sum(0) > 0)
     recall = np.divide(tp, confusion.sum(1), out=np.zeros(k), where=confusion.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
-    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k),
+                   where=precision + recall > 0)
+    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f),
+                        "support": int(s)}
                  for name, p, r, f, s in zip(label_names, precision, recall, f1, confusion.sum(1))}
     present = (confusion.sum(0) > 0) | (confusion.sum(1) > 0)
     macro_f1 = float(f1[present].mean()) if present.any() else 0.0

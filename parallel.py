@@ -3,7 +3,7 @@ The model that training calls, for each way of running: torch.compile, DDP, FSDP
 or forward+backward replayed as one recorded CUDA graph. The raw module underneath stays the one to
 save, evaluate and sample, so checkpoints never carry `_orig_mod.` or `module.` prefixes.
 
-    rank, local_rank, world = setup_distributed(cfg)              # torchrun's environment, or one process
+    rank, local_rank, world = setup_distributed(cfg)  # torchrun's environment, or one process
     model = parallelize(raw, cfg, device, dtype, world, local_rank)  # what train_step calls
     graphed = GraphedStep(model, batch, 1 / cfg.grad_accum, dtype)   # cuda_graph=True (CUDA only)
 """
@@ -19,7 +19,8 @@ def setup_distributed(cfg):
     """(rank, local_rank, world) from torchrun's environment; one process without it."""
     if "RANK" not in os.environ:
         return 0, 0, 1
-    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    rank, local_rank, world = (int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]),
+                               int(os.environ["WORLD_SIZE"]))
     use_cuda = cfg.device in ("auto", "cuda") and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -59,7 +60,8 @@ def compile_model(raw, cfg, device, world=1, say=print):
 
 
 def parallelize(raw, cfg, device, dtype, world=1, local_rank=0, say=print):
-    """The model that training calls, for each way of running; raw stays the module to save and evaluate.
+    """The model that training calls, for each way of running; raw stays the module to save
+    and evaluate.
 
     One process: raw, maybe compiled (compile_model). DDP: every process holds the whole model, and
     DDP averages the gradients over the processes during backward.
@@ -74,19 +76,20 @@ def parallelize(raw, cfg, device, dtype, world=1, local_rank=0, say=print):
     weights (one process, DDP), this also keeps the residual stream and the norms' gains in bf16."""
     if cfg.parallel == "ddp" or world == 1:
         if cfg.parallel == "fsdp":
-            say("note: parallel='fsdp' with one process has nothing to shard: the model trains whole; "
-                "start several with torchrun --nproc_per_node=N")
+            say("note: parallel='fsdp' with one process has nothing to shard: the model trains "
+                "whole; start several with torchrun --nproc_per_node=N")
         model = compile_model(raw, cfg, device, world, say)
         if world > 1:
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[local_rank] if device.type == "cuda" else None)
         return model
     if dtype == torch.float16:
-        raise ConfigError("parallel='fsdp' does not support float16: its loss scaler would check only each "
-                          "process's shard of the gradients for overflow; use --dtype=bfloat16 or --parallel=ddp")
+        raise ConfigError("parallel='fsdp' does not support float16: its loss scaler would check "
+                          "only each process's shard of the gradients for overflow; use "
+                          "--dtype=bfloat16 or --parallel=ddp")
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype == torch.bfloat16 \
-        else MixedPrecisionPolicy()
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) \
+        if dtype == torch.bfloat16 else MixedPrecisionPolicy()
     for block in raw.transformer.h:
         fully_shard(block, mp_policy=policy)
     fully_shard(raw, mp_policy=policy)
@@ -119,7 +122,8 @@ class GraphedStep:
             raise ConfigError(f"cuda_graph=True cannot be used here: {why}; drop --cuda_graph=true")
         self.x, self.y = (t.clone() for t in example)
         # cached weight casts must not outlive the recording
-        autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32, cache_enabled=False)
+        autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32,
+                                  cache_enabled=False)
 
         def forward_backward():
             with autocast:
@@ -132,7 +136,8 @@ class GraphedStep:
             for p in model.parameters():
                 if p.grad is not None:
                     p.grad.zero_()
-        self.graph, self.loss = record_cuda_graph(forward_backward, warmup=3, before_recording=zero_grads)
+        self.graph, self.loss = record_cuda_graph(forward_backward, warmup=3,
+                                                  before_recording=zero_grads)
 
     def __call__(self, x, y):
         self.x.copy_(x)

@@ -1,14 +1,16 @@
 """
 Pictures of runs, models and studies, written as PNG files (headless: no display needed).
 
-    python plot.py curves out-shakespeare out-rope --labels=learned,rope     # loss and lr, runs overlaid
+    python plot.py curves out-shakespeare out-rope --labels=learned,rope  # loss and lr, runs
+                                                                          # overlaid
     python plot.py attention --out_dir=out-shakespeare --text="ROMEO:" --layer=0
-    python plot.py embeddings --out_dir=out-trec --split=val                   # t-SNE, coloured by label
-    python plot.py positions --block_size=256 --n_embd=384 --n_head=6         # no checkpoint needed
+    python plot.py embeddings --out_dir=out-trec --split=val              # t-SNE, coloured by label
+    python plot.py positions --block_size=256 --n_embd=384 --n_head=6     # no checkpoint needed
 
 Other kinds: `confusion --out_dir=RUN` (a classifier's metrics.json), `ablation results/lm`
-(a study's results.json) and `attention_bench FILE.json` (bench.py --mode=attention's JSON). Every kind takes --out=PATH; by default the PNG goes into the run's
-directory (the current one for positions without a run, and for several curves), named after the kind.
+(a study's results.json) and `attention_bench FILE.json` (bench.py --mode=attention's JSON). Every
+kind takes --out=PATH; by default the PNG goes into the run's directory (the current one for
+positions without a run, and for several curves), named after the kind.
 """
 import argparse
 import io
@@ -18,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-# Figure + its own Agg canvas, never pyplot: no display, no global figure registry, no backend switch
-# for whoever imports this module (ablate.py does)
+# Figure + its own Agg canvas, never pyplot: no display, no global figure registry, no backend
+# switch for whoever imports this module (ablate.py does)
 from matplotlib.figure import Figure
 
 import sample
@@ -46,7 +48,8 @@ def save(fig, path):
 
 
 def token_label(tok, i):
-    """A short readable string for token id i: newline as '⏎', space as '␣' (so ' the' reads '␣the')."""
+    """A short readable string for token id i: newline as '⏎', space as '␣'
+    (so ' the' reads '␣the')."""
     s = tok.enc.decode([int(i)]) if tok.kind == "tiktoken" else tok.itos[int(i)]
     return s.replace("\n", "⏎").replace(" ", "␣") or "∅"
 
@@ -57,12 +60,14 @@ def load_run(out_dir):
     out = Path(out_dir)
     if not out.is_dir():
         raise PlotError(f"out_dir {str(out)!r} does not exist: train a run into it first "
-                        f"(python train.py --out_dir={out} ...) or point --out_dir at an existing run")
+                        f"(python train.py --out_dir={out} ...) or point --out_dir at an "
+                        f"existing run")
     try:
         sample.find_checkpoint(out, "best")
     except train.CheckpointError:
         raise PlotError(f"out_dir {str(out)!r} holds no checkpoint (ckpt_best.pt or ckpt_last.pt): "
-                        f"train a run into it first (python train.py --out_dir={out} ...)") from None
+                        f"train a run into it first "
+                        f"(python train.py --out_dir={out} ...)") from None
     model, tokenizer, ckpt, _ = sample.load(out, "best", "cpu")
     return ckpt, model, tokenizer
 
@@ -85,16 +90,21 @@ def read_log(run_dir):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise PlotError(f"{path}, line {n}, is not JSON ({e.msg}): is this a log.jsonl of train.py?") from None
+                raise PlotError(f"{path}, line {n}, is not JSON ({e.msg}): "
+                                f"is this a log.jsonl of train.py?") from None
     records = [r for r in records if isinstance(r, dict) and r.get("kind") in ("train", "eval")]
     for r in records:  # a value changed in place must not surface as a KeyError deep in matplotlib
-        if not all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in ("step", "time")) \
-                or not all(isinstance(r[k], (int, float)) for k in ("loss", "lr") if k in r):
-            raise PlotError(f"{path} holds a damaged {r['kind']} record (step {r.get('step')!r}): step, time, loss "
-                            f"and lr must be numbers; train.py --init_from=resume rewrites the log up to its checkpoint")
+        if (not all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)
+                    for k in ("step", "time"))
+                or not all(isinstance(r[k], (int, float)) for k in ("loss", "lr") if k in r)):
+            raise PlotError(f"{path} holds a damaged {r['kind']} record (step {r.get('step')!r}): "
+                            f"step, time, loss and lr must be numbers; train.py --init_from=resume "
+                            f"rewrites the log up to its checkpoint")
     if not records:
-        raise PlotError(f"{path} holds no train or eval records yet: let the run reach its first log_interval")
-    # "time" restarts at 0 in every process: after a resume, continue from where the last one stopped
+        raise PlotError(f"{path} holds no train or eval records yet: "
+                        f"let the run reach its first log_interval")
+    # "time" restarts at 0 in every process:
+    # after a resume, continue from where the last one stopped
     offset = last = 0.0
     for r in records:
         if r["time"] + offset < last:
@@ -104,12 +114,13 @@ def read_log(run_dir):
 
 
 def read_json(path, rebuild):
-    """A JSON file the project wrote, or a PlotError naming it and the command that writes it again."""
+    """A JSON file the project wrote, or a PlotError naming it and the command
+    that writes it again."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PlotError(f"{path} cannot be read as JSON ({getattr(e, 'msg', e)}): it is damaged; run "
-                        f"{rebuild} to write it again") from None
+        raise PlotError(f"{path} cannot be read as JSON ({getattr(e, 'msg', e)}): "
+                        f"it is damaged; run {rebuild} to write it again") from None
 
 
 def time_unit(seconds):
@@ -122,7 +133,8 @@ def plot_curves(run_dirs, path, labels=None):
     run_dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     labels = labels or [d.name or str(d) for d in run_dirs]
     if len(labels) != len(run_dirs):
-        raise PlotError(f"{len(labels)} labels ({', '.join(labels)}) for {len(run_dirs)} runs: give one label per run")
+        raise PlotError(f"{len(labels)} labels ({', '.join(labels)}) for {len(run_dirs)} runs: "
+                        f"give one label per run")
     logs = [read_log(d) for d in run_dirs]
     div, unit = time_unit(max(r.get("time", 0) for log in logs for r in log))
     fig = Figure(figsize=(16, 4.8), dpi=DPI, layout="constrained")
@@ -133,17 +145,19 @@ def plot_curves(run_dirs, path, labels=None):
         ev = [r for r in log if r.get("kind") == "eval" and "loss" in r]
         for ax, x in ((ax_step, "step"), (ax_time, "time")):
             scale = 1 if x == "step" else div
-            # train loss is one noisy batch per point: thin; val loss is exact over the split: markers
+            # train loss is one noisy batch per point: thin;
+            # val loss is exact over the split: markers
             if tr:  # a run without train (or val) records yet gets no legend entry for them
-                ax.plot([r[x] / scale for r in tr], [r["loss"] for r in tr], color=color, lw=1, alpha=0.6,
-                        label=f"{label} train")
+                ax.plot([r[x] / scale for r in tr], [r["loss"] for r in tr], color=color, lw=1,
+                        alpha=0.6, label=f"{label} train")
             if ev:
-                ax.plot([r[x] / scale for r in ev], [r["loss"] for r in ev], color=color, lw=2, marker="o", ms=4,
-                        label=f"{label} val")
+                ax.plot([r[x] / scale for r in ev], [r["loss"] for r in ev], color=color, lw=2,
+                        marker="o", ms=4, label=f"{label} val")
         if any("lr" in r for r in tr):
-            ax_lr.plot([r["step"] for r in tr if "lr" in r], [r["lr"] for r in tr if "lr" in r], color=color,
-                       lw=1.5, label=label)
-    for ax, xlabel, title in ((ax_step, "step", "loss vs step"), (ax_time, f"wall time ({unit})", "loss vs wall time")):
+            ax_lr.plot([r["step"] for r in tr if "lr" in r], [r["lr"] for r in tr if "lr" in r],
+                       color=color, lw=1.5, label=label)
+    for ax, xlabel, title in ((ax_step, "step", "loss vs step"),
+                              (ax_time, f"wall time ({unit})", "loss vs wall time")):
         ax.set(xlabel=xlabel, ylabel="cross-entropy loss (nats)", title=title)
         ax.grid(alpha=0.3)
     ax_step.legend(fontsize=8)
@@ -158,8 +172,10 @@ def plot_curves(run_dirs, path, labels=None):
 # attention heatmaps
 
 def attention_figsize(n_rows, n_cols, n_tokens, longest=1):
-    cell = min(4.5, max(2.6, 0.065 * n_tokens))  # inches per heatmap: room for one tick label per token
-    ticks = 0.06 * longest if longest > 1 else 0.0  # x tick labels rotated 90 degrees hang below each row
+    # inches per heatmap: room for one tick label per token
+    cell = min(4.5, max(2.6, 0.065 * n_tokens))
+    # x tick labels rotated 90 degrees hang below each row
+    ticks = 0.06 * longest if longest > 1 else 0.0
     return (n_cols * (cell + ticks) + 1.2, n_rows * (cell + ticks) + 0.9)
 
 
@@ -173,20 +189,22 @@ def plot_attention(out_dir, text, path, layer=None, max_tokens=MAX_TOKENS):
         ids = tok.encode(text)
     except ValueError as e:  # e.g. a character the char-level vocabulary lacks
         raise PlotError(f"text {text!r} cannot be encoded by {Path(out_dir).name}'s "
-                        f"{tok.kind} tokenizer: {e}; use text from the training data's alphabet") from None
+                        f"{tok.kind} tokenizer: {e}; "
+                        f"use text from the training data's alphabet") from None
     limit = min(max_tokens, cfg.block_size)
     note = f" (first {limit} of {len(ids)} tokens)" if len(ids) > limit else ""
     ids = ids[:limit]
     layers = list(range(cfg.n_layer))
     if layer is not None:
         if not 0 <= layer < cfg.n_layer:
-            raise PlotError(f"layer={layer} does not exist: the model has layers 0..{cfg.n_layer - 1}")
+            raise PlotError(f"layer={layer} does not exist: "
+                            f"the model has layers 0..{cfg.n_layer - 1}")
         layers = [layer]
     maps = model.attention_maps(torch.tensor([ids]))  # n_layer x (1, nh, T, T)
     labels = [token_label(tok, i) for i in ids]
     T = len(ids)
-    fig = Figure(figsize=attention_figsize(len(layers), cfg.n_head, T, max(map(len, labels))), dpi=DPI,
-                 layout="constrained")
+    fig = Figure(figsize=attention_figsize(len(layers), cfg.n_head, T, max(map(len, labels))),
+                 dpi=DPI, layout="constrained")
     axes = fig.subplots(len(layers), cfg.n_head, squeeze=False)
     fontsize = 8 if T <= 24 else 6 if T <= 40 else 5
     for r, l in enumerate(layers):
@@ -194,17 +212,21 @@ def plot_attention(out_dir, text, path, layer=None, max_tokens=MAX_TOKENS):
             ax = axes[r, h]
             im = ax.imshow(maps[l][0, h].float().numpy(), vmin=0, vmax=1, cmap="viridis")
             ax.set_title(f"layer {l}, head {h}", fontsize=10)
-            ax.set_xticks(range(T), labels, rotation=90 if max(map(len, labels)) > 1 else 0, fontsize=fontsize)
+            ax.set_xticks(range(T), labels, rotation=90 if max(map(len, labels)) > 1 else 0,
+                          fontsize=fontsize)
             ax.set_yticks(range(T), labels, fontsize=fontsize)
             if r == len(layers) - 1:
                 ax.set_xlabel("key (attended-to token)")
             if h == 0:
                 ax.set_ylabel("query (attending token)")
-    fig.colorbar(im, ax=axes, shrink=0.8 if len(layers) < 3 else 0.5, label="attention weight (rows sum to 1)")
+    fig.colorbar(im, ax=axes, shrink=0.8 if len(layers) < 3 else 0.5,
+                 label="attention weight (rows sum to 1)")
     kind = "causal" if cfg.causal else "bidirectional"
-    fits = int(fig.get_figwidth() * 9)  # characters of an 11 pt title line that fit the figure's width
+    # characters of an 11 pt title line that fit the figure's width
+    fits = int(fig.get_figwidth() * 9)
     shown = repr(text) if len(repr(text)) <= fits else repr(text)[: fits - 4] + "...'"
-    fig.suptitle(f"Attention weights, {run_title(out_dir, ckpt)}\n{kind}, pos={cfg.pos_encoding}{note}\n"
+    fig.suptitle(f"Attention weights, {run_title(out_dir, ckpt)}\n"
+                 f"{kind}, pos={cfg.pos_encoding}{note}\n"
                  f"text {shown}", fontsize=11)
     return save(fig, path)
 
@@ -233,12 +255,15 @@ def tsne(x, seed=0):
     from sklearn.manifold import TSNE  # a slow import, needed by this kind only
     n = len(x)
     if n < 4:
-        raise PlotError(f"t-SNE needs at least 4 points, got {n}: use a larger split or --max_points")
+        raise PlotError(f"t-SNE needs at least 4 points, got {n}: "
+                        f"use a larger split or --max_points")
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
     perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                random_state=seed)
     # one thread: with torch loaded there are two OpenMP runtimes (torch's and scikit-learn's), and
-    # Barnes-Hut's threads then spin against each other: 40 s instead of 0.3 s for 48 points (2 cores)
+    # Barnes-Hut's threads then spin against each other:
+    # 40 s instead of 0.3 s for 48 points (2 cores)
     with threadpool_limits(1):
         return tsne.fit_transform(np.asarray(x, dtype=np.float64))
 
@@ -248,8 +273,8 @@ def run_data(ckpt, data_dir=None):
     data_dir = data_dir or ckpt["config"]["train"]["data_dir"]
     data = Data(ckpt["data"]["name"], data_dir)
     if data.meta["tokenizer"] != ckpt["data"]["meta"]["tokenizer"]:
-        raise PlotError(f"{data.dir} was prepared with a different tokenizer than the run's checkpoint: "
-                        f"point --data_dir at the data the run was trained on")
+        raise PlotError(f"{data.dir} was prepared with a different tokenizer than the run's "
+                        f"checkpoint: point --data_dir at the data the run was trained on")
     return data
 
 
@@ -277,12 +302,14 @@ def plot_embeddings(out_dir, path, split="val", max_points=2000, data_dir=None, 
         xy = tsne(torch.cat(reps).numpy())
         y = labels[idx]
         for k, name in enumerate(data.label_names):
-            ax.scatter(*xy[y == k].T, s=14, color=f"C{k % 10}", alpha=0.8, label=f"{name} ({(y == k).sum()})")
+            ax.scatter(*xy[y == k].T, s=14, color=f"C{k % 10}", alpha=0.8,
+                       label=f"{name} ({(y == k).sum()})")
         ax.legend(title="true label", fontsize=9)
         ax.set_title(f"Pooled sentence representations ({model.config.pooling} pooling), t-SNE\n"
                      f"{run_title(out_dir, ckpt)}, {split} split, {len(idx)} of {n} examples")
     else:
-        W = model.transformer.wte.weight[: meta["vocab_size"]].float().numpy()  # padded rows are unused
+        # padded rows are unused
+        W = model.transformer.wte.weight[: meta["vocab_size"]].float().numpy()
         if tok.kind == "char":
             xy = tsne(W)
             classes = [char_class(c) for c in tok.itos]
@@ -290,19 +317,22 @@ def plot_embeddings(out_dir, path, split="val", max_points=2000, data_dir=None, 
                 sel = np.array([c == name for c in classes])
                 if sel.any():
                     ax.scatter(*xy[sel].T, s=260, color=color, alpha=0.45, label=name)
-            for (px, py), i in zip(xy, range(len(W))):  # the character itself, dark on its class colour
+            # the character itself, dark on its class colour
+            for (px, py), i in zip(xy, range(len(W))):
                 ax.annotate(token_label(tok, i), (px, py), ha="center", va="center", fontsize=11)
             ax.legend(title="character class", fontsize=9)
             what = f"all {len(W)} characters"
         else:  # BPE / words: the most frequent tokens of the training split, the top ones named
-            counts = np.bincount(np.asarray(run_data(ckpt, data_dir).tokens("train")), minlength=len(W))
+            counts = np.bincount(np.asarray(run_data(ckpt, data_dir).tokens("train")),
+                                 minlength=len(W))
             top = np.argsort(-counts, kind="stable")[: min(max_points, int((counts > 0).sum()))]
             xy = tsne(W[top])
             sc = ax.scatter(*xy.T, s=10, c=np.log10(counts[top]), cmap="viridis", alpha=0.8)
             fig.colorbar(sc, ax=ax, label="log10 count in the train split")
             for (px, py), i in list(zip(xy, top))[:annotate]:
                 ax.annotate(token_label(tok, i), (px, py), fontsize=8)
-            what = f"the {len(top)} most frequent tokens of train, the top {min(annotate, len(top))} named"
+            what = (f"the {len(top)} most frequent tokens of train, "
+                    f"the top {min(annotate, len(top))} named")
         ax.set_title(f"Token embeddings (wte), t-SNE: {run_title(out_dir, ckpt)}\n{what}")
     ax.set(xlabel="t-SNE 1 (no unit)", ylabel="t-SNE 2 (no unit)")
     return save(fig, path)
@@ -321,13 +351,14 @@ def plot_confusion(metrics_or_path, path):
                             f"python train.py --out_dir={src.parent} --eval_only=true")
         m = read_json(src, f"python train.py --out_dir={src.parent} --eval_only=true")
     if "confusion" not in m:
-        raise PlotError("metrics.json of an lm run has no confusion matrix; plot a classifier's, or run "
-                        "train.py with --eval_only=true on one")
+        raise PlotError("metrics.json of an lm run has no confusion matrix; plot a classifier's, "
+                        "or run train.py with --eval_only=true on one")
     cm = np.asarray(m["confusion"], dtype=np.int64)
     names = m.get("labels") or [str(k) for k in range(len(cm))]
     if cm.ndim != 2 or cm.shape != (len(names), len(names)):
         raise PlotError(f"confusion matrix of shape {cm.shape} does not match {len(names)} labels")
-    frac = cm / np.maximum(cm.sum(1, keepdims=True), 1)  # recall per cell: rare classes stay visible
+    # recall per cell: rare classes stay visible
+    frac = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig = Figure(figsize=(8, 7), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
@@ -350,7 +381,8 @@ def delta(diff):
     return "0" if float(text) == 0 else text
 
 
-OUTLIER = 5.0  # a variant whose |Δ| exceeds 5x the median |Δ| of the study gets a panel of its own scale
+# a variant whose |Δ| exceeds 5x the median |Δ| of the study gets a panel of its own scale
+OUTLIER = 5.0
 CONFIDENCE = 0.95
 
 # what a study's metric is and in which unit, for the axis label
@@ -360,8 +392,10 @@ METRIC_UNITS = {"loss": "val loss (nats per token)", "accuracy": "val accuracy (
 
 def metric_label(results):
     m = results["metric"]
-    if m == "best_val":  # train.py's best_val is the lowest loss, or the highest accuracy for a classifier
-        return "best val accuracy (fraction)" if results.get("higher_is_better") else "best val loss (nats per token)"
+    # train.py's best_val is the lowest loss, or the highest accuracy for a classifier
+    if m == "best_val":
+        return ("best val accuracy (fraction)" if results.get("higher_is_better")
+                else "best val loss (nats per token)")
     return METRIC_UNITS.get(m, f"val {m}")
 
 
@@ -373,15 +407,18 @@ def ablation_rows(results):
     from scipy import stats  # a slow import, needed by this kind only
     missing = [k for k in ("study", "metric", "baseline", "runs", "summary") if k not in results]
     if missing:
-        raise PlotError(f"results have no {', '.join(missing)}: expected the results.json written by ablate.py")
+        raise PlotError(f"results have no {', '.join(missing)}: "
+                        f"expected the results.json written by ablate.py")
     summary = results["summary"]
     if not summary:
-        raise PlotError(f"study {results['study']!r} has an empty summary: no finished runs to plot")
+        raise PlotError(f"study {results['study']!r} has an empty summary: "
+                        f"no finished runs to plot")
     by_name = {s["variant"]: s for s in summary}
     base = by_name.get(results["baseline"])
     if base is None:
-        raise PlotError(f"baseline {results['baseline']!r} has no finished runs in study {results['study']!r}: "
-                        f"differences need it; run the study again to finish it")
+        raise PlotError(f"baseline {results['baseline']!r} has no finished runs in study "
+                        f"{results['study']!r}: differences need it; "
+                        f"run the study again to finish it")
     metric = results["metric"]
     rows = []
     for s in summary:
@@ -398,8 +435,9 @@ def ablation_rows(results):
             lo, hi = diff - half, diff + half
         seeds = [r[metric] - base["mean"] for r in results["runs"]
                  if r["variant"] == s["variant"] and r.get(metric) is not None]
-        rows.append({"variant": s["variant"], "n": n1, "diff": diff, "lo": lo, "hi": hi, "seeds": seeds,
-                     "p_value": s.get("p_value"), "significant": s.get("significant")})
+        rows.append({"variant": s["variant"], "n": n1, "diff": diff, "lo": lo, "hi": hi,
+                     "seeds": seeds, "p_value": s.get("p_value"),
+                     "significant": s.get("significant")})
     sign = 1 if results.get("higher_is_better") else -1  # sign * diff > 0: better than the baseline
     rows.sort(key=lambda r: -sign * r["diff"])
     if len(rows) >= 3:  # with two variants there is no "the rest" to compare an outlier with
@@ -412,9 +450,9 @@ def ablation_rows(results):
 
 
 def ablation_figure(results):
-    """The ablation chart as a Figure (plot_ablation saves it): one row per variant, best at the top,
-    its mean difference from the baseline with a 95% Welch interval and every seed as a dot; outliers
-    in a right-hand panel with their own axis, so that they do not squash the others."""
+    """The ablation chart as a Figure (plot_ablation saves it): one row per variant, best at the
+    top, its mean difference from the baseline with a 95% Welch interval and every seed as a dot;
+    outliers in a right-hand panel with their own axis, so that they do not squash the others."""
     rows = ablation_rows(results)
     base = next(s for s in results["summary"] if s["variant"] == results["baseline"])
     higher = bool(results.get("higher_is_better"))
@@ -432,20 +470,24 @@ def ablation_figure(results):
         good = (r["diff"] > 0) == higher
         color = ("C2" if good else "C3") if r["significant"] else "0.45"
         if r["lo"] is not None:
-            target.errorbar(r["diff"], yi, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="none",
-                            ecolor=color, elinewidth=2, capsize=5, zorder=2, gid=f"ci:{r['variant']}")
+            target.errorbar(r["diff"], yi, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]],
+                            fmt="none", ecolor=color, elinewidth=2, capsize=5, zorder=2,
+                            gid=f"ci:{r['variant']}")
         target.scatter(r["seeds"], [yi] * len(r["seeds"]), s=16, color="0.55", alpha=0.8, zorder=3,
                        gid=f"seeds:{r['variant']}")
-        target.scatter([r["diff"]], [yi], s=70, zorder=4, marker="D", edgecolor=color, linewidth=1.5,
-                       facecolor=color if r["significant"] else "white", gid=f"mean:{r['variant']}")
-        ci = f" [{delta(r['lo'])}, {delta(r['hi'])}]" if r["lo"] is not None else " (no CI: <2 seeds)"
+        target.scatter([r["diff"]], [yi], s=70, zorder=4, marker="D", edgecolor=color,
+                       linewidth=1.5, facecolor=color if r["significant"] else "white",
+                       gid=f"mean:{r['variant']}")
+        ci = (f" [{delta(r['lo'])}, {delta(r['hi'])}]" if r["lo"] is not None
+              else " (no CI: <2 seeds)")
         right = max([r["diff"], *r["seeds"]] + ([r["hi"]] if r["hi"] is not None else []))
-        target.annotate(f"{delta(r['diff'])}{ci}", (right, yi), xytext=(6, 0), textcoords="offset points",
-                        ha="left", va="center", fontsize=9, color="0.15")
+        target.annotate(f"{delta(r['diff'])}{ci}", (right, yi), xytext=(6, 0),
+                        textcoords="offset points", ha="left", va="center", fontsize=9,
+                        color="0.15")
         if r["outlier"]:  # a pointer in the main panel, on the row where the variant would be
             ax.annotate(f"{delta(r['diff'])}: off this scale, see the right panel →", (1, yi),
-                        xycoords=("axes fraction", "data"), ha="right", va="center", fontsize=9, color=color,
-                        style="italic")
+                        xycoords=("axes fraction", "data"), ha="right", va="center", fontsize=9,
+                        color=color, style="italic")
     for a in [ax] + ([ax_out] if ax_out is not None else []):
         a.axvline(0, color="black", lw=1.2, zorder=1)
         a.grid(axis="x", alpha=0.3)
@@ -453,43 +495,52 @@ def ablation_figure(results):
     # the baseline's own spread: a 95% t interval of its mean (none with one seed)
     if base["n"] > 1 and base.get("std"):
         from scipy import stats
-        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, base["n"] - 1) * base["std"] / np.sqrt(base["n"]))
+        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, base["n"] - 1) * base["std"]
+                     / np.sqrt(base["n"]))
         ax.axvspan(-half, half, color="0.85", zorder=0, gid="baseline_ci")
     main = [r for r in rows if not r["outlier"]]
-    span = [v for r in main for v in [r["diff"], *r["seeds"]] + [r["lo"], r["hi"]] if v is not None] + [0.0]
+    span = [v for r in main for v in [r["diff"], *r["seeds"]] + [r["lo"], r["hi"]]
+            if v is not None] + [0.0]
     lo, hi = min(span), max(span)
     pad = 0.12 * (hi - lo) or 0.01
-    ax.set_xlim(lo - pad, hi + pad + 0.45 * (hi - lo or 0.01))  # room for the numbers right of each row
+    # room for the numbers right of each row
+    ax.set_xlim(lo - pad, hi + pad + 0.45 * (hi - lo or 0.01))
     ticks = [f"{r['variant']}\n(n={r['n']}, p={r['p_value']:.2g})" if r["p_value"] is not None
              else f"{r['variant']}\n(n={r['n']}, p n/a)" for r in rows]
     ax.set_yticks(y, ticks, fontsize=10)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     what = metric_label(results)
     way = "higher is better: right of 0" if higher else "lower is better: left of 0"
-    ax.set_xlabel(f"Δ {what}, variant mean − baseline mean\n(bars: 95% Welch t interval from the seeds; {way})",
-                  fontsize=10)
+    ax.set_xlabel(f"Δ {what}, variant mean − baseline mean\n"
+                  f"(bars: 95% Welch t interval from the seeds; {way})", fontsize=10)
     if ax_out is not None:
-        ax_out.set_xlabel(f"Δ, outliers on their own scale\n(|Δ| > {OUTLIER:g}x the study's median |Δ|)",
-                          fontsize=10)
-        span = [v for r in outliers for v in [r["diff"], *r["seeds"]] + [r["lo"], r["hi"]] if v is not None] + [0.0]
+        ax_out.set_xlabel(f"Δ, outliers on their own scale\n"
+                          f"(|Δ| > {OUTLIER:g}x the study's median |Δ|)", fontsize=10)
+        span = [v for r in outliers for v in [r["diff"], *r["seeds"]] + [r["lo"], r["hi"]]
+                if v is not None] + [0.0]
         pad = 0.12 * (max(span) - min(span)) or 0.01
         ax_out.set_xlim(min(span) - pad, max(span) + pad + 1.1 * (max(span) - min(span)))
     # legend: what the marks mean, not one entry per variant
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
-    handles = [Line2D([], [], marker="D", ls="none", color="C2", ms=7, label="significantly better (p < 0.05)"),
-               Line2D([], [], marker="D", ls="none", color="C3", ms=7, label="significantly worse (p < 0.05)"),
-               Line2D([], [], marker="D", ls="none", color="0.45", mfc="white", ms=7, label="not significant"),
+    handles = [Line2D([], [], marker="D", ls="none", color="C2", ms=7,
+                      label="significantly better (p < 0.05)"),
+               Line2D([], [], marker="D", ls="none", color="C3", ms=7,
+                      label="significantly worse (p < 0.05)"),
+               Line2D([], [], marker="D", ls="none", color="0.45", mfc="white", ms=7,
+                      label="not significant"),
                Line2D([], [], marker="o", ls="none", color="0.55", ms=4, label="one seed")]
     if base["n"] > 1 and base.get("std"):
         handles.append(Patch(color="0.85", label="baseline mean, 95% CI"))
-    fig.legend(handles=handles, fontsize=9, loc="outside lower center", ncol=len(handles) if outliers else 3)
+    fig.legend(handles=handles, fontsize=9, loc="outside lower center",
+               ncol=len(handles) if outliers else 3)
     ns = sorted({s["n"] for s in results["summary"]})
     n_txt = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
     spread = f" ± {base['std']:.4f}" if base.get("std") else ""
     quick = ", --quick: no significance claimed" if results.get("size") == "quick" else ""
     named = "" if results["baseline"] == "baseline" else f" '{results['baseline']}'"
-    fig.suptitle(f"Ablation study '{results['study']}': difference from the baseline ({n_txt} seeds per variant{quick})"
+    fig.suptitle(f"Ablation study '{results['study']}': difference from the baseline "
+                 f"({n_txt} seeds per variant{quick})"
                  f"\nbaseline{named}: {what} = {base['mean']:.4f}{spread} (mean ± std)",
                  fontsize=12)
     return fig
@@ -503,24 +554,28 @@ def plot_ablation(results, path):
 # ----------------------------------------------------------------------------------------------
 # attention kernels by sequence length: bench.py --mode=attention
 
-KERNEL_LABELS = {"manual": "manual (model.manual_attention)", "sdpa": "sdpa (F.scaled_dot_product_attention)"}
+KERNEL_LABELS = {"manual": "manual (model.manual_attention)",
+                 "sdpa": "sdpa (F.scaled_dot_product_attention)"}
 
 
 def attention_bench_series(bench):
-    """{kernel: (lengths, ms, peak MB)} from a bench.py --mode=attention JSON, each kernel's lengths in
-    increasing order; a length where a kernel ran out of memory (ms None) is left out of its series."""
+    """{kernel: (lengths, ms, peak MB)} from a bench.py --mode=attention JSON, each kernel's lengths
+    in increasing order; a length where a kernel ran out of memory (ms None) is
+    left out of its series."""
     mode = bench.get("mode") if isinstance(bench, dict) else None
     if mode != "attention":
-        raise PlotError(f"expected the JSON of bench.py --mode=attention, got mode {mode!r}: write one with "
-                        f"python bench.py --mode=attention --json=FILE")
+        raise PlotError(f"expected the JSON of bench.py --mode=attention, got mode {mode!r}: "
+                        f"write one with python bench.py --mode=attention --json=FILE")
     rows = bench.get("rows")
     if not rows:
-        raise PlotError("the attention benchmark has no rows: run python bench.py --mode=attention --json=FILE again")
+        raise PlotError("the attention benchmark has no rows: "
+                        "run python bench.py --mode=attention --json=FILE again")
     kernels = [k for k in KERNEL_LABELS if any(f"{k}_ms" in r for r in rows)]
     series = {}
     for k in kernels:
         ok = sorted((r for r in rows if r.get(f"{k}_ms") is not None), key=lambda r: r["T"])
-        series[k] = ([r["T"] for r in ok], [r[f"{k}_ms"] for r in ok], [r.get(f"{k}_peak_mb") for r in ok])
+        series[k] = ([r["T"] for r in ok], [r[f"{k}_ms"] for r in ok],
+                     [r.get(f"{k}_peak_mb") for r in ok])
     return series
 
 
@@ -534,18 +589,21 @@ def attention_bench_figure(bench):
     lengths = sorted({r["T"] for r in rows})
     for i, (k, (T, ms, mb)) in enumerate(series.items()):
         oom = [r["T"] for r in rows if f"{k}_ms" in r and r[f"{k}_ms"] is None]
-        label = KERNEL_LABELS[k] + (f", out of memory at T = {', '.join(map(str, oom))}" if oom else "")
+        label = KERNEL_LABELS[k] + (f", out of memory at T = {', '.join(map(str, oom))}"
+                                    if oom else "")
         ax_ms.plot(T, ms, marker="o", color=f"C{i}", label=label, gid=f"ms:{k}")
         if any(v is not None for v in mb):  # peak memory is measured on a GPU only
-            ax_mb.plot([t for t, v in zip(T, mb) if v is not None], [v for v in mb if v is not None],
+            ax_mb.plot([t for t, v in zip(T, mb) if v is not None],
+                       [v for v in mb if v is not None],
                        marker="o", color=f"C{i}", label=label, gid=f"mb:{k}")
     for r in rows:  # manual / sdpa above each length
         if r.get("speedup"):
-            ax_ms.annotate(f"{r['speedup']:.1f}x", (r["T"], r["manual_ms"]), xytext=(0, 7), textcoords="offset points",
-                           ha="center", fontsize=8, color="0.25")
+            ax_ms.annotate(f"{r['speedup']:.1f}x", (r["T"], r["manual_ms"]), xytext=(0, 7),
+                           textcoords="offset points", ha="center", fontsize=8, color="0.25")
     for ax, ylabel, title in ((ax_ms, "time per forward + backward (ms, log scale)",
                                "time (numbers: manual time / sdpa time)"),
-                              (ax_mb, "peak memory above the inputs (MiB, log scale)", "peak memory")):
+                              (ax_mb, "peak memory above the inputs (MiB, log scale)",
+                               "peak memory")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(lengths, [str(t) for t in lengths])
@@ -554,13 +612,13 @@ def attention_bench_figure(bench):
         if ax.lines:
             ax.legend(fontsize=9)
     if not ax_mb.lines:
-        ax_mb.text(0.5, 0.5, "no peak memory: it is measured on a GPU only", transform=ax_mb.transAxes,
-                   ha="center", va="center")
+        ax_mb.text(0.5, 0.5, "no peak memory: it is measured on a GPU only",
+                   transform=ax_mb.transAxes, ha="center", va="center")
     r0 = rows[0]
-    fig.suptitle(f"Causal self-attention alone, forward + backward: {r0['n_head']} heads x {r0['head_dim']}, "
-                 f"{bench['tokens']:,} tokens per length, {bench['dtype']}\n"
-                 f"{bench.get('device', '?')}, torch {bench.get('torch', '?')}, {bench.get('date', '?')}, "
-                 f"median of {bench.get('repeats', '?')} repeats")
+    fig.suptitle(f"Causal self-attention alone, forward + backward: {r0['n_head']} heads x "
+                 f"{r0['head_dim']}, {bench['tokens']:,} tokens per length, {bench['dtype']}\n"
+                 f"{bench.get('device', '?')}, torch {bench.get('torch', '?')}, "
+                 f"{bench.get('date', '?')}, median of {bench.get('repeats', '?')} repeats")
     return fig
 
 
@@ -587,7 +645,8 @@ def plot_positions(path, out_dir=None, block_size=None, n_embd=None, n_head=None
         run_cfg = ckpt["config"]["model"]
         clash = {k: (v, run_cfg[k]) for k, v in given.items() if v is not None and v != run_cfg[k]}
         if clash:
-            raise PlotError(f"{out_dir} was trained with " + ", ".join(f"{k}={b}" for k, (a, b) in clash.items())
+            raise PlotError(f"{out_dir} was trained with "
+                            + ", ".join(f"{k}={b}" for k, (a, b) in clash.items())
                             + ": drop those options, or drop --out_dir to plot other sizes")
         given = {k: run_cfg[k] for k in given}
         source = f"{run_title(out_dir, ckpt)}, pos={run_cfg['pos_encoding']}"
@@ -596,20 +655,22 @@ def plot_positions(path, out_dir=None, block_size=None, n_embd=None, n_head=None
     T, C, nh, base = (given["block_size"] or 256, given["n_embd"] or 384, given["n_head"] or 6,
                       given["rope_base"] or 10000.0)
     if min(T, C, nh) < 1 or C % nh or (C // nh) % 2:
-        raise PlotError(f"n_embd={C} must be a positive multiple of n_head={nh} with an even head dim "
-                        f"(RoPE rotates pairs of dimensions)")
+        raise PlotError(f"n_embd={C} must be a positive multiple of n_head={nh} with an even "
+                        f"head dim (RoPE rotates pairs of dimensions)")
     hs = C // nh
     panels = 3 + (learned is not None)
     fig = Figure(figsize=(5.2 * panels, 5), dpi=DPI, layout="constrained")
     axes = list(fig.subplots(1, panels))
-    tables = [("sinusoidal", sinusoidal_table(T, C))] + ([("learned", learned)] if learned is not None else [])
+    tables = ([("sinusoidal", sinusoidal_table(T, C))]
+              + ([("learned", learned)] if learned is not None else []))
     for name, table in tables:
         ax = axes.pop(0)
         im = ax.imshow(cosine_matrix(table), vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set(xlabel="position j (tokens)", ylabel="position i (tokens)",
                title=f"{name}: cosine similarity of PE(i), PE(j)\n{T} positions x {C} dims")
     fig.colorbar(im, ax=fig.axes[: len(tables)], shrink=0.8, label="cosine similarity")
-    # RoPE rotates dimension pair i by pos * theta_i, theta_i = base^(-2i/hs) (Su et al. 2021, eq. 15)
+    # RoPE rotates dimension pair i by pos * theta_i, theta_i = base^(-2i/hs)
+    # (Su et al. 2021, eq. 15)
     theta = base ** (-np.arange(0, hs, 2) / hs)
     ax = axes.pop(0)
     ax.semilogy(np.arange(hs // 2), 2 * np.pi / theta, marker="o", ms=3)
@@ -618,9 +679,10 @@ def plot_positions(path, out_dir=None, block_size=None, n_embd=None, n_head=None
            title=f"RoPE frequency spectrum\nhead dim {hs}, base {base:g}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    # q·k of a vector with itself, rotated m positions apart, equal energy in every pair: mean_i cos(m theta_i),
-    # RoPE's long-term decay with distance (Su et al. 2021, 3.4.3)
-    cos, _ = rope_cos_sin(torch.arange(T), hs, base)  # (T, hs), halves duplicated: the mean is unchanged
+    # q·k of a vector with itself, rotated m positions apart, equal energy in every pair:
+    # mean_i cos(m theta_i), RoPE's long-term decay with distance (Su et al. 2021, 3.4.3)
+    # (T, hs), halves duplicated: the mean is unchanged
+    cos, _ = rope_cos_sin(torch.arange(T), hs, base)
     ax = axes.pop(0)
     ax.plot(np.arange(T), cos.mean(-1).numpy())
     ax.set(xlabel="relative distance m (tokens)", ylabel="mean_i cos(m θ_i)",
@@ -655,29 +717,38 @@ def main(argv=None):
 
     def add(kind, help, run=True):
         s = sub.add_parser(kind, help=help)
-        s.add_argument("--out", help=f"output PNG (default: {kind}.png in {homes.get(kind, 'the run directory')})")
+        s.add_argument("--out", help=f"output PNG (default: {kind}.png in "
+                                     f"{homes.get(kind, 'the run directory')})")
         if run:
             s.add_argument("--out_dir", required=kind != "positions", help="the run's directory")
         return s
     s = add("curves", "train/val loss vs step and wall time, lr; several runs overlaid", run=False)
     s.add_argument("runs", nargs="+", help="run directories holding log.jsonl")
-    s.add_argument("--labels", help="comma-separated legend labels, one per run (default: directory names)")
+    s.add_argument("--labels",
+                   help="comma-separated legend labels, one per run (default: directory names)")
     s = add("attention", "attention heatmaps per layer and head for a text")
     s.add_argument("--text", required=True, help="the text to feed the model")
     s.add_argument("--layer", type=positive(int, 0), help="only this layer (0-based; default: all)")
-    s = add("embeddings", "t-SNE of token embeddings, or of a classifier's sentence representations")
+    s = add("embeddings",
+            "t-SNE of token embeddings, or of a classifier's sentence representations")
     s.add_argument("--split", default="val", help="classifier: the split to embed (default: val)")
     s.add_argument("--max_points", type=positive(int, 4), default=2000,
                    help="at most this many points (default: 2000)")
-    s.add_argument("--data_dir", help="where the run's data set is prepared (default: the run's data_dir)")
+    s.add_argument("--data_dir",
+                   help="where the run's data set is prepared (default: the run's data_dir)")
     add("confusion", "a classifier's confusion matrix from RUN/metrics.json")
-    s = add("ablation", "a study's differences from its baseline, with 95%% CIs, from RESULTS_DIR/results.json", run=False)
+    s = add("ablation",
+            "a study's differences from its baseline, with 95%% CIs, from RESULTS_DIR/results.json",
+            run=False)
     s.add_argument("results", help="directory holding results.json, or the file itself")
-    s = add("attention_bench", "manual vs sdpa attention: ms and peak memory against sequence length", run=False)
+    s = add("attention_bench",
+            "manual vs sdpa attention: ms and peak memory against sequence length", run=False)
     s.add_argument("bench", help="the JSON of python bench.py --mode=attention --json=FILE")
     s = add("positions", "sinusoidal / learned position similarity and the RoPE spectrum")
-    for key, default in (("block_size", 256), ("n_embd", 384), ("n_head", 6), ("rope_base", 10000.0)):
-        s.add_argument(f"--{key}", type=positive(type(default)), help=f"without --out_dir (default: {default})")
+    for key, default in (("block_size", 256), ("n_embd", 384), ("n_head", 6),
+                         ("rope_base", 10000.0)):
+        s.add_argument(f"--{key}", type=positive(type(default)),
+                       help=f"without --out_dir (default: {default})")
     a = p.parse_args(argv)
 
     home = Path(getattr(a, "out_dir", None) or ".")
@@ -698,21 +769,25 @@ def main(argv=None):
         elif a.kind == "confusion":
             plot_confusion(a.out_dir, out)
         elif a.kind == "ablation":
-            src = Path(a.results) if a.results.endswith(".json") else Path(a.results) / "results.json"
+            src = (Path(a.results) if a.results.endswith(".json")
+                   else Path(a.results) / "results.json")
             if not src.is_file():
                 raise PlotError(f"{src} not found: run the study first (python ablate.py ...)")
             plot_ablation(read_json(src, "the study's ablate.py command again"), out)
         elif a.kind == "attention_bench":
             if not Path(a.bench).is_file():
-                raise PlotError(f"{a.bench} not found: write it with python bench.py --mode=attention --json={a.bench}")
-            plot_attention_bench(read_json(a.bench, "python bench.py --mode=attention --json=FILE"), out)
+                raise PlotError(f"{a.bench} not found: write it with "
+                                f"python bench.py --mode=attention --json={a.bench}")
+            plot_attention_bench(read_json(a.bench, "python bench.py --mode=attention --json=FILE"),
+                                 out)
         else:
             plot_positions(out, a.out_dir, a.block_size, a.n_embd, a.n_head, a.rope_base)
     except (PlotError, train.CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # save() uses data.write_atomic: nothing half-written stays behind
-        print(f"error: cannot write {e.filename or out}: {e.strerror}; choose another --out", file=sys.stderr)
+        print(f"error: cannot write {e.filename or out}: {e.strerror}; choose another --out",
+              file=sys.stderr)
         return 1
     print(f"wrote {out}")
     return 0

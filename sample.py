@@ -1,10 +1,12 @@
 """
 Sample text from a trained language model, or label text with a trained classifier.
 
-    python sample.py                                             # the main job (out-shakespeare-char), streamed
-    python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3 --max_new_tokens=500 --temperature=0.8 --top_k=200 --top_p=0.95 --seed=1337
-    python sample.py --start=FILE:prompt.txt --temperature=0     # prompt from a file, greedy decoding
-    python sample.py --out_dir=out-trec --start="Who wrote Hamlet ?"   # a classifier: label and probabilities
+    python sample.py  # the main job (out-shakespeare-char), streamed
+    python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3 \\
+        --max_new_tokens=500 --temperature=0.8 --top_k=200 --top_p=0.95 --seed=1337
+    python sample.py --start=FILE:prompt.txt --temperature=0  # prompt from a file, greedy decoding
+    python sample.py --out_dir=out-trec \\
+        --start="Who wrote Hamlet ?"  # a classifier: label and probabilities
 
 One sample is printed as it is generated; several are generated as one batch and printed in turn,
 separated by a line of dashes. Generation runs with the model's KV cache (model.generate_stream).
@@ -26,25 +28,28 @@ from train import resolve_device
 
 MAIN_OUT_DIR = "out-shakespeare-char"  # what `python train.py config/shakespeare.py` writes
 MAIN_TRAIN_CMD = "python train.py config/shakespeare.py"
-CHECKPOINTS = {"best": ("ckpt_best.pt", "ckpt_last.pt"), "last": ("ckpt_last.pt",)}  # in order of preference
+# in order of preference
+CHECKPOINTS = {"best": ("ckpt_best.pt", "ckpt_last.pt"), "last": ("ckpt_last.pt",)}
 
 
 @dataclass
 class SampleConfig:
     out_dir: str = opt(MAIN_OUT_DIR, "the training run to load")
     checkpoint: str = opt("best", "'best' (ckpt_best.pt, else ckpt_last.pt) or 'last'")
-    start: str = opt("\n", "the prompt, a newline by default (classifier: the text); FILE:path reads a file")
+    start: str = opt("\n", "the prompt, a newline by default (classifier: the text); "
+                           "FILE:path reads a file")
     num_samples: int = opt(1, "samples to draw; 1 streams, more run as one batch")
     max_new_tokens: int = opt(500, "tokens generated per sample")
-    temperature: float = opt(0.8, "< 1 sharper, > 1 more random, 0 greedy (then the seed does not matter)")
+    temperature: float = opt(0.8, "< 1 sharper, > 1 more random, 0 greedy "
+                                  "(then the seed does not matter)")
     top_k: int = opt(200, "keep only the k most likely tokens; 0: off")
     top_p: float = opt(1.0, "keep the smallest set of tokens with probability >= p; 1.0: off")
     seed: int = opt(1337, "the same seed gives the same text")
     device: str = opt("auto", DEVICE_HELP)
-    dtype: str = opt("auto", "'auto' (bf16 on CUDA; on a CPU for one sample; else fp32), 'bfloat16', 'float16', "
-                             "'float32'")
-    compile: bool = opt(False, "CUDA: compile the decode step (faster tokens after a compilation of some "
-                               "seconds; docs/PERFORMANCE.md)")
+    dtype: str = opt("auto", "'auto' (bf16 on CUDA; on a CPU for one sample; else fp32), "
+                             "'bfloat16', 'float16', 'float32'")
+    compile: bool = opt(False, "CUDA: compile the decode step (faster tokens after a compilation "
+                               "of some seconds; docs/PERFORMANCE.md)")
 
 
 class SampleError(ValueError):
@@ -64,7 +69,8 @@ def parse_args(argv):
 def validate(cfg):
     errors = []
     if not cfg.out_dir.strip():
-        errors.append("out_dir='' is empty: name a run directory (e.g. --out_dir=out-shakespeare-char)")
+        errors.append("out_dir='' is empty: name a run directory "
+                      "(e.g. --out_dir=out-shakespeare-char)")
     if cfg.checkpoint not in CHECKPOINTS:
         errors.append(f"checkpoint={cfg.checkpoint!r} is not one of 'best', 'last'")
     if cfg.num_samples < 1:
@@ -100,9 +106,11 @@ def find_checkpoint(out_dir, which="best"):
     elif config:
         fix = f"train it first: `python train.py {config}`"
         if config == MAIN_TRAIN_CMD.split()[-1] and not torch.cuda.is_available():
-            fix += " (sized for a GPU; on a CPU `python train.py config/shakespeare_cpu.py` is minutes)"
+            fix += (" (sized for a GPU; on a CPU "
+                    "`python train.py config/shakespeare_cpu.py` is minutes)")
     else:
-        fix = f"train a model there first, e.g. `python train.py config/NAME.py --out_dir={out_dir}`"
+        fix = (f"train a model there first, e.g. "
+               f"`python train.py config/NAME.py --out_dir={out_dir}`")
     runs = sorted({str(p.parent) for p in Path().glob("out*/ckpt_*.pt")} - {str(out)})
     if runs:
         fix += f"; or sample a run that exists: {', '.join(f'--out_dir={r}' for r in runs)}"
@@ -110,7 +118,8 @@ def find_checkpoint(out_dir, which="best"):
 
 
 def config_for(out_dir):
-    """The shipped config that trains into out_dir, if one does (config/NAME.py sets out_dir = "...")."""
+    """The shipped config that trains into out_dir, if one does
+    (config/NAME.py sets out_dir = "...")."""
     for path in sorted((Path(__file__).resolve().parent / "config").glob("*.py")):
         found = re.search(r'^out_dir = "([^"]+)"', path.read_text(), re.M)
         if found and found.group(1) == str(out_dir).rstrip("/"):
@@ -153,9 +162,10 @@ def inference_dtype(dtype, device, decode_batch=None):
 
 def cast_for_inference(model, dtype):
     """Store the model's parameters in dtype (in place; returns the model). Inference then needs no
-    autocast, whose per-call casts of every weight are as many extra kernels (and bytes) as the matrix
-    products themselves when decoding one token. LayerNorm and softmax still accumulate in fp32
-    inside their kernels, RoPE rotates in fp32, and the fixed position tables (buffers) stay fp32."""
+    autocast, whose per-call casts of every weight are as many extra kernels (and bytes) as the
+    matrix products themselves when decoding one token. LayerNorm and softmax still accumulate in
+    fp32 inside their kernels, RoPE rotates in fp32, and the fixed position
+    tables (buffers) stay fp32."""
     for p in model.parameters():
         p.data = p.data.to(dtype)
     return model
@@ -184,9 +194,9 @@ def _short(text, n=40):
 class StreamDecoder:
     """Text for a growing list of token ids, handed out as it becomes final.
 
-    Char and word tokenizers decode token by token. A BPE token can end in the middle of a multi-byte
-    UTF-8 character, which decodes to U+FFFD until the next token completes it, so BPE ids are held
-    back until they decode without a trailing U+FFFD."""
+    Char and word tokenizers decode token by token. A BPE token can end in the middle of a
+    multi-byte UTF-8 character, which decodes to U+FFFD until the next token completes it, so BPE
+    ids are held back until they decode without a trailing U+FFFD."""
 
     def __init__(self, tokenizer):
         self.tokenizer, self.pending = tokenizer, []
@@ -205,8 +215,8 @@ class StreamDecoder:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens=500, temperature=0.8,
-             top_k=200, top_p=1.0, seed=1337, stream=None, compile=False):
+def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens=500,
+             temperature=0.8, top_k=200, top_p=1.0, seed=1337, stream=None, compile=False):
     """Texts (prompt + continuation) of num_samples samples; with stream, written there as well:
     one sample as its tokens arrive, several one after another between lines of dashes.
     The model computes in the dtype of its parameters (see cast_for_inference)."""
@@ -222,8 +232,8 @@ def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens
     # the seed fixes the text: torch.multinomial draws only from this generator
     generator = torch.Generator(device=device).manual_seed(seed)
     idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (B, T)
-    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p,
-              generator=generator, vocab_limit=vocab_size,  # a padded vocabulary's extra rows are never sampled
+    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p, generator=generator,
+              vocab_limit=vocab_size,  # a padded vocabulary's extra rows are never sampled
               compile=compile)
     if num_samples == 1:
         decoder = StreamDecoder(tokenizer)
@@ -246,17 +256,18 @@ def generate(model, tokenizer, vocab_size, prompt, num_samples=1, max_new_tokens
     return texts
 
 
-def sample(out_dir=MAIN_OUT_DIR, start="\n", num_samples=1, max_new_tokens=500, temperature=0.8, top_k=200,
-           top_p=1.0, seed=1337, device="auto", dtype="auto", checkpoint="best", stream=None, compile=False):
+def sample(out_dir=MAIN_OUT_DIR, start="\n", num_samples=1, max_new_tokens=500, temperature=0.8,
+           top_k=200, top_p=1.0, seed=1337, device="auto", dtype="auto", checkpoint="best",
+           stream=None, compile=False):
     """Load out_dir's checkpoint and sample from it; returns the texts (prompt included)."""
     device = get_device(device)
     model, tokenizer, ckpt, path = load(out_dir, checkpoint, device)
     if model.config.n_classes:
-        raise SampleError(f"{path} is a classifier ({model.config.n_classes} classes), not a language "
-                          f"model: use classify()")
+        raise SampleError(f"{path} is a classifier ({model.config.n_classes} classes), not a "
+                          f"language model: use classify()")
     cast_for_inference(model, inference_dtype(dtype, device, num_samples))
-    return generate(model, tokenizer, ckpt["data"]["meta"]["vocab_size"], read_start(start), num_samples,
-                    max_new_tokens, temperature, top_k, top_p, seed, stream, compile)
+    return generate(model, tokenizer, ckpt["data"]["meta"]["vocab_size"], read_start(start),
+                    num_samples, max_new_tokens, temperature, top_k, top_p, seed, stream, compile)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,7 +287,8 @@ def label(model, tokenizer, label_names, texts, stream=None, batch_size=64):
             if len(seq) < 2:  # <cls> alone: no words at all
                 raise SampleError(f"text {_short(t)} has no words to classify")
         x = torch.full((len(seqs), max(map(len, seqs))), pad, dtype=torch.long)
-        mask = torch.zeros(x.shape, dtype=torch.bool)  # True = real token, right padding as in training
+        # True = real token, right padding as in training
+        mask = torch.zeros(x.shape, dtype=torch.bool)
         for r, seq in enumerate(seqs):
             x[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), True
         logits, _ = model(x.to(device), attention_mask=mask.to(device))
@@ -285,9 +297,10 @@ def label(model, tokenizer, label_names, texts, stream=None, batch_size=64):
         for t, p, seq in zip(chunk, probs.tolist(), seqs):
             ranked = dict(sorted(zip(label_names, p), key=lambda kv: -kv[1]))
             results.append({"text": t, "label": next(iter(ranked)), "probs": ranked})
-            if all(i == unk for i in seq[1:]):  # the model saw nothing it knows: its label is a prior
-                results[-1]["note"] = (f"every word ({len(seq) - 1}) was unknown to the model's vocabulary: "
-                                       f"the label says nothing about this text")
+            # the model saw nothing it knows: its label is a prior
+            if all(i == unk for i in seq[1:]):
+                results[-1]["note"] = (f"every word ({len(seq) - 1}) was unknown to the model's "
+                                       f"vocabulary: the label says nothing about this text")
             if stream is not None:
                 shown = "  ".join(f"{k} {v:.2f}" for k, v in ranked.items())
                 note = f"\n{'':<10} note: {results[-1]['note']}" if "note" in results[-1] else ""
@@ -304,13 +317,14 @@ def texts_to_classify(start):
     else:
         texts = [start.strip()] if start.strip() else []
     if not texts:
-        raise SampleError(f"nothing to classify in --start={start!r}: give --start=\"some text\" or "
-                          f"--start=FILE:texts.txt with one text per line")
+        raise SampleError(f"nothing to classify in --start={start!r}: give "
+                          f"--start=\"some text\" or --start=FILE:texts.txt with one text per line")
     return texts
 
 
 def classify(out_dir, start, device="auto", dtype="auto", checkpoint="best", stream=None):
-    """Load out_dir's classifier and label --start's text(s) (see texts_to_classify), or a list of texts."""
+    """Load out_dir's classifier and label --start's text(s) (see texts_to_classify),
+    or a list of texts."""
     device = get_device(device)
     model, tokenizer, ckpt, path = load(out_dir, checkpoint, device)
     if not model.config.n_classes:
@@ -333,7 +347,8 @@ def main(argv=None):
         model, tokenizer, ckpt, path = load(cfg.out_dir, cfg.checkpoint, device)
         meta = ckpt["data"]["meta"]
         # to stderr, so that stdout holds nothing but the text (python sample.py > out.txt)
-        print(f"{path}: step {ckpt['step']}, {model.num_params() / 1e6:.2f}M parameters, {device}", file=sys.stderr)
+        print(f"{path}: step {ckpt['step']}, {model.num_params() / 1e6:.2f}M parameters, {device}",
+              file=sys.stderr)
         if model.config.n_classes:
             texts = texts_to_classify(cfg.start)
             cast_for_inference(model, inference_dtype(cfg.dtype, device))
@@ -341,8 +356,8 @@ def main(argv=None):
         else:
             cast_for_inference(model, inference_dtype(cfg.dtype, device, cfg.num_samples))
             generate(model, tokenizer, meta["vocab_size"], read_start(cfg.start), cfg.num_samples,
-                     cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, sys.stdout,
-                     cfg.compile)
+                     cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed,
+                     sys.stdout, cfg.compile)
     except (SampleError, CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
