@@ -5,7 +5,7 @@
 out_dir = "out-pretrain"
 dataset = "mlm_corpus"
 
-causal = False         # an encoder; 15% of the tokens are corrupted and predicted (prepare.mlm_mask)
+causal = False         # an encoder; 15% of the tokens are corrupted and predicted (data.mlm_mask)
 n_layer = 4
 n_head = 4
 n_embd = 256
