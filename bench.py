@@ -285,7 +285,10 @@ def bench_time_to_loss(argv, bench):
                    for line in Path(tmp, "run", "log.jsonl").read_text().splitlines()]
         evals = [r for r in records if r["kind"] == "eval"]
         reached = next((e for e in evals if e["loss"] <= bench.target), None)
-        startup = next(r for r in records if r["kind"] == "startup")
+        startup = next((r for r in records if r["kind"] == "startup"), None)
+        if startup is None:
+            raise RuntimeError(f"training logged no step (no startup record in its log):\n"
+                               f"{proc.stdout[-3000:]}")
         # where the seconds before training go: the interpreter and imports, then train.py's stages
         stages = {"imports": startup["unix_start"] - launched, **startup["stages_s"]}
     device = train.resolve_device(train.parse_args(argv)[0].device)
@@ -361,8 +364,10 @@ def bench_attention(argv, bench):
     """Causal self-attention alone, forward + backward, in the compute dtype: model.manual_attention
     (scores, mask, softmax, weighted sum, each a kernel and a stored (B, nh, T, T) tensor) against
     F.scaled_dot_product_attention (attention="sdpa"; FlashAttention on a GPU), at each
-    sequence length with batch_size x block_size tokens, so every length does the same projections'
-    work and only attention's T^2 part grows. Memory is the peak allocated above the inputs."""
+    sequence length T with batch_size x block_size tokens (batch (batch_size x block_size) // T,
+    at least 1: exact when T divides that count, as the defaults do), so every length does the
+    same projections' work and only attention's T^2 part grows. Memory is the peak allocated above
+    the inputs; each row records its batch."""
     from model import manual_attention
     cfg, raw, device, dtype, _ = build(argv, bench)
     m = raw.config

@@ -491,23 +491,25 @@ class KVCache:
         return self.k[layer], self.v[layer]
 
 
-def record_cuda_graph(fn, warmup=2, before_recording=None):
+def record_cuda_graph(fn, device, warmup=2, before_recording=None):
     """Run fn() warmup times on a side stream (the first calls of a compiled fn compile it there),
-    call before_recording(), then record one more call as a CUDA graph.
+    call before_recording(), then record one more call as a CUDA graph, all on device (which
+    need not be the current one: a graph records only its own device's stream).
     Returns (graph, out): graph.replay() re-runs the recorded kernels on the same memory, so out
     (fn's result, in memory the graph owns) then holds the new result. Shared by graphed decoding
     and graphed training steps (parallel.GraphedStep)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    if before_recording is not None:
-        before_recording()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
+    with torch.cuda.device(device):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        if before_recording is not None:
+            before_recording()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
     return graph, out
 
 
@@ -738,6 +740,9 @@ class Transformer(nn.Module):
             raise ValueError(f"need temperature >= 0, top_k >= 1, 0 < top_p <= 1; got temperature="
                              f"{temperature}, top_k={top_k}, top_p={top_p}")
 
+        # ids at and above real_vocab_size pad the vocabulary for speed: never sampled
+        vocab_limit = vocab_limit or self.config.real_vocab_size or None
+
         def pick(logits):  # (B, V) -> (B, 1)
             return sample_next(logits[:, :vocab_limit], temperature, top_k, top_p, generator)
 
@@ -757,9 +762,9 @@ class Transformer(nn.Module):
         per step; past block_size the ring buffer slides the attention window."""
         cache = KVCache(self.config.n_layer, self.config.block_size)
         logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt
-        step = self._decoder(cache, seq, compile) if n > 1 else None
         nxt = pick(logits)
-        yield nxt
+        yield nxt  # before the decode step is built (recorded, maybe compiled): seconds, at first
+        step = self._decoder(cache, seq, compile) if n > 1 else None
         for _ in range(n - 1):
             nxt = pick(step(nxt))
             yield nxt
@@ -771,10 +776,10 @@ class Transformer(nn.Module):
         block_size = self.config.block_size
         cache = KVCache(self.config.n_layer, block_size)
         logits = self.lm_head(self.encode(seq, cache=cache)[:, -1])  # prefill: the whole prompt
+        nxt = pick(logits)
+        yield nxt  # before the decode step is built (recorded, maybe compiled): seconds, at first
         fits = n > 1 and cache.length < block_size
         step = self._decoder(cache, seq, compile) if fits else None
-        nxt = pick(logits)
-        yield nxt
         for _ in range(n - 1):
             seq = torch.cat([seq, nxt], dim=1)[:, -block_size:]
             if cache.length < block_size:
@@ -791,10 +796,16 @@ class Transformer(nn.Module):
         kernels per layer, each far shorter than its launch, and one graph launch replaces them.
         compile=True compiles the step before recording (torch.compile fuses the elementwise
         kernels; it costs a compilation the first time a model decodes at a batch size)."""
-        if not prompt.is_cuda:
-            return lambda tok: self.lm_head(self.encode(tok, cache=cache)[:, -1])
-        tok = torch.zeros_like(prompt[:, :1])  # (B, 1): the graph's static inputs
-        pos = torch.full((1,), cache.length, dtype=torch.long, device=prompt.device)
+        device = prompt.device
+        pos = torch.full((1,), cache.length, dtype=torch.long, device=device)  # (1,)
+        if not prompt.is_cuda:  # the same step, run as it is (compile: CUDA only)
+            def run_eagerly(nxt):
+                pos.fill_(cache.length)
+                logits = decode_step(self, nxt, pos, cache)
+                cache.count(1)
+                return logits
+            return run_eagerly
+        tok = torch.zeros_like(prompt[:, :1])  # (B, 1): with pos, the graph's static inputs
         # cache_enabled=False: cached weight casts must not outlive the recording
         autocast = torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"),
                                   enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False)
@@ -804,7 +815,7 @@ class Transformer(nn.Module):
             with autocast:
                 return step(self, tok, pos, cache)
         # warm-up and recording place the next position, uncounted: the first replay overwrites it
-        graph, logits = record_cuda_graph(run)
+        graph, logits = record_cuda_graph(run, device)
 
         def replay(nxt):
             tok.copy_(nxt)
@@ -829,7 +840,8 @@ class Transformer(nn.Module):
           - 'learned', 'sinusoidal': the text is cropped to its last block_size tokens and
             re-encoded from position 0 at every step, the same as calling forward() on the crop.
         A prompt longer than block_size is cropped to its last block_size tokens.
-        vocab_limit: sample only ids below it (a vocabulary padded for speed has rows no text uses).
+        vocab_limit: sample only ids below it (a vocabulary padded for speed has rows no text uses;
+        default: the config's real_vocab_size, if set).
         compile: on CUDA, compile the decode step before recording it (see _decoder).
         """
         new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, generator,
@@ -885,8 +897,11 @@ def decode_step(model, tok, pos, cache):
 @functools.cache
 def compiled_decode_step():
     """decode_step under torch.compile: compiled once per model and batch size (pos arrives as a
-    tensor, so the position is no guard). Built on first use: torch.compile's import takes about a
-    second, which a process that never decodes compiled should not pay."""
+    tensor, so the position is no guard). torch.compile keeps at most
+    torch._dynamo.config.recompile_limit (8) compilations of a function per process: past that
+    many models or batch sizes, the step runs uncompiled (still recorded as a graph). Built on
+    first use: torch.compile's import takes seconds, which a process that never decodes compiled
+    should not pay."""
     return torch.compile(decode_step, dynamic=False)
 
 

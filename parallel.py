@@ -136,7 +136,7 @@ class GraphedStep:
             for p in model.parameters():
                 if p.grad is not None:
                     p.grad.zero_()
-        self.graph, self.loss = record_cuda_graph(forward_backward, warmup=3,
+        self.graph, self.loss = record_cuda_graph(forward_backward, self.x.device, warmup=3,
                                                   before_recording=zero_grads)
 
     def __call__(self, x, y):

@@ -718,3 +718,31 @@ def test_generate_zero_and_one_new_tokens(pe):
     assert torch.equal(model.generate(x, 0), x)
     one = model.generate(x, 1, temperature=0)
     assert one.shape == (2, 4) and torch.equal(one[:, 3:], model(x)[0][:, -1].argmax(-1, keepdim=True))
+
+
+def test_generate_never_samples_padding_ids():
+    """A vocabulary padded for speed (real_vocab_size < vocab_size): generate() samples only real
+    ids, as forward() gives padding ids no probability. Bug caught: generate() sampling from the
+    head's raw logits over the whole padded vocabulary unless the caller passes vocab_limit."""
+    torch.manual_seed(0)
+    model = tiny(vocab_size=64, real_vocab_size=40).eval()
+    with torch.no_grad():
+        model.lm_head.weight[40:] += 5.0 * model.lm_head.weight[40:].sign()  # padding rows: loud
+    out = model.generate(torch.zeros(4, 1, dtype=torch.long), 30, temperature=2.0,
+                         generator=torch.Generator().manual_seed(0))
+    assert out.max() < 40
+
+
+@pytest.mark.parametrize("pe", ["learned", "rope"])
+def test_first_token_comes_before_the_decode_step_is_built(pe, monkeypatch):
+    """The first token needs only the prefill, so it is yielded before the decode step is built
+    (on CUDA: recorded, maybe compiled, seconds). Bug caught: a streamed sample that shows nothing
+    until the graph is recorded."""
+    model = tiny(pos_encoding=pe).eval()
+    built, real = [], model._decoder
+    monkeypatch.setattr(model, "_decoder", lambda *a, **kw: built.append(1) or real(*a, **kw))
+    stream = model.generate_stream(ids(B=1, L=3), 3)
+    next(stream)
+    assert built == []
+    next(stream)
+    assert built == [1]
