@@ -15,11 +15,14 @@ base (a train config file, or a list of them), overrides, gpu / cpu / quick (siz
 metric, higher_is_better, baseline, description, and variants = {name: {key: value}}; every key is a
 train.py or model key. One run is one `python train.py` subprocess started in the repository root
 with, in this order: base, overrides, the size, the variant, the --set keys, --seed and --out_dir.
-The size is `quick` with --quick, else `gpu` when CUDA is available, else `cpu`. Seeds are 0..N-1.
+The size is --size, or `quick` with --quick, else `gpu` when CUDA is available, else `cpu`.
+Seeds are 0..N-1.
 
 Each run writes OUT/runs/VARIANT-sSEED/ (train.log holds its output). A run that finished with the
 same config is skipped, so an interrupted study resumes where it stopped; a run cut off half-way
 resumes from its last checkpoint. OUT gets results.csv, results.json, summary.md and ablation.png.
+--summarize writes them from the runs finished so far and trains nothing (e.g. on a laptop, for a
+GPU study cut off by a time limit: --size=gpu --summarize, the same --seeds and --out).
 
 --test is for choosing a recipe: the variant with the best mean of the study's metric (a validation
 figure) is selected, and only its runs are then scored on the test split, once per seed, by their
@@ -59,6 +62,7 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_STUDY = "lm"
 GPU_JOBS = 8     # small models leave most of a GPU idle; each run keeps about one CPU core busy
 ALPHA = 0.05     # a difference is called significant at Welch p < ALPHA
+SIZES = ("gpu", "cpu", "quick")  # a study's sizes, one dict of keys each
 STUDY_KEYS = ("description", "base", "overrides", "gpu", "cpu", "quick", "metric",
               "higher_is_better", "baseline", "variants")
 RESERVED = ("seed", "out_dir", "init_from", "overwrite")  # set by ablate.py itself, per run
@@ -352,6 +356,8 @@ def summary_md(results, chart):
              *(QUICK_NOTE if results.get("size") == "quick" else []),
              f"- command: `{results['command']}`",
              f"- device: {results['device']}; torch {results['torch']}; {results['date']}",
+             *([f"- summarized without training (--summarize): {results['summarized']}"]
+               if results.get("summarized") else []),
              f"- metric: val {results['metric']} at the end of training ({better} is better), "
              f"mean ± sample std over seeds (n); Δ = variant mean − `{results['baseline']}` "
              f"mean; p: Welch t-test of the variant's seeds against the baseline's "
@@ -380,6 +386,17 @@ def summary_md(results, chart):
     return "\n".join(lines) + "\n"
 
 
+def logged_device(jobs_list):
+    """The device the runs trained on, from their train.log lines such as
+    'device cuda (NVIDIA H200), ...'."""
+    found = set()
+    for job in jobs_list:
+        log = job["out_dir"] / "train.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        found.update(re.findall(r"^device \S+ \(([^)]*)\)", text, re.M))
+    return ", ".join(sorted(found)) or "not recorded in the runs' logs"
+
+
 def device_name():
     if torch.cuda.is_available():
         n, name = torch.cuda.device_count(), torch.cuda.get_device_name(0)
@@ -391,17 +408,26 @@ def device_name():
 # the study
 
 def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, variants=None, extra=None,
-              quiet=False, test=False):
+              quiet=False, test=False, size=None, summarize_only=False):
     """Train every (variant, seed) not yet finished, then write results.csv/.json, summary.md and
     ablation.png to out. Returns the results dict (with counts "ran" and "skipped").
-    test=True: then score the variant selected on val on the test split (score_selected)."""
+    test=True: then score the variant selected on val on the test split (score_selected).
+    size: 'gpu', 'cpu' or 'quick' (default: quick with quick=True, else gpu where CUDA is).
+    summarize_only=True: train nothing; the summary of the runs already finished (a study cut off
+    by a time limit, or run on another machine: give its size), with "finished" counting them."""
     say = (lambda *a, **k: None) if quiet else print
     study = load_study(name_or_path)
-    size = "quick" if quick else "gpu" if torch.cuda.is_available() else "cpu"
+    size = size or ("quick" if quick else "gpu" if torch.cuda.is_available() else "cpu")
+    if size not in SIZES:
+        raise StudyError(f"size={size!r} is not one of {', '.join(map(repr, SIZES))}")
+    quick = size == "quick"
     seeds = (2 if quick else 3) if seeds is None else seeds  # two is the fewest a t-test takes
     if jobs is None:  # --quick runs are mostly process start-up, which overlaps well even on a CPU
         jobs = GPU_JOBS if size == "gpu" else min(4, os.cpu_count() or 1) if quick else 1
     extra = dict(extra or {})
+    if summarize_only and test:
+        raise StudyError("--summarize trains and evaluates nothing, so it cannot --test: run the "
+                         "study with --test once its runs have finished")
     if seeds < 1 or jobs < 1:
         raise StudyError(f"--seeds={seeds} and --jobs={jobs} must both be >= 1")
     if bad := [k for k in extra if k in RESERVED]:
@@ -425,7 +451,8 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
         raise StudyError(f"cannot write to --out {out}: {problem}; choose another --out")
 
     # prepare each data set once, here, rather than in several runs at once
-    for cfg, _ in {(c.dataset, c.data_dir): (c, k) for c, k in resolved.values()}.values():
+    datasets = {(c.dataset, c.data_dir): (c, k) for c, k in resolved.values()}
+    for cfg, _ in ({} if summarize_only else datasets).values():
         train.load_data(dataclasses.replace(cfg, data_dir=str(ROOT / cfg.data_dir)), quiet=quiet)
 
     jobs_list = []
@@ -437,6 +464,15 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
                               "args": settings(study, size, v, extra),
                               "state": run_state(out_dir, dataclasses.replace(cfg, seed=seed), kw)})
     todo = [j for j in jobs_list if j["state"] != "done"]
+    if summarize_only:
+        finished = len(jobs_list) - len(todo)
+        if not finished:
+            raise StudyError(f"no run of study {study['name']!r} ({size} size, seeds "
+                             f"0..{seeds - 1}) has finished in {out}/runs: nothing to summarize (the size must be "
+                             f"the one the runs were made at: --size)")
+        say(f"summarizing the {finished} of {len(jobs_list)} runs finished in {out}/runs; "
+            f"training nothing")
+        jobs_list, todo = [j for j in jobs_list if j["state"] == "done"], []
     say(f"study {study['name']!r}: {len(names)} variants x {seeds} seeds = {len(jobs_list)} runs, "
         f"{size} size; {len(jobs_list) - len(todo)} finished, {len(todo)} to run "
         f"({sum(j['state'] == 'resume' for j in todo)} resuming from a checkpoint), "
@@ -477,7 +513,8 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
            *([f"--out={out}"] if out_given else []),
            *([f"--variants={','.join(names)}"] if variants else []),
            *[f"--set={k}={v}" for k, v in extra.items()],
-           *(["--test"] if test else [])]
+           *(["--test"] if test else []),
+           *([f"--size={size}", "--summarize"] if summarize_only else [])]
     results = {"study": study["name"], "description": study["description"],
                "metric": study["metric"], "higher_is_better": study["higher_is_better"],
                "baseline": study["baseline"], "command": shlex.join(cmd), "size": size,
@@ -485,6 +522,11 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": runs,
                "summary": summarize(runs, names, study["metric"], study["baseline"], quick),
                "failed": failed, "ran": len(todo), "skipped": len(jobs_list) - len(todo)}
+    if summarize_only:  # the runs' machine, as their logs name it; the summary's, apart
+        results["device"] = logged_device(jobs_list)
+        results["summarized"] = (f"the {len(jobs_list)} runs finished of {len(names) * seeds}, "
+                                 f"summarized on {device_name()} with torch {torch.__version__}")
+        results["torch"] = "as in the runs' config.json"
     if test and not failed:
         results["test"] = score_selected(results, study, jobs_list, runner)
     out.mkdir(parents=True, exist_ok=True)
@@ -560,6 +602,10 @@ class AblateConfig:
     set: tuple = opt((), "a train/model key for every run, e.g. --set=data_dir=/data "
                          "(repeatable; relative paths are relative to the repository, where the "
                          "runs start)", metavar="KEY=VALUE")
+    size: str = opt("", "the study's size: 'gpu', 'cpu' or 'quick' (default: gpu where CUDA is, "
+                        "else cpu; quick with --quick)")
+    summarize: bool = opt(False, "train nothing: summarize the runs already finished in --out "
+                                 "(a study cut off, or run on another machine: give its --size)")
     test: bool = opt(False, "then score the variant with the best mean val metric on the test "
                             "split, every seed")
     list: bool = opt(False, "list the studies and stop")
@@ -595,7 +641,8 @@ def main(argv=None):
         results = run_study(args.study or DEFAULT_STUDY, seeds=args.seeds or None,
                             jobs=args.jobs or None, quick=args.quick, out=args.out or None,
                             variants=variants, extra=dict(s.split("=", 1) for s in args.set),
-                            test=args.test)
+                            test=args.test, size=args.size or None,
+                            summarize_only=args.summarize)
     except (StudyError, train.ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -164,3 +164,30 @@ def test_welch_statistics_and_edge_cases():
     assert rows["flat"]["std"] == 0 and rows["flat"]["p_value"] is not None  # spread on one side is enough
     flat = [dict(r, loss=1.0) for r in runs if r["variant"] in ("base", "flat")]
     assert ablate.summarize(flat, ["base", "flat"], "loss", "base")[1]["p_value"] is None  # no spread at all
+
+
+def test_summarize_only_reports_the_finished_runs_and_trains_nothing(quick, tiny_data, tmp_path):
+    """--summarize: the summary of the runs that finished (a study cut off by a time limit), with
+    nothing trained. Bugs caught: unfinished runs started anyway; a summary that hides how many of
+    the runs it covers; a wrong size that silently summarizes nothing."""
+    import shutil
+    results, out = quick
+    copy = tmp_path / "lm"
+    shutil.copytree(out, copy)
+    extra = {"data_dir": str(tiny_data)}
+    # seeds 0 and 1 finished; seed 2 never ran
+    again = ablate.run_study("lm", seeds=3, quick=True, out=copy, variants=VARIANTS, extra=extra,
+                             quiet=True, summarize_only=True)
+    assert again["ran"] == 0 and not (copy / "runs" / "baseline-s2").exists()
+    stats_of = lambda summary: [{k: v for k, v in row.items() if k != "tokens_per_s"}  # noqa: E731
+                                for row in summary]  # (a resumed run's speed differs)
+    assert stats_of(again["summary"]) == stats_of(results["summary"])
+    assert "the 4 runs finished of 6" in again["summarized"]
+    md = (copy / "summary.md").read_text()
+    assert "summarized without training" in md and "--summarize" in md and "--size=quick" in md
+    with pytest.raises(ablate.StudyError, match="nothing to summarize.*--size"):
+        ablate.run_study("lm", seeds=2, out=copy, variants=VARIANTS, extra=extra, quiet=True,
+                         summarize_only=True, size="cpu")
+    with pytest.raises(ablate.StudyError, match="cannot --test"):
+        ablate.run_study("lm", seeds=2, quick=True, out=copy, variants=VARIANTS, extra=extra,
+                         quiet=True, summarize_only=True, test=True)
