@@ -468,8 +468,8 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
         finished = len(jobs_list) - len(todo)
         if not finished:
             raise StudyError(f"no run of study {study['name']!r} ({size} size, seeds "
-                             f"0..{seeds - 1}) has finished in {out}/runs: nothing to summarize (the size must be "
-                             f"the one the runs were made at: --size)")
+                             f"0..{seeds - 1}) has finished in {out}/runs: nothing to summarize "
+                             f"(the size must be the one the runs were made at: --size)")
         say(f"summarizing the {finished} of {len(jobs_list)} runs finished in {out}/runs; "
             f"training nothing")
         jobs_list, todo = [j for j in jobs_list if j["state"] == "done"], []
