@@ -8,7 +8,8 @@ Pictures of runs, models and studies, written as PNG files (headless: no display
     python plot.py positions --block_size=256 --n_embd=384 --n_head=6     # no checkpoint needed
 
 Other kinds: `confusion --out_dir=RUN` (a classifier's metrics.json), `ablation results/lm`
-(a study's results.json) and `attention_bench FILE.json` (bench.py --mode=attention's JSON). Every
+(a study's results.json), `scaling results/scaling` (a size study's metric against parameters)
+and `attention_bench FILE.json` (bench.py --mode=attention's JSON). Every
 kind takes --out=PATH; by default the PNG goes into the run's directory (the current one for
 positions without a run, and for several curves), named after the kind.
 """
@@ -628,6 +629,53 @@ def plot_attention_bench(bench, path):
 
 
 # ----------------------------------------------------------------------------------------------
+# scaling: a study's metric against model size
+
+def scaling_series(results):
+    """[(variant, params, [metric of each seed])] in increasing params, from an ablate.py
+    results.json whose variants differ in size (config/study_scaling.py)."""
+    metric, by_variant = results.get("metric"), {}
+    for r in results.get("runs") or []:
+        if r.get(metric) is not None and r.get("params"):
+            by_variant.setdefault(r["variant"], (r["params"], []))[1].append(r[metric])
+    if len(by_variant) < 2:
+        raise PlotError(f"a scaling chart needs at least two variants with a parameter count and a "
+                        f"{metric!r} each; study {results.get('study')!r} has {len(by_variant)}: "
+                        f"run e.g. python ablate.py scaling --seeds 3")
+    return sorted(((v, p, vals) for v, (p, vals) in by_variant.items()), key=lambda t: t[1])
+
+
+def scaling_figure(results):
+    """The metric against parameters (log scale): each seed as a grey point, the mean ± sample std
+    of each size as a line, each size labelled with its variant name."""
+    series = scaling_series(results)
+    fig = Figure(figsize=(7.5, 5), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    params = [p for _, p, _ in series]
+    means = [float(np.mean(vals)) for _, _, vals in series]
+    stds = [float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0 for _, _, vals in series]
+    for i, (variant, p, vals) in enumerate(series):
+        ax.scatter([p] * len(vals), vals, color="0.6", s=16, zorder=2, gid=f"seeds:{variant}",
+                   label="one seed" if i == 0 else None)
+        ax.annotate(variant, (p, means[i]), xytext=(6, 6), textcoords="offset points", fontsize=9)
+    ax.errorbar(params, means, yerr=stds, marker="o", color="C0", capsize=3, zorder=3, gid="mean",
+                label="mean ± std over seeds")
+    ax.set_xscale("log")
+    ax.set(xlabel="parameters (log scale)", ylabel=metric_label(results),
+           title=f"{results.get('study')}: {results.get('description', '')}\n"
+                 f"{results.get('device', '?')}, torch {results.get('torch', '?')}, "
+                 f"{str(results.get('date', '?'))[:10]}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def plot_scaling(results, path):
+    """The scaling chart (scaling_figure), saved as PNG."""
+    return save(scaling_figure(results), path)
+
+
+# ----------------------------------------------------------------------------------------------
 # position encodings
 
 def cosine_matrix(table):
@@ -712,7 +760,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     sub = p.add_subparsers(dest="kind", required=True, metavar="KIND")
     homes = {"curves": "the run's directory; with several runs, the current one",
-             "ablation": "the results directory", "attention_bench": "the JSON's directory",
+             "ablation": "the results directory", "scaling": "the results directory",
+             "attention_bench": "the JSON's directory",
              "positions": "--out_dir, else the current directory"}
 
     def add(kind, help, run=True):
@@ -741,6 +790,9 @@ def main(argv=None):
             "a study's differences from its baseline, with 95%% CIs, from RESULTS_DIR/results.json",
             run=False)
     s.add_argument("results", help="directory holding results.json, or the file itself")
+    s = add("scaling", "a study's metric against parameters (log scale), from "
+                       "RESULTS_DIR/results.json (config/study_scaling.py)", run=False)
+    s.add_argument("results", help="directory holding results.json, or the file itself")
     s = add("attention_bench",
             "manual vs sdpa attention: ms and peak memory against sequence length", run=False)
     s.add_argument("bench", help="the JSON of python bench.py --mode=attention --json=FILE")
@@ -754,7 +806,7 @@ def main(argv=None):
     home = Path(getattr(a, "out_dir", None) or ".")
     if a.kind == "curves":
         home = Path(a.runs[0]) if len(a.runs) == 1 else Path(".")
-    elif a.kind == "ablation":
+    elif a.kind in ("ablation", "scaling"):
         home = Path(a.results).parent if a.results.endswith(".json") else Path(a.results)
     elif a.kind == "attention_bench":
         home = Path(a.bench).parent
@@ -768,12 +820,13 @@ def main(argv=None):
             plot_embeddings(a.out_dir, out, a.split, a.max_points, a.data_dir)
         elif a.kind == "confusion":
             plot_confusion(a.out_dir, out)
-        elif a.kind == "ablation":
+        elif a.kind in ("ablation", "scaling"):
             src = (Path(a.results) if a.results.endswith(".json")
                    else Path(a.results) / "results.json")
             if not src.is_file():
                 raise PlotError(f"{src} not found: run the study first (python ablate.py ...)")
-            plot_ablation(read_json(src, "the study's ablate.py command again"), out)
+            draw = plot_ablation if a.kind == "ablation" else plot_scaling
+            draw(read_json(src, "the study's ablate.py command again"), out)
         elif a.kind == "attention_bench":
             if not Path(a.bench).is_file():
                 raise PlotError(f"{a.bench} not found: write it with "

@@ -362,3 +362,40 @@ def test_attention_bench_cli_and_errors(tmp_path, capsys):
     assert plot.main(["attention_bench", str(tmp_path / "missing.json")]) == 1
     assert "missing.json not found" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+# ---- scaling: a size study's metric against parameters ---------------------------------------
+
+def scaling_results(runs):
+    return {"study": "scaling", "description": "loss against size", "metric": "best_val",
+            "higher_is_better": False, "device": "cpu", "torch": "x", "date": "2026-12-01",
+            "runs": [{"variant": v, "seed": s, "params": p, "best_val": m} for v, s, p, m in runs]}
+
+
+def test_scaling_plots_the_mean_of_each_size_in_order_of_parameters(tmp_path):
+    """Each size's seeds as points and their mean ± std on a line, in increasing parameters on a log
+    axis. Bugs caught: sizes joined in the study's order (not by size), std over one seed's nan, a
+    run without a metric counted."""
+    runs = [("6x384", 0, 10.7e6, 1.44), ("6x384", 1, 10.7e6, 1.46), ("2x128", 0, 0.4e6, 1.70),
+            ("2x128", 1, 0.4e6, 1.74), ("8x512", 0, 25e6, 1.47), ("8x512", 1, 25e6, None)]
+    fig = plot.scaling_figure(scaling_results(runs))
+    ax = fig.axes[0]
+    mean = next(c for c in ax.containers if c.lines[0].get_gid() == "mean")
+    x, y = mean.lines[0].get_data()
+    assert list(x) == [0.4e6, 10.7e6, 25e6] and list(y) == pytest.approx([1.72, 1.45, 1.47])
+    seeds = {c.get_gid(): c.get_offsets()[:, 1].tolist() for c in ax.collections
+             if str(c.get_gid()).startswith("seeds:")}
+    assert seeds == {"seeds:2x128": [1.70, 1.74], "seeds:6x384": [1.44, 1.46], "seeds:8x512": [1.47]}
+    assert ax.get_xscale() == "log" and "parameters" in ax.get_xlabel()
+    assert "best val loss" in ax.get_ylabel()
+    check_png(plot.plot_scaling(scaling_results(runs), tmp_path / "s.png"), (7.5, 5))
+
+
+def test_scaling_cli_and_errors(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps(scaling_results(
+        [("a", 0, 1e5, 2.0), ("b", 0, 1e6, 1.8)])))
+    assert plot.main(["scaling", str(tmp_path)]) == 0
+    check_png(tmp_path / "scaling.png", (7.5, 5))
+    (tmp_path / "results.json").write_text(json.dumps(scaling_results([("a", 0, 1e5, 2.0)])))
+    assert plot.main(["scaling", str(tmp_path)]) == 1
+    assert "at least two variants" in capsys.readouterr().err
