@@ -480,8 +480,8 @@ class KVCache:
         return pos
 
     def update(self, layer, k, v):
-        """Write one layer's keys and values (B, nh, T, hs) of the tokens placed by advance(),
-        and return the layer's whole cache (B, nh, size, hs) for attention."""
+        """Write one layer's keys and values (B, nh, T, hs) of the tokens placed last (advance or
+        place), and return the layer's whole cache (B, nh, size, hs) for attention."""
         if self.k is None:  # allocated lazily, in the layers' compute dtype (bf16 under autocast)
             B, nh, _, hs = k.shape
             self.k = [k.new_zeros(B, nh, self.size, hs) for _ in range(self.n_layer)]

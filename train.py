@@ -524,7 +524,7 @@ class Run:
     best: float = None
     last_metrics: dict = None
     verbose: bool = False  # rank 0, not quiet
-    setup_s: dict = None  # seconds of each set-up stage (logged with the first step)
+    setup_s: dict = None  # seconds of each set-up stage of a training run (setup_run)
 
     @property
     def master(self):
@@ -567,7 +567,7 @@ def setup_run(cfg, model_kw, quiet=False):
         f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
         f"{str(dtype).removeprefix('torch.')}, {world} process(es), data {data!r}")
     run = Run(cfg, model_cfg, data, out, device, dtype, autocast, rank, world, say, t_start, raw,
-              ckpt, ckpt_path, verbose=master and not quiet, setup_s=stages.seconds)
+              ckpt, ckpt_path, verbose=master and not quiet)
     if cfg.eval_only:
         return run
 
@@ -584,6 +584,7 @@ def setup_run(cfg, model_kw, quiet=False):
         run.graphed = GraphedStep(run.model, run.batches.get(run.start, 0, rank),
                                   1 / cfg.grad_accum, dtype)
         stages.done("cuda_graph")
+    run.setup_s = stages.seconds  # logged, with the first step's time, when that step is done
     return run
 
 
