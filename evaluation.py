@@ -8,6 +8,8 @@ and per character; classifiers: accuracy, macro-F1, per-class scores and the con
 """
 import functools
 import math
+import sys
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -21,8 +23,10 @@ from parallel import all_reduce, sharded
 def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1, stride=None):
     """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced.
     Language models are scored with cfg.eval_stride (or stride): see data.lm_eval_batches.
-    Always eager: compiling the inference shapes too would cost more than a few evaluations take."""
-    with torch.compiler.set_stance("force_eager"):
+    Always eager: compiling the inference shapes too would cost more than a few evaluations take.
+    If the compiler was never imported, nothing is compiled, and importing it would cost seconds."""
+    compiled = "torch._dynamo" in sys.modules
+    with torch.compiler.set_stance("force_eager") if compiled else nullcontext():
         return _evaluate(model, data, split, cfg, device, autocast, rank, world, stride)
 
 

@@ -703,9 +703,16 @@ class Transformer(nn.Module):
             loss = None if targets is None else F.cross_entropy(
                 logits.float(), targets, label_smoothing=cfg.label_smoothing)
         elif not return_logits and targets is not None and torch.is_grad_enabled():
-            loss = LinearCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight,
-                                            targets.reshape(-1), cfg.label_smoothing, cfg.fp8_head,
-                                            cfg.real_vocab_size)
+            h, targets = h.flatten(0, 1), targets.reshape(-1)
+            if cfg.mlm and not (torch.compiler.is_compiling()
+                                or h.is_cuda and torch.cuda.is_current_stream_capturing()):
+                # only the masked tokens (15%) are scored: the head's products shrink ~7x. The
+                # selection's size depends on the data, so a compiled or recorded step keeps all
+                keep = targets >= 0
+                keep[0] = True  # never an empty selection (an unscored target adds nothing)
+                h, targets = h[keep], targets[keep]
+            loss = LinearCrossEntropy.apply(h, self.lm_head.weight, targets, cfg.label_smoothing,
+                                            cfg.fp8_head, cfg.real_vocab_size)
             return None, loss
         else:
             logits = self.lm_head(h)

@@ -19,28 +19,127 @@ def lr_at(step, cfg):
         cfg.learning_rate - cfg.min_lr)
 
 
-def make_optimizers(model, cfg, device):
+def make_optimizers(model, cfg, device, sharded=False):
     """AdamW with weight decay on 2-D tensors (matrices, embeddings) only, not on biases or
-    LayerNorm gains, which decay would only pull towards zero; fused kernel on CUDA.
+    LayerNorm gains, which decay would only pull towards zero.
     optimizer='muon': the weight matrices inside the blocks go to Muon instead (momentum, then
     orthogonalised by Newton-Schulz iterations; Jordan et al. 2024), with its learning rate scaled
     to match AdamW's update size (Liu et al. 2025), so learning_rate means the same for both.
     Embeddings and the output layer stay with AdamW, as Muon's authors advise. The fused QKV matrix
-    is orthogonalised as its three maps Q, K, V, as the Muon reference code does (see Muon)."""
+    is orthogonalised as its three maps Q, K, V, as the Muon reference code does (see Muon).
+    sharded: FSDP's parameters (DTensors) get torch.optim.AdamW, which the sharded state-dict
+    functions of torch.distributed.checkpoint expect."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     muon = [p for n, p in named
             if cfg.optimizer == "muon" and n.startswith("transformer.h.") and p.dim() == 2]
     rest = [(n, p) for n, p in named if not any(p is q for q in muon)]
     groups = [{"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0}]
-    optimizers = [torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                                    fused=device.type == "cuda")]
+    betas = (cfg.beta1, cfg.beta2)
+    if sharded:
+        adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas,
+                                  fused=device.type == "cuda")
+    else:
+        adamw = AdamW(groups, lr=cfg.learning_rate, betas=betas)
+    optimizers = [adamw]
     if muon:
         blocks = {p: 3 for n, p in named
                   if n.endswith(".attn.c_attn.weight")}  # (3C, C): Q, K, V stacked
         optimizers.append(
             Muon(muon, cfg.learning_rate, cfg.weight_decay, cfg.muon_momentum, blocks))
     return optimizers
+
+
+class Optimizer:
+    """What the training loop asks of an optimizer: param_groups (dicts of a "params" list and
+    hyperparameters; the loop sets "lr" before each step), step(), zero_grad(), state_dict() and
+    load_state_dict(). Not torch.optim.Optimizer: constructing one, and its step and zero_grad,
+    import the compiler (torch._dynamo, about 6 s of a cold start on the GPU machine, 1 s on a
+    laptop), which an eager run never needs. state_dict() has torch.optim's layout (the state keyed
+    by each parameter's position over the groups, in order), so the checkpoints of this class and
+    of the torch.optim optimizer it matches load into each other."""
+
+    def __init__(self, params, defaults):
+        groups = list(params)
+        if not groups or not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.param_groups = [{**defaults, **g, "params": list(g["params"])} for g in groups]
+        self.state = {}  # {parameter: {name: tensor}}
+
+    def parameters(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.parameters():
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad.detach_().zero_()
+
+    def state_dict(self):
+        index = {p: i for i, p in enumerate(self.parameters())}
+        return {"state": {index[p]: dict(s) for p, s in self.state.items()},
+                "param_groups": [{**{k: v for k, v in g.items() if k != "params"},
+                                  "params": [index[p] for p in g["params"]]}
+                                 for g in self.param_groups]}
+
+    def load_state_dict(self, state_dict):
+        """The saved hyperparameters and state replace this optimizer's, as in torch.optim; every
+        state tensor goes to its parameter's device, every one but the step count to its dtype."""
+        saved = state_dict["param_groups"]
+        mine = [len(g["params"]) for g in self.param_groups]
+        theirs = [len(g["params"]) for g in saved]
+        if mine != theirs:
+            raise ValueError(f"the saved optimizer state has parameter groups of sizes {theirs}, "
+                             f"this optimizer {mine}: it belongs to another model or optimizer")
+        for group, g in zip(self.param_groups, saved):
+            group.update({k: v for k, v in g.items() if k != "params"})
+        ids = [i for g in saved for i in g["params"]]  # positions, in the saved groups' order
+        params = dict(zip(ids, self.parameters()))
+        self.state = {params[i]: {k: cast(v, params[i], k) for k, v in s.items()}
+                      for i, s in state_dict["state"].items()}
+
+
+def cast(value, param, name):
+    """A loaded state value on its parameter's device, and in its dtype unless it is the step
+    count (float32, as torch.optim keeps it)."""
+    if not torch.is_tensor(value):
+        return value
+    return value.to(param.device, dtype=None if name == "step" else param.dtype)
+
+
+class AdamW(Optimizer):
+    """torch.optim.AdamW(fused=True) (Loshchilov & Hutter 2019: Adam with decoupled weight decay):
+    the same kernel, torch._fused_adamw_, with the same arguments and the same state ("step",
+    "exp_avg", "exp_avg_sq"), so the updates are bit for bit torch's, on the GPU and the CPU."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            batches = {}  # one kernel per (device, dtype), as torch groups them
+            for p in group["params"]:
+                if p.grad is not None:
+                    batches.setdefault((p.device, p.dtype), []).append(p)
+            for params in batches.values():
+                states = [self.state.setdefault(p, {
+                    "step": torch.zeros((), dtype=torch.float32, device=p.device),
+                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)})
+                    for p in params]
+                steps = [s["step"] for s in states]
+                torch._foreach_add_(steps, 1)
+                beta1, beta2 = group["betas"]
+                torch._fused_adamw_(params, [p.grad for p in params],
+                                    [s["exp_avg"] for s in states],
+                                    [s["exp_avg_sq"] for s in states], [], steps,
+                                    lr=group["lr"], beta1=beta1, beta2=beta2,
+                                    weight_decay=group["weight_decay"], eps=group["eps"],
+                                    amsgrad=False, maximize=False)
 
 
 def newton_schulz(g, steps=5, eps=1e-7):
@@ -57,7 +156,7 @@ def newton_schulz(g, steps=5, eps=1e-7):
     return x.T if g.size(0) > g.size(1) else x
 
 
-class Muon(torch.optim.Optimizer):
+class Muon(Optimizer):
     """torch.optim.Muon with adjust_lr_fn='match_rms_adamw' (Nesterov momentum, the update
     orthogonalised, decoupled weight decay, learning rate x 0.2 sqrt(max(rows, cols))), except that
     a parameter in `blocks` is orthogonalised as that many row blocks. c_attn's (3C, C) weight holds
@@ -77,7 +176,7 @@ class Muon(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
+                state = self.state.setdefault(p, {})
                 buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum)  # Nesterov

@@ -574,7 +574,7 @@ def setup_run(cfg, model_kw, quiet=False):
     run.model = parallelize(raw, cfg, device, dtype, world, local_rank, say)
     # compile=True: importing torch.compile (seconds; compiling comes later)
     stages.done("parallelize")
-    run.optimizers = make_optimizers(raw, cfg, device)  # torch.optim imports torch.compile too
+    run.optimizers = make_optimizers(raw, cfg, device, sharded=sharded(raw))
     run.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     if ckpt is not None:
         restore_training_state(run, ckpt)

@@ -19,6 +19,8 @@ max_iters = 5000
 warmup_iters = 500
 weight_decay = 0.1
 
+compile_scope = "block"  # the head stays eager, so it can score the masked tokens alone (model.py)
+
 eval_interval = 1000
 eval_batch_size = 256
 log_interval = 100

@@ -100,6 +100,36 @@ def test_mlm_training_targets_only_masked_tokens(tiny_shared, tmp_path):
     assert 0.05 * n_val < again["tokens"] < 0.3 * n_val  # the masked ~15% (of 161 here), not every token
 
 
+@pytest.mark.parametrize("masked", [0.15, 0.0])
+def test_mlm_training_loss_scores_the_masked_tokens_alone(masked):
+    """The training path of a masked LM (the head on the masked positions only) against the plain
+    path (logits everywhere, then cross-entropy ignoring unmasked targets): the same loss and
+    gradients; a batch with no masked token gives loss 0 and no error on an empty selection. Bugs
+    caught: the wrong positions kept, the mean taken over every token, the empty case crashing."""
+    torch.manual_seed(0)
+    model = train.Transformer(train.TransformerConfig(vocab_size=40, block_size=12, n_layer=2, n_head=2,
+                                                      n_embd=16, causal=False, mlm=True))
+    x = torch.randint(MLM_SPECIALS, 40, (3, 12))
+    y = torch.where(torch.rand(3, 12) < masked, x, -1)
+    y[0, 0] = -1  # the position the selection always keeps is an unscored one here
+    grads = []
+    for fused in (True, False):
+        model.zero_grad()
+        logits, loss = model(x, y, return_logits=not fused)
+        assert (logits is None) == fused
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (fused_loss, fused_grads), (plain_loss, plain_grads) = grads
+    if not masked:  # (the plain path's mean over no targets is nan)
+        assert float(fused_loss) == 0.0 and all(not g.any() for g in fused_grads)
+        return
+    assert plain_loss > 1.0
+    torch.testing.assert_close(fused_loss, plain_loss, rtol=1e-5, atol=1e-6)
+    assert len(fused_grads) == len(plain_grads)
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_classifier_starts_from_the_pretrained_encoder(tiny_shared, tmp_path):
     """init_from=PATH copies every encoder weight and takes the encoder's shape; only the classifier
     head is new. Bugs caught: the weights not loaded (a model from scratch), the shape taken from the

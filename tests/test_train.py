@@ -525,3 +525,83 @@ def test_muon_trains_and_resumes_only_with_muon(tiny_data, tmp_path):
     assert len(muon_state) == 2 * 4  # 2 layers x (c_attn, attn.c_proj, c_fc, mlp.c_proj)
     with pytest.raises(train.ConfigError, match="another optimizer"):
         run(tiny_data, out, "--max_iters=8", "--init_from=resume", "--optimizer=adamw")
+
+
+def _adamw_pair(seed=0):
+    """Two copies of the same parameters: a decayed matrix, an undecayed vector and a matrix that
+    gets no gradient at some steps."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(6, 5), (5,), (3, 4)]
+    base = [torch.randn(s, generator=g) for s in shapes]
+    grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(4)]
+    copies = [[t.clone().requires_grad_() for t in base] for _ in range(2)]
+    groups = [[{"params": [c[0], c[2]], "weight_decay": 0.1}, {"params": [c[1]], "weight_decay": 0.0}]
+              for c in copies]
+    return copies, groups, grads
+
+
+def _adamw_steps(opt, params, grads):
+    for i, step_grads in enumerate(grads):
+        for j, (p, grad) in enumerate(zip(params, step_grads)):
+            p.grad = None if (j == 2 and i % 2) else grad.clone()  # the third one skips odd steps
+        opt.step()
+        opt.zero_grad()
+
+
+def test_adamw_is_torch_fused_adamw_bit_for_bit():
+    """Our AdamW (no torch.optim.Optimizer) against torch.optim.AdamW(fused=True), 4 steps, two groups,
+    a parameter without a gradient at every other step, a learning rate changed between steps. Bugs
+    caught: a wrong bias correction or step count, decay applied to the no-decay group, a skipped
+    parameter's step counted anyway, betas or eps swapped."""
+    (ours, ref), (ours_groups, ref_groups), grads = _adamw_pair()
+    opt = optimizers.AdamW(ours_groups, lr=1e-2, betas=(0.8, 0.95))
+    ref_opt = torch.optim.AdamW(ref_groups, lr=1e-2, betas=(0.8, 0.95), fused=True)
+    for o in (opt, ref_opt):
+        _adamw_steps(o, ours if o is opt else ref, grads[:2])
+        for group in o.param_groups:
+            group["lr"] = 3e-3
+        _adamw_steps(o, ours if o is opt else ref, grads[2:])
+    for a, b in zip(ours, ref):
+        assert not torch.equal(a, b.detach() * 0)  # they moved
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert [float(opt.state[p]["step"]) for p in ours] == [4.0, 4.0, 2.0]
+
+
+def test_adamw_state_dict_loads_into_torch_adamw_and_back():
+    """Two steps in one optimizer, its state dict loaded into the other kind, two more steps: the same
+    weights as four steps in one torch.optim.AdamW. Bugs caught: state keyed by something other than
+    the parameter's position, the step count or the moments not restored, the saved hyperparameters
+    ignored."""
+    (a, b), (ga, gb), grads = _adamw_pair(1)
+    (ref, _), (gref, _), _ = _adamw_pair(1)
+    ref_opt = torch.optim.AdamW(gref, lr=1e-2, fused=True)
+    _adamw_steps(ref_opt, ref, grads)
+    for first, second in ((optimizers.AdamW, torch.optim.AdamW), (torch.optim.AdamW, optimizers.AdamW)):
+        (a, b), (ga, gb), _ = _adamw_pair(1)
+        kw = [{"fused": True} if cls is torch.optim.AdamW else {} for cls in (first, second)]
+        opt1 = first(ga, lr=1e-2, **kw[0])
+        _adamw_steps(opt1, a, grads[:2])
+        with torch.no_grad():
+            for p, q in zip(b, a):
+                p.copy_(q)
+        opt2 = second(gb, lr=0.5, **kw[1])  # the saved lr (1e-2) must win, as in torch.optim
+        opt2.load_state_dict(opt1.state_dict())
+        _adamw_steps(opt2, b, grads[2:])
+        for p, q in zip(b, ref):
+            torch.testing.assert_close(p, q, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="groups of sizes"):
+        optimizers.AdamW([torch.zeros(2, requires_grad=True)], lr=1).load_state_dict(opt1.state_dict())
+
+
+def test_an_eager_run_never_imports_the_compiler(tiny_data, tmp_path):
+    """A compile=false training run, resumed and evaluated, in a fresh process: torch._dynamo (about 6
+    s of a cold start on a GPU machine) is never imported. Bug caught: an optimizer built on
+    torch.optim.Optimizer, or any other torch.compile import on the eager path."""
+    code = ("import sys, train; args = sys.argv[1:]; train.main(args)\n"
+            "train.main(args + ['--init_from=resume', '--max_iters=8'])\n"
+            "print('dynamo imported:', 'torch._dynamo' in sys.modules)")
+    args = tiny_args(tiny_data, tmp_path / "eager", "--compile=false", "--max_iters=4", "--eval_interval=4")
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dynamo imported: False" in result.stdout, result.stdout[-2000:]
