@@ -533,10 +533,15 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     write_atomic(out / "results.csv", runs_csv(runs))
     import plot  # matplotlib: only the chart needs it
-    chart = plot.plot_ablation(results, out / "ablation.png") if results["summary"] else None
+    # the chart draws differences from the baseline, so it waits for the baseline's first run
+    has_baseline = any(s["variant"] == results["baseline"] for s in results["summary"])
+    chart = plot.plot_ablation(results, out / "ablation.png") if has_baseline else None
     write_atomic(out / "summary.md", summary_md(results, chart and Path(chart).name))
     say("\n".join(table(results) + QUICK_NOTE[:1] * quick))
     say(f"wrote {out}/results.csv, results.json, summary.md{', ablation.png' if chart else ''}")
+    if not has_baseline:
+        say(f"no chart: the baseline {results['baseline']!r} has no finished run yet, and the "
+            f"chart shows differences from it; run the study again to finish it")
     if failed:
         say(f"{len(failed)} run(s) failed and are left out of the summary: "
             f"see their train.log above")

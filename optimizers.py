@@ -143,17 +143,19 @@ class AdamW(Optimizer):
 
 
 def newton_schulz(g, steps=5, eps=1e-7):
-    """Orthogonalise g (about U V^T of its SVD) by Keller Jordan's quintic Newton-Schulz iteration
-    in bf16, computed as torch.optim.Muon does."""
+    """Orthogonalise g (about U V^T of its SVD), or each matrix of a stack g (n, rows, cols), by
+    Keller Jordan's quintic Newton-Schulz iteration in bf16, computed as torch.optim.Muon does."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.bfloat16()
-    x = x.T if g.size(0) > g.size(1) else x  # (short, long): the Gram matrix is the small one
-    x = x / x.norm().clamp(min=eps)  # singular values <= 1
+    x = g.bfloat16() if g.dim() == 3 else g.bfloat16()[None]
+    tall = g.size(-2) > g.size(-1)
+    x = x.mT if tall else x  # (short, long): the Gram matrices are the small ones
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # singular values <= 1
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         # a x + (b G + c G^2) x
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.T if g.size(0) > g.size(1) else x
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    x = x.mT if tall else x
+    return x if g.dim() == 3 else x[0]
 
 
 class Muon(Optimizer):
@@ -173,14 +175,24 @@ class Muon(Optimizer):
     def step(self):
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state.setdefault(p, {})
-                buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum)  # Nesterov
-                p.mul_(1 - lr * group["weight_decay"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            bufs = [self.state.setdefault(p, {}).setdefault("momentum_buffer", torch.zeros_like(p))
+                    for p in params]
+            torch._foreach_lerp_(bufs, grads, 1 - momentum)
+            updates = torch._foreach_lerp(grads, bufs, momentum)  # Nesterov
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+            # every (row block of a) matrix, stacked by shape: one batched Newton-Schulz per shape
+            # (3 for a GPT block) in place of one per matrix, which launches 15 kernels each
+            stacks = {}
+            for p, update in zip(params, updates):
                 k = self.blocks.get(p, 1)
                 for rows, u in zip(p.chunk(k), update.chunk(k)):  # views: the updates land in p
-                    rows.add_(newton_schulz(u), alpha=-lr * 0.2 * math.sqrt(max(u.shape)))
+                    views, blocks = stacks.setdefault(tuple(u.shape), ([], []))
+                    views.append(rows)
+                    blocks.append(u)
+            for shape, (views, blocks) in stacks.items():
+                ortho = newton_schulz(torch.stack(blocks)).unbind(0)
+                torch._foreach_add_(views, ortho, alpha=-lr * 0.2 * math.sqrt(max(shape)))

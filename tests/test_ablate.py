@@ -185,6 +185,15 @@ def test_summarize_only_reports_the_finished_runs_and_trains_nothing(quick, tiny
     assert "the 4 runs finished of 6" in again["summarized"]
     md = (copy / "summary.md").read_text()
     assert "summarized without training" in md and "--summarize" in md and "--size=quick" in md
+    # a study cut off before its baseline finished: the rows and the summary, but no chart, which
+    # draws differences from the baseline (bug caught: the chart's error lost the whole summary)
+    shutil.rmtree(copy / "runs" / "baseline-s0")
+    shutil.rmtree(copy / "runs" / "baseline-s1")
+    (copy / "ablation.png").unlink()
+    partial = ablate.run_study("lm", seeds=2, quick=True, out=copy, variants=VARIANTS, extra=extra,
+                               quiet=True, summarize_only=True)
+    assert [s["variant"] for s in partial["summary"]] == ["pos=none"]
+    assert (copy / "summary.md").exists() and not (copy / "ablation.png").exists()
     with pytest.raises(ablate.StudyError, match="nothing to summarize.*--size"):
         ablate.run_study("lm", seeds=2, out=copy, variants=VARIANTS, extra=extra, quiet=True,
                          summarize_only=True, size="cpu")
