@@ -91,8 +91,8 @@ class TrainConfig:
                                        "(adds CUDA graphs)")
     compile_scope: str = opt("model", "'model': one graph for the network; 'block': one "
                                       "compilation for all layers")
-    cuda_graph: bool = opt(False, "replay forward+backward as one recorded CUDA graph (CUDA, LMs, "
-                                  "no DDP or FSDP)")
+    cuda_graph: bool = opt(False, "replay forward+backward as recorded CUDA graphs, one per batch "
+                                  "shape (CUDA only, no DDP or FSDP; elsewhere ignored)")
     parallel: str = opt("ddp", "with torchrun: 'ddp' (each process holds the whole model) or "
                                "'fsdp' (sharded)")
     seed: int = opt(1337, "seeds the model init, dropout and the data order")
@@ -307,9 +307,6 @@ def validate(cfg, model_kw):
         errors.append(f"cuda_graph=True and compile_mode={cfg.compile_mode!r} both record CUDA "
                       f"graphs; use compile_mode='default' or 'max-autotune-no-cudagraphs', or "
                       f"--compile=false")
-    if cfg.cuda_graph and TASKS.get(cfg.dataset) == "cls":
-        errors.append(f"cuda_graph=True needs batches of one shape: a language model, not "
-                      f"{cfg.dataset!r} (whose batches come in several lengths, data.PAD_LENGTHS)")
     if cfg.cuda_graph and cfg.dtype == "float16":
         errors.append("cuda_graph=True is not supported with dtype='float16' (its loss scaling); "
                       "use 'bfloat16'")

@@ -338,6 +338,25 @@ def pad_length(longest, max_len):
     return min(next((n for n in PAD_LENGTHS if n >= longest), max_len), max_len)
 
 
+def cls_lengths(max_len):
+    """Every length a classifier batch of at most max_len tokens is padded to (pad_length)."""
+    return sorted({pad_length(n, max_len) for n in range(1, max_len + 1)})
+
+
+def cls_batches_of_every_length(batch, max_len, pad_id):
+    """The batch (x, mask, y) cut or padded to each of cls_lengths(max_len): examples of every
+    shape training will see, for recording one CUDA graph per shape (parallel.GraphedStep)."""
+    x, mask, y = batch
+    out = []
+    for n in cls_lengths(max_len):
+        keep = min(n, x.size(1))
+        xn = torch.full((x.size(0), n), pad_id, dtype=x.dtype, device=x.device)
+        mn = torch.zeros((x.size(0), n), dtype=mask.dtype, device=mask.device)
+        xn[:, :keep], mn[:, :keep] = x[:, :keep], mask[:, :keep]
+        out.append((xn, mn, y))
+    return out
+
+
 def cls_batch(tokens, offsets, labels, idx, max_len, pad_id, device):
     """Examples idx, cut to max_len (the start, with <cls>, is kept) and right-padded to
     pad_length() of the longest one. Returns x (B, L) int64, mask (B, L) bool (True = real token),

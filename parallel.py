@@ -97,21 +97,25 @@ def parallelize(raw, cfg, device, dtype, world=1, local_rank=0, say=print):
 
 
 class GraphedStep:
-    """Forward and backward of one language-model micro-batch, recorded once as a CUDA graph and
-    replayed at every micro-step: one launch in place of a thousand small ones, the same arithmetic
-    (dropout included: CUDA graphs advance the random generator at each replay).
+    """Forward and backward of one micro-batch, recorded as a CUDA graph and replayed at every
+    micro-step: one launch in place of a thousand small ones, the same arithmetic (dropout
+    included: CUDA graphs advance the random generator at each replay).
 
-    A graph replays fixed kernels on fixed addresses, so the batch is copied into fixed input
-    tensors, and the gradients exist before recording so that the recorded backward accumulates
-    into them in place; train_step then zeroes them rather than freeing them. Recording happens
-    after a few warm-up passes on a side stream (they also compile the model, if it is compiled)."""
+    A graph replays fixed kernels on fixed addresses, so there is one graph per batch shape, each
+    with its own input tensors that a batch is copied into: one graph for a language model, one
+    per padded length for a classifier (data.cls_lengths), all recorded here, up front, so that no
+    step waits for a recording. The gradients exist before recording, so that every recorded
+    backward accumulates into the same tensors in place; train_step then zeroes them rather than
+    freeing them. Each recording follows a few warm-up passes on a side stream (they also compile
+    the model, if it is compiled)."""
 
-    def __init__(self, model, example, scale, dtype):
-        """model: what training calls (maybe compiled); example: an (x, y) batch on the device;
+    def __init__(self, model, examples, scale, dtype):
+        """model: what training calls (maybe compiled); examples: a batch of each shape training
+        will see, (x, y) for a language model, (x, mask, y) for a classifier, on the device;
         scale: the loss factor (1 / grad_accum); dtype: the autocast dtype (fp32: none)."""
         why = None
-        if example[0].device.type != "cuda":
-            why = f"it runs on {example[0].device.type}"
+        if examples[0][0].device.type != "cuda":
+            why = f"it runs on {examples[0][0].device.type}"
         elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
             why = "DDP's gradient hooks do not mix with it"
         elif sharded(getattr(model, "_orig_mod", model)):
@@ -120,15 +124,26 @@ class GraphedStep:
             why = "fp16 loss scaling is not recorded"
         if why:
             raise ConfigError(f"cuda_graph=True cannot be used here: {why}; drop --cuda_graph=true")
-        self.x, self.y = (t.clone() for t in example)
+        self.model, self.scale = model, scale
         # cached weight casts must not outlive the recording
-        autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32,
-                                  cache_enabled=False)
+        self.autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32,
+                                       cache_enabled=False)
+        self.graphs = {}  # batch shape -> (graph, input tensors, loss)
+        for example in examples:
+            self.graphs[tuple(example[0].shape)] = self._record(example)
+
+    def _record(self, example):
+        inputs = [t.clone() for t in example]
+        model = self.model
 
         def forward_backward():
-            with autocast:
-                _, loss = model(self.x, self.y, return_logits=False)
-            loss = loss * scale
+            with self.autocast:
+                if len(inputs) == 2:  # (x, y)
+                    _, loss = model(inputs[0], inputs[1], return_logits=False)
+                else:  # (x, mask, y)
+                    _, loss = model(inputs[0], inputs[2], attention_mask=inputs[1],
+                                    return_logits=False)
+            loss = loss * self.scale
             loss.backward()
             return loss.detach()
 
@@ -136,12 +151,17 @@ class GraphedStep:
             for p in model.parameters():
                 if p.grad is not None:
                     p.grad.zero_()
-        self.graph, self.loss = record_cuda_graph(forward_backward, self.x.device, warmup=3,
-                                                  before_recording=zero_grads)
+        graph, loss = record_cuda_graph(forward_backward, inputs[0].device, warmup=3,
+                                        before_recording=zero_grads)
+        return graph, inputs, loss
 
-    def __call__(self, x, y):
-        self.x.copy_(x)
-        self.y.copy_(y)
-        self.graph.replay()
-        return self.loss
-
+    def __call__(self, *batch):
+        shape = tuple(batch[0].shape)
+        if shape not in self.graphs:
+            raise ValueError(f"no CUDA graph was recorded for batches of shape {shape}; recorded: "
+                             f"{', '.join(map(str, self.graphs))}")
+        graph, inputs, loss = self.graphs[shape]
+        for t, b in zip(inputs, batch):
+            t.copy_(b)
+        graph.replay()
+        return loss

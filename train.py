@@ -35,7 +35,8 @@ from checkpoint import (CheckpointError, gather_state, last_good, load_checkpoin
 from configurator import (DATA_KEYS, DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError,  # noqa: F401
                           TrainConfig, model_config, parse_args,
                           print_help)  # (the keys are re-exported)
-from data import Data, DataError, cls_batch, lm_batch, mlm_mask
+from data import (Data, DataError, cls_batch, cls_batches_of_every_length, lm_batch,
+                  mlm_mask)
 from evaluation import evaluate, headline, split_on_device
 from model import Transformer, TransformerConfig
 from optimizers import lr_at, make_optimizers
@@ -189,7 +190,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
         batch = batches.get(step, micro, rank)
         if graphed is not None:
             loss_sum += graphed(*batch)
-            tokens += batch[0].numel()
+            tokens += batch[0].numel() if batches.task != "cls" else batch[1].sum()
             continue
         # DDP: all-reduce on the last micro-step only. FSDP reduce-scatters at every micro-step:
         # skipping it (set_requires_gradient_sync(False)) would keep whole gradients in every
@@ -580,9 +581,13 @@ def setup_run(cfg, model_kw, quiet=False):
         restore_training_state(run, ckpt)
     run.batches = Batches(data, cfg, model_cfg.block_size, device, world)
     stages.done("optimizers")
-    if cfg.cuda_graph:  # recording runs the first forward and backward passes (and compiles them)
-        run.graphed = GraphedStep(run.model, run.batches.get(run.start, 0, rank),
-                                  1 / cfg.grad_accum, dtype)
+    if cfg.cuda_graph and device.type != "cuda":
+        say(f"note: cuda_graph=True needs a CUDA device; on {device.type} the steps run without")
+    elif cfg.cuda_graph:  # recording runs the first forward and backward passes (and compiles them)
+        example = run.batches.get(run.start, 0, rank)
+        examples = [example] if data.task != "cls" else cls_batches_of_every_length(
+            example, model_cfg.block_size, data.pad_id)
+        run.graphed = GraphedStep(run.model, examples, 1 / cfg.grad_accum, dtype)
         stages.done("cuda_graph")
     run.setup_s = stages.seconds  # logged, with the first step's time, when that step is done
     return run

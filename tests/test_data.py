@@ -223,3 +223,23 @@ def test_classifier_batches_of_several_lengths_compile_once():
         assert len(widths) >= 3 and counters["stats"]["unique_graphs"] == 1, widths
     finally:
         torch._dynamo.reset()
+
+
+def test_cls_batches_of_every_length_cover_what_training_pads_to():
+    """One example batch per padded length a classifier sees (for one CUDA graph per shape): every
+    length pad_length can return for texts of 1..max_len tokens, and nothing else; each keeps the
+    real tokens that fit and pads the rest. Bugs caught: a length missing (a step would find no
+    graph), max_len itself left out when it is not in PAD_LENGTHS, the mask or labels mangled."""
+    from data import cls_batches_of_every_length, cls_lengths, pad_length
+    assert cls_lengths(64) == [8, 16, 24, 32, 48, 64]
+    assert cls_lengths(50) == [8, 16, 24, 32, 48, 50] and cls_lengths(5) == [5]
+    for max_len in (5, 50, 64, 300):
+        assert set(cls_lengths(max_len)) == {pad_length(n, max_len) for n in range(1, max_len + 1)}
+    x = torch.tensor([[1, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], [1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    mask = x != 0
+    y = torch.tensor([1, 0])
+    batches = cls_batches_of_every_length((x, mask, y), 24, pad_id=0)
+    assert [b[0].shape for b in batches] == [(2, 8), (2, 16), (2, 24)]
+    for xb, mb, yb in batches:
+        assert torch.equal(xb[:, :4], x[:, :4]) and not xb[:, 4:].any()
+        assert torch.equal(mb.sum(1), mask.sum(1)) and torch.equal(yb, y)
