@@ -65,9 +65,9 @@ ALPHA = 0.05     # a difference is called significant at Welch p < ALPHA
 SIZES = ("gpu", "cpu", "quick")  # a study's sizes, one dict of keys each
 STUDY_KEYS = ("description", "base", "overrides", "gpu", "cpu", "quick", "metric",
               "higher_is_better", "baseline", "variants")
-RESERVED = ("seed", "out_dir", "init_from", "overwrite")  # set by ablate.py itself, per run
+RESERVED = ("seed", "out_dir", "overwrite")  # set by ablate.py itself, per run
 # change nothing a finished run computes
-NOT_COMPARED = ("out_dir", "init_from", "overwrite", "stop_after")
+NOT_COMPARED = ("out_dir", "overwrite", "stop_after")
 
 
 class StudyError(ValueError):
@@ -194,7 +194,12 @@ def run_state(out_dir, cfg, model_kw):
     want = {**dataclasses.asdict(cfg),
             **{k: model_kw.get(k, train.DEFAULTS[k]) for k in train.MODEL_KEYS}}
     have = {**saved.get("train", {}), **saved.get("model", {})}
-    if any(have.get(k) != v for k, v in want.items() if k not in NOT_COMPARED):
+    if have.get("init_from") == "resume":  # a resumed run: where it first started is not saved
+        have["init_from"] = want["init_from"]
+    skip = set(NOT_COMPARED)
+    if cfg.init_from not in ("scratch", "resume"):  # the shape came from the pretrained encoder
+        skip |= {k for k in train.PRETRAINED_KEYS if k not in model_kw}
+    if any(have.get(k) != v for k, v in want.items() if k not in skip):
         return "fresh"
     metrics = read_json(out_dir / "metrics.json")
     if (metrics and metrics.get("step") == cfg.max_iters
@@ -433,6 +438,10 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     if bad := [k for k in extra if k in RESERVED]:
         raise StudyError(f"--set {', '.join(bad)}: ablate.py sets {', '.join(RESERVED)} for each "
                          f"run (choose seeds with --seeds and the output folder with --out)")
+    if extra.get("init_from") in ("resume", "scratch"):
+        raise StudyError(f"--set init_from={extra['init_from']}: ablate.py resumes a cut-off run "
+                         f"itself and starts the others from scratch; --set init_from=PATH starts "
+                         f"every run from that checkpoint (a pretrained encoder)")
     names = list(study["variants"])
     if variants:
         unknown = [v for v in variants if v not in study["variants"]]

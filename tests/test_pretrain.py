@@ -164,3 +164,29 @@ def test_init_from_refuses_what_cannot_be_joined(tiny_shared, tmp_path):
                                              "--max_iters=2", *extra))
         with pytest.raises(train.ConfigError, match=message):
             train.train(cfg, kw, quiet=True)
+
+
+def test_a_fine_tuning_study_skips_its_finished_runs_and_reruns_for_another_encoder(tiny_shared, tmp_path):
+    """ablate.py with --set init_from=PATH: every run starts from that encoder; a second invocation
+    skips the finished runs although their shape came from the checkpoint, and a third with another
+    encoder trains them again. Bugs caught: the encoder's shape compared with the defaults (every
+    finished run retrained), the encoder left out of the comparison (stale runs kept), init_from
+    refused or ignored."""
+    import shutil
+    import ablate
+    run(tiny_shared, tmp_path / "p", *MLM_RUN, "--n_layer=1", "--n_embd=48", "--n_head=4")
+    first, other = tmp_path / "p" / "ckpt_best.pt", tmp_path / "other.pt"
+    shutil.copy(first, other)
+    kw = dict(seeds=1, quick=True, out=tmp_path / "study", variants=["lr=2e-4"], quiet=True)
+    extra = {"data_dir": str(tiny_shared), "dataset": "trec_shared", "block_size": "32"}
+    results = ablate.run_study("pretrained", extra={**extra, "init_from": str(first)}, **kw)
+    assert results["ran"] == 1 and results["failed"] == []
+    saved = (tmp_path / "study" / "runs" / "lr-2e-4-s0" / "config.json").read_text()
+    assert str(first) in saved and '"n_embd": 48' in saved
+    again = ablate.run_study("pretrained", extra={**extra, "init_from": str(first)}, **kw)
+    assert again["ran"] == 0 and again["skipped"] == 1
+    assert again["summary"] == results["summary"]
+    moved = ablate.run_study("pretrained", extra={**extra, "init_from": str(other)}, **kw)
+    assert moved["ran"] == 1
+    with pytest.raises(ablate.StudyError, match="init_from=resume"):
+        ablate.run_study("pretrained", extra={**extra, "init_from": "resume"}, **kw)
