@@ -149,7 +149,7 @@ def bench_train(argv, bench):
     T = raw.config.block_size
     batches = RandomBatches(raw.config.vocab_size, cfg.batch_size, T, device)
     t0 = time.perf_counter()
-    graphed = (parallel.GraphedStep(model, batches.get(0, 0, 0), 1 / cfg.grad_accum, dtype)
+    graphed = (parallel.GraphedStep(model, [batches.get(0, 0, 0)], 1 / cfg.grad_accum, dtype)
                if cfg.cuda_graph else None)
     for step in range(bench.warmup):  # compilation and autotuning happen here
         train.train_step(model, raw, optimizers, scaler, batches, step, cfg, autocast=autocast,

@@ -89,7 +89,7 @@ def test_graphed_training_step_equals_eager(grad_accum, dropout):
         model = Transformer(TransformerConfig(vocab_size=65, **kw)).cuda()
         opts = train.make_optimizers(model, cfg, torch.device("cuda"))
         torch.cuda.manual_seed(5)
-        graphed = parallel.GraphedStep(model, Fixed().get(0, 0, 0), 1 / grad_accum, torch.float32) if graph else None
+        graphed = parallel.GraphedStep(model, [Fixed().get(0, 0, 0)], 1 / grad_accum, torch.float32) if graph else None
         losses = [train.train_step(model, model, opts, None, Fixed(), s, cfg, graphed=graphed)[0] for s in range(6)]
         runs.append((losses, [p.detach().clone() for p in model.parameters()]))
         if graph and dropout:  # two replays on the same batch: new dropout masks each time
@@ -124,7 +124,7 @@ def test_block_compiled_graphed_training_equals_eager():
         raw = Transformer(TransformerConfig(vocab_size=65, **kw)).cuda()
         opts = train.make_optimizers(raw, cfg, torch.device("cuda"))
         model = parallel.compile_model(raw, cfg, torch.device("cuda")) if compiled else raw
-        graphed = parallel.GraphedStep(model, Fixed().get(0, 0, 0), 1.0, torch.float32) \
+        graphed = parallel.GraphedStep(model, [Fixed().get(0, 0, 0)], 1.0, torch.float32) \
             if compiled else None
         runs.append([train.train_step(model, raw, opts, None, Fixed(), s, cfg, graphed=graphed)[0] for s in range(6)])
     assert runs[1] == pytest.approx(runs[0], rel=1e-4)
