@@ -317,7 +317,6 @@ def evaluate_and_checkpoint(run, step, progress):
     t_eval = time.time()
     run.last_metrics = m = evaluate(run.raw, data, "val", cfg, run.device, run.autocast, run.rank,
                                     run.world)
-    progress.eval_s = time.time() - t_eval
     elapsed = time.time() - run.t_start
     metric, higher_better = ("accuracy", True) if data.task == "cls" else ("loss", False)
     improved = run.best is None or (m[metric] > run.best if higher_better else m[metric] < run.best)
@@ -331,6 +330,7 @@ def evaluate_and_checkpoint(run, step, progress):
         run.checkpoint(step)
         if improved:
             run.checkpoint(step, "ckpt_best.pt")
+    progress.eval_s = time.time() - t_eval  # the whole pause, for the ETA: checkpoints included
     if cfg.stop_at_loss and data.task == "lm" and m["loss"] <= cfg.stop_at_loss:
         run.say(f"val loss {m['loss']:.4f} <= stop_at_loss={cfg.stop_at_loss} at step {step}, "
                 f"{elapsed:.1f} s into the run")

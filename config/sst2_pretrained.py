@@ -18,6 +18,9 @@ max_iters = 2000
 warmup_iters = 100
 weight_decay = 0.1
 
+compile = False        # the steps replay CUDA graphs instead (see config/sst2.py)
+cuda_graph = True
+
 eval_interval = 200
 eval_batch_size = 512
 log_interval = 50

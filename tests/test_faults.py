@@ -1,5 +1,6 @@
 """Faults a user can run into: bad inputs at the edges, damaged or unwritable files, a run
 directory's life, signals. Every one must end in one clear line (no traceback) and lose nothing."""
+import time
 from pathlib import Path
 
 import pytest
@@ -303,6 +304,19 @@ def test_eta_comes_from_measured_steps_and_evaluations():
     assert train.eta_text([0.4, 0.5, 9.0], 3.0, 1, cfg, 1000, 100) == "0m58s"
     # no evaluation timed yet: one is a forward pass (1/3 step) over 1000 / 100 steps' worth of tokens
     assert train.eta_text([0.3], None, 1, train.TrainConfig(max_iters=11, eval_interval=10), 1000, 100) == "0m04s"
+
+
+def test_the_eta_counts_the_checkpoints_written_at_each_evaluation(tiny_data, tmp_path, monkeypatch):
+    """The evaluation pause the ETA multiplies is the evaluation and its checkpoints, not the forward
+    passes alone. Bug caught: a run whose checkpoints take longer than its steps (a small classifier
+    replaying CUDA graphs) ending well after its ETA."""
+    seen = []
+    real_eta = train.eta_text
+    monkeypatch.setattr(train, "eta_text", lambda measured, eval_s, *a: seen.append(eval_s) or real_eta(measured, eval_s, *a))
+    real_checkpoint = train.Run.checkpoint
+    monkeypatch.setattr(train.Run, "checkpoint", lambda self, *a: time.sleep(0.3) or real_checkpoint(self, *a))
+    run(tiny_data, tmp_path, "--max_iters=4", "--eval_interval=2")
+    assert [e for e in seen if e is not None] and all(e >= 0.3 for e in seen if e is not None)
 
 
 def test_progress_lines_keep_coming_and_the_cpu_estimate_is_measured(tiny_data, tmp_path, monkeypatch, capsys):
