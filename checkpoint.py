@@ -72,13 +72,14 @@ def state_digest(obj, h=None):
 
 
 def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data,
-                    metrics):
+                    metrics, average=None):
 
     state = {
         "version": CHECKPOINT_VERSION,
         "model": model_state, "optimizers": optimizer_states,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "step": step, "best": best, "metrics": metrics,
+        "average": average,  # optimizers.WeightAverage's state, with ema_decay > 0
         "config": {"train": asdict(cfg), "model": asdict(model_cfg)},
         "data": {"name": data.name, "meta": data.meta},
         # dropout draws from the torch RNG; the data order needs no state (see Batches)

@@ -82,6 +82,8 @@ class TrainConfig:
     optimizer: str = opt("adamw", "'adamw', or 'muon' (GPU; torch >= 2.9): Muon for the blocks' "
                                   "matrices, AdamW for the rest")
     muon_momentum: float = opt(0.95, "Muon's Nesterov momentum")
+    ema_decay: float = opt(0.0, "average the weights, decay per step (e.g. 0.999): evaluations and "
+                                "ckpt_best.pt use the average; 0: off")
     # system
     device: str = opt("auto", DEVICE_HELP, section="system")
     dtype: str = opt("auto", "'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), "
@@ -295,7 +297,8 @@ def validate(cfg, model_kw):
     if not 0 <= cfg.min_lr <= cfg.learning_rate:
         errors.append(f"min_lr={cfg.min_lr} must be in [0, learning_rate={cfg.learning_rate}]")
     errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)"
-               for k in ("beta1", "beta2", "muon_momentum") if not 0 <= getattr(cfg, k) < 1]
+               for k in ("beta1", "beta2", "muon_momentum", "ema_decay")
+               if not 0 <= getattr(cfg, k) < 1]
     choices = dict(eval_split=("val", "test"), optimizer=("adamw", "muon"),
                    compile_mode=("default", "reduce-overhead", "max-autotune",
                                  "max-autotune-no-cudagraphs"),
@@ -317,6 +320,9 @@ def validate(cfg, model_kw):
         errors.append("optimizer='muon' is not supported with parallel='fsdp': Muon "
                       "orthogonalises whole weight matrices and each process holds only a shard "
                       "of them; use 'adamw' or parallel='ddp'")
+    if cfg.ema_decay and cfg.parallel == "fsdp":
+        errors.append("ema_decay is not supported with parallel='fsdp' (each process holds only "
+                      "shards of the weights to average); use parallel='ddp' or ema_decay=0")
     errors += device_problems(cfg.device, cfg.dtype)
     # the model keys, with a stand-in vocabulary;
     # for an unknown data set, what is wrong for either task

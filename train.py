@@ -39,7 +39,7 @@ from data import (Data, DataError, cls_batch, cls_batches_of_every_length, lm_ba
                   mlm_mask)
 from evaluation import evaluate, headline, split_on_device
 from model import Transformer, TransformerConfig
-from optimizers import lr_at, make_optimizers
+from optimizers import WeightAverage, lr_at, make_optimizers
 from parallel import GraphedStep, all_reduce, parallelize, setup_distributed, sharded
 
 
@@ -303,6 +303,8 @@ def train_loop(run, signalled):
                 raise Stop(f"{e} at step {step}: stopped before the optimizer step; "
                            f"{last_good(run.out)}. Lower learning_rate (now {cfg.learning_rate}) "
                            f"or raise warmup_iters (now {cfg.warmup_iters}).") from None
+            if run.average is not None:
+                run.average.update()
             progress.log_step(step, t_step, loss, grad_norm, lr, n_tokens)
     except OSError as e:
         # a full disk while logging: the checkpoints themselves raise CheckpointError
@@ -312,11 +314,15 @@ def train_loop(run, signalled):
 
 def evaluate_and_checkpoint(run, step, progress):
     """The exact val evaluation of step: logged, saved as ckpt_last.pt (and ckpt_best.pt when it is
-    the best so far). Returns True when stop_at_loss is reached."""
+    the best so far). With ema_decay the averaged weights are evaluated, and ckpt_best.pt holds
+    them; ckpt_last.pt holds the trained ones and the average. Returns True when stop_at_loss is
+    reached."""
     cfg, data = run.cfg, run.data
     t_eval = time.time()
-    run.last_metrics = m = evaluate(run.raw, data, "val", cfg, run.device, run.autocast, run.rank,
-                                    run.world)
+    averaged = run.average.swapped_in() if run.average is not None else nullcontext()
+    with averaged:  # ema_decay: the averaged weights are the ones evaluated, and kept if best
+        run.last_metrics = m = evaluate(run.raw, data, "val", cfg, run.device, run.autocast,
+                                        run.rank, run.world)
     elapsed = time.time() - run.t_start
     metric, higher_better = ("accuracy", True) if data.task == "cls" else ("loss", False)
     improved = run.best is None or (m[metric] > run.best if higher_better else m[metric] < run.best)
@@ -327,9 +333,10 @@ def evaluate_and_checkpoint(run, step, progress):
         log_line(run.out, {"kind": "eval", "step": step, "split": "val", "time": elapsed,
                            "unix_time": time.time(), **m})
     if cfg.save_checkpoints:
-        run.checkpoint(step)
-        if improved:
-            run.checkpoint(step, "ckpt_best.pt")
+        run.checkpoint(step)  # the trained weights (and their average, to resume)
+        if improved:  # the weights evaluated
+            with run.average.swapped_in() if run.average is not None else nullcontext():
+                run.checkpoint(step, "ckpt_best.pt")
     progress.eval_s = time.time() - t_eval  # the whole pause, for the ETA: checkpoints included
     if cfg.stop_at_loss and data.task == "lm" and m["loss"] <= cfg.stop_at_loss:
         run.say(f"val loss {m['loss']:.4f} <= stop_at_loss={cfg.stop_at_loss} at step {step}, "
@@ -521,6 +528,7 @@ class Run:
     scaler: object = None
     batches: Batches = None
     graphed: GraphedStep = None
+    average: WeightAverage = None  # ema_decay > 0: the averaged weights, evaluated and kept best
     start: int = 0
     best: float = None
     last_metrics: dict = None
@@ -536,7 +544,8 @@ class Run:
         model_state, optimizer_states = gather_state(self.raw, self.optimizers)
         if self.master:
             save_checkpoint(self.out / which, model_state, optimizer_states, self.scaler, step,
-                            self.best, self.cfg, self.model_cfg, self.data, self.last_metrics)
+                            self.best, self.cfg, self.model_cfg, self.data, self.last_metrics,
+                            self.average and self.average.state_dict())
 
 
 def setup_run(cfg, model_kw, quiet=False):
@@ -577,6 +586,7 @@ def setup_run(cfg, model_kw, quiet=False):
     stages.done("parallelize")
     run.optimizers = make_optimizers(raw, cfg, device, sharded=sharded(raw))
     run.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    run.average = WeightAverage(raw.parameters(), cfg.ema_decay) if cfg.ema_decay else None
     if ckpt is not None:
         restore_training_state(run, ckpt)
     run.batches = Batches(data, cfg, model_cfg.block_size, device, world)
@@ -765,6 +775,11 @@ def restore_training_state(run, ckpt):
     load_optimizer_states(run.raw, run.optimizers, ckpt["optimizers"])
     if run.scaler is not None and ckpt["scaler"] is not None:
         run.scaler.load_state_dict(ckpt["scaler"])
+    if run.average is not None and ckpt.get("average"):
+        run.average.load_state_dict(ckpt["average"])
+    elif run.average is not None:
+        run.say("note: the checkpoint holds no weight average (it was trained with ema_decay=0); "
+                "the average starts from its weights")
     run.start, run.best, run.last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
     if run.world == 1:  # with DDP or FSDP each process seeds itself (seed + rank) instead
         torch.set_rng_state(ckpt["rng"]["torch"])

@@ -609,3 +609,63 @@ def test_an_eager_run_never_imports_the_compiler(tiny_data, tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "dynamo imported: False" in result.stdout, result.stdout[-2000:]
+
+
+def test_weight_average_follows_its_recursion_and_swaps_back_exactly():
+    """WeightAverage against its formula written out: avg += (1 - d_t)(w - avg), d_t = min(decay,
+    (1 + t) / (10 + t)); inside swapped_in() the parameters hold the average, after it (also after an
+    error) the trained weights bit for bit, in the same tensors. Bugs caught: the decay applied the
+    wrong way round (the average chasing the start), no warm-up of the decay, a swap that loses the
+    trained weights or replaces the parameter tensors (recorded graphs would read stale memory)."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5, 3))
+    avg = optimizers.WeightAverage([w], decay=0.9)
+    expected = w.detach().clone()
+    for t in range(1, 30):
+        with torch.no_grad():
+            w.add_(torch.randn(5, 3))
+        avg.update()
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = expected + (1 - d) * (w.detach() - expected)
+        torch.testing.assert_close(avg.average[0], expected, rtol=1e-6, atol=1e-6)
+    trained, storage = w.detach().clone(), w.data_ptr()
+    with avg.swapped_in():
+        assert torch.equal(w.detach(), avg.average[0]) and w.data_ptr() == storage
+    assert torch.equal(w.detach(), trained)
+    with pytest.raises(RuntimeError, match="inside"):
+        with avg.swapped_in():
+            raise RuntimeError("inside")
+    assert torch.equal(w.detach(), trained)
+    again = optimizers.WeightAverage([w], decay=0.9)
+    again.load_state_dict(avg.state_dict())
+    assert again.updates == 29 and torch.equal(again.average[0], avg.average[0])
+    with pytest.raises(ValueError, match="holds 1 tensors, this model 2"):
+        optimizers.WeightAverage([w, w], 0.9).load_state_dict(avg.state_dict())
+
+
+def test_ema_run_evaluates_and_keeps_the_average_and_resumes_bit_exactly(tiny_data, tmp_path):
+    """ema_decay: the val loss logged is the averaged weights' (re-evaluated here from ckpt_best.pt,
+    which holds them, not the trained ones of ckpt_last.pt); a run stopped and resumed ends with the
+    same weights and average as one that was not. Bugs caught: the trained weights evaluated or saved
+    as best, the average not saved (a resumed run restarting it), the swap leaking into training."""
+    args = ("--max_iters=12", "--eval_interval=12", "--dropout=0.1", "--ema_decay=0.9")
+    run(tiny_data, tmp_path / "full", *args)
+    best = torch.load(tmp_path / "full" / "ckpt_best.pt", weights_only=True)
+    last = torch.load(tmp_path / "full" / "ckpt_last.pt", weights_only=True)
+    names = [n for n, _ in train.Transformer(train.TransformerConfig(vocab_size=65, n_layer=2, n_head=2,
+                                                                      n_embd=32, block_size=16)).named_parameters()]
+    assert last["average"]["updates"] == 12
+    for name, a in zip(names, last["average"]["average"]):
+        assert torch.equal(best["model"][name], a), name
+    assert any(not torch.equal(best["model"][n], last["model"][n]) for n in names)
+    cfg, kw = train.parse_args(tiny_args(tiny_data, tmp_path / "full", *args))
+    model = checkpoint.model_from_checkpoint(best)
+    again = evaluation.evaluate(model, Data("shakespeare_char", tiny_data), "val", cfg, torch.device("cpu"),
+                                nullcontext())
+    assert again["loss"] == pytest.approx(best["metrics"]["loss"], rel=1e-6)
+    run(tiny_data, tmp_path / "split", *args, "--stop_after=5")
+    run(tiny_data, tmp_path / "split", *args, "--init_from=resume")
+    split = torch.load(tmp_path / "split" / "ckpt_last.pt", weights_only=True)
+    assert train_losses(tmp_path / "full") == train_losses(tmp_path / "split")
+    assert all(torch.equal(last["model"][k], split["model"][k]) for k in last["model"])
+    assert all(torch.equal(a, b) for a, b in zip(last["average"]["average"], split["average"]["average"]))
