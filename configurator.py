@@ -55,6 +55,10 @@ class TrainConfig:
     eval_only: bool = opt(False, "evaluate out_dir's checkpoint on eval_split, write "
                                  "metrics_SPLIT.json")
     eval_split: str = opt("val", "split for eval_only: 'val' or 'test'")
+    dynamic_lr: float = opt(0.0, "eval_only, language models: also score by dynamic evaluation "
+                                 "(SGD at this learning rate after each window); 0: off")
+    dynamic_decay: float = opt(0.0, "dynamic evaluation: pull towards the trained weights after "
+                                    "each step, in [0, 1)")
     stop_after: int = opt(0, "stop (saving ckpt_last.pt) after this many steps of this run; 0: off")
     stop_at_loss: float = opt(0.0, "stop once the exact val loss is <= this (time-to-loss runs); "
                                    "0: off")
@@ -281,8 +285,14 @@ def validate(cfg, model_kw):
     errors += [f"{k}={getattr(cfg, k)} must be >= 1" for k in positive if getattr(cfg, k) < 1]
     errors += [f"{k}={getattr(cfg, k)} must be >= 0" for k in
                ("max_iters", "warmup_iters", "weight_decay", "grad_clip", "stop_after",
-                "stop_at_loss")
+                "stop_at_loss", "dynamic_lr")
                if getattr(cfg, k) < 0]
+    if not 0 <= cfg.dynamic_decay < 1:
+        errors.append(f"dynamic_decay={cfg.dynamic_decay} must be in [0, 1)")
+    if cfg.dynamic_lr and not (cfg.eval_only and TASKS.get(cfg.dataset, "lm") == "lm"):
+        errors.append(f"dynamic_lr={cfg.dynamic_lr} is for scoring a language model "
+                      f"(--eval_only=true on a language-model data set), not for training; "
+                      f"drop it or add --eval_only=true")
     block_size = model_kw.get("block_size", DEFAULTS["block_size"])
     if not 0 <= cfg.eval_stride <= block_size:
         errors.append(f"eval_stride={cfg.eval_stride} must be in [0, block_size={block_size}]: "

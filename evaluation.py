@@ -76,6 +76,46 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
     return metrics
 
 
+def dynamic_evaluate(model, data, split, cfg, device, autocast, lr, decay=0.0):
+    """Dynamic evaluation (Krause et al. 2018, the SGD form with a decay to the trained weights): a
+    language model's split scored in order, one window at a time (cfg.eval_stride's windows, so
+    every target once, as evaluate scores them), and after each window is scored, one SGD step of
+    learning rate lr on the mean loss of the targets it scored, then the weights pulled a fraction
+    decay of the way back to the trained ones. The model adapts to the text it has already been
+    scored on, never to a token before scoring it. A figure apart from the static one (evaluate),
+    which it never replaces; the trained weights are restored afterwards. One process; dropout off."""
+    if data.task != "lm":
+        raise ValueError(f"dynamic evaluation scores language models; {data.name!r} is a "
+                         f"{data.task} data set")
+    params = [p for p in model.parameters() if p.requires_grad]
+    weights = [p.detach() for p in params]
+    trained = [w.clone() for w in weights]
+    tokens = split_on_device(data, split, device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
+    compiled = "torch._dynamo" in sys.modules
+    model.eval()
+    try:
+        with torch.compiler.set_stance("force_eager") if compiled else nullcontext():
+            for x, y in lm_eval_batches(tokens, 1, model.config.block_size, cfg.eval_stride):
+                with autocast:
+                    logits, _ = model(x)
+                nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1,
+                                       reduction="sum")
+                n = (y >= 0).sum()
+                sums += torch.stack([nats.detach().double(), n.double()])
+                grads = torch.autograd.grad(nats / n.clamp(min=1), params)
+                with torch.no_grad():  # scored first, then learned from
+                    torch._foreach_add_(weights, grads, alpha=-lr)
+                    if decay:
+                        torch._foreach_lerp_(weights, trained, decay)
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(weights, trained)
+        model.train()
+    metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
+    return {**metrics, "eval_stride": cfg.eval_stride, "dynamic_lr": lr, "dynamic_decay": decay}
+
+
 def lm_metrics(nats, n_targets, data, split):
     """Loss per token, perplexity, and bits per token; bits per character for text tokenizers."""
     loss = nats / n_targets

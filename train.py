@@ -37,7 +37,7 @@ from configurator import (DATA_KEYS, DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigErr
                           print_help)  # (the keys are re-exported)
 from data import (Data, DataError, cls_batch, cls_batches_of_every_length, lm_batch,
                   mlm_mask)
-from evaluation import evaluate, headline, split_on_device
+from evaluation import dynamic_evaluate, evaluate, headline, split_on_device
 from model import Transformer, TransformerConfig
 from optimizers import WeightAverage, lr_at, make_optimizers
 from parallel import GraphedStep, all_reduce, parallelize, setup_distributed, sharded
@@ -354,6 +354,16 @@ def evaluate_only(run):
         windows = evaluate(run.raw, run.data, split, cfg, run.device, run.autocast, run.rank,
                            run.world, stride=0)
         metrics["separate_windows"] = {k: windows[k] for k in ("loss", "perplexity")}
+    if cfg.dynamic_lr:  # a figure apart: the static one above stays the result
+        if run.world > 1:
+            raise ConfigError("dynamic evaluation scores the split in order in one process; run "
+                              "it without torchrun")
+        dynamic = dynamic_evaluate(run.raw, run.data, split, cfg, run.device, run.autocast,
+                                   cfg.dynamic_lr, cfg.dynamic_decay)
+        metrics["dynamic"] = {k: dynamic[k] for k in ("loss", "perplexity", "dynamic_lr",
+                                                      "dynamic_decay")}
+        run.say(f"{split}, dynamic evaluation (lr {cfg.dynamic_lr}, decay {cfg.dynamic_decay}): "
+                f"loss {dynamic['loss']:.4f} | perplexity {dynamic['perplexity']:.4f}")
     result = {"split": split, "step": run.ckpt["step"], "checkpoint": str(run.ckpt_path), **metrics}
     if run.master:
         write_json(run.out / f"metrics_{split}.json", result)

@@ -464,3 +464,54 @@ def test_ablate_test_flag_end_to_end(tmp_path, tiny_data):
     assert "## Test split: `fast` (selected by best mean loss on val)" in md
     assert f"| 0 | {saved['loss']:.4f} | {saved['accuracy']:.4f} | {saved['macro_f1']:.4f} |" in md
     assert f"| mean ± std | {saved['loss']:.4f} | {saved['accuracy']:.4f} | {saved['macro_f1']:.4f} |" in md
+
+
+def _dynamic_setup(tiny_data, monkeypatch, tokens):
+    """A small trained-from-nothing char model, and the val split replaced by tokens."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    monkeypatch.setattr(evaluation, "split_on_device", lambda data, split, device: tokens)
+    cfg, _ = train.parse_args(["--eval_stride=8", "--eval_batch_size=4", "--block_size=16"])
+    return model, Data("shakespeare_char", tiny_data), cfg
+
+
+def test_dynamic_evaluation_scores_each_window_before_learning_from_it(tiny_data, monkeypatch):
+    """Krause et al.'s dynamic evaluation: with a learning rate of 0, or a decay that undoes every
+    step, it is the static evaluation; on one window it is the static score whatever the learning rate
+    (nothing may be learned before a token is scored); on text that repeats itself it scores the
+    repeat better; the trained weights come back. Bugs caught: the SGD step taken before the scoring
+    (a model that has seen the answer), the decay pulling the wrong way, weights left adapted."""
+    g = torch.Generator().manual_seed(1)
+    text = torch.randint(0, 65, (40,), generator=g)
+    repeated = text.repeat(6)
+    model, data, cfg = _dynamic_setup(tiny_data, monkeypatch, repeated)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dev = torch.device("cpu")
+    static = evaluation.evaluate(model, data, "val", cfg, dev, nullcontext())
+    zero = evaluation.dynamic_evaluate(model, data, "val", cfg, dev, nullcontext(), lr=0.0)
+    assert zero["loss"] == pytest.approx(static["loss"], rel=1e-6) and zero["tokens"] == static["tokens"]
+    adapted = evaluation.dynamic_evaluate(model, data, "val", cfg, dev, nullcontext(), lr=0.1)
+    assert adapted["loss"] < static["loss"] - 0.3  # it has learned the text it already scored
+    undone = evaluation.dynamic_evaluate(model, data, "val", cfg, dev, nullcontext(), lr=0.1,
+                                         decay=1 - 1e-9)
+    assert undone["loss"] == pytest.approx(static["loss"], rel=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # one window: scored before any step, so the learning rate cannot matter
+    monkeypatch.setattr(evaluation, "split_on_device", lambda data, split, device: text[:17])
+    one_static = evaluation.evaluate(model, data, "val", cfg, dev, nullcontext())
+    one = evaluation.dynamic_evaluate(model, data, "val", cfg, dev, nullcontext(), lr=10.0)
+    assert one["loss"] == pytest.approx(one_static["loss"], rel=1e-6) and one["tokens"] == 16
+
+
+def test_dynamic_evaluation_options_are_checked(tiny_data, tmp_path):
+    """dynamic_lr is an eval_only option of language models; its decay is a fraction."""
+    with pytest.raises(train.ConfigError) as info:
+        train.parse_args(["--dynamic_lr=1e-4", "--dynamic_decay=1.5"])
+    assert "--eval_only=true" in str(info.value) and "dynamic_decay=1.5 must be in [0, 1)" in str(info.value)
+    with pytest.raises(train.ConfigError, match="dynamic_lr"):
+        train.parse_args(["--dynamic_lr=1e-4", "--eval_only=true", "--dataset=sst2"])
+    run(tiny_data, tmp_path, "--max_iters=4", "--eval_interval=4", "--eval_stride=8")
+    result = run(tiny_data, tmp_path, "--eval_only=true", "--eval_stride=8", "--dynamic_lr=0.01")
+    saved = json.loads((tmp_path / "metrics_val.json").read_text())
+    assert saved["dynamic"]["dynamic_lr"] == 0.01 and saved["loss"] == result["loss"]
+    assert saved["dynamic"]["loss"] != saved["loss"] and math.isfinite(saved["dynamic"]["perplexity"])
