@@ -193,9 +193,11 @@ def run_state(out_dir, cfg, model_kw):
         return "fresh"
     want = {**dataclasses.asdict(cfg),
             **{k: model_kw.get(k, train.DEFAULTS[k]) for k in train.MODEL_KEYS}}
-    have = {**saved.get("train", {}), **saved.get("model", {})}
-    if have.get("init_from") == "resume":  # a resumed run: where it first started is not saved
-        have["init_from"] = want["init_from"]
+    # a key the run's code did not have yet held its default then
+    defaults = {**dataclasses.asdict(train.TrainConfig()), **train.DEFAULTS}
+    have = {**defaults, **saved.get("train", {}), **saved.get("model", {})}
+    if have["init_from"] == "resume":  # resumed by older code, which saved no starting point:
+        have["init_from"] = "scratch"  # a pretrained run is then trained again, to be safe
     skip = set(NOT_COMPARED)
     if cfg.init_from not in ("scratch", "resume"):  # the shape came from the pretrained encoder
         skip |= {k for k in train.PRETRAINED_KEYS if k not in model_kw}
@@ -442,6 +444,11 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
         raise StudyError(f"--set init_from={extra['init_from']}: ablate.py resumes a cut-off run "
                          f"itself and starts the others from scratch; --set init_from=PATH starts "
                          f"every run from that checkpoint (a pretrained encoder)")
+    if "init_from" in extra:  # the runs start in the repository root: a path from here, made whole
+        path = Path(extra["init_from"]).resolve()
+        if not path.is_file():
+            raise StudyError(f"--set init_from={extra['init_from']}: no such file ({path})")
+        extra["init_from"] = str(path)
     names = list(study["variants"])
     if variants:
         unknown = [v for v in variants if v not in study["variants"]]

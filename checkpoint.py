@@ -153,8 +153,13 @@ def load_optimizer_states(model, optimizers, states):
     names = {p: name for name, p in model.named_parameters()}
     for opt, state in zip(optimizers, states):
         order = [names[p] for g in opt.param_groups for p in g["params"]]
+        # how torch.optim.AdamW computes is this run's choice, not the file's: a state saved by
+        # optimizers.AdamW names no kernel, and loading it would drop fused=True
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
         set_optimizer_state_dict(model, opt, relabel(state, dict(enumerate(order))),
                                  options=StateDictOptions(full_state_dict=True))
+        for group, kept in zip(opt.param_groups, kernels):
+            group.update(kept)
 
 
 def relabel(state, key):

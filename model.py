@@ -704,10 +704,11 @@ class Transformer(nn.Module):
                 logits.float(), targets, label_smoothing=cfg.label_smoothing)
         elif not return_logits and targets is not None and torch.is_grad_enabled():
             h, targets = h.flatten(0, 1), targets.reshape(-1)
-            if cfg.mlm and not (torch.compiler.is_compiling()
+            if cfg.mlm and not (cfg.fp8_head or torch.compiler.is_compiling()
                                 or h.is_cuda and torch.cuda.is_current_stream_capturing()):
                 # only the masked tokens (15%) are scored: the head's products shrink ~7x. The
-                # selection's size depends on the data, so a compiled or recorded step keeps all
+                # selection's size depends on the data, so a compiled or recorded step keeps all,
+                # and so does the FP8 head, whose products need rows in multiples of 16
                 keep = targets >= 0
                 keep[0] = True  # never an empty selection (an unscored target adds nothing)
                 h, targets = h[keep], targets[keep]

@@ -253,6 +253,9 @@ def train(cfg, model_kw, quiet=False):
             step = train_loop(run, signalled)
         if not cfg.save_checkpoints:
             run.checkpoint(step)
+            if run.average is not None:  # the weights evaluated, which eval_only then scores
+                with run.average.swapped_in():
+                    run.checkpoint(step, "ckpt_best.pt")
         result = {"step": step, "best_val": run.best, "wall_s": time.time() - run.t_start,
                   "params": run.raw.num_params(), "split": "val", **(run.last_metrics or {})}
         if run.master:
@@ -349,15 +352,15 @@ def evaluate_only(run):
     """eval_only: the checkpoint's metrics on eval_split, written to metrics_SPLIT.json beside the
     training run's metrics.json, never over it."""
     cfg, split = run.cfg, run.cfg.eval_split
+    if cfg.dynamic_lr and run.world > 1:
+        raise ConfigError("dynamic evaluation scores the split in order in one process; run "
+                          "it without torchrun")
     metrics = evaluate(run.raw, run.data, split, cfg, run.device, run.autocast, run.rank, run.world)
     if run.data.task == "lm" and cfg.eval_stride:  # the separate-window figure too, for comparison
         windows = evaluate(run.raw, run.data, split, cfg, run.device, run.autocast, run.rank,
                            run.world, stride=0)
         metrics["separate_windows"] = {k: windows[k] for k in ("loss", "perplexity")}
     if cfg.dynamic_lr:  # a figure apart: the static one above stays the result
-        if run.world > 1:
-            raise ConfigError("dynamic evaluation scores the split in order in one process; run "
-                              "it without torchrun")
         dynamic = dynamic_evaluate(run.raw, run.data, split, cfg, run.device, run.autocast,
                                    cfg.dynamic_lr, cfg.dynamic_decay)
         metrics["dynamic"] = {k: dynamic[k] for k in ("loss", "perplexity", "dynamic_lr",
@@ -610,6 +613,8 @@ def setup_run(cfg, model_kw, quiet=False):
         run.graphed = GraphedStep(run.model, examples, 1 / cfg.grad_accum, dtype)
         stages.done("cuda_graph")
     run.setup_s = stages.seconds  # logged, with the first step's time, when that step is done
+    if cfg.init_from == "resume":  # config.json and the checkpoints keep where the run first began
+        run.cfg = replace(cfg, init_from=ckpt["config"]["train"]["init_from"])
     return run
 
 

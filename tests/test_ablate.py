@@ -185,6 +185,15 @@ def test_summarize_only_reports_the_finished_runs_and_trains_nothing(quick, tiny
     assert "the 4 runs finished of 6" in again["summarized"]
     md = (copy / "summary.md").read_text()
     assert "summarized without training" in md and "--summarize" in md and "--size=quick" in md
+    # runs of older code, whose config.json lacks options added since (at their defaults then),
+    # still count as finished (bug caught: every earlier study retrained after an option was added)
+    for saved in (copy / "runs").glob("*/config.json"):
+        config = json.loads(saved.read_text())
+        for key in ("ema_decay", "dynamic_lr", "dynamic_decay"):
+            config["train"].pop(key)
+        saved.write_text(json.dumps(config))
+    older = ablate.run_study("lm", seeds=2, quick=True, out=copy, variants=VARIANTS, extra=extra, quiet=True)
+    assert older["ran"] == 0 and older["skipped"] == 4
     # a study cut off before its baseline finished: the rows and the summary, but no chart, which
     # draws differences from the baseline (bug caught: the chart's error lost the whole summary)
     shutil.rmtree(copy / "runs" / "baseline-s0")

@@ -2,6 +2,8 @@
 pretraining corpus (training text only, one shared vocabulary), the mlm task in train.py, and
 init_from=PATH (a classifier started from a pretrained encoder). Each docstring names the bug
 it catches."""
+import json
+
 import pytest
 import torch
 
@@ -188,5 +190,17 @@ def test_a_fine_tuning_study_skips_its_finished_runs_and_reruns_for_another_enco
     assert again["summary"] == results["summary"]
     moved = ablate.run_study("pretrained", extra={**extra, "init_from": str(other)}, **kw)
     assert moved["ran"] == 1
+    # a run cut off and resumed still records the encoder it started from (config.json), so it is
+    # kept for that encoder and trained again for another
+    kw2 = {**kw, "out": tmp_path / "cut"}
+    ablate.run_study("pretrained", extra={**extra, "init_from": str(first), "stop_after": "5"}, **kw2)
+    resumed = ablate.run_study("pretrained", extra={**extra, "init_from": str(first)}, **kw2)
+    assert resumed["ran"] == 1 and resumed["failed"] == []
+    saved = json.loads((tmp_path / "cut" / "runs" / "lr-2e-4-s0" / "config.json").read_text())
+    assert saved["train"]["init_from"] == str(first.resolve())
+    assert ablate.run_study("pretrained", extra={**extra, "init_from": str(first)}, **kw2)["ran"] == 0
+    assert ablate.run_study("pretrained", extra={**extra, "init_from": str(other)}, **kw2)["ran"] == 1
     with pytest.raises(ablate.StudyError, match="init_from=resume"):
         ablate.run_study("pretrained", extra={**extra, "init_from": "resume"}, **kw)
+    with pytest.raises(ablate.StudyError, match="no such file"):
+        ablate.run_study("pretrained", extra={**extra, "init_from": str(tmp_path / "none.pt")}, **kw)

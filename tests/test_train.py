@@ -669,3 +669,7 @@ def test_ema_run_evaluates_and_keeps_the_average_and_resumes_bit_exactly(tiny_da
     assert train_losses(tmp_path / "full") == train_losses(tmp_path / "split")
     assert all(torch.equal(last["model"][k], split["model"][k]) for k in last["model"])
     assert all(torch.equal(a, b) for a, b in zip(last["average"]["average"], split["average"]["average"]))
+    # without checkpoints at the evaluations, the averaged weights are still what eval_only scores
+    result = run(tiny_data, tmp_path / "once", *args, "--save_checkpoints=false")
+    scored = run(tiny_data, tmp_path / "once", "--eval_only=true", "--ema_decay=0.9")
+    assert scored["loss"] == pytest.approx(result["loss"], rel=1e-6)
