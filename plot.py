@@ -9,13 +9,15 @@ Pictures of runs, models and studies, written as PNG files (headless: no display
 
 Other kinds: `confusion --out_dir=RUN` (a classifier's metrics.json), `ablation results/lm`
 (a study's results.json), `scaling results/scaling` (a size study's metric against parameters)
-and `attention_bench FILE.json` (bench.py --mode=attention's JSON). Every
+`attention_bench FILE.json` (bench.py --mode=attention's JSON) and `versus LOG LOG --labels=A,B`
+(val loss of time-stamped training logs, e.g. nanoGPT's beside ours). Every
 kind takes --out=PATH; by default the PNG goes into the run's directory (the current one for
 positions without a run, and for several curves), named after the kind.
 """
 import argparse
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -676,6 +678,63 @@ def plot_scaling(results, path):
 
 
 # ----------------------------------------------------------------------------------------------
+# time-stamped logs of different programs (nanoGPT's and ours), side by side
+
+STAMPED_EVAL = re.compile(r"^\[\s*([\d.]+)\]\s+step\s+(\d+):.*?val loss ([\d.]+)")
+
+
+def stamped_evals(path):
+    """[(seconds from launch, step, val loss)] of a training log whose lines each start with
+    '[seconds]' (the launch-relative stamp of results/shakespeare_char/side-by-side/stamp.py), and
+    whose evaluation lines read 'step N: ... val loss X' (nanoGPT's and train.py's both do)."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError as e:
+        raise PlotError(f"cannot read {path}: {e.strerror}") from None
+    evals = [(float(m[1]), int(m[2]), float(m[3])) for m in map(STAMPED_EVAL.match, lines) if m]
+    if not evals:
+        raise PlotError(f"{path} has no time-stamped evaluation lines ('[seconds] step N: ... "
+                        f"val loss X'): pipe the training output through stamp.py")
+    return evals
+
+
+def versus_figure(paths, labels):
+    """Val loss against seconds from launch and against step, one colour per log, each log's best
+    point starred and labelled; the y axis spans the region near the best losses (earlier, higher
+    points are cut off, and the caption says so)."""
+    if len(labels) != len(paths):
+        raise PlotError(f"{len(labels)} labels for {len(paths)} logs: give one label per log")
+    series = [stamped_evals(p) for p in paths]
+    best = min(v for evals in series for _, _, v in evals)
+    top = best + 0.35
+    fig = Figure(figsize=(12, 4.8), dpi=DPI, layout="constrained")
+    ax_time, ax_step = fig.subplots(1, 2)
+    for i, (evals, label) in enumerate(zip(series, labels)):
+        color = f"C{i % 10}"
+        t, step, loss = zip(*evals)
+        k = int(np.argmin(loss))
+        for ax, x in ((ax_time, t), (ax_step, step)):
+            ax.plot(x, loss, color=color, lw=2, marker="o", ms=4, label=label, gid=f"val:{label}")
+            ax.plot([x[k]], [loss[k]], marker="*", ms=14, color=color, ls="none")
+            ax.annotate(f"{loss[k]:.4f}", (x[k], loss[k]), xytext=(4, -14),
+                        textcoords="offset points", fontsize=9, color=color)
+    for ax, xlabel in ((ax_time, "seconds from launch"), (ax_step, "optimizer step")):
+        ax.set(xlabel=xlabel, ylabel="val loss (nats per token)", ylim=(best - 0.03, top))
+        ax.grid(alpha=0.3)
+    ax_time.set_title("val loss against time from launch")
+    ax_step.set_title("val loss against step")
+    ax_time.legend(fontsize=9)
+    fig.suptitle(f"{' vs '.join(labels)} (best point starred; losses above {top:.2f} are off the "
+                 f"chart)")
+    return fig
+
+
+def plot_versus(paths, path, labels):
+    """The side-by-side chart (versus_figure), saved as PNG."""
+    return save(versus_figure(paths, labels), path)
+
+
+# ----------------------------------------------------------------------------------------------
 # position encodings
 
 def cosine_matrix(table):
@@ -796,6 +855,10 @@ def main(argv=None):
     s = add("attention_bench",
             "manual vs sdpa attention: ms and peak memory against sequence length", run=False)
     s.add_argument("bench", help="the JSON of python bench.py --mode=attention --json=FILE")
+    s = add("versus", "val loss against time from launch and step, from time-stamped logs of any "
+                      "programs (e.g. nanoGPT's train.py and ours)", run=False)
+    s.add_argument("logs", nargs="+", help="training logs, each line prefixed '[seconds]'")
+    s.add_argument("--labels", help="comma-separated legend labels, one per log (default: names)")
     s = add("positions", "sinusoidal / learned position similarity and the RoPE spectrum")
     for key, default in (("block_size", 256), ("n_embd", 384), ("n_head", 6),
                          ("rope_base", 10000.0)):
@@ -810,6 +873,8 @@ def main(argv=None):
         home = Path(a.results).parent if a.results.endswith(".json") else Path(a.results)
     elif a.kind == "attention_bench":
         home = Path(a.bench).parent
+    elif a.kind == "versus":
+        home = Path(a.logs[0]).parent
     out = Path(a.out or home / f"{a.kind}.png")
     try:
         if a.kind == "curves":
@@ -833,6 +898,10 @@ def main(argv=None):
                                 f"python bench.py --mode=attention --json={a.bench}")
             plot_attention_bench(read_json(a.bench, "python bench.py --mode=attention --json=FILE"),
                                  out)
+        elif a.kind == "versus":
+            labels = ([x.strip() for x in a.labels.split(",")] if a.labels
+                      else [Path(f).stem for f in a.logs])
+            plot_versus(a.logs, out, labels)
         else:
             plot_positions(out, a.out_dir, a.block_size, a.n_embd, a.n_head, a.rope_base)
     except (PlotError, train.CheckpointError, DataError) as e:

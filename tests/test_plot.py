@@ -399,3 +399,33 @@ def test_scaling_cli_and_errors(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps(scaling_results([("a", 0, 1e5, 2.0)])))
     assert plot.main(["scaling", str(tmp_path)]) == 1
     assert "at least two variants" in capsys.readouterr().err
+
+
+def test_versus_reads_both_programs_evaluation_lines(tmp_path, capsys):
+    """Time-stamped logs of nanoGPT ('step N: train loss A, val loss B') and of train.py ('step N: val
+    loss B | ...'): every evaluation line, and nothing else (training lines, 'iter' lines), in order,
+    against seconds and steps; a log without stamps is refused by name. Bugs caught: the train loss
+    read as the val loss, a training line taken for an evaluation, an unstamped log drawn empty."""
+    nano = tmp_path / "nano.log"
+    nano.write_text("[    3.18] Overriding config\n[   36.24] iter 0: loss 4.2667, time 27004.23ms\n"
+                    "[   40.60] step 250: train loss 1.9, val loss 2.0793\n"
+                    "[   69.33] step 1750: train loss 1.1, val loss 1.4624\n")
+    ours = tmp_path / "ours.log"
+    ours.write_text("[   30.12] step      0/3000 | loss 4.2069 | lr 9.90e-06\n"
+                    "[   37.13] step 250: val loss 2.0742 | perplexity 7.9580 (best) | 34.0 s\n"
+                    "[  110.68] step 2750: val loss 1.4422 | perplexity 4.2302 (best) | 107.5 s\n")
+    assert plot.stamped_evals(nano) == [(40.6, 250, 2.0793), (69.33, 1750, 1.4624)]
+    assert plot.stamped_evals(ours) == [(37.13, 250, 2.0742), (110.68, 2750, 1.4422)]
+    fig = plot.versus_figure([nano, ours], ["nanoGPT", "ours"])
+    ax_time, ax_step = fig.axes
+    lines = {l.get_gid(): l.get_data() for l in ax_time.lines if l.get_gid()}
+    assert list(lines["val:ours"][0]) == [37.13, 110.68] and list(lines["val:nanoGPT"][1]) == [2.0793, 1.4624]
+    assert [list(l.get_data()[0]) for l in ax_step.lines if l.get_gid() == "val:ours"] == [[250, 2750]]
+    assert ax_time.get_xlabel() == "seconds from launch" and "val loss" in ax_time.get_ylabel()
+    assert plot.main(["versus", str(nano), str(ours), "--labels=nanoGPT,ours"]) == 0
+    check_png(tmp_path / "versus.png", (12, 4.8))
+    (tmp_path / "plain.log").write_text("step 250: val loss 2.0\n")
+    assert plot.main(["versus", str(tmp_path / "plain.log")]) == 1
+    assert "no time-stamped evaluation lines" in capsys.readouterr().err
+    with pytest.raises(plot.PlotError, match="2 labels for 1 logs"):
+        plot.versus_figure([nano], ["a", "b"])
