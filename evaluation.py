@@ -2,6 +2,7 @@
 Exact evaluation: a model's metrics over a whole split (never random batches, which blur ablation
 deltas), sharded over processes and all-reduced. Language models: loss, perplexity, bits per token
 and per character; classifiers: accuracy, macro-F1, per-class scores and the confusion matrix.
+Dynamic evaluation of a language model (dynamic_evaluate) is a separate figure.
 
     metrics = evaluate(raw, data, "val", cfg, device, autocast)   # {"loss": ..., "perplexity": ...}
     print(headline(metrics))  # loss 1.4712 | perplexity 4.3553 | ...

@@ -1,6 +1,7 @@
 """
 The schedule and the optimizers: linear warmup then cosine decay; AdamW (decay on matrices and
-embeddings only), or Muon for the blocks' weight matrices beside AdamW for the rest.
+embeddings only), or Muon for the blocks' weight matrices beside AdamW for the rest; and a moving
+average of the weights. None is a torch.optim class (see Optimizer).
 
     optimizers = make_optimizers(model, cfg, device)   # [AdamW] or [AdamW, Muon]
     lr = lr_at(step, cfg)
