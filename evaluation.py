@@ -24,11 +24,17 @@ from parallel import all_reduce, sharded
 def evaluate(model, data, split, cfg, device, autocast, rank=0, world=1, stride=None):
     """Metrics over the whole split. Batches are sharded over processes and the sums all-reduced.
     Language models are scored with cfg.eval_stride (or stride): see data.lm_eval_batches.
-    Always eager: compiling the inference shapes too would cost more than a few evaluations take.
-    If the compiler was never imported, nothing is compiled, and importing it would cost seconds."""
-    compiled = "torch._dynamo" in sys.modules
-    with torch.compiler.set_stance("force_eager") if compiled else nullcontext():
+    Always eager: compiling the inference shapes too would cost more than a few evaluations take."""
+    with eager():
         return _evaluate(model, data, split, cfg, device, autocast, rank, world, stride)
+
+
+def eager():
+    """Compiled code runs its original Python inside the block. If the compiler was never
+    imported, nothing is compiled, and importing it (for set_stance) would cost seconds."""
+    if "torch._dynamo" not in sys.modules:
+        return nullcontext()
+    return torch.compiler.set_stance("force_eager")
 
 
 def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=None):
@@ -93,10 +99,9 @@ def dynamic_evaluate(model, data, split, cfg, device, autocast, lr, decay=0.0):
     trained = [w.clone() for w in weights]
     tokens = split_on_device(data, split, device)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
-    compiled = "torch._dynamo" in sys.modules
     model.eval()
     try:
-        with torch.compiler.set_stance("force_eager") if compiled else nullcontext():
+        with eager():
             for x, y in lm_eval_batches(tokens, 1, model.config.block_size, cfg.eval_stride):
                 with autocast:
                     logits, _ = model(x)

@@ -174,11 +174,13 @@ class AdamW(Optimizer):
                 if p.grad is not None:
                     batches.setdefault((p.device, p.dtype), []).append(p)
             for params in batches.values():
-                states = [self.state.setdefault(p, {
-                    "step": torch.zeros((), dtype=torch.float32, device=p.device),
-                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)})
-                    for p in params]
+                for p in params:
+                    if p not in self.state:  # the first step: zero moments
+                        self.state[p] = {
+                            "step": torch.zeros((), dtype=torch.float32, device=p.device),
+                            "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                            "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+                states = [self.state[p] for p in params]
                 steps = [s["step"] for s in states]
                 torch._foreach_add_(steps, 1)
                 beta1, beta2 = group["betas"]
@@ -227,8 +229,10 @@ class Muon(Optimizer):
             if not params:
                 continue
             grads = [p.grad for p in params]
-            bufs = [self.state.setdefault(p, {}).setdefault("momentum_buffer", torch.zeros_like(p))
-                    for p in params]
+            for p in params:
+                if p not in self.state:  # the first step: a zero momentum buffer
+                    self.state[p] = {"momentum_buffer": torch.zeros_like(p)}
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
             torch._foreach_lerp_(bufs, grads, 1 - momentum)
             updates = torch._foreach_lerp(grads, bufs, momentum)  # Nesterov
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])

@@ -254,7 +254,7 @@ def train(cfg, model_kw, quiet=False):
         if not cfg.save_checkpoints:
             run.checkpoint(step)
             if run.average is not None:  # the weights evaluated, which eval_only then scores
-                with run.average.swapped_in():
+                with run.evaluated_weights():
                     run.checkpoint(step, "ckpt_best.pt")
         result = {"step": step, "best_val": run.best, "wall_s": time.time() - run.t_start,
                   "params": run.raw.num_params(), "split": "val", **(run.last_metrics or {})}
@@ -322,8 +322,7 @@ def evaluate_and_checkpoint(run, step, progress):
     reached."""
     cfg, data = run.cfg, run.data
     t_eval = time.time()
-    averaged = run.average.swapped_in() if run.average is not None else nullcontext()
-    with averaged:  # ema_decay: the averaged weights are the ones evaluated, and kept if best
+    with run.evaluated_weights():
         run.last_metrics = m = evaluate(run.raw, data, "val", cfg, run.device, run.autocast,
                                         run.rank, run.world)
     elapsed = time.time() - run.t_start
@@ -338,7 +337,7 @@ def evaluate_and_checkpoint(run, step, progress):
     if cfg.save_checkpoints:
         run.checkpoint(step)  # the trained weights (and their average, to resume)
         if improved:  # the weights evaluated
-            with run.average.swapped_in() if run.average is not None else nullcontext():
+            with run.evaluated_weights():
                 run.checkpoint(step, "ckpt_best.pt")
     progress.eval_s = time.time() - t_eval  # the whole pause, for the ETA: checkpoints included
     if cfg.stop_at_loss and data.task == "lm" and m["loss"] <= cfg.stop_at_loss:
@@ -551,6 +550,11 @@ class Run:
     @property
     def master(self):
         return self.rank == 0
+
+    def evaluated_weights(self):
+        """A block in which the model holds the weights that evaluation scores: the average
+        (ema_decay), else the trained ones as they are."""
+        return self.average.swapped_in() if self.average is not None else nullcontext()
 
     def checkpoint(self, step, which="ckpt_last.pt"):
         # FSDP: every process takes part
