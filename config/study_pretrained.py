@@ -15,5 +15,7 @@ quick = dict(max_iters=20, warmup_iters=2, eval_interval=10, batch_size=8)
 
 variants = {
     "lr=2e-4": {},
+    "lr=1e-4": dict(learning_rate=1e-4, min_lr=1e-5),
+    "lr=3e-4": dict(learning_rate=3e-4, min_lr=3e-5),
     "lr=5e-4": dict(learning_rate=5e-4, min_lr=5e-5),
 }
