@@ -59,6 +59,8 @@ class TransformerConfig:
     embd_dropout: float = -1.0  # on the input embeddings, per element (AWD-LSTM's dropouti)
     out_dropout: float = 0.0    # on the final hidden states before the head (AWD-LSTM's dropouto)
     word_dropout: float = 0.0   # whole word types of the input embedding (Gal & Ghahramani 2016)
+    layer_drop: float = 0.0     # stochastic depth (Huang et al. 2016): drop a sequence's residual
+                                # branch with a rate rising linearly to this at the last layer
     norm_eps: float = 1e-5      # LayerNorm epsilon
     rope_base: float = 10000.0  # RoPE theta_i = base^(-2i/d) (Su et al. 2021, eq. 15)
     # head
@@ -95,9 +97,12 @@ class TransformerConfig:
             if not (getattr(self, name) == -1.0 or 0.0 <= getattr(self, name) < 1.0):
                 errors.append(f"{name}={getattr(self, name)} must be in [0, 1), "
                               f"or -1 for dropout's rate")
-        for name in ("out_dropout", "word_dropout"):
+        for name in ("out_dropout", "word_dropout", "layer_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 errors.append(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if self.layer_drop and not self.residual:
+            errors.append(f"layer_drop={self.layer_drop} drops residual branches: it needs "
+                          f"residual=True")
         if not 0.0 <= self.label_smoothing < 1.0:
             errors.append(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         for name in ("norm_eps", "rope_base"):
@@ -378,7 +383,10 @@ def layer_norm(cfg):
 class Block(nn.Module):
     """pre-LN:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))      (GPT-2; trains without warmup)
     post-LN: x = ln_1(x + attn(x));  x = ln_2(x + mlp(x))      (the 2017 paper; needs warmup)
-    residual=False drops the 'x +'; norm='none' makes every ln an identity."""
+    residual=False drops the 'x +'; norm='none' makes every ln an identity.
+    layer_drop: while training, each sequence skips each branch with probability
+    layer_drop * (layer_idx + 1) / n_layer, and a kept branch is scaled by 1 / (1 - that), so the
+    expected output is the full block's (stochastic depth, Huang et al. 2016, linear decay rule)."""
 
     def __init__(self, cfg, layer_idx):
         super().__init__()
@@ -388,9 +396,15 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.post_ln = cfg.norm == "post"
         self.residual = cfg.residual
+        self.drop_rate = cfg.layer_drop * (layer_idx + 1) / cfg.n_layer
 
     def add(self, x, y):
-        return x + y if self.residual else y
+        if not self.residual:
+            return y
+        if self.training and self.drop_rate:  # one draw per sequence: (B, 1, 1)
+            keep = torch.rand(y.shape[0], 1, 1, device=y.device) >= self.drop_rate
+            y = y * (keep / (1 - self.drop_rate)).to(y.dtype)
+        return x + y
 
     def forward(self, x, inputs):
         if self.post_ln:

@@ -240,7 +240,7 @@ def test_rates_and_inheritance_on_the_modules():
 
 @pytest.mark.parametrize("kw", [dict(attn_dropout=1.0), dict(resid_dropout=-0.5), dict(embd_dropout=-2.0),
                                 dict(out_dropout=-1.0), dict(out_dropout=1.0), dict(word_dropout=-1.0),
-                                dict(word_dropout=1.0)])
+                                dict(word_dropout=1.0), dict(layer_drop=1.0), dict(layer_drop=-0.1)])
 def test_bad_rates_are_refused(kw):
     """Only attn/resid/embd accept -1; every rate must be below 1.
     Catches: `< 1.0` -> `<= 1.0` for out/word dropout, or out_dropout left out of their check."""
@@ -249,6 +249,48 @@ def test_bad_rates_are_refused(kw):
         TransformerConfig(vocab_size=V, **kw)
     for ok in (0.0, 0.5) + ((-1.0,) if name in ("attn_dropout", "resid_dropout", "embd_dropout") else ()):
         TransformerConfig(vocab_size=V, **{name: ok})
+
+
+# ---- stochastic depth (layer_drop) ----------------------------------------------------------------
+
+def test_layer_drop_rises_linearly_to_its_rate_at_the_last_layer():
+    """Catches: the linear rule off by one (`layer_idx / n_layer`: the first layer never drops, the
+    last one below the rate) or one rate for every layer."""
+    m = model_of(n_layer=4, layer_drop=0.2)
+    assert [b.drop_rate for b in m.transformer.h] == pytest.approx([0.05, 0.1, 0.15, 0.2])
+    assert all(b.drop_rate == 0 for b in model_of(n_layer=4).transformer.h)
+
+
+def test_layer_drop_keeps_or_drops_a_whole_sequence_and_scales_what_it_keeps():
+    """In training, each sequence gets x (branch dropped) or x + y / (1 - rate), and over 4,000
+    sequences the dropped fraction is the rate (within 5 sigma).
+    Catches: a mask per position or per element, no rescaling, or the keep test inverted
+    (dropping 1 - rate)."""
+    block = model_of(n_layer=2, layer_drop=0.6).transformer.h[0].train()  # rate 0.3
+    rate, B = block.drop_rate, 4000
+    x, y = torch.randn(B, 5, 16), torch.randn(B, 5, 16)
+    torch.manual_seed(0)
+    out = block.add(x, y)
+    dropped = (out == x).all(-1).all(-1)
+    kept = torch.isclose(out, x + y / (1 - rate), atol=1e-6).all(-1).all(-1)
+    assert bool((dropped ^ kept).all()), "a sequence neither wholly dropped nor wholly kept"
+    assert abs(dropped.float().mean().item() - rate) < 5 * math.sqrt(rate * (1 - rate) / B)
+
+
+def test_layer_drop_is_off_in_eval_mode_and_the_same_model_without_it():
+    """Catches: the branch dropped at evaluation (`if self.training and ...` -> `if ...`)."""
+    a, b = same_weights(dict(layer_drop=0.5), {})
+    x = tokens()
+    torch.testing.assert_close(a.eval()(x)[0], b.eval()(x)[0], rtol=0, atol=0)
+    torch.manual_seed(1)
+    la = a.train()(x, x)[1]
+    torch.manual_seed(1)
+    assert la != b.train()(x, x)[1]  # and on in training
+
+
+def test_layer_drop_needs_residual_connections():
+    with pytest.raises(ValueError, match="layer_drop=0.1 drops residual branches"):
+        TransformerConfig(vocab_size=V, layer_drop=0.1, residual=False)
 
 
 def embedded(model, x):
