@@ -106,9 +106,11 @@ class Optimizer:
 
 
 class WeightAverage:
-    """An exponential moving average of the weights, kept beside them: after each optimizer step
-    avg += (1 - d) (w - avg), with d = min(decay, (1 + t) / (10 + t)) at update t, so that the first
-    steps' weights fade fast. Averaging the iterates is Polyak & Juditsky's (1992); AWD-LSTM's
+    """An exponential moving average of the weights, kept beside them, with Adam's bias correction:
+    after update t it is sum_s decay^(t-s) w_s / sum_s decay^(t-s) over the weights w_1..w_t seen
+    at updates 1..t, so the weights at the start (random) never count, and decay alone sets the
+    window (about 1 / (1 - decay) steps) from the first step on. Recursively:
+    avg += (1 - decay) / (1 - decay^t) * (w - avg). Averaging the iterates is Polyak & Juditsky's (1992); AWD-LSTM's
     NT-ASGD (Merity et al. 2017), a mainstay of the small-corpus language-model recipes, averages
     them uniformly once validation stalls; the exponential form needs no trigger. The training loop
     evaluates, and saves as ckpt_best.pt, the averaged weights, swapped into the model in place
@@ -121,8 +123,8 @@ class WeightAverage:
     @torch.no_grad()
     def update(self):
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1 - d)
+        weight = (1 - self.decay) / (1 - self.decay ** self.updates)  # 1 at the first update
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], weight)
 
     @contextmanager
     def swapped_in(self):

@@ -611,23 +611,29 @@ def test_an_eager_run_never_imports_the_compiler(tiny_data, tmp_path):
     assert "dynamo imported: False" in result.stdout, result.stdout[-2000:]
 
 
-def test_weight_average_follows_its_recursion_and_swaps_back_exactly():
-    """WeightAverage against its formula written out: avg += (1 - d_t)(w - avg), d_t = min(decay,
-    (1 + t) / (10 + t)); inside swapped_in() the parameters hold the average, after it (also after an
-    error) the trained weights bit for bit, in the same tensors. Bugs caught: the decay applied the
-    wrong way round (the average chasing the start), no warm-up of the decay, a swap that loses the
-    trained weights or replaces the parameter tensors (recorded graphs would read stale memory)."""
+def test_weight_average_is_the_decay_weighted_mean_of_the_weights_and_swaps_back_exactly():
+    """WeightAverage against its definition written out: after update t, sum_s d^(t-s) w_s /
+    sum_s d^(t-s) over the weights seen at updates 1..t (the initial ones never count); inside
+    swapped_in() the parameters hold the average, after it (also after an error) the trained weights
+    bit for bit, in the same tensors. Bugs caught: the decay applied the wrong way round (the average
+    chasing the start), no bias correction (the initial weights kept in the average), a warm-up that
+    overrides the decay (two decays giving the same average), a swap that loses the trained weights
+    or replaces the parameter tensors (recorded graphs would read stale memory)."""
     torch.manual_seed(0)
-    w = torch.nn.Parameter(torch.randn(5, 3))
+    w = torch.nn.Parameter(torch.randn(5, 3, dtype=torch.float64))
+    seen = []
     avg = optimizers.WeightAverage([w], decay=0.9)
-    expected = w.detach().clone()
+    other = optimizers.WeightAverage([w], decay=0.99)
     for t in range(1, 30):
         with torch.no_grad():
-            w.add_(torch.randn(5, 3))
+            w.add_(torch.randn(5, 3, dtype=torch.float64))
+        seen.append(w.detach().clone())
         avg.update()
-        d = min(0.9, (1 + t) / (10 + t))
-        expected = expected + (1 - d) * (w.detach() - expected)
-        torch.testing.assert_close(avg.average[0], expected, rtol=1e-6, atol=1e-6)
+        other.update()
+        for a, d in ((avg, 0.9), (other, 0.99)):
+            weights = [d ** (t - s) for s in range(1, t + 1)]
+            expected = sum(c * x for c, x in zip(weights, seen)) / sum(weights)
+            torch.testing.assert_close(a.average[0], expected, rtol=1e-10, atol=1e-10)
     trained, storage = w.detach().clone(), w.data_ptr()
     with avg.swapped_in():
         assert torch.equal(w.detach(), avg.average[0]) and w.data_ptr() == storage
