@@ -421,6 +421,10 @@ class Progress:
         self.flops_per_token = run.raw.flops_per_token(run.model_cfg.block_size)
         self.peak = peak_flops(run.device)
         self.val_tokens = run.data.meta["splits"]["val"]["tokens"]
+        # before an evaluation is timed, its checkpoints are guessed: ckpt_last.pt and ckpt_best.pt,
+        # weights and two optimizer moments in fp32 each, written at CHECKPOINT_BYTES_PER_S
+        n_params = sum(p.numel() for p in run.raw.parameters())
+        self.ckpt_s = 2 * 12 * n_params / CHECKPOINT_BYTES_PER_S if run.cfg.save_checkpoints else 0.0
         self.t_log, self.step_ms, self.step_tokens = time.time(), [], []
         # measured: steps after this process's first
         self.t_said, self.measured, self.eval_s = time.time(), [], None
@@ -458,7 +462,8 @@ class Progress:
             log_line(run.out, {"kind": "train", "step": step, "loss": loss, "lr": lr,
                                "grad_norm": grad_norm, "ms_per_step": ms, "tokens_per_s": tps,
                                "mfu": mfu, "mem_gb": mem, "time": now - run.t_start})
-        eta = eta_text(self.measured, self.eval_s, step, cfg, self.val_tokens, self.tokens_per_step)
+        eta = eta_text(self.measured, self.eval_s, step, cfg, self.val_tokens, self.tokens_per_step,
+                       self.ckpt_s)
         run.say(f"step {step:>6}/{cfg.max_iters} | loss {loss:.4f} | lr {lr:.2e} | "
                 f"gnorm {grad_norm:.2f} | {ms:6.1f} ms | {tps / 1e3:7.1f}k tok/s | "
                 f"MFU {f'{mfu:.1%}' if mfu else 'n/a'} | "
@@ -478,16 +483,21 @@ class Progress:
                 + f" | {time.time() - run.t_start:.1f} s")
 
 
-def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step):
+# used only until the first evaluation is timed: about what an H200 machine's disk took for the
+# two 79 MB checkpoints of config/sst2.py, serialisation and fsync included (results/speed-2026-12-01d)
+CHECKPOINT_BYTES_PER_S = 0.5e9
+
+
+def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step, ckpt_s=0.0):
     """Time left: the median of the measured steps times the steps left, plus the evaluations left
-    at the last one's duration. Not from the run's wall time, which holds the
-    first step's compilation."""
+    at the last one's duration (its checkpoints included). Not from the run's wall time, which
+    holds the first step's compilation. Before an evaluation is timed, one is guessed: a forward
+    pass (a third of a step's work) over the val split, plus ckpt_s for its checkpoints."""
     if not measured:
         return "after the next step"
     step_s = sorted(measured)[len(measured) // 2]
-    # none timed yet: a forward pass (a third of a step's work) over the val split
     if eval_s is None:
-        eval_s = step_s * val_tokens / tokens_per_step / 3
+        eval_s = step_s * val_tokens / tokens_per_step / 3 + ckpt_s
     evals = (cfg.max_iters // cfg.eval_interval - step // cfg.eval_interval
              + bool(cfg.max_iters % cfg.eval_interval))
     return format_seconds(step_s * (cfg.max_iters - step - 1) + eval_s * evals)

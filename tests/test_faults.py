@@ -304,6 +304,21 @@ def test_eta_comes_from_measured_steps_and_evaluations():
     assert train.eta_text([0.4, 0.5, 9.0], 3.0, 1, cfg, 1000, 100) == "0m58s"
     # no evaluation timed yet: one is a forward pass (1/3 step) over 1000 / 100 steps' worth of tokens
     assert train.eta_text([0.3], None, 1, train.TrainConfig(max_iters=11, eval_interval=10), 1000, 100) == "0m04s"
+    # and its checkpoints' guessed 2 s, at each of the evaluations at 10 and 11
+    assert train.eta_text([0.3], None, 1, train.TrainConfig(max_iters=11, eval_interval=10), 1000, 100, 2.0) == "0m08s"
+    # once one is timed, the guess is gone
+    assert train.eta_text([0.3], 1.0, 1, train.TrainConfig(max_iters=11, eval_interval=10), 1000, 100, 2.0) == "0m04s"
+
+
+def test_the_first_eta_guesses_the_checkpoints_of_a_run_that_saves_them(tiny_data, tmp_path, monkeypatch):
+    """Bug caught: the first lines' ETA leaving out the checkpoints (a small classifier whose 12
+    evaluations' checkpoints take longer than its steps: its ETA at step 50 read 9 s of 15 s)."""
+    seen = []
+    real_eta = train.eta_text
+    monkeypatch.setattr(train, "eta_text", lambda *a: seen.append(a[-1]) or real_eta(*a))
+    run(tiny_data, tmp_path / "saves", "--max_iters=3", "--eval_interval=3")
+    run(tiny_data, tmp_path / "not", "--max_iters=3", "--eval_interval=3", "--save_checkpoints=false")
+    assert seen[0] > 0 and seen[-1] == 0.0
 
 
 def test_the_eta_counts_the_checkpoints_written_at_each_evaluation(tiny_data, tmp_path, monkeypatch):
