@@ -396,6 +396,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.post_ln = cfg.norm == "post"
         self.residual = cfg.residual
+        # a float per layer: with compile_scope="block", torch.compile specialises the block on the
+        # first layer's rate, then compiles once more with the rate as a symbol (two compilations)
         self.drop_rate = cfg.layer_drop * (layer_idx + 1) / cfg.n_layer
 
     def add(self, x, y):
@@ -403,7 +405,7 @@ class Block(nn.Module):
             return y
         if self.training and self.drop_rate:  # one draw per sequence: (B, 1, 1)
             keep = torch.rand(y.shape[0], 1, 1, device=y.device) >= self.drop_rate
-            y = y * (keep / (1 - self.drop_rate)).to(y.dtype)
+            y = y * keep.to(y.dtype) / (1 - self.drop_rate)  # one rounding, in y's dtype
         return x + y
 
     def forward(self, x, inputs):

@@ -422,9 +422,10 @@ class Progress:
         self.peak = peak_flops(run.device)
         self.val_tokens = run.data.meta["splits"]["val"]["tokens"]
         # before an evaluation is timed, its checkpoints are guessed: ckpt_last.pt and ckpt_best.pt,
-        # weights and two optimizer moments in fp32 each, written at CHECKPOINT_BYTES_PER_S
-        n_params = sum(p.numel() for p in run.raw.parameters())
-        self.ckpt_s = 2 * 12 * n_params / CHECKPOINT_BYTES_PER_S if run.cfg.save_checkpoints else 0.0
+        # each the weights, two optimizer moments and any weight average in fp32, written at
+        # CHECKPOINT_BYTES_PER_S
+        self.ckpt_s = (checkpoint_bytes(run.raw, run.cfg) / CHECKPOINT_BYTES_PER_S
+                       if run.cfg.save_checkpoints else 0.0)
         self.t_log, self.step_ms, self.step_tokens = time.time(), [], []
         # measured: steps after this process's first
         self.t_said, self.measured, self.eval_s = time.time(), [], None
@@ -486,6 +487,12 @@ class Progress:
 # used only until the first evaluation is timed: about what an H200 machine's disk took for the
 # two 79 MB checkpoints of config/sst2.py, serialisation and fsync included (results/speed-2026-12-01d)
 CHECKPOINT_BYTES_PER_S = 0.5e9
+
+
+def checkpoint_bytes(model, cfg):
+    """About what the two checkpoints of one evaluation hold: per parameter, in fp32, the weight,
+    AdamW's two moments (Muon keeps one; the guess keeps two) and, with ema_decay, the average."""
+    return 2 * 4 * (3 + bool(cfg.ema_decay)) * sum(p.numel() for p in model.parameters())
 
 
 def eta_text(measured, eval_s, step, cfg, val_tokens, tokens_per_step, ckpt_s=0.0):
@@ -805,6 +812,10 @@ def restore_training_state(run, ckpt):
     if run.scaler is not None and ckpt["scaler"] is not None:
         run.scaler.load_state_dict(ckpt["scaler"])
     if run.average is not None and ckpt.get("average"):
+        if ckpt["average"]["decay"] != run.cfg.ema_decay:
+            raise ConfigError(f"{run.out / 'ckpt_last.pt'} averages its weights with ema_decay="
+                              f"{ckpt['average']['decay']}, not {run.cfg.ema_decay}: keep "
+                              f"--ema_decay={ckpt['average']['decay']} to resume it")
         run.average.load_state_dict(ckpt["average"])
     elif run.average is not None:
         run.say("note: the checkpoint holds no weight average (it was trained with ema_decay=0); "

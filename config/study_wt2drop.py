@@ -1,7 +1,7 @@
 # Stochastic depth on WikiText-2: does skipping whole residual branches per sequence (layer_drop;
 # Huang et al. 2016, the linear rule; LayerDrop, Fan et al. 2020, is the per-batch relative) lower
-# val perplexity of the shipped recipe, whose best val loss comes before its last step (it
-# overfits)? Selected on val (best val loss, eval_stride=64).
+# val perplexity of the shipped recipe, which overfits (two of its three seeds reach their best val
+# loss before the last step)? Selected on val (best val loss, eval_stride=64).
 # python ablate.py wt2drop --seeds 3 --jobs 3
 # (three 8,000-step runs at a time on one large GPU; split a run over time limits with --stop_after
 # and run the same command again: finished runs are skipped and cut-off ones resume)

@@ -318,7 +318,11 @@ def test_the_first_eta_guesses_the_checkpoints_of_a_run_that_saves_them(tiny_dat
     monkeypatch.setattr(train, "eta_text", lambda *a: seen.append(a[-1]) or real_eta(*a))
     run(tiny_data, tmp_path / "saves", "--max_iters=3", "--eval_interval=3")
     run(tiny_data, tmp_path / "not", "--max_iters=3", "--eval_interval=3", "--save_checkpoints=false")
-    assert seen[0] > 0 and seen[-1] == 0.0
+    model = checkpoint.model_from_checkpoint(train.load_checkpoint(tmp_path / "saves" / "ckpt_last.pt"))
+    n = sum(p.numel() for p in model.parameters())
+    assert seen[0] == pytest.approx(2 * 4 * 3 * n / train.CHECKPOINT_BYTES_PER_S) and seen[-1] == 0.0
+    cfg = train.TrainConfig(ema_decay=0.99)
+    assert train.checkpoint_bytes(torch.nn.Linear(3, 2), cfg) == 2 * 4 * 4 * 8  # and the average
 
 
 def test_the_eta_counts_the_checkpoints_written_at_each_evaluation(tiny_data, tmp_path, monkeypatch):

@@ -275,6 +275,14 @@ def test_layer_drop_keeps_or_drops_a_whole_sequence_and_scales_what_it_keeps():
     kept = torch.isclose(out, x + y / (1 - rate), atol=1e-6).all(-1).all(-1)
     assert bool((dropped ^ kept).all()), "a sequence neither wholly dropped nor wholly kept"
     assert abs(dropped.float().mean().item() - rate) < 5 * math.sqrt(rate * (1 - rate) / B)
+    # in bf16 (autocast's branch outputs) the result stays bf16 and the kept branch is y / (1 - rate)
+    # rounded once, not y times a rounded 1 / (1 - rate)
+    xb, yb = x[:64].bfloat16(), y[:64].bfloat16()
+    torch.manual_seed(0)
+    out = block.add(xb, yb)
+    kept = ~(out == xb).all(-1).all(-1)
+    assert out.dtype == torch.bfloat16 and kept.any()
+    torch.testing.assert_close(out[kept], (xb + yb / (1 - rate))[kept], rtol=0, atol=0)
 
 
 def test_layer_drop_is_off_in_eval_mode_and_the_same_model_without_it():

@@ -675,6 +675,10 @@ def test_ema_run_evaluates_and_keeps_the_average_and_resumes_bit_exactly(tiny_da
     assert train_losses(tmp_path / "full") == train_losses(tmp_path / "split")
     assert all(torch.equal(last["model"][k], split["model"][k]) for k in last["model"])
     assert all(torch.equal(a, b) for a, b in zip(last["average"]["average"], split["average"]["average"]))
+    # a resume that changes the decay would continue another average: refused, naming the saved one
+    with pytest.raises(train.ConfigError, match="keep --ema_decay=0.9 to resume it"):
+        run(tiny_data, tmp_path / "split", "--max_iters=14", "--eval_interval=12", "--dropout=0.1",
+            "--ema_decay=0.5", "--init_from=resume")
     # without checkpoints at the evaluations, the averaged weights are still what eval_only scores
     result = run(tiny_data, tmp_path / "once", *args, "--save_checkpoints=false")
     scored = run(tiny_data, tmp_path / "once", "--eval_only=true", "--ema_decay=0.9")
