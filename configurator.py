@@ -72,7 +72,9 @@ class TrainConfig:
     grad_accum: int = opt(1, "micro-batches per optimizer step, per process")
     eval_batch_size: int = opt(256, "sequences per evaluation batch")
     eval_stride: int = opt(0, "LM eval: 0 = separate windows; s = window sliding by s "
-                              "(context >= block_size-s)")
+                              "(context >= window-s)")
+    eval_context: int = opt(0, "LM eval: the window in tokens (0 = block_size); longer ones need "
+                               "relative positions and attend over the whole window")
     # optimizer
     learning_rate: float = opt(1e-3, "peak learning rate, reached after warmup",
                                section="optimizer")
@@ -294,9 +296,21 @@ def validate(cfg, model_kw):
                       f"(--eval_only=true on a language-model data set), not for training; "
                       f"drop it or add --eval_only=true")
     block_size = model_kw.get("block_size", DEFAULTS["block_size"])
-    if not 0 <= cfg.eval_stride <= block_size:
-        errors.append(f"eval_stride={cfg.eval_stride} must be in [0, block_size={block_size}]: "
-                      f"0 for separate windows, s for a window sliding s tokens at a time")
+    window = cfg.eval_context or block_size
+    if not 0 <= cfg.eval_stride <= window:
+        errors.append(f"eval_stride={cfg.eval_stride} must be in [0, {window}] (the evaluation "
+                      f"window, eval_context or block_size): 0 for separate windows, s for a "
+                      f"window sliding s tokens at a time")
+    pos_encoding = model_kw.get("pos_encoding", DEFAULTS["pos_encoding"])
+    if cfg.eval_context < 0:
+        errors.append(f"eval_context={cfg.eval_context} must be >= 0 (0: block_size)")
+    elif cfg.eval_context and TASKS.get(cfg.dataset, "lm") != "lm":
+        errors.append(f"eval_context={cfg.eval_context} sets a language model's evaluation window; "
+                      f"{cfg.dataset!r} is not a language-model data set: drop it")
+    elif cfg.eval_context > block_size and pos_encoding in ("learned", "sinusoidal"):
+        errors.append(f"eval_context={cfg.eval_context} is longer than block_size={block_size}, "
+                      f"and pos_encoding={pos_encoding!r} has no positions past it: use "
+                      f"eval_context <= {block_size}, or a model with 'alibi', 'rope' or 'none'")
     if not 0 <= cfg.seed < 2**63:
         errors.append(f"seed={cfg.seed} must be in [0, 2**63)")
     if cfg.warmup_iters > cfg.max_iters:

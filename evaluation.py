@@ -41,18 +41,18 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
     model.eval()
     block_size = model.config.block_size
     if data.task != "cls":  # language models: the summed next-token (lm) or masked-token (mlm) loss
+        window = cfg.eval_context or block_size  # the evaluation window (eval_context)
         masked = data.task == "mlm"
         stride = 0 if masked else cfg.eval_stride if stride is None else stride
         generator = torch.Generator().manual_seed(SEED)  # mlm: the same masks at every evaluation
         tokens = split_on_device(data, split, device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss (nats), targets
-        for i, (x, y) in enumerate(lm_eval_batches(tokens, cfg.eval_batch_size, block_size,
-                                                   stride)):
+        for i, (x, y) in enumerate(lm_eval_batches(tokens, cfg.eval_batch_size, window, stride)):
             if masked:  # every process draws every batch's masks, so that all draw the same ones
                 x, y = mlm_mask(x, data.mask_id, data.vocab_size, generator)
             if i % world == rank:
                 with autocast:
-                    logits, _ = model(x)
+                    logits, _ = model(x, window=window)
                 sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
                                            ignore_index=-1, reduction="sum")
                 sums[1] += (y >= 0).sum()
@@ -60,11 +60,13 @@ def _evaluate(model, data, split, cfg, device, autocast, rank, world, stride=Non
         # so each runs as many forwards
         if sharded(model) and rank >= (i + 1) % world > 0:
             with autocast:
-                model(x)
+                model(x, window=window)
         all_reduce(sums, world)
         metrics = lm_metrics(sums[0].item(), int(sums[1].item()), data, split)
         if not masked:
             metrics["eval_stride"] = stride
+            if window != block_size:
+                metrics["eval_context"] = window
     else:
         tokens, offsets, labels = data.examples(split)
         preds, loss_sum = [], torch.zeros((), dtype=torch.float64, device=device)
@@ -102,9 +104,10 @@ def dynamic_evaluate(model, data, split, cfg, device, autocast, lr, decay=0.0):
     model.eval()
     try:
         with eager():
-            for x, y in lm_eval_batches(tokens, 1, model.config.block_size, cfg.eval_stride):
+            window = cfg.eval_context or model.config.block_size
+            for x, y in lm_eval_batches(tokens, 1, window, cfg.eval_stride):
                 with autocast:
-                    logits, _ = model(x)
+                    logits, _ = model(x, window=window)
                 nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1,
                                        reduction="sum")
                 n = (y >= 0).sum()

@@ -649,20 +649,22 @@ class Transformer(nn.Module):
             x = x * math.sqrt(cfg.n_embd) + self.sin_table[pos].to(x.dtype)
         return self.transformer.drop(x)
 
-    def attention_inputs(self, pos, attention_mask=None, cache=None, record=None, from_zero=False):
+    def attention_inputs(self, pos, attention_mask=None, cache=None, record=None, from_zero=False,
+                         window=None):
         """What every layer's attention needs for queries at positions pos (T,): the mask (keys at
         the cache's positions, if any, else at pos) and RoPE's angles (RoPE's table when from_zero,
-        i.e. pos is 0..T-1)."""
+        i.e. pos is 0..T-1). window: how far back a query sees (default block_size)."""
         cfg = self.config
         T = len(pos)
+        window = window or cfg.block_size
         slopes = self.slopes if cfg.pos_encoding == "alibi" else None
         # the kernels' own causal (or no) masking is exactly right unless there is padding, ALiBi,
-        # a cache, or a sliding window past block_size
-        plain = attention_mask is None and slopes is None and cache is None and T <= cfg.block_size
+        # a cache, or a sliding window (an input longer than the window)
+        plain = attention_mask is None and slopes is None and cache is None and T <= window
         bias = None
         if not plain:
             kpos = pos if cache is None else cache.pos
-            bias = attention_bias(pos, kpos, attention_mask, cfg.causal, cfg.block_size, slopes)
+            bias = attention_bias(pos, kpos, attention_mask, cfg.causal, window, slopes)
         rope = None
         if cfg.pos_encoding == "rope" and from_zero:
             rope = self.rope_cos[:T], self.rope_sin[:T]
@@ -670,10 +672,14 @@ class Transformer(nn.Module):
             rope = rope_cos_sin(pos, cfg.n_embd // cfg.n_head, cfg.rope_base)
         return AttentionInputs(bias, rope, cache, record)
 
-    def encode(self, idx, attention_mask=None, cache=None, record=None, pos=None):
+    def encode(self, idx, attention_mask=None, cache=None, record=None, pos=None, window=None):
         """Token ids (B, T) -> final hidden states (B, T, C) after the last norm.
         pos: absolute positions (T,) as a tensor (default: 0.., or after the cached tokens; given
-        with a cache, the cache places them but does not count them: see KVCache)."""
+        with a cache, the cache places them but does not count them: see KVCache).
+        window: a query attends to at most this many positions, itself included (default
+        block_size, the trained context). A larger one lets relative positions ('alibi', 'rope',
+        'none') read an input longer than block_size whole, as ALiBi's evaluation at lengths
+        beyond training does (Press et al. 2022); RoPE is not known to extrapolate."""
         T = idx.size(1)
         # the length check needs the host count, which a recorded step (pos given) does not keep
         self._check_input(idx, T if cache is None or pos is not None else cache.length + T)
@@ -685,7 +691,7 @@ class Transformer(nn.Module):
         elif pos is None:
             pos = torch.arange(T, device=idx.device)  # absolute positions (T,)
         x = self.embed(idx, pos)
-        inputs = self.attention_inputs(pos, attention_mask, cache, record, from_zero)
+        inputs = self.attention_inputs(pos, attention_mask, cache, record, from_zero, window)
         for block in self.transformer.h:
             x = block(x, inputs)
         return self.transformer.ln_f(x)
@@ -703,17 +709,18 @@ class Transformer(nn.Module):
         last = attention_mask.long().sum(dim=1).clamp(min=1) - 1  # right padding: last real token
         return h[torch.arange(h.size(0), device=h.device), last]
 
-    def forward(self, idx, targets=None, attention_mask=None, return_logits=True):
+    def forward(self, idx, targets=None, attention_mask=None, return_logits=True, window=None):
         """idx (B, T) token ids; attention_mask (B, T), 1 for real tokens, 0 for padding.
 
         Language model: logits (B, T, vocab) at every position; loss = mean cross-entropy over
         targets (B, T), positions with target -1 ignored.
         Classifier: logits (B, n_classes); loss = cross-entropy against class ids targets (B,).
+        window: how far back a query sees (see encode).
         return_logits=False (training) returns (None, loss); for a language model with gradients on,
         the head and the loss then run as one LinearCrossEntropy, which never stores the logits.
         """
         cfg = self.config
-        h = self.out_drop(self.encode(idx, attention_mask))
+        h = self.out_drop(self.encode(idx, attention_mask, window=window))
         if cfg.n_classes:
             logits = self.cls_head(self.pool(h, attention_mask))
             loss = None if targets is None else F.cross_entropy(

@@ -121,8 +121,77 @@ def test_eval_stride_is_validated_against_block_size(stride, ok):
     if ok:
         assert train.parse_args(args)[0].eval_stride == stride
     else:
-        with pytest.raises(train.ConfigError, match=rf"eval_stride={stride} must be in \[0, block_size=16\]"):
+        with pytest.raises(train.ConfigError, match=rf"eval_stride={stride} must be in \[0, 16\]"):
             train.parse_args(args)
+
+
+# ---- TrainConfig.eval_context: evaluation windows longer than the trained context ------------------
+
+def same_params(short, long):
+    """long takes short's parameters (its position buffers, e.g. RoPE's tables, are its own)."""
+    long.load_state_dict(dict(short.named_parameters()), strict=False)
+    return long.eval()
+
+
+@pytest.mark.parametrize("pos", ["alibi", "rope", "none"])
+def test_a_wider_window_reads_a_long_input_whole_as_a_longer_trained_model_would(pos):
+    """window=32 on a block-16 model computes what the same weights with block_size=32 compute; the
+    default reads the second half through a 16-token sliding window instead.
+    Catches: the window not reaching the mask (the block_size sliding window kept for ALiBi, or
+    for any encoding once the input is longer than the window)."""
+    short = model_of(block_size=16, pos_encoding=pos).eval()
+    long = same_params(short, model_of(block_size=32, pos_encoding=pos))
+    x = tokens(B=2, T=32)
+    with torch.no_grad():
+        wide, whole, sliding = short(x, window=32)[0], long(x)[0], short(x)[0]
+    torch.testing.assert_close(wide, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sliding[:, :16], whole[:, :16], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(sliding[:, 16:], whole[:, 16:], atol=1e-3)
+
+
+def test_eval_context_scores_in_windows_of_its_length(tiny_data, monkeypatch):
+    """evaluate and dynamic_evaluate with eval_context=16 on a block-8 ALiBi model give the loss of
+    the same weights trained at block 16 evaluated as usual; eval_context=8 (= block_size) changes
+    nothing. Catches: eval_context not reaching lm_eval_batches (windows of block_size) or the model
+    (windows of 16 read through an 8-token sliding window)."""
+    data = Data("shakespeare_char", tiny_data)
+    short = tiny_lm(data, pos_encoding="alibi").eval()
+    torch.manual_seed(0)
+    long = same_params(short, Transformer(TransformerConfig(vocab_size=data.vocab_size, block_size=16,
+                                                            n_layer=1, n_head=2, n_embd=16,
+                                                            pos_encoding="alibi")))
+    dev = torch.device("cpu")
+    for stride in (0, 4):
+        cfg = train.TrainConfig(eval_batch_size=16, eval_stride=stride, eval_context=16)
+        plain = train.TrainConfig(eval_batch_size=16, eval_stride=stride)
+        wide = evaluation.evaluate(short, data, "val", cfg, dev, nullcontext())
+        assert wide["eval_context"] == 16
+        assert wide["loss"] == pytest.approx(evaluation.evaluate(long, data, "val", plain, dev,
+                                                                 nullcontext())["loss"], rel=1e-5)
+        assert wide["loss"] != pytest.approx(evaluation.evaluate(short, data, "val", plain, dev,
+                                                                 nullcontext())["loss"], rel=1e-5)
+    same = train.TrainConfig(eval_batch_size=16, eval_stride=4, eval_context=8)
+    assert (evaluation.evaluate(short, data, "val", same, dev, nullcontext())["loss"]
+            == evaluation.evaluate(short, data, "val", plain, dev, nullcontext())["loss"])
+    head = torch.from_numpy(np.asarray(data.tokens("val")[:200], dtype=np.int64))  # dynamic: one window at a time
+    monkeypatch.setattr(evaluation, "split_on_device", lambda d, split, device: head)
+    d_wide = evaluation.dynamic_evaluate(short, data, "val", cfg, dev, nullcontext(), lr=0.0)
+    d_long = evaluation.dynamic_evaluate(long, data, "val", plain, dev, nullcontext(), lr=0.0)
+    assert d_wide["loss"] == pytest.approx(d_long["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--eval_context=-1"], "eval_context=-1 must be >= 0"),
+    (["--block_size=16", "--eval_context=32", "--pos_encoding=learned"], "has no positions past it"),
+    (["--block_size=16", "--eval_context=32", "--pos_encoding=sinusoidal"], "has no positions past it"),
+    (["--block_size=16", "--eval_context=24", "--eval_stride=25"], r"eval_stride=25 must be in \[0, 24\]"),
+    (["--dataset=sst2", "--eval_context=32"], "not a language-model data set"),
+])
+def test_eval_context_is_checked(args, message):
+    with pytest.raises(train.ConfigError, match=message):
+        train.parse_args(args)
+    assert train.parse_args(["--block_size=16", "--eval_context=32", "--eval_stride=32",
+                             "--pos_encoding=alibi"])[0].eval_context == 32
 
 
 def test_eval_only_writes_metrics_split_and_the_separate_window_figure(tiny_data, tmp_path):
