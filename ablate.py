@@ -404,6 +404,13 @@ def logged_device(jobs_list):
     return ", ".join(sorted(found)) or "not recorded in the runs' logs"
 
 
+def logged_torch(jobs_list):
+    """The torch version(s) the runs trained with, from their config.json ("software")."""
+    found = {(read_json(job["out_dir"] / "config.json") or {}).get("software", {}).get("torch")
+             for job in jobs_list}
+    return ", ".join(sorted(v for v in found if v)) or "not recorded in the runs' config.json"
+
+
 def device_name():
     if torch.cuda.is_available():
         n, name = torch.cuda.device_count(), torch.cuda.get_device_name(0)
@@ -542,7 +549,7 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
         results["device"] = logged_device(jobs_list)
         results["summarized"] = (f"the {len(jobs_list)} runs finished of {len(names) * seeds}, "
                                  f"summarized on {device_name()} with torch {torch.__version__}")
-        results["torch"] = "as in the runs' config.json"
+        results["torch"] = logged_torch(jobs_list)
     if test and not failed:
         results["test"] = score_selected(results, study, jobs_list, runner)
     out.mkdir(parents=True, exist_ok=True)

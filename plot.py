@@ -663,9 +663,11 @@ def scaling_figure(results):
     ax.errorbar(params, means, yerr=stds, marker="o", color="C0", capsize=3, zorder=3, gid="mean",
                 label="mean ± std over seeds")
     ax.set_xscale("log")
+    version = str(results.get("torch", ""))  # a version, or a note that the runs recorded none
     ax.set(xlabel="parameters (log scale)", ylabel=metric_label(results),
            title=f"{results.get('study')}: {results.get('description', '')}\n"
-                 f"{results.get('device', '?')}, torch {results.get('torch', '?')}, "
+                 f"{results.get('device', '?')}, "
+                 f"{f'torch {version}, ' if version[:1].isdigit() else ''}"
                  f"{str(results.get('date', '?'))[:10]}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)

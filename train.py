@@ -845,7 +845,9 @@ def open_out_dir(run, stack):
         if run.ckpt is None:
             for old in ("ckpt_last.pt", "ckpt_best.pt", "metrics.json"):
                 (out / old).unlink(missing_ok=True)
-        write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(run.model_cfg)})
+        write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(run.model_cfg),
+                                         "software": {"torch": torch.__version__,
+                                                      "python": sys.version.split()[0]}})
         trim_log(out, run.start)
     except OSError as e:
         raise ConfigError(f"cannot write to out_dir {str(out)!r}: {e.strerror} ({e.filename}); "

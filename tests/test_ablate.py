@@ -184,6 +184,7 @@ def test_summarize_only_reports_the_finished_runs_and_trains_nothing(quick, tiny
                                 for row in summary]  # (a resumed run's speed differs)
     assert stats_of(again["summary"]) == stats_of(results["summary"])
     assert "the 4 runs finished of 6" in again["summarized"]
+    assert again["torch"] == ablate.torch.__version__  # the runs' own, from their config.json
     md = (copy / "summary.md").read_text()
     assert "summarized without training" in md and "--summarize" in md and "--size=quick" in md
     # runs of older code, whose config.json lacks options added since (at their defaults then),
