@@ -90,6 +90,8 @@ class TrainConfig:
     muon_momentum: float = opt(0.95, "Muon's Nesterov momentum")
     ema_decay: float = opt(0.0, "average the weights, decay per step (e.g. 0.999): evaluations and "
                                 "ckpt_best.pt use the average; 0: off")
+    layer_lr_decay: float = opt(1.0, "learning rate x this per layer down from the head: blocks from "
+                                     "the top, then the embeddings (fine-tuning; 1: off)")
     # system
     device: str = opt("auto", DEVICE_HELP, section="system")
     dtype: str = opt("auto", "'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), "
@@ -323,6 +325,9 @@ def validate(cfg, model_kw):
     errors += [f"{k}={getattr(cfg, k)} must be in [0, 1)"
                for k in ("beta1", "beta2", "muon_momentum", "ema_decay")
                if not 0 <= getattr(cfg, k) < 1]
+    if not 0 < cfg.layer_lr_decay <= 1:
+        errors.append(f"layer_lr_decay={cfg.layer_lr_decay} must be in (0, 1] (1: every layer at "
+                      f"learning_rate)")
     choices = dict(eval_split=("val", "test"), optimizer=("adamw", "muon"),
                    compile_mode=("default", "reduce-overhead", "max-autotune",
                                  "max-autotune-no-cudagraphs"),

@@ -33,11 +33,14 @@ def make_optimizers(model, cfg, device, sharded=False):
     sharded: FSDP's parameters (DTensors) get torch.optim.AdamW, which the sharded state-dict
     functions of torch.distributed.checkpoint expect."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    muon = [p for n, p in named
+    muon = [(n, p) for n, p in named
             if cfg.optimizer == "muon" and n.startswith("transformer.h.") and p.dim() == 2]
-    rest = [(n, p) for n, p in named if not any(p is q for q in muon)]
-    groups = [{"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    rest = [(n, p) for n, p in named if not any(p is q for _, q in muon)]
+    n_layer = len(model.transformer.h) if hasattr(model, "transformer") else 0
+    groups = by_depth([{"params": [(n, p) for n, p in rest if p.dim() >= 2],
+                        "weight_decay": cfg.weight_decay},
+                       {"params": [(n, p) for n, p in rest if p.dim() < 2], "weight_decay": 0.0}],
+                      cfg.layer_lr_decay, n_layer)
     betas = (cfg.beta1, cfg.beta2)
     if sharded:
         adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas,
@@ -48,9 +51,35 @@ def make_optimizers(model, cfg, device, sharded=False):
     if muon:
         blocks = {p: 3 for n, p in named
                   if n.endswith(".attn.c_attn.weight")}  # (3C, C): Q, K, V stacked
-        optimizers.append(
-            Muon(muon, cfg.learning_rate, cfg.weight_decay, cfg.muon_momentum, blocks))
+        optimizers.append(Muon(by_depth([{"params": muon}], cfg.layer_lr_decay, n_layer),
+                               cfg.learning_rate, cfg.weight_decay, cfg.muon_momentum, blocks))
     return optimizers
+
+
+def depth(name, n_layer):
+    """A parameter's layer counted from the input: 0 the embeddings, i + 1 block i, n_layer + 1
+    the final norm and the head."""
+    if name.startswith("transformer.h."):
+        return int(name.split(".")[2]) + 1
+    return 0 if name.startswith(("transformer.wte", "transformer.wpe")) else n_layer + 1
+
+
+def by_depth(groups, decay, n_layer):
+    """groups of (name, parameter) pairs -> optimizer groups of parameters. decay < 1 (layer-wise
+    learning rates; Howard & Ruder 2018, ULMFiT's discriminative fine-tuning; Clark et al. 2020):
+    each group split by depth, with lr_scale = decay ** (layers above it), so the head trains at
+    the learning rate and each layer below at decay times the one above; train_step applies it.
+    decay = 1: the groups as they are (no lr_scale), the layout older checkpoints have."""
+    out = []
+    for g in groups:
+        if decay == 1:
+            out.append({**g, "params": [p for _, p in g["params"]]})
+            continue
+        for d in range(n_layer + 2):
+            params = [p for n, p in g["params"] if depth(n, n_layer) == d]
+            if params:
+                out.append({**g, "params": params, "lr_scale": decay ** (n_layer + 1 - d)})
+    return out
 
 
 class Optimizer:

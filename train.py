@@ -183,7 +183,7 @@ def train_step(model, raw, optimizers, scaler, batches, step, cfg, rank=0, world
     lr = lr_at(step, cfg)
     for opt in optimizers:
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # layer_lr_decay's scale, if any
     loss_sum = torch.zeros((), device=next(raw.parameters()).device)
     tokens = torch.zeros((), device=loss_sum.device)
     for micro in range(cfg.grad_accum):
@@ -808,6 +808,10 @@ def restore_training_state(run, ckpt):
     if len(ckpt["optimizers"]) != len(run.optimizers):
         raise ConfigError(f"{run.out / 'ckpt_last.pt'} was trained with another optimizer; "
                           f"keep optimizer={ckpt['config']['train']['optimizer']!r} to resume it")
+    saved_decay = ckpt["config"]["train"].get("layer_lr_decay", 1.0)  # older checkpoints: 1
+    if saved_decay != run.cfg.layer_lr_decay:  # another split of the parameter groups
+        raise ConfigError(f"{run.out / 'ckpt_last.pt'} was trained with layer_lr_decay="
+                          f"{saved_decay}: keep --layer_lr_decay={saved_decay} to resume it")
     load_optimizer_states(run.raw, run.optimizers, ckpt["optimizers"])
     if run.scaler is not None and ckpt["scaler"] is not None:
         run.scaler.load_state_dict(ckpt["scaler"])

@@ -18,4 +18,8 @@ variants = {
     "lr=1e-4": dict(learning_rate=1e-4, min_lr=1e-5),
     "lr=3e-4": dict(learning_rate=3e-4, min_lr=3e-5),
     "lr=5e-4": dict(learning_rate=5e-4, min_lr=5e-5),
+    # layer-wise learning rates (layer_lr_decay): the head at lr, each layer below at 0.8x the one
+    # above, the embeddings at 0.8^7 = 0.21x for 6 layers (Howard & Ruder 2018; Clark et al. 2020)
+    "llrd=0.8": dict(layer_lr_decay=0.8),
+    "lr=4e-4+llrd=0.8": dict(learning_rate=4e-4, min_lr=4e-5, layer_lr_decay=0.8),
 }

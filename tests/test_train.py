@@ -531,6 +531,51 @@ def test_muon_trains_and_resumes_only_with_muon(tiny_data, tmp_path):
         run(tiny_data, out, "--max_iters=8", "--init_from=resume", "--optimizer=adamw")
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_layer_lr_decay_scales_each_layer_down_from_the_head(tiny_data, optimizer):
+    """layer_lr_decay=0.5 on 2 layers: head and final norm at the learning rate, block 1 at half,
+    block 0 at a quarter, the embeddings at an eighth, for every parameter, in every optimizer, as
+    train_step sets them; 1 (the default) keeps the two plain groups of older checkpoints.
+    Bugs caught: the scale counted from the input (the embeddings fastest), a parameter left out of
+    the split, or the scale never applied (every group at the learning rate)."""
+    model = train.Transformer(train.TransformerConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2,
+                                                      n_embd=16, pos_encoding="learned"))
+    cfg = train.TrainConfig(layer_lr_decay=0.5, optimizer=optimizer, learning_rate=1e-3, min_lr=1e-3,
+                            warmup_iters=0, max_iters=10)
+    opts = train.make_optimizers(model, cfg, torch.device("cpu"))
+
+    class One:
+        task = "lm"
+
+        def get(self, step, micro, rank):
+            x = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(0))
+            return x, x
+
+    train.train_step(model, model, opts, None, One(), 3, cfg)
+    lr_of = {p: g["lr"] for opt in opts for g in opt.param_groups for p in g["params"]}
+    want = {"transformer.wte.weight": 1 / 8, "transformer.wpe.weight": 1 / 8,
+            "transformer.h.0.attn.c_attn.weight": 1 / 4, "transformer.h.0.ln_1.bias": 1 / 4,
+            "transformer.h.1.mlp.c_proj.weight": 1 / 2, "transformer.ln_f.weight": 1.0}
+    named = dict(model.named_parameters())
+    assert len(lr_of) == len(named)  # every parameter in exactly one group
+    for name, scale in want.items():
+        assert lr_of[named[name]] == pytest.approx(1e-3 * scale), name
+    plain = train.make_optimizers(model, train.TrainConfig(optimizer=optimizer), torch.device("cpu"))
+    assert [len(o.param_groups) for o in plain] == ([2] if optimizer == "adamw" else [2, 1])
+    assert all("lr_scale" not in g for o in plain for g in o.param_groups)
+    with pytest.raises(train.ConfigError, match=r"layer_lr_decay=0.0 must be in \(0, 1\]"):
+        train.parse_args(["--layer_lr_decay=0"])
+
+
+def test_a_resume_keeps_the_layer_lr_decay(tiny_data, tmp_path):
+    """Another decay splits the parameters into other groups: refused with the value to keep, not a
+    traceback from the optimizer's state."""
+    run(tiny_data, tmp_path, "--max_iters=4", "--eval_interval=4", "--layer_lr_decay=0.8")
+    with pytest.raises(train.ConfigError, match="keep --layer_lr_decay=0.8 to resume it"):
+        run(tiny_data, tmp_path, "--max_iters=8", "--eval_interval=4", "--init_from=resume")
+    run(tiny_data, tmp_path, "--max_iters=8", "--eval_interval=4", "--init_from=resume", "--layer_lr_decay=0.8")
+
+
 def _adamw_pair(seed=0):
     """Two copies of the same parameters: a decayed matrix, an undecayed vector and a matrix that
     gets no gradient at some steps."""
