@@ -91,7 +91,8 @@ class TrainConfig:
     ema_decay: float = opt(0.0, "average the weights, decay per step (e.g. 0.999): evaluations and "
                                 "ckpt_best.pt use the average; 0: off")
     layer_lr_decay: float = opt(1.0, "learning rate x this per layer down from the head: blocks from "
-                                     "the top, then the embeddings (fine-tuning; 1: off)")
+                                     "the top, then the embeddings, with a tied head (fine-tuning; "
+                                     "1: off)")
     # system
     device: str = opt("auto", DEVICE_HELP, section="system")
     dtype: str = opt("auto", "'auto' (bf16 on CUDA if supported, else fp16; fp32 elsewhere), "
@@ -282,6 +283,27 @@ def model_config(keys, data=None, vocab_size=None):
 # ----------------------------------------------------------------------------------------------
 # checks and help
 
+def eval_window_errors(cfg, block_size, pos_encoding):
+    """eval_stride and eval_context against the model's block_size and position encoding: from the
+    command line here, and again from a checkpoint's model for eval_only and resume (train.py)."""
+    errors = []
+    window = cfg.eval_context or block_size
+    if not 0 <= cfg.eval_stride <= window:
+        errors.append(f"eval_stride={cfg.eval_stride} must be in [0, {window}] (the evaluation "
+                      f"window, eval_context or block_size): 0 for separate windows, s for a "
+                      f"window sliding s tokens at a time")
+    if cfg.eval_context < 0:
+        errors.append(f"eval_context={cfg.eval_context} must be >= 0 (0: block_size)")
+    elif cfg.eval_context and TASKS.get(cfg.dataset, "lm") != "lm":
+        errors.append(f"eval_context={cfg.eval_context} sets a language model's evaluation window; "
+                      f"{cfg.dataset!r} is not a language-model data set: drop it")
+    elif cfg.eval_context > block_size and pos_encoding in ("learned", "sinusoidal"):
+        errors.append(f"eval_context={cfg.eval_context} is longer than block_size={block_size}, "
+                      f"and pos_encoding={pos_encoding!r} has no positions past it: use "
+                      f"eval_context <= {block_size}, or a model with 'alibi', 'rope' or 'none'")
+    return errors
+
+
 def validate(cfg, model_kw):
     errors = [f"{k}={getattr(cfg, k)!r} is empty: name a directory (e.g. --{k}=out-mine)"
               for k in ("out_dir", "data_dir") if not getattr(cfg, k).strip()]
@@ -297,22 +319,8 @@ def validate(cfg, model_kw):
         errors.append(f"dynamic_lr={cfg.dynamic_lr} is for scoring a language model "
                       f"(--eval_only=true on a language-model data set), not for training; "
                       f"drop it or add --eval_only=true")
-    block_size = model_kw.get("block_size", DEFAULTS["block_size"])
-    window = cfg.eval_context or block_size
-    if not 0 <= cfg.eval_stride <= window:
-        errors.append(f"eval_stride={cfg.eval_stride} must be in [0, {window}] (the evaluation "
-                      f"window, eval_context or block_size): 0 for separate windows, s for a "
-                      f"window sliding s tokens at a time")
-    pos_encoding = model_kw.get("pos_encoding", DEFAULTS["pos_encoding"])
-    if cfg.eval_context < 0:
-        errors.append(f"eval_context={cfg.eval_context} must be >= 0 (0: block_size)")
-    elif cfg.eval_context and TASKS.get(cfg.dataset, "lm") != "lm":
-        errors.append(f"eval_context={cfg.eval_context} sets a language model's evaluation window; "
-                      f"{cfg.dataset!r} is not a language-model data set: drop it")
-    elif cfg.eval_context > block_size and pos_encoding in ("learned", "sinusoidal"):
-        errors.append(f"eval_context={cfg.eval_context} is longer than block_size={block_size}, "
-                      f"and pos_encoding={pos_encoding!r} has no positions past it: use "
-                      f"eval_context <= {block_size}, or a model with 'alibi', 'rope' or 'none'")
+    errors += eval_window_errors(cfg, model_kw.get("block_size", DEFAULTS["block_size"]),
+                                 model_kw.get("pos_encoding", DEFAULTS["pos_encoding"]))
     if not 0 <= cfg.seed < 2**63:
         errors.append(f"seed={cfg.seed} must be in [0, 2**63)")
     if cfg.warmup_iters > cfg.max_iters:

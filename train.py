@@ -33,7 +33,7 @@ from checkpoint import (CheckpointError, gather_state, last_good, load_checkpoin
                         load_optimizer_states, lock_out_dir, save_checkpoint, trim_log, write_json,
                         writable_problem)
 from configurator import (DATA_KEYS, DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError,  # noqa: F401
-                          TrainConfig, model_config, parse_args,
+                          TrainConfig, eval_window_errors, model_config, parse_args,
                           print_help)  # (the keys are re-exported)
 from data import (Data, DataError, cls_batch, cls_batches_of_every_length, lm_batch,
                   mlm_mask)
@@ -651,6 +651,21 @@ class Stages:
         self.t = now
 
 
+def software(out, resumed):
+    """The torch and Python versions a run trained with; a resumed run on other versions keeps
+    the first ones too ("2.11.0, then 2.13.0")."""
+    now = {"torch": torch.__version__, "python": sys.version.split()[0]}
+    try:
+        before = json.loads((out / "config.json").read_text()).get("software", {}) if resumed else {}
+    except (OSError, ValueError):
+        before = {}
+    kept = {}
+    for k, v in now.items():
+        old = before.get(k)
+        kept[k] = v if not old else old if old.split(", then ")[-1] == v else f"{old}, then {v}"
+    return kept
+
+
 def starting_point(cfg, model_kw, out, master, quiet):
     """(checkpoint, its path, pretrained encoder, data, model config): resume and eval_only read
     out_dir's checkpoint, whose model the keys given may not change; a fresh run checks that out_dir
@@ -683,6 +698,10 @@ def starting_point(cfg, model_kw, out, master, quiet):
                                           for k, (a, b) in changed.items()))
         # validated again
         model_cfg = replace(model_cfg, **{k: model_kw[k] for k in SPEED_KEYS & model_kw.keys()})
+        # the evaluation window, checked at first against the command line's model, now against
+        # the checkpoint's (an eval_only names no model keys)
+        if errors := eval_window_errors(cfg, model_cfg.block_size, model_cfg.pos_encoding):
+            raise ConfigError(f"for the model of {ckpt_path}:\n  " + "\n  ".join(errors))
         return ckpt, ckpt_path, None, data, model_cfg
     if master and not cfg.overwrite and (out / "ckpt_last.pt").exists():
         raise ConfigError(f"out_dir {str(out)!r} already holds a run: continue it with "
@@ -850,8 +869,7 @@ def open_out_dir(run, stack):
             for old in ("ckpt_last.pt", "ckpt_best.pt", "metrics.json"):
                 (out / old).unlink(missing_ok=True)
         write_json(out / "config.json", {"train": asdict(cfg), "model": asdict(run.model_cfg),
-                                         "software": {"torch": torch.__version__,
-                                                      "python": sys.version.split()[0]}})
+                                         "software": software(out, resumed=run.ckpt is not None)})
         trim_log(out, run.start)
     except OSError as e:
         raise ConfigError(f"cannot write to out_dir {str(out)!r}: {e.strerror} ({e.filename}); "

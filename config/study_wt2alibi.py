@@ -2,8 +2,10 @@
 # penalty lets a model trained on short windows evaluate on longer ones (Press et al. 2022, "Train
 # Short, Test Long"), and dynamic evaluation's gain on this data set (README) says that text further
 # back than 256 tokens still predicts. Trained at 256 tokens in every variant; the eval_context
-# variants differ only in the evaluation window (their training is the same run's), each scored
-# with a quarter-window stride. Selected on val (best val loss).
+# variants train as 'alibi' does (the same seed, the same steps: each its own run) and differ in
+# the evaluation window, a quarter of which is the stride; each keeps its best checkpoint by its own
+# window's val loss. Selected on val (best val loss). (--quick takes minutes here: its tiny models
+# are still scored in 512- and 1,024-token windows.)
 # python ablate.py wt2alibi --seeds 3 --jobs 4
 import runpy
 from pathlib import Path

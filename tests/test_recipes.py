@@ -180,6 +180,18 @@ def test_eval_context_scores_in_windows_of_its_length(tiny_data, monkeypatch):
     assert d_wide["loss"] == pytest.approx(d_long["loss"], rel=1e-5)
 
 
+def test_eval_only_checks_the_window_against_the_checkpoints_model(tiny_data, tmp_path):
+    """An eval_only names no model keys, so the command line's check sees the defaults (rope, 256):
+    the window is checked again against the checkpoint's model (learned positions, block 16).
+    Bug caught: a traceback from the model's length check instead of the configuration error."""
+    run(tiny_data, tmp_path, "--max_iters=2", "--eval_interval=2", "--pos_encoding=learned")
+    with pytest.raises(train.ConfigError, match="has no positions past it"):
+        run(tiny_data, tmp_path, "--eval_only=true", "--eval_context=32")
+    with pytest.raises(train.ConfigError, match=r"eval_stride=20 must be in \[0, 16\]"):
+        run(tiny_data, tmp_path, "--eval_only=true", "--eval_stride=20")
+    assert run(tiny_data, tmp_path, "--eval_only=true", "--eval_stride=8")["eval_stride"] == 8
+
+
 @pytest.mark.parametrize("args,message", [
     (["--eval_context=-1"], "eval_context=-1 must be >= 0"),
     (["--block_size=16", "--eval_context=32", "--pos_encoding=learned"], "has no positions past it"),

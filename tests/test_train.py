@@ -557,7 +557,8 @@ def test_layer_lr_decay_scales_each_layer_down_from_the_head(tiny_data, optimize
             "transformer.h.0.attn.c_attn.weight": 1 / 4, "transformer.h.0.ln_1.bias": 1 / 4,
             "transformer.h.1.mlp.c_proj.weight": 1 / 2, "transformer.ln_f.weight": 1.0}
     named = dict(model.named_parameters())
-    assert len(lr_of) == len(named)  # every parameter in exactly one group
+    in_groups = [p for opt in opts for g in opt.param_groups for p in g["params"]]
+    assert len(in_groups) == len(named) and len(set(in_groups)) == len(named)  # each in one group
     for name, scale in want.items():
         assert lr_of[named[name]] == pytest.approx(1e-3 * scale), name
     plain = train.make_optimizers(model, train.TrainConfig(optimizer=optimizer), torch.device("cpu"))
@@ -567,12 +568,27 @@ def test_layer_lr_decay_scales_each_layer_down_from_the_head(tiny_data, optimize
         train.parse_args(["--layer_lr_decay=0"])
 
 
+def test_config_json_keeps_the_software_of_every_part_of_a_run(tiny_data, tmp_path, monkeypatch):
+    """config.json names the torch and Python versions; a run resumed on another torch keeps the
+    first one too. Bug caught: a resume overwriting the versions the run began with."""
+    run(tiny_data, tmp_path, "--max_iters=2", "--eval_interval=2")
+    saved = json.loads((tmp_path / "config.json").read_text())["software"]
+    assert saved["torch"] == torch.__version__ and saved["python"] == sys.version.split()[0]
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    run(tiny_data, tmp_path, "--max_iters=4", "--eval_interval=2", "--init_from=resume")
+    again = json.loads((tmp_path / "config.json").read_text())["software"]
+    assert again["torch"] == f"{saved['torch']}, then 9.9.9" and again["python"] == saved["python"]
+
+
 def test_a_resume_keeps_the_layer_lr_decay(tiny_data, tmp_path):
     """Another decay splits the parameters into other groups: refused with the value to keep, not a
     traceback from the optimizer's state."""
     run(tiny_data, tmp_path, "--max_iters=4", "--eval_interval=4", "--layer_lr_decay=0.8")
     with pytest.raises(train.ConfigError, match="keep --layer_lr_decay=0.8 to resume it"):
         run(tiny_data, tmp_path, "--max_iters=8", "--eval_interval=4", "--init_from=resume")
+    with pytest.raises(train.ConfigError, match="keep --layer_lr_decay=0.8 to resume it"):
+        run(tiny_data, tmp_path, "--max_iters=8", "--eval_interval=4", "--init_from=resume",
+            "--layer_lr_decay=0.5")  # the same groups, other scales: the saved ones would win
     run(tiny_data, tmp_path, "--max_iters=8", "--eval_interval=4", "--init_from=resume", "--layer_lr_decay=0.8")
 
 
