@@ -744,3 +744,23 @@ def test_ema_run_evaluates_and_keeps_the_average_and_resumes_bit_exactly(tiny_da
     result = run(tiny_data, tmp_path / "once", *args, "--save_checkpoints=false")
     scored = run(tiny_data, tmp_path / "once", "--eval_only=true", "--ema_decay=0.9")
     assert scored["loss"] == pytest.approx(result["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("task,scores,best", [("lm", [2.0, 1.5, 1.7], 1.5), ("cls", [0.5, 0.8, 0.6], 0.8)])
+def test_the_best_checkpoint_is_the_best_evaluation(tiny_data, tmp_path, monkeypatch, task, scores, best):
+    """Evaluations scripted to score 2.0, 1.5, 1.7 (loss) or 0.5, 0.8, 0.6 (accuracy): best_val and
+    ckpt_best.pt are the second evaluation's. Bug caught: a classifier keeping its lowest accuracy
+    (the direction of the comparison swapped for one task)."""
+    real = train.evaluate
+    seen = iter(scores)
+
+    def scripted(*args, **kw):
+        m = real(*args, **kw)
+        return {**m, ("loss" if task == "lm" else "accuracy"): next(seen)}
+    monkeypatch.setattr(train, "evaluate", scripted)
+    args = ["--max_iters=6", "--eval_interval=2"]
+    if task == "cls":
+        args += ["--dataset=trec", "--causal=false", "--block_size=32"]
+    result = run(tiny_data, tmp_path, *args)
+    assert result["best_val"] == best
+    assert torch.load(tmp_path / "ckpt_best.pt", weights_only=True)["step"] == 4
