@@ -764,3 +764,29 @@ def test_the_best_checkpoint_is_the_best_evaluation(tiny_data, tmp_path, monkeyp
     result = run(tiny_data, tmp_path, *args)
     assert result["best_val"] == best
     assert torch.load(tmp_path / "ckpt_best.pt", weights_only=True)["step"] == 4
+
+
+@pytest.mark.parametrize("task", ["lm", "cls"])
+def test_micro_batches_of_a_later_step_are_that_steps_one_large_batch(tiny_data, task):
+    """Step 2 as 4 micro-batches of 4 sequences holds the very sequences of step 2 as one batch of
+    16 (the documented layout; for a classifier, the same labels in the same order). Bug caught:
+    the classifier's example counter advancing by batch_size rather than the global batch per step
+    (steps overlapping), which step 0 alone cannot show."""
+    from data import Data
+    dataset = "trec" if task == "cls" else "shakespeare_char"
+    data = Data(dataset, tiny_data)
+    extra = ["--causal=false"] if task == "cls" else []
+
+    def batches(bs, accum):
+        cfg, _ = train.parse_args(tiny_args(tiny_data, "/tmp/unused", f"--dataset={dataset}", *extra,
+                                            f"--batch_size={bs}", f"--grad_accum={accum}"))
+        return train.Batches(data, cfg, 16, torch.device("cpu"), 1)
+
+    small, large = batches(4, 4), batches(16, 1)
+    for step in (0, 2):
+        parts = [small.get(step, m, 0) for m in range(4)]
+        whole = large.get(step, 0, 0)
+        if task == "lm":
+            assert torch.equal(torch.cat([p[0] for p in parts]), whole[0])
+        else:  # (x, mask, y): labels and the real tokens of each example
+            assert torch.equal(torch.cat([p[2] for p in parts]), whole[2])
