@@ -139,7 +139,8 @@ class WeightAverage:
     after update t it is sum_s decay^(t-s) w_s / sum_s decay^(t-s) over the weights w_1..w_t seen
     at updates 1..t, so the weights at the start (random) never count, and decay alone sets the
     window (about 1 / (1 - decay) steps) from the first step on. Recursively:
-    avg += (1 - decay) / (1 - decay^t) * (w - avg). Averaging the iterates is Polyak & Juditsky's (1992); AWD-LSTM's
+    avg += (1 - decay) / (1 - decay^t) * (w - avg).
+    Averaging the iterates is Polyak & Juditsky's (1992); AWD-LSTM's
     NT-ASGD (Merity et al. 2017), a mainstay of the small-corpus language-model recipes, averages
     them uniformly once validation stalls; the exponential form needs no trigger. The training loop
     evaluates, and saves as ckpt_best.pt, the averaged weights, swapped into the model in place
