@@ -485,7 +485,8 @@ class Progress:
 
 
 # used only until the first evaluation is timed: about what an H200 machine's disk took for the
-# two 79 MB checkpoints of config/sst2.py, serialisation and fsync included (results/speed-2026-12-01d)
+# two 79 MB checkpoints of config/sst2.py, serialisation and fsync included
+# (results/speed-2026-12-01d)
 CHECKPOINT_BYTES_PER_S = 0.5e9
 
 
@@ -656,7 +657,8 @@ def software(out, resumed):
     the first ones too ("2.11.0, then 2.13.0")."""
     now = {"torch": torch.__version__, "python": sys.version.split()[0]}
     try:
-        before = json.loads((out / "config.json").read_text()).get("software", {}) if resumed else {}
+        before = (json.loads((out / "config.json").read_text()).get("software", {})
+                  if resumed else {})
     except (OSError, ValueError):
         before = {}
     kept = {}
