@@ -350,7 +350,11 @@ class SelfAttention(nn.Module):
         bias = None if inputs.bias is None else inputs.bias.to(q.dtype)
         causal = self.causal and bias is None
         dropout_p = self.dropout if self.training else 0.0
-        if self.kind == "manual" or inputs.record is not None:
+        # one query over a cache (a decode step): the two small products written out beat SDPA's
+        # masked kernel, 1,994 against 1,830 tokens/s for the GPT-2 shape at batch 1, compiled
+        # (results/speed-2026-12-01e/generate_gpt2_*.json)
+        one_query = inputs.cache is not None and T == 1
+        if self.kind == "manual" or inputs.record is not None or one_query:
             y, weights = manual_attention(q, k, v, bias, causal, dropout_p)
             if inputs.record is not None:
                 inputs.record.append(weights.detach())
