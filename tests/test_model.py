@@ -566,6 +566,23 @@ def test_kv_cache_logits_equal_a_full_forward_at_every_step(pe, attn, monkeypatc
             torch.testing.assert_close(logits, model(window)[0][:, -1], atol=1e-5, rtol=1e-5, msg=f"step {i}")
 
 
+def test_a_decode_step_attends_with_the_written_out_product(monkeypatch):
+    """With attention='sdpa', the prompt goes through SDPA and each one-token decode step through
+    manual_attention (faster for one query over a masked cache on the GPU: docs/PERFORMANCE.md,
+    generation). Catches: the decode step sent back to SDPA (`one_query` dropped)."""
+    calls = []
+    sdpa = model_module.F.scaled_dot_product_attention
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention",
+                        lambda q, *a, **k: calls.append(("sdpa", q.size(-2))) or sdpa(q, *a, **k))
+    manual = model_module.manual_attention
+    monkeypatch.setattr(model_module, "manual_attention",
+                        lambda q, *a, **k: calls.append(("manual", q.size(-2))) or manual(q, *a, **k))
+    model = tiny(attention="sdpa").eval()
+    model.generate(ids(B=1, L=5), 3, temperature=0)
+    layers = model.config.n_layer
+    assert calls == [("sdpa", 5)] * layers + [("manual", 1)] * (2 * layers), calls
+
+
 def test_kv_cache_places_tokens_in_a_ring_buffer():
     """KVCache owns its positions: advance() numbers the new tokens and wraps their slots, update()
     writes keys and values there; place() (a recorded decode step's) gives slots without counting,
