@@ -351,11 +351,7 @@ class SelfAttention(nn.Module):
         bias = None if inputs.bias is None else inputs.bias.to(q.dtype)
         causal = self.causal and bias is None
         dropout_p = self.dropout if self.training else 0.0
-        # one query over a cache (a decode step): the two small products written out beat SDPA's
-        # masked kernel, 1,994 against 1,830 tokens/s for the GPT-2 shape at batch 1, compiled
-        # (results/speed-2026-12-01e/generate_gpt2_*.json)
-        one_query = inputs.cache is not None and T == 1
-        if self.kind == "manual" or inputs.record is not None or one_query:
+        if self.kind == "manual" or inputs.record is not None:
             y, weights = manual_attention(q, k, v, bias, causal, dropout_p)
             if inputs.record is not None:
                 inputs.record.append(weights.detach())
@@ -650,8 +646,10 @@ class Transformer(nn.Module):
             # a fixed point at initialisation: with zero biases every layer maps it to zero again
             # (it attends only to itself, causally; bidirectionally, only when all tokens are
             # dropped), and each LayerNorm multiplies the gradient of a zero row by 1/sqrt(eps)
-            # (316): a gradient norm of 4e13 at step 0 for 6 x 512 on WikiText-2, inf for 12 x 384.
-            # A zero at a later position sees the first token and stops being zero in layer 0.
+            # (316): a gradient norm of 4e13 at step 0 for 6 x 512 on WikiText-2; 12 x 384 stopped at
+            # step 0 on an infinite one (results/recipes/wt2-gnorm/).
+            # A zero at a later position sees the first token and stops being zero in layer 0. (With
+            # learned or sinusoidal positions the row is not zero; with RoPE, ALiBi or none it is.)
             scale[:, 0] = 1.0
             x = x * scale.to(x.dtype)[..., None]
         if cfg.pos_encoding == "learned":

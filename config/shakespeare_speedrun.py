@@ -2,8 +2,9 @@
 # python bench.py config/shakespeare_speedrun.py --mode=time_to_loss --target=1.47
 # The main job's 6x384 model with Muon and dropout 0.2, twice the batch, a higher learning rate and a
 # short schedule, evaluated often (exactly, on the whole val split) so the target is seen as soon as
-# it is reached. Muon at lr 3e-3 reaches 1.47 by step 450 where AdamW needs 700 (2e-3: step 600),
-# one run each, eager (results/speed-2026-12-01e/ttl_*.json).
+# it is reached. Muon at lr 3e-3 reaches 1.47 by step 400-550 (5 runs, median 19.4 s from launch)
+# where AdamW needed 700 (one run, 23.9 s; Muon at 2e-3: step 600), eager
+# (results/speed-2026-12-01e/ttl_*.json).
 out_dir = "out-shakespeare-speedrun"
 dataset = "shakespeare_char"
 
@@ -24,8 +25,8 @@ beta2 = 0.99
 
 # no compiler: forward + backward recorded as one CUDA graph, eager kernels. Compiling one block
 # makes a step faster (12.7-13.8 against 22-23 ms with AdamW), but on a run this short it saved
-# nothing even from a warm compile cache: 22.8 s to 1.47 against 21.3-22.8 s eager (AdamW;
-# docs/PERFORMANCE.md, time to 1.47)
+# nothing even from a warm compile cache: 22.8 s to 1.47 against 21.3-22.8 s eager (measured with
+# AdamW; compiled Muon has not been timed since Muon's step was batched; docs/PERFORMANCE.md)
 compile = False
 compile_scope = "block"  # what --compile=true compiles
 cuda_graph = True
