@@ -60,6 +60,27 @@ def test_load_missing_and_corrupt(tiny, tmp_path):
         assert hint in str(e.value)
 
 
+def test_a_split_the_data_set_lacks_is_named_with_the_ones_it_has(tiny_data):
+    """Bug caught: the split check skipped, leaving a raw FileNotFoundError (for `--eval_split=test`
+    on shakespeare_char) instead of an error that lists the splits."""
+    with pytest.raises(D.DataError, match=r"shakespeare_char has no split 'test'; it has train, val"):
+        D.load("shakespeare_char", tiny_data).tokens("test")
+
+
+def test_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
+    """A write that fails before its rename leaves the previous contents, whole, and no temporary
+    file. Bug caught: writing to the path itself (a crash mid-write leaves half a file)."""
+    path = tmp_path / "meta.json"
+    D.write_atomic(path, "old")
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(D.os, "replace", fail)
+    with pytest.raises(OSError):
+        D.write_atomic(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["meta.json"]
+
+
 def test_split_words():
     assert D.split_words("Don't stop, it's GREAT!") == [
         "do", "n't", "stop", ",", "it", "'s", "great", "!"]

@@ -1,5 +1,6 @@
 """Faults a user can run into: bad inputs at the edges, damaged or unwritable files, a run
 directory's life, signals. Every one must end in one clear line (no traceback) and lose nothing."""
+import math
 import time
 from pathlib import Path
 
@@ -502,3 +503,137 @@ def test_plot_legends_and_labels(tmp_path, monkeypatch):
     assert plot.delta(-5.25e-08) == "0" and plot.delta(0.01234) == "+0.0123"
     small, long = plot.attention_figsize(2, 2, 10, 1), plot.attention_figsize(2, 2, 10, 12)
     assert long[1] > small[1]  # room below each row for word labels turned on their side
+
+
+# ---- values the parser and the checkpoints must not let through --------------------------------
+
+def test_repeated_tuple_options_keep_every_value():
+    """`ablate.py --set=a --set=b` keeps both. Bug caught: the last value replacing the others."""
+    from configurator import parse
+    from ablate import AblateConfig
+    assert parse(["--set=data_dir=x", "--set=seed=1"], AblateConfig).set == ("data_dir=x", "seed=1")
+
+
+def test_whole_numbers_and_the_types_of_config_file_values(tmp_path):
+    """--max_iters=5e3 is 5000 and 2.5 is refused, not truncated; in a config file an int is a valid
+    float (min_lr = 0) but True is not an int. Bugs caught: the whole-number check, the int-to-float
+    conversion or the bool guard dropped."""
+    assert train.parse_args(["--max_iters=5e3"])[0].max_iters == 5000
+    assert "max_iters='2.5' (command line) is not a valid int" in config_error("--max_iters=2.5")
+    conf = tmp_path / "c.py"
+    conf.write_text("min_lr = 0\n")
+    cfg = train.parse_args([str(conf)])[0]
+    assert cfg.min_lr == 0.0 and type(cfg.min_lr) is float
+    conf.write_text("max_iters = True\n")
+    assert "max_iters=True" in config_error(str(conf)) and "should be a int, not bool" in config_error(str(conf))
+
+
+def test_schedule_and_evaluation_bounds():
+    """Bugs caught: eval_batch_size=0 let through to fail at the first evaluation, after the
+    training time is spent; a min_lr above learning_rate (a "decay" that raises it) accepted."""
+    assert "eval_batch_size=0 must be >= 1" in config_error("--eval_batch_size=0")
+    assert "min_lr=0.01 must be in [0, learning_rate=0.001]" in config_error("--min_lr=1e-2", "--learning_rate=1e-3")
+
+
+def test_padded_vocabulary_is_never_smaller_than_the_real_one():
+    """Large vocabularies round up to a multiple of 64 and the model knows the real size; small ones
+    are left alone. Bugs caught: rounding down (GPT-2's ids past 50240 off the end of the
+    embedding), real_vocab_size lost (padding rows given probability)."""
+    from types import SimpleNamespace
+    from configurator import model_config, padded_vocab
+    assert padded_vocab(50257) == 50304 and padded_vocab(1000) == 1000
+    assert all(n <= padded_vocab(n) < n + 64 and padded_vocab(n) % (64 if n >= 1024 else 1) == 0
+               for n in range(1000, 1100))
+    cfg = model_config({}, data=SimpleNamespace(vocab_size=50257, n_classes=0, task="lm"))
+    assert (cfg.vocab_size, cfg.real_vocab_size) == (50304, 50257)
+
+
+def test_a_cuda_index_past_the_last_gpu_and_auto_float16_on_a_cpu(monkeypatch):
+    """Bugs caught: cuda:1 accepted on a one-GPU machine (the index compared with > instead of
+    >=), and --device=auto --dtype=float16 let through on a machine without a GPU."""
+    from configurator import device_problems
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert device_problems("cuda:0") == [] and "has 1 CUDA GPU(s)" in device_problems("cuda:1")[0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        assert "dtype='float16' on a CPU" in device_problems("auto", "float16")[0]
+
+
+def test_checkpoint_of_another_format_version_is_refused(tmp_path):
+    """Bug caught: the version check dropped, so a foreign or future checkpoint loads."""
+    torch.save({"version": checkpoint.CHECKPOINT_VERSION + 1, "model": {}}, tmp_path / "c.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="is not a version-"):
+        checkpoint.load_checkpoint(tmp_path / "c.pt")
+
+
+def test_checkpoint_digest_covers_every_element():
+    """A change to the last element of a tensor changes the digest. Bug caught: a digest over only
+    part of each tensor (damage past the hashed part loads silently)."""
+    t = torch.arange(1000, dtype=torch.float32)
+    u = t.clone()
+    u[-1] += 1
+    assert checkpoint.state_digest({"w": t}) != checkpoint.state_digest({"w": u})
+
+
+def test_checkpoint_missing_a_weight_is_not_loaded(tiny_data, tmp_path):
+    """Bug caught: non-strict loading, so a checkpoint without some weights gives a partly random
+    model for sample.py and bench.py instead of an error."""
+    run(tiny_data, tmp_path, "--max_iters=2")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "ckpt_best.pt")
+    del ckpt["model"]["transformer.ln_f.weight"]
+    with pytest.raises(RuntimeError, match="Missing key"):
+        checkpoint.model_from_checkpoint(ckpt)
+    torch.save({**ckpt, "digest": checkpoint.state_digest(ckpt)}, tmp_path / "ckpt_best.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="does not hold a complete model"):
+        sample.load(tmp_path)
+
+
+def test_checkpoint_keeps_the_loss_scale(tmp_path):
+    """A float16 run's GradScaler state is saved with it (a resume would otherwise restart loss
+    scaling at 65536). Bug caught: the scaler's state not written."""
+    from types import SimpleNamespace
+    from configurator import TrainConfig
+    from model import TransformerConfig
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    data = SimpleNamespace(name="x", meta={})
+    checkpoint.save_checkpoint(tmp_path / "c.pt", {}, [], scaler, 3, 1.0, TrainConfig(),
+                               TransformerConfig(vocab_size=8), data, {})
+    assert checkpoint.load_checkpoint(tmp_path / "c.pt")["scaler"]["scale"] == 1024.0
+
+
+def test_optimizers_take_the_configured_betas():
+    """Bug caught: --beta1/--beta2 not passed to AdamW (its default betas used instead)."""
+    from configurator import TrainConfig
+    from model import Transformer, TransformerConfig
+    from optimizers import make_optimizers
+    model = Transformer(TransformerConfig(vocab_size=8, n_layer=1, n_head=1, n_embd=8, block_size=4))
+    opts = make_optimizers(model, TrainConfig(beta1=0.8, beta2=0.95), torch.device("cpu"))
+    assert all(g["betas"] == (0.8, 0.95) for g in opts[0].param_groups)
+
+
+class _Stub:
+    """A data set of 11 tokens whose targets spell 10 characters, with tokenizer kind `kind`."""
+
+    def __init__(self, kind):
+        self.meta = {"tokenizer": {"kind": kind}}
+
+    def tokens(self, split):
+        return list(range(11))
+
+    def decode(self, ids):
+        return "abcdefghij"[:len(ids)]
+
+
+@pytest.mark.parametrize("kind", ["char", "tiktoken", "word"])
+def test_language_model_metrics_in_bits(kind):
+    """10 nats over 5 targets: perplexity e^2, 2/ln 2 bits per token; bits per character (10
+    characters) for the character and GPT-2 tokenizers only. Bugs caught: bits per token multiplied
+    by ln 2, GPT-2-tokenised data sets losing bits_per_char, a word-level one given it."""
+    from evaluation import lm_metrics
+    m = lm_metrics(10.0, 5, _Stub(kind), "val")
+    assert m["perplexity"] == pytest.approx(math.exp(2)) and m["bits_per_token"] == pytest.approx(2 / math.log(2))
+    if kind == "word":
+        assert "bits_per_char" not in m
+    else:
+        assert m["bits_per_char"] == pytest.approx(10 / math.log(2) / 10)

@@ -59,6 +59,16 @@ def test_mlm_mask_follows_bert():
     assert torch.equal(again[0], xm) and torch.equal(again[1], y)  # a function of the seed alone
 
 
+def test_mlm_mask_chooses_every_word_id_and_no_special():
+    """At rate 1 every word, the first word id (MLM_SPECIALS) included, is a target, and no special
+    id is. Bug caught: the specials' bound off by one (`x > MLM_SPECIALS`), so the first word of
+    the vocabulary is never learned."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(10).repeat(3, 1)  # ids 0..3 special, 4..9 words
+    _, y = mlm_mask(x, 3, 10, g, rate=1.0)
+    assert torch.equal(y[:, MLM_SPECIALS:], x[:, MLM_SPECIALS:]) and (y[:, :MLM_SPECIALS] == -1).all()
+
+
 def test_real_corpus_holds_no_val_or_test_text(mirror, tmp_path):
     """The pretraining texts are training text only. Bug caught: the SST-2 or TREC val carve (or a test
     file) leaking into the corpus the classifiers are pretrained on."""

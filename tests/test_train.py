@@ -766,6 +766,24 @@ def test_the_best_checkpoint_is_the_best_evaluation(tiny_data, tmp_path, monkeyp
     assert torch.load(tmp_path / "ckpt_best.pt", weights_only=True)["step"] == 4
 
 
+def test_a_resumed_run_keeps_the_best_evaluation_before_the_stop(tiny_data, tmp_path, monkeypatch):
+    """Evaluations scripted to 2.0, 1.5, 1.7 with a stop and a resume between the second and the
+    third: best_val stays 1.5 and ckpt_best.pt stays step 4's. Bug caught: the checkpoint saving
+    another best (inf), so the first evaluation after a resume overwrites ckpt_best.pt with a
+    worse model."""
+    real = train.evaluate
+    seen = iter([2.0, 1.5, 1.7])
+
+    def scripted(*args, **kw):
+        return {**real(*args, **kw), "loss": next(seen)}
+    monkeypatch.setattr(train, "evaluate", scripted)
+    run(tiny_data, tmp_path, "--max_iters=6", "--eval_interval=2", "--stop_after=4")
+    assert checkpoint.load_checkpoint(tmp_path / "ckpt_last.pt")["best"] == 1.5
+    result = run(tiny_data, tmp_path, "--max_iters=6", "--eval_interval=2", "--init_from=resume")
+    assert result["best_val"] == 1.5
+    assert torch.load(tmp_path / "ckpt_best.pt", weights_only=True)["step"] == 4
+
+
 @pytest.mark.parametrize("task", ["lm", "cls"])
 def test_micro_batches_of_a_later_step_are_that_steps_one_large_batch(tiny_data, task):
     """Step 2 as 4 micro-batches of 4 sequences holds the very sequences of step 2 as one batch of
