@@ -90,6 +90,11 @@ def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg
     tmp = Path(f"{path}.tmp")
     try:
         torch.save(state, tmp)
+        fd = os.open(tmp, os.O_RDONLY)  # on the disk before the rename, so that a power cut too
+        try:                            # leaves the old checkpoint or the whole new one
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         # atomic: a crash leaves the old checkpoint or the new one, never half of one
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # a full disk, an unwritable directory

@@ -42,11 +42,15 @@ def check_name(name):
 
 def write_atomic(path, data):
     """Write bytes (or text, as UTF-8) to path through a temporary file and a rename, so a reader
-    or a crash never sees half a file."""
+    or a crash never sees half a file. The bytes reach the disk (fsync) before the rename, so that
+    after a power cut the name holds the old file or the whole new one, not an empty one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:  # name the file meant, not the temporary one
         raise type(e)(e.errno, e.strerror, str(path)) from None

@@ -81,6 +81,16 @@ def test_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["meta.json"]
 
 
+def test_atomic_write_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    """Bug caught: the rename before the bytes are synced (after a power cut the new name could
+    hold an empty file)."""
+    events, fsync, replace = [], D.os.fsync, D.os.replace
+    monkeypatch.setattr(D.os, "fsync", lambda fd: events.append("fsync") or fsync(fd))
+    monkeypatch.setattr(D.os, "replace", lambda a, b: events.append("replace") or replace(a, b))
+    D.write_atomic(tmp_path / "x.json", "{}")
+    assert events == ["fsync", "replace"] and (tmp_path / "x.json").read_text() == "{}"
+
+
 def test_split_words():
     assert D.split_words("Don't stop, it's GREAT!") == [
         "do", "n't", "stop", ",", "it", "'s", "great", "!"]

@@ -151,6 +151,20 @@ def test_disk_full_during_a_checkpoint(tiny_data, tmp_path, monkeypatch, capsys)
     assert run(tiny_data, tmp_path, "--init_from=resume")["step"] == 20  # and the run goes on from there
 
 
+def test_checkpoint_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    """Bug caught: the rename before the bytes are synced (after a power cut ckpt_last.pt could be
+    an empty file where the last good checkpoint was)."""
+    from types import SimpleNamespace
+    from configurator import TrainConfig
+    from model import TransformerConfig
+    events, fsync, replace = [], checkpoint.os.fsync, checkpoint.os.replace
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: events.append("fsync") or fsync(fd))
+    monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: events.append("replace") or replace(a, b))
+    checkpoint.save_checkpoint(tmp_path / "c.pt", {}, [], None, 3, 1.0, TrainConfig(),
+                               TransformerConfig(vocab_size=8), SimpleNamespace(name="x", meta={}), {})
+    assert events == ["fsync", "replace"] and checkpoint.load_checkpoint(tmp_path / "c.pt")["step"] == 3
+
+
 def test_temporary_file_of_a_killed_write_is_removed(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "--max_iters=10")
     (tmp_path / "ckpt_last.pt.tmp").write_bytes(b"PK half")  # kill -9 during torch.save
@@ -577,13 +591,15 @@ def test_checkpoint_digest_covers_every_element():
 
 
 def test_checkpoint_missing_a_weight_is_not_loaded(tiny_data, tmp_path):
-    """Bug caught: non-strict loading, so a checkpoint without some weights gives a partly random
-    model for sample.py and bench.py instead of an error."""
-    run(tiny_data, tmp_path, "--max_iters=2")
+    """Bugs caught: non-strict loading, so a checkpoint without some weights gives a partly random
+    model for sample.py and bench.py instead of an error; the saved keys winning over overrides."""
+    run(tiny_data, tmp_path, "--max_iters=2", "--dropout=0.1")
     ckpt = checkpoint.load_checkpoint(tmp_path / "ckpt_best.pt")
     del ckpt["model"]["transformer.ln_f.weight"]
     with pytest.raises(RuntimeError, match="Missing key"):
         checkpoint.model_from_checkpoint(ckpt)
+    whole = checkpoint.load_checkpoint(tmp_path / "ckpt_best.pt")  # overrides win over the saved keys
+    assert checkpoint.model_from_checkpoint(whole, dropout=0.0).config.dropout == 0.0
     torch.save({**ckpt, "digest": checkpoint.state_digest(ckpt)}, tmp_path / "ckpt_best.pt")
     with pytest.raises(checkpoint.CheckpointError, match="does not hold a complete model"):
         sample.load(tmp_path)
