@@ -167,6 +167,20 @@ def test_welch_statistics_and_edge_cases():
     assert ablate.summarize(flat, ["base", "flat"], "loss", "base")[1]["p_value"] is None  # no spread at all
 
 
+def test_summary_of_one_baseline_seed_a_zero_metric_and_mixed_speeds():
+    """One baseline seed: a difference but no p-value (Welch needs two); a metric of exactly 0.0
+    is a result, not a missing one; tokens/s is the mean over the seeds. Bugs caught: a NaN p-value
+    from one baseline seed, the difference dropped for --seeds 1, 0.0 skipped as falsy, another
+    reduction of tokens/s (the max)."""
+    runs = [{"variant": "base", "seed": 0, "loss": 1.0, "tokens_per_s": 100.0},
+            {"variant": "a", "seed": 0, "loss": 0.0, "tokens_per_s": 200.0},
+            {"variant": "a", "seed": 1, "loss": 1.0, "tokens_per_s": 600.0}]
+    rows = {r["variant"]: r for r in ablate.summarize(runs, ["base", "a"], "loss", "base")}
+    assert rows["a"]["n"] == 2 and rows["a"]["mean"] == 0.5 and rows["a"]["diff"] == -0.5
+    assert rows["a"]["p_value"] is None and rows["a"]["significant"] is None
+    assert rows["a"]["tokens_per_s"] == 400.0
+
+
 def test_summarize_only_reports_the_finished_runs_and_trains_nothing(quick, tiny_data, tmp_path):
     """--summarize: the summary of the runs that finished (a study cut off by a time limit), with
     nothing trained. Bugs caught: unfinished runs started anyway; a summary that hides how many of

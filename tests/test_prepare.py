@@ -368,6 +368,9 @@ def test_real_sst2(real):
     assert c["val"] == carve["val"] == 1000 and c["test"] == 872
     assert c["train"] + c["val"] == 67_349 - carve["dropped_from_train"]
     assert 5_000 < carve["dropped_from_train"] < 20_000 and carve["full_sentences"] > 6_000
+    # the documented split (README, Data), which a changed seed or vocabulary rule would move
+    assert (c["train"], carve["dropped_from_train"], carve["full_sentences"], d.vocab_size) == (
+        56_034, 10_315, 6_885, 13_211)
     assert d.meta["splits"]["test"]["label_counts"] == [428, 444] and d.label_names == ["negative", "positive"]
     assert "dropped" in d.meta["notes"] and str(carve["dropped_from_train"]) in d.meta["notes"]
     # no held-out sentence, nor any of its sub-phrases, stays in train
@@ -387,6 +390,10 @@ def test_real_trec(real, mirror):
     d = real("trec")
     c = counts(d)
     assert c["train"] + c["val"] == 5_452 and c["test"] == 500 and d.n_classes == 6
+    # the documented split (README, Data); the vocabulary (words seen twice in train) pins which
+    # questions are in train, so a changed seed, rounding or counting rule moves it
+    assert (c["train"], c["val"], d.vocab_size) == (4_904, 548, 3_207)
+    assert d.meta["splits"]["val"]["label_counts"] == [9, 124, 118, 122, 85, 90]
     by_name = dict(zip(d.label_names, d.meta["splits"]["test"]["label_counts"]))
     assert by_name == {"DESC": 138, "NUM": 113, "ENTY": 94, "LOC": 81, "HUM": 65, "ABBR": 9}
     val_share = np.array(d.meta["splits"]["val"]["label_counts"]) / c["val"]

@@ -6,6 +6,7 @@ A tiny character model and a tiny TREC classifier are trained once per module on
 fixture (a few seconds on a CPU); every test then loads their checkpoints as a user would.
 """
 import io
+import re
 import shutil
 
 import pytest
@@ -14,6 +15,16 @@ import torch
 import sample as S
 import train
 from data import Data
+
+
+def test_sampling_arguments_at_their_bounds():
+    """0 new tokens, temperature 0 (greedy) and seed 0 are valid; 0 samples and top_p=0 (nothing
+    left to sample) are not. Bugs caught: each bound off by one."""
+    cfg = S.parse_args(["--max_new_tokens=0", "--temperature=0", "--seed=0"])
+    assert (cfg.max_new_tokens, cfg.temperature, cfg.seed) == (0, 0.0, 0)
+    for bad, text in [("--num_samples=0", "num_samples=0 must be >= 1"), ("--top_p=0", "top_p=0.0 must be in (0, 1]")]:
+        with pytest.raises(S.SampleError, match=re.escape(text)):
+            S.parse_args([bad])
 
 PROMPT = "ROMAN:"  # the tiny data set has no 'E'
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--batch_size=8", "--max_iters=20", "--warmup_iters=2",

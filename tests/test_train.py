@@ -766,6 +766,14 @@ def test_the_best_checkpoint_is_the_best_evaluation(tiny_data, tmp_path, monkeyp
     assert torch.load(tmp_path / "ckpt_best.pt", weights_only=True)["step"] == 4
 
 
+def test_stop_after_counts_from_where_a_resumed_run_began(tiny_data, tmp_path):
+    """--stop_after=3 on a run resumed at step 10 stops at step 13. Bug caught: stop_after
+    compared with the step itself (a resumed run then never stops, or stops at once)."""
+    run(tiny_data, tmp_path, "--max_iters=10", "--eval_interval=10")
+    run(tiny_data, tmp_path, "--max_iters=30", "--eval_interval=10", "--init_from=resume", "--stop_after=3")
+    assert checkpoint.load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 13
+
+
 def test_a_resumed_run_keeps_the_best_evaluation_before_the_stop(tiny_data, tmp_path, monkeypatch):
     """Evaluations scripted to 2.0, 1.5, 1.7 with a stop and a resume between the second and the
     third: best_val stays 1.5 and ckpt_best.pt stays step 4's. Bug caught: the checkpoint saving
