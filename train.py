@@ -485,8 +485,8 @@ class Progress:
 
 
 # used only until the first evaluation is timed: about what an H200 machine's disk took for the
-# two 79 MB checkpoints of config/sst2.py, serialisation and fsync included
-# (results/speed-2026-12-01d)
+# two 79 MB checkpoints of config/sst2.py, serialisation included (results/speed-2026-12-01d,
+# measured before checkpoints were synced to the disk)
 CHECKPOINT_BYTES_PER_S = 0.5e9
 
 
