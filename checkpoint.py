@@ -1,5 +1,5 @@
 """
-Checkpoints and the run directory: a versioned dict written to a temporary file and renamed, with a
+Checkpoints and the run directory: a versioned dict written durably (data.write_atomic), with a
 sha256 of its contents checked on load (weights_only=True); out_dir's lock,
 log.jsonl trimmed on resume.
 
@@ -38,8 +38,8 @@ def last_good(out_dir):
 
 
 def write_failure(e, path):
-    """Why writing path failed, in words: torch.save on a full disk says only
-    'unexpected pos ...'."""
+    """Why writing path failed, in words, with the space left there: a full disk is the usual
+    cause, and torch.save's own errors say little of it ('unexpected pos ...')."""
     why = e.strerror if isinstance(e, OSError) and e.strerror else \
         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     try:
@@ -87,21 +87,11 @@ def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
     state["digest"] = state_digest(state)  # checked by load_checkpoint
-    tmp = Path(f"{path}.tmp")
-    try:
-        torch.save(state, tmp)
-        fd = os.open(tmp, os.O_RDONLY)  # on the disk before the rename, so that a power cut too
-        try:                            # leaves the old checkpoint or the whole new one
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # atomic: a crash leaves the old checkpoint or the new one, never half of one
-        os.replace(tmp, path)
+    try:  # data.write_atomic: a crash or a power cut leaves the old checkpoint or the whole new one
+        write_atomic(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:  # a full disk, an unwritable directory
         raise CheckpointError(f"cannot write checkpoint {path}: {write_failure(e, path)}; "
                               f"{last_good(Path(path).parent)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)  # whatever happened, no half-written file stays behind
 
 
 def load_checkpoint(path):

@@ -8,6 +8,7 @@ this reads; nothing here downloads or builds a data set.
     tokens, offsets, labels = load("sst2").examples("val")
     x, mask, y = cls_batch(tokens, offsets, labels, range(32), max_len=64, pad_id=0, device="cpu")
 """
+import errno
 import hashlib
 import json
 import os
@@ -41,21 +42,46 @@ def check_name(name):
 
 
 def write_atomic(path, data):
-    """Write bytes (or text, as UTF-8) to path through a temporary file and a rename, so a reader
-    or a crash never sees half a file. The bytes reach the disk (fsync) before the rename, so that
-    after a power cut the name holds the old file or the whole new one, not an empty one."""
+    """Write data to path through a temporary file in the same directory and a rename, so a reader
+    or a crash never sees half a file. data is bytes, text (written as UTF-8), or a function that
+    writes to the open binary file it is given (torch.save, for checkpoints). The file is synced to
+    the disk (fsync) before the rename and its directory after it, so that after a power cut the
+    name holds the old file or the whole new one. A failure leaves no temporary file, and the old
+    file if it came before the rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        sync_directory(path.parent)
     except OSError as e:  # name the file meant, not the temporary one
+        if e.errno is None:
+            raise
         raise type(e)(e.errno, e.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sync_directory(path):
+    """fsync a directory, so that a rename in it survives a power cut. Skipped where directories
+    cannot be opened (Windows) or synced (some file systems say EINVAL)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 # what Data reads of meta.json; prepare.py rebuilds a data set whose meta.json lacks one

@@ -863,8 +863,9 @@ def open_out_dir(run, stack):
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock_out_dir(out, stack)
-        # left by a process killed mid-write
-        for tmp in [*out.glob("*.pt.tmp"), *out.glob(".*.tmp")]:
+        # left by a process killed mid-write (data.write_atomic's .NAME.tmp; ckpt_*.pt.tmp too,
+        # the name checkpoints were once written under)
+        for tmp in {*out.glob("*.pt.tmp"), *out.glob(".*.tmp")}:
             tmp.unlink()
         # a fresh run (maybe --overwrite=true): nothing of the old run may pass for this one's
         if run.ckpt is None:

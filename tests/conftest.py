@@ -66,3 +66,15 @@ def tiny_data(tmp_path_factory):
         prepare.prepare("shakespeare_char", source=FIXTURES / "tiny_shakespeare.txt", data_dir=data_dir, quiet=True)
         prepare.prepare("trec", source=FIXTURES, data_dir=data_dir, quiet=True)
     return data_dir
+
+
+@pytest.fixture
+def syncs(monkeypatch):
+    """The test's fsyncs and renames, in order: ("fsync", st_ino of the file or directory synced)
+    and ("replace", name renamed to). A file keeps its st_ino through the rename."""
+    events, fsync, replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.fstat(fd).st_ino))
+                        or fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", Path(b).name))
+                        or replace(a, b))
+    return events

@@ -7,7 +7,9 @@ a test that damages one works on its own copy.
 """
 import itertools
 import json
+import os
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -81,14 +83,74 @@ def test_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["meta.json"]
 
 
-def test_atomic_write_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+def is_dir(fd):
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+@pytest.mark.parametrize("stage", ["write", "fsync", "directory fsync"])
+def test_atomic_write_failing_at_any_stage_leaves_no_temporary_file(tmp_path, monkeypatch, stage):
+    """Whatever fails, the error names the file meant and no temporary file stays; before the
+    rename the old file stays whole, after it (the directory's fsync) the new one is there whole."""
+    path = tmp_path / "meta.json"
+    D.write_atomic(path, "old")
+    fsync = os.fsync
+
+    def full(f):  # a disk that fills half-way
+        f.write(b"ne")
+        raise OSError(28, "No space left on device")
+
+    def failing_fsync(fd):
+        if is_dir(fd) == (stage == "directory fsync"):
+            raise OSError(5, "Input/output error")
+        fsync(fd)
+    if stage != "write":
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError) as info:
+        D.write_atomic(path, full if stage == "write" else "new")
+    assert info.value.filename == str(path) and path.read_text() == (
+        "new" if stage == "directory fsync" else "old")
+    assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]
+
+
+def test_atomic_write_reaches_the_disk_before_its_rename(tmp_path, syncs):
     """Bug caught: the rename before the bytes are synced (after a power cut the new name could
     hold an empty file)."""
-    events, fsync, replace = [], D.os.fsync, D.os.replace
-    monkeypatch.setattr(D.os, "fsync", lambda fd: events.append("fsync") or fsync(fd))
-    monkeypatch.setattr(D.os, "replace", lambda a, b: events.append("replace") or replace(a, b))
     D.write_atomic(tmp_path / "x.json", "{}")
-    assert events == ["fsync", "replace"] and (tmp_path / "x.json").read_text() == "{}"
+    assert syncs[:2] == [("fsync", (tmp_path / "x.json").stat().st_ino), ("replace", "x.json")]
+    assert (tmp_path / "x.json").read_text() == "{}"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="directories are opened (and synced) on POSIX")
+def test_atomic_write_syncs_its_directory_after_the_rename(tmp_path, syncs):
+    """The file is synced, renamed, then its directory synced. Bug caught: no fsync of the
+    directory (after a power cut the name could still hold the old file, or none, though the
+    write had returned)."""
+    path = tmp_path / "run" / "x.json"
+    path.parent.mkdir()
+    D.write_atomic(path, b"{}")
+    assert syncs == [("fsync", path.stat().st_ino), ("replace", "x.json"),
+                     ("fsync", path.parent.stat().st_ino)]
+
+
+@pytest.mark.parametrize("refused", ["open", "fsync"])
+def test_atomic_write_where_a_directory_cannot_be_synced(tmp_path, monkeypatch, refused):
+    """Where a directory cannot be opened (Windows) or fsynced (EINVAL on some file systems), the
+    write goes on without that fsync."""
+    real_open, real_fsync = os.open, os.fsync
+
+    def open_(path, *args, **kwargs):
+        if os.path.isdir(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    def fsync(fd):
+        if is_dir(fd):
+            raise OSError(22, "Invalid argument")
+        real_fsync(fd)
+    monkeypatch.setattr(os, refused, open_ if refused == "open" else fsync)
+    D.write_atomic(tmp_path / "x.json", "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+    assert (tmp_path / "x.json").read_text() == "{}"
 
 
 def test_split_words():

@@ -133,41 +133,49 @@ def test_checkpoint_with_bytes_changed_in_place_is_refused(tiny_data, tmp_path):
         checkpoint.load_checkpoint(path)
 
 
-def test_disk_full_during_a_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("error, said", [
+    (OSError(28, "No space left on device"), "No space left on device"),  # a write into the file
+    (RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0"),
+     "RuntimeError: [enforce fail"),  # torch's own zip writer
+])
+def test_disk_full_during_a_checkpoint(tiny_data, tmp_path, monkeypatch, capsys, error, said):
     run(tiny_data, tmp_path, "--max_iters=10")
     good = (tmp_path / "ckpt_last.pt").read_bytes()
     real_save = torch.save
 
     def full_disk(obj, f, *a, **k):  # what torch.save does when the disk fills half-way
-        Path(f).write_bytes(b"PK\x03\x04" + b"\0" * 100)
-        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+        f.write(b"PK\x03\x04" + b"\0" * 100)
+        raise error
     monkeypatch.setattr(torch, "save", full_disk)
     assert train.main(tiny_args(tiny_data, tmp_path, "--init_from=resume")) == 1
     err = capsys.readouterr().err
-    assert f"cannot write checkpoint {tmp_path / 'ckpt_last.pt'}: RuntimeError" in err and "MiB free there" in err
+    assert f"cannot write checkpoint {tmp_path / 'ckpt_last.pt'}: {said}" in err
+    assert "MiB free there" in err
     assert f"the last good checkpoint is {tmp_path / 'ckpt_last.pt'}" in err and "Traceback" not in err
     assert not list(tmp_path.glob("*.tmp")) and (tmp_path / "ckpt_last.pt").read_bytes() == good
     monkeypatch.setattr(torch, "save", real_save)
     assert run(tiny_data, tmp_path, "--init_from=resume")["step"] == 20  # and the run goes on from there
 
 
-def test_checkpoint_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
-    """Bug caught: the rename before the bytes are synced (after a power cut ckpt_last.pt could be
-    an empty file where the last good checkpoint was)."""
+def test_checkpoint_reaches_the_disk_before_its_rename(tmp_path, syncs):
+    """The checkpoint is synced, renamed, then its directory synced (data.write_atomic). Bug caught:
+    the rename before the bytes are synced (after a power cut ckpt_last.pt could be an empty file
+    where the last good checkpoint was), or no directory fsync after it."""
     from types import SimpleNamespace
     from configurator import TrainConfig
     from model import TransformerConfig
-    events, fsync, replace = [], checkpoint.os.fsync, checkpoint.os.replace
-    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: events.append("fsync") or fsync(fd))
-    monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: events.append("replace") or replace(a, b))
     checkpoint.save_checkpoint(tmp_path / "c.pt", {}, [], None, 3, 1.0, TrainConfig(),
                                TransformerConfig(vocab_size=8), SimpleNamespace(name="x", meta={}), {})
-    assert events == ["fsync", "replace"] and checkpoint.load_checkpoint(tmp_path / "c.pt")["step"] == 3
+    assert syncs == [("fsync", (tmp_path / "c.pt").stat().st_ino), ("replace", "c.pt"),
+                     ("fsync", tmp_path.stat().st_ino)]
+    assert checkpoint.load_checkpoint(tmp_path / "c.pt")["step"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
 def test_temporary_file_of_a_killed_write_is_removed(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "--max_iters=10")
-    (tmp_path / "ckpt_last.pt.tmp").write_bytes(b"PK half")  # kill -9 during torch.save
+    (tmp_path / ".ckpt_last.pt.tmp").write_bytes(b"PK half")  # kill -9 during torch.save
+    (tmp_path / "ckpt_best.pt.tmp").write_bytes(b"PK half")  # ... under its former name
     (tmp_path / ".metrics.json.tmp").write_bytes(b"{")  # ... or during data.write_atomic
     run(tiny_data, tmp_path, "--init_from=resume", "--max_iters=10")  # which writes no checkpoint
     assert not list(tmp_path.glob("*.tmp"))
