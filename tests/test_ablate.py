@@ -1,6 +1,7 @@
 """ablate.py: a quick study end to end on tiny data (files, rows, statistics), skipping finished
 runs and resuming a cut-off one bit-exactly, failed runs, and errors raised before anything runs."""
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -225,3 +226,158 @@ def test_summarize_only_reports_the_finished_runs_and_trains_nothing(quick, tiny
     with pytest.raises(ablate.StudyError, match="cannot --test"):
         ablate.run_study("lm", seeds=2, quick=True, out=copy, variants=VARIANTS, extra=extra,
                          quiet=True, summarize_only=True, test=True)
+
+
+TINY = ["--dataset=shakespeare_char", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16",
+        "--batch_size=4", "--max_iters=4", "--warmup_iters=1", "--eval_interval=2",
+        "--eval_batch_size=64", "--device=cpu"]
+
+
+def test_run_state_of_finished_cut_off_and_other_runs(tiny_data, tmp_path):
+    """A run directory is 'done' only when it finished with the very config asked for (its output
+    folder, --overwrite and stop_after aside), 'resume' when it was cut off with a checkpoint,
+    else 'fresh'. Catches: a finished run of another train or model key skipped (its numbers
+    reported for this config), a cut-off run or an eval_only record taken for a finished one,
+    a resume without a checkpoint, and a run that differs only in its folder trained again."""
+    out = tmp_path / "run"
+    cfg, kw = train.parse_args([*TINY, f"--data_dir={tiny_data}", f"--out_dir={out}"])
+    state = lambda c=cfg, k=kw: ablate.run_state(out, c, k)  # noqa: E731
+    assert state() == "fresh"  # nothing there
+    out.mkdir()
+    (out / "config.json").write_text("{not json")
+    assert state() == "fresh"
+    (out / "config.json").unlink()
+
+    train.train(*train.parse_args([*TINY, f"--data_dir={tiny_data}", f"--out_dir={out}",
+                                   "--stop_after=1"]), quiet=True)
+    assert json.loads((out / "metrics.json").read_text())["step"] == 1 and state() == "resume"
+    (out / "ckpt_last.pt").rename(tmp_path / "ckpt_last.pt")
+    assert state() == "fresh"  # cut off before a checkpoint: nothing to resume from
+    (tmp_path / "ckpt_last.pt").rename(out / "ckpt_last.pt")
+    train.train(*train.parse_args([*TINY, f"--data_dir={tiny_data}", f"--out_dir={out}",
+                                   "--init_from=resume"]), quiet=True)
+    assert state() == "done"
+    moved = dataclasses.replace(cfg, out_dir=str(tmp_path / "elsewhere"), overwrite=True,
+                                stop_after=3)
+    assert state(moved) == "done"
+
+    # another value of a train key, of a model key, or of a key the run's config.json lacks
+    assert state(dataclasses.replace(cfg, learning_rate=cfg.learning_rate / 2)) == "fresh"
+    assert state(dataclasses.replace(cfg, max_iters=8)) == "fresh"
+    assert state(cfg, {**kw, "dropout": 0.1}) == "fresh"
+    saved = json.loads((out / "config.json").read_text())
+    # ... or the run had a model key that this config leaves at its default
+    with_dropout = {**saved, "model": {**saved["model"], "dropout": 0.1}}
+    (out / "config.json").write_text(json.dumps(with_dropout))
+    assert state() == "fresh"
+    older = {**saved, "train": {k: v for k, v in saved["train"].items() if k != "ema_decay"}}
+    (out / "config.json").write_text(json.dumps(older))
+    assert state() == "done" and state(dataclasses.replace(cfg, ema_decay=0.9)) == "fresh"
+    (out / "config.json").write_text(json.dumps(saved))
+
+    # metrics.json of an evaluation of the checkpoint, not of the training: resumed, not skipped
+    metrics = json.loads((out / "metrics.json").read_text())
+    evaluated = {**metrics, "checkpoint": str(out / "ckpt_best.pt")}
+    (out / "metrics.json").write_text(json.dumps(evaluated))
+    assert state() == "resume"
+    (out / "metrics.json").unlink()
+    assert state() == "resume"
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    assert state() == "done"
+
+
+def test_run_state_of_runs_started_from_a_pretrained_encoder(tiny_data, tmp_path):
+    """A run started from an encoder (init_from=PATH) takes its shape from it: the shape keys the
+    study does not set are not compared. A config.json of older code that says init_from='resume'
+    kept no starting point, so it counts as a run from scratch. Catches: every fine-tuning run
+    trained again because its shape differs from the defaults, a shape the study does set not
+    compared, and an older resumed run of another starting point skipped."""
+    out = tmp_path / "run"
+    cfg, kw = train.parse_args([*TINY, f"--data_dir={tiny_data}", f"--out_dir={out}"])
+    train.train(cfg, kw, quiet=True)
+    saved = json.loads((out / "config.json").read_text())
+    encoder = str(tmp_path / "encoder.pt")
+    tuned = dataclasses.replace(cfg, init_from=encoder)
+    shape_free = {k: v for k, v in kw.items() if k not in train.PRETRAINED_KEYS}
+    assert shape_free == {"block_size": 16}
+
+    def started_from(path):
+        return {**saved, "train": {**saved["train"], "init_from": path}}
+    (out / "config.json").write_text(json.dumps(started_from(encoder)))
+    assert ablate.run_state(out, tuned, shape_free) == "done"
+    assert ablate.run_state(out, tuned, {**shape_free, "n_layer": 3}) == "fresh"
+    assert ablate.run_state(out, cfg, kw) == "fresh"  # from scratch now: another run
+    (out / "config.json").write_text(json.dumps(started_from("resume")))
+    assert ablate.run_state(out, cfg, kw) == "done"
+    assert ablate.run_state(out, tuned, shape_free) == "fresh"
+
+
+def fake_runner(monkeypatch, fail=(), fail_test=(), test_code=1, test_writes=False):
+    """Runner.run without subprocesses: a training writes metrics.json at max_iters (loss: 1 for
+    the baseline, 2 for pos=none, plus seed / 10), or fails for (variant, seed) in fail; a test
+    evaluation writes metrics_test.json, or for those in fail_test exits with test_code, having
+    written it only if test_writes. Returns the list of (state, variant, seed) started."""
+    started = []
+    max_iters = ablate.load_study("lm")["quick"]["max_iters"]
+
+    def run(self, job, log_name="train.log"):
+        key = (job["variant"], job["seed"])
+        started.append((job["state"], *key))
+        job["out_dir"].mkdir(parents=True, exist_ok=True)
+        loss = 1.0 + (job["variant"] != "baseline") + job["seed"] / 10
+        if job["state"] == "eval":
+            if key not in fail_test or test_writes:
+                (job["out_dir"] / "metrics_test.json").write_text(json.dumps(
+                    {"split": "test", "loss": loss + 0.5, "perplexity": np.exp(loss + 0.5)}))
+            if key in fail_test:
+                (job["out_dir"] / log_name).write_text("error: boom\n")
+                return test_code, 0.1
+            return 0, 0.1
+        if key in fail:
+            (job["out_dir"] / log_name).write_text("error: out of memory\n")
+            return 1, 0.1
+        (job["out_dir"] / "metrics.json").write_text(json.dumps({"step": max_iters, "loss": loss}))
+        return 0, 0.1
+
+    monkeypatch.setattr(ablate.Runner, "run", run)
+    return started
+
+
+def test_test_split_scores_the_selected_variant_only_when_every_run_finished(tiny_data, tmp_path,
+                                                                              monkeypatch):
+    """--test scores the variant with the best val mean, each of its seeds on the test split; with
+    a failed run the selection rests on runs that are missing, so nothing is scored and the study
+    exits 1. Catches: test scoring started despite a failed seed (an error about the missing
+    checkpoint instead of the study's report, or a selection from partial results)."""
+    extra = {"data_dir": str(tiny_data)}
+    kw = dict(seeds=2, jobs=1, quick=True, variants=VARIANTS, extra=extra, quiet=True, test=True)
+    started = fake_runner(monkeypatch)
+    results = ablate.run_study("lm", out=tmp_path / "ok", **kw)
+    assert results["failed"] == [] and results["test"]["variant"] == "baseline"
+    assert [e for e in started if e[0] == "eval"] == [("eval", "baseline", 0),
+                                                      ("eval", "baseline", 1)]
+    assert results["test"]["summary"]["loss"]["mean"] == pytest.approx(1.55)
+    assert "## Test split: `baseline`" in (tmp_path / "ok" / "summary.md").read_text()
+
+    started = fake_runner(monkeypatch, fail={("baseline", 1)})
+    code = ablate.main(["lm", "--quick", "--seeds=2", "--jobs=1", "--variants=pos=none", "--test",
+                        f"--out={tmp_path / 'failed'}", f"--set=data_dir={tiny_data}"])
+    assert code == 1
+    assert not [e for e in started if e[0] == "eval"]
+    results = json.loads((tmp_path / "failed" / "results.json").read_text())
+    assert [(f["variant"], f["seed"]) for f in results["failed"]] == [("baseline", 1)]
+    assert "test" not in results
+    assert "Test split" not in (tmp_path / "failed" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("code, writes", [(1, False), (0, False), (1, True)])
+def test_a_failed_test_evaluation_names_its_seed(tiny_data, tmp_path, monkeypatch, code, writes):
+    """A seed whose test evaluation fails (even after writing metrics_test.json), or exits 0
+    without writing it, stops the study with the seed and its test.log named. Catches: a failed
+    evaluation's figures, or a mean over the seeds that were scored, passed off as the variant's
+    test result."""
+    fake_runner(monkeypatch, fail_test={("baseline", 1)}, test_code=code, test_writes=writes)
+    failed = r"'baseline' seed 1 on the test split failed.*test\.log"
+    with pytest.raises(ablate.StudyError, match=failed):
+        ablate.run_study("lm", seeds=2, jobs=1, quick=True, out=tmp_path, variants=VARIANTS,
+                         extra={"data_dir": str(tiny_data)}, quiet=True, test=True)

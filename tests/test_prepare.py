@@ -427,3 +427,125 @@ def test_real_mirror_env(mirror, tmp_path, monkeypatch, capsys):
     with pytest.raises(D.DataError, match=f"{D.MIRROR_ENV}=.*nowhere"):
         monkeypatch.setenv(D.MIRROR_ENV, str(tmp_path / "nowhere"))
         P.prepare("trec", data_dir=tmp_path / "other", quiet=True)
+
+
+# -----------------------------------------------------------------------------
+# failures half-way, pins, the token dtype's bound
+
+
+def test_download_interrupted_mid_stream_leaves_no_part_file(server, tmp_path, monkeypatch):
+    """Ctrl-C (or any error that is not the network's) after the first bytes are written: the
+    .part file goes with it, and the next run downloads afresh. Catches: the partial download
+    left in the cache folder when the error is not a requests one."""
+    pin_tiny(monkeypatch, url=f"{server}/input.txt")
+    written = []
+
+    class InterruptedBar:  # tqdm's place: the interrupt arrives once a chunk is on the disk
+        def __init__(self, **kw):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            written.extend(p.name for p in tmp_path.rglob("*.part"))
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(P, "tqdm", InterruptedBar)
+        with pytest.raises(KeyboardInterrupt):
+            P.prepare("shakespeare_char", data_dir=tmp_path, quiet=True)
+    assert written == ["input.txt.part"]  # a partial file existed...
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # ...and is gone
+    P.prepare("shakespeare_char", data_dir=tmp_path, quiet=True)
+    cached = tmp_path / "_downloads" / "tinyshakespeare" / "input.txt"
+    assert cached.read_bytes() == TINY.read_bytes()
+
+
+def test_zip_archive_with_a_bad_member_is_not_kept_in_the_cache(server, tmp_path, monkeypatch):
+    """A downloaded archive whose member fails its pinned sha256 (or that is no zip at all) is
+    removed from the cache, so the next run fetches it again instead of failing on the same
+    file forever. Catches: the bad archive left in data/_downloads."""
+    good = b"sentence\tlabel\na fine film \t1\n"
+    url = f"{server}/SST-2.zip#SST-2/train.tsv"
+    other = hashlib.sha256(b"another file").hexdigest()
+    monkeypatch.setitem(P.SOURCES, "sst2/train.tsv", (url, other))
+    monkeypatch.setitem(P.SOURCES, "sst2/dev.tsv", (f"{server}/SST-2.zip#SST-2/dev.tsv", "0" * 64))
+    hits = Handler.hits.get("/SST-2.zip", 0)
+    bad = r"SST-2\.zip .*not a zip holding a good SST-2/train\.tsv.*checksum"
+    with pytest.raises(D.DataError, match=bad):
+        P.fetch("sst2", data_dir=tmp_path, quiet=True)
+    assert Handler.hits["/SST-2.zip"] == hits + 1
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    # not a zip at all
+    not_zip = f"{server}/input.txt#SST-2/train.tsv"
+    monkeypatch.setitem(P.SOURCES, "sst2/train.tsv", (not_zip, "0" * 64))
+    with pytest.raises(D.DataError, match="not a zip"):
+        P.fetch("sst2", data_dir=tmp_path, quiet=True)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    # the right pin: fetched again, member checked and cached
+    monkeypatch.setitem(P.SOURCES, "sst2/train.tsv", (url, hashlib.sha256(good).hexdigest()))
+    with pytest.raises(D.DataError, match="dev.tsv"):  # dev.tsv's pin is still wrong
+        P.fetch("sst2", data_dir=tmp_path, quiet=True)
+    assert Handler.hits["/SST-2.zip"] == hits + 2
+    assert (tmp_path / "_downloads" / "sst2" / "train.tsv").read_bytes() == good
+
+
+def test_local_zip_members_are_checked_against_their_pins(tmp_path, monkeypatch):
+    """--source SST-2.zip: each member read from a local archive is checked like a downloaded one.
+    Catches: a local archive's members trusted unchecked."""
+    members = {"sst2/train.tsv": b"sentence\tlabel\na fine film \t1\n",
+               "sst2/dev.tsv": b"sentence\tlabel\nawful \t0\n"}
+    for rel, data in members.items():
+        monkeypatch.setitem(P.SOURCES, rel, (P.SOURCES[rel][0], hashlib.sha256(data).hexdigest()))
+    archive = tmp_path / "SST-2.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for rel, data in members.items():
+            z.writestr(f"SST-2/{Path(rel).name}", data)
+    assert P.fetch("sst2", source=archive, data_dir=tmp_path / "data", quiet=True) == members
+    with zipfile.ZipFile(archive, "w") as z:  # the same layout, one label changed
+        z.writestr("SST-2/train.tsv", members["sst2/train.tsv"].replace(b"\t1", b"\t0"))
+        z.writestr("SST-2/dev.tsv", members["sst2/dev.tsv"])
+    with pytest.raises(D.DataError, match=rf"checksum mismatch for {archive}#SST-2/train\.tsv"):
+        P.fetch("sst2", source=archive, data_dir=tmp_path / "data", quiet=True)
+
+
+def test_a_changed_pin_rebuilds_a_prepared_data_set(tiny, monkeypatch):
+    """A data set prepared from a source that is no longer the pinned one (the pin was updated) is
+    not up to date: prepare() fetches and checks the source again rather than skipping. Catches:
+    the pins recorded in meta.json not compared with the current ones (an old build kept)."""
+    meta = json.loads((tiny / "shakespeare_char" / "meta.json").read_text())
+    assert meta["sources"] == {"tinyshakespeare/input.txt": TINY_SHA}
+    rel = "tinyshakespeare/input.txt"
+    monkeypatch.setitem(P.SOURCES, rel, (P.SOURCES[rel][0], "0" * 64))
+    with pytest.raises(D.DataError, match=f"checksum mismatch for {TINY}.*expected {'0' * 64}"):
+        P.prepare("shakespeare_char", source=TINY, data_dir=tiny, quiet=True)
+    text = TINY.read_bytes()[:-1] + b"?"
+    (tiny / "input.txt").write_bytes(text)
+    monkeypatch.setitem(P.SOURCES, rel, (P.SOURCES[rel][0], hashlib.sha256(text).hexdigest()))
+    P.prepare("shakespeare_char", source=tiny / "input.txt", data_dir=tiny, quiet=True)
+    d = D.load("shakespeare_char", tiny)
+    assert d.meta["sources"] == {rel: hashlib.sha256(text).hexdigest()}
+    assert d.decode(d.tokens("val")).endswith("?")
+
+
+@pytest.mark.parametrize("largest, dtype", [(65_535, np.uint16), (65_536, np.uint32)])
+def test_uint16_holds_ids_up_to_65535_and_no_further(tmp_path, monkeypatch, largest, dtype):
+    """The memmaps are uint16 while the largest id fits (65,535, whatever the vocabulary size),
+    uint32 from 65,536 on, and the ids come back unchanged. Catches: the bound off by one either
+    way (65,536 wrapped to 0 in uint16, or 65,535 stored in twice the bytes)."""
+    pin_tiny(monkeypatch)
+    vocab = [f"w{i}" for i in range(70_000)]
+    ids = [0, largest, 65_535, 7]
+    build = lambda raw: dict(tokenizer={"kind": "word", "vocab": vocab, "eos": "w0"},  # noqa: E731
+                             splits={"train": ids}, notes="")
+    monkeypatch.setitem(P.DATASETS, "big", dict(P.DATASETS["shakespeare_char"], build=build))
+    monkeypatch.setitem(D.TASKS, "big", "lm")
+    P.prepare("big", source=TINY, data_dir=tmp_path, quiet=True)
+    d = D.load("big", tmp_path)
+    assert d.dtype == dtype and d.meta["dtype"] == np.dtype(dtype).name
+    assert d.tokens("train").tolist() == ids
+    assert (tmp_path / "big" / "train.bin").stat().st_size == len(ids) * np.dtype(dtype).itemsize

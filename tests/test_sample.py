@@ -263,3 +263,104 @@ def test_bf16_weights_lose_almost_no_val_loss(char_run, tiny_data):
         full = model(x, y)[1].item()
         half = S.cast_for_inference(model, torch.bfloat16)(x, y)[1].item()
     assert abs(half - full) < 0.005 * full
+
+
+def test_auto_dtype_is_bf16_on_a_cpu_for_one_sequence_only(char_run, trec_run, monkeypatch):
+    """'auto' on a CPU stores bf16 weights to decode one sequence, fp32 for a batch of samples and
+    for a classifier; an explicit dtype is kept; on CUDA bf16 wherever it is supported. Catches:
+    bf16 chosen for a batch on a CPU (compute-bound there), or the number of samples not passed
+    on (a single sample decoded in fp32, or a batch in bf16)."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [S.inference_dtype("auto", cpu, n) for n in (1, 2, 3, None)] == [
+        torch.bfloat16, torch.float32, torch.float32, torch.float32]
+    for name in ("bfloat16", "float16", "float32"):
+        assert S.inference_dtype(name, cpu, 1) == getattr(torch, name)
+        assert S.inference_dtype(name, cpu, 4) == getattr(torch, name)
+    for supported, want in [(True, torch.bfloat16), (False, torch.float32)]:
+        with monkeypatch.context() as m:
+            m.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+            assert S.inference_dtype("auto", cuda, 1) == S.inference_dtype("auto", cuda, 8) == want
+            assert S.inference_dtype("auto", cuda) == want
+    cast, real_cast = [], S.cast_for_inference
+    monkeypatch.setattr(S, "cast_for_inference",
+                        lambda model, dtype: cast.append(dtype) or real_cast(model, dtype))
+    draw(char_run, max_new_tokens=2)
+    draw(char_run, num_samples=3, max_new_tokens=2)
+    draw(char_run, num_samples=3, max_new_tokens=2, dtype="bfloat16")
+    common = [f"--out_dir={char_run}", "--max_new_tokens=2", "--device=cpu"]
+    assert S.main(common) == 0 and S.main([*common, "--num_samples=2"]) == 0
+    S.classify(trec_run, "Who wrote Hamlet ?", device="cpu")
+    assert S.main([f"--out_dir={trec_run}", "--start=Who wrote Hamlet ?", "--device=cpu"]) == 0
+    bf16, fp32 = torch.bfloat16, torch.float32
+    assert cast == [bf16, fp32, bf16, bf16, fp32, fp32, fp32]
+
+
+# ----------------------------------------------------------------------------------------------
+# the vocabulary and the context
+
+class LetterTokenizer:
+    """'a' is id 0, 'b' id 1, ...: decodes any id, so an id past the vocabulary shows in the
+    text."""
+    kind = "char"
+
+    def encode(self, text):
+        return [ord(c) - ord("a") for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(ord("a") + i) for i in ids)
+
+
+class FixedHead(torch.nn.Module):
+    """An LM head that gives every position the same logits."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, h):
+        return self.logits.to(h.dtype).expand(*h.shape[:-1], -1)
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_ids_at_and_above_the_vocabulary_are_never_sampled(num_samples):
+    """A vocabulary of 8 padded to 16 rows, whose padding rows the head scores highest and id 7
+    next: greedy decoding gives id 7 every time, sampling never an id >= 8. The model's config
+    has no real_vocab_size here, so the vocab_size generate() is given is the only bound. Catches:
+    vocab_limit not passed to the model (padding ids sampled), or off by one either way."""
+    from model import Transformer, TransformerConfig
+    torch.manual_seed(0)
+    config = TransformerConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    model = Transformer(config).eval()
+    logits = torch.zeros(16)
+    logits[8:], logits[7] = 12.0, 4.0
+    model.lm_head = FixedHead(logits)
+    kw = dict(num_samples=num_samples, max_new_tokens=12, top_k=0)
+    greedy = S.generate(model, LetterTokenizer(), 8, "abc", temperature=0, **kw)
+    assert greedy == ["abc" + "h" * 12] * num_samples
+    sampled = S.generate(model, LetterTokenizer(), 8, "abc", temperature=1.0, seed=0, **kw)
+    assert all(set(t[3:]) <= set("abcdefgh") and "h" in t[3:] for t in sampled), sampled
+
+
+def test_a_text_longer_than_the_context_is_classified_by_its_start(trec_run):
+    """A text of more words than the context (32 tokens) gets exactly the label and probabilities
+    of its first 31 words (with <cls>, 32 tokens), and those 32 tokens are read whole. Catches: the
+    text not cut to block_size, cut one token too long or too short, or cut from the end (losing
+    <cls> and the question's first words)."""
+    model, tok, ckpt, _ = S.load(trec_run, "best", torch.device("cpu"))
+    names = ckpt["data"]["meta"]["label_names"]
+    words = [w for w in tok.itos[3:] if w.isalpha()][:45]
+    assert len(words) == 45 and model.config.block_size == 32
+
+    def read_whole(text):  # relative positions: the model takes any length
+        with torch.no_grad():
+            logits = model(torch.tensor([tok.encode(text)]))[0][0]
+        return dict(zip(names, torch.softmax(logits, -1).tolist()))
+
+    [whole] = S.classify(trec_run, " ".join(words), device="cpu")
+    [start] = S.classify(trec_run, " ".join(words[:31]), device="cpu")
+    assert whole["label"] == start["label"]
+    assert whole["probs"] == pytest.approx(start["probs"], abs=1e-6)
+    assert start["probs"] == pytest.approx(read_whole(" ".join(words[:31])), abs=1e-6)
+    # the words past the context would change the answer if they were read
+    assert whole["probs"] != pytest.approx(read_whole(" ".join(words)), abs=1e-4)
+    assert start["probs"] != pytest.approx(read_whole(" ".join(words[:30])), abs=1e-4)

@@ -2,12 +2,14 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -816,3 +818,115 @@ def test_micro_batches_of_a_later_step_are_that_steps_one_large_batch(tiny_data,
             assert torch.equal(torch.cat([p[0] for p in parts]), whole[0])
         else:  # (x, mask, y): labels and the real tokens of each example
             assert torch.equal(torch.cat([p[2] for p in parts]), whole[2])
+
+
+# ---- progress reporting ------------------------------------------------------------------------
+
+def fake_progress(tmp_path, monkeypatch, master=True, **keys):
+    """A Progress on a stand-in run and a clock the test moves: (progress, clock, lines said)."""
+    clock = [0.0]
+    monkeypatch.setattr(train, "time", SimpleNamespace(time=lambda: clock[0]))
+    lines = []
+    run = SimpleNamespace(
+        cfg=train.TrainConfig(save_checkpoints=False, max_iters=100, eval_interval=50, **keys),
+        model_cfg=SimpleNamespace(block_size=16), world=1, device=torch.device("cpu"),
+        raw=SimpleNamespace(flops_per_token=lambda T: 1000.0), start=0, verbose=False,
+        data=SimpleNamespace(meta={"splits": {"val": {"tokens": 500}}}), master=master,
+        out=tmp_path, t_start=0.0, setup_s={}, say=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    return train.Progress(run), clock, lines
+
+
+def log_steps(progress, clock, steps, first=0):
+    """Steps first, first + 1, ... of (pause before the step, its seconds, its tokens)."""
+    for step, (pause, seconds, tokens) in enumerate(steps, first):
+        clock[0] += pause
+        t_step = clock[0]
+        clock[0] += seconds
+        progress.log_step(step, t_step, 2.5, 1.0, 1e-3, tokens)
+
+
+def step_lines(lines):
+    """{step: (ms per step, thousands of tokens per second)} of the progress lines said."""
+    pattern = r"step +(\d+)/\d+ .*\| +([\d.]+) ms \| +([\d.]+)k tok/s"
+    found = [re.match(pattern, line) for line in lines]
+    return {int(m[1]): (float(m[2]), float(m[3])) for m in found if m}
+
+
+def test_progress_reports_the_median_step_time_and_the_mean_tokens_of_its_interval(tmp_path,
+                                                                                   monkeypatch):
+    """Over a log interval, ms/step is the median of the steps' times (an evaluation pause inside
+    the interval does not move it) and tokens/s the mean tokens of a step over that time; each
+    interval starts afresh after its line. Catches: another reduction of either (mean, first,
+    last, an index off by one, unsorted, the tokens summed), and steps of earlier intervals (the
+    first step's compilation) counted again."""
+    progress, clock, lines = fake_progress(tmp_path, monkeypatch, log_interval=5)
+    log_steps(progress, clock, [(0, 5.0, 1000),  # step 0: compiles
+                                (0, 0.9, 1000), (0, 0.1, 1000),
+                                (10.0, 0.5, 4000),  # after an evaluation of 10 s
+                                (0, 0.3, 1000), (0, 0.2, 1000)])
+    # step 5's interval: 900, 100, 10500 (the pause included), 300 and 200 ms -> median 300 ms;
+    # 1600 tokens a step on average -> 1600 / 0.3 s
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    train_records = {r["step"]: r for r in records if r["kind"] == "train"}
+    assert list(train_records) == [0, 5]
+    assert train_records[0]["ms_per_step"] == pytest.approx(5000.0)
+    assert train_records[0]["tokens_per_s"] == pytest.approx(200.0)
+    assert train_records[5]["ms_per_step"] == pytest.approx(300.0)
+    assert train_records[5]["tokens_per_s"] == pytest.approx(1600 / 0.3)
+    assert step_lines(lines) == {0: (5000.0, 0.2), 5: (300.0, 5.3)}
+
+
+def test_progress_line_at_least_every_60_seconds_between_log_steps(tmp_path, monkeypatch):
+    """Between log_interval steps a line comes as soon as PROGRESS_S (60 s) have passed since the
+    last one, not before, measured over the steps since that line; log.jsonl keeps log_interval
+    and another process says nothing. Catches: the 60 s bound off (> for >=), its clock never
+    restarted (a line at every step once a minute has passed), the periodic lines written into
+    log.jsonl, and their step time taken over the wrong steps."""
+    progress, clock, lines = fake_progress(tmp_path, monkeypatch, log_interval=1000)
+    log_steps(progress, clock, [(0, 1.0, 1e5),  # step 0: a line (log_interval), at 1 s
+                                (0, 25.0, 1e5), (0, 25.0, 1e5), (0, 10.0, 1e5),  # 61 s: 60 s later
+                                (0, 25.0, 1e5), (0, 35.0, 1e5),  # 121 s
+                                (0, 59.5, 1e5), (0, 0.5, 1e5),  # 180.5 s: not yet; 181 s
+                                (0, 1.0, 1e5)])
+    assert step_lines(lines) == {0: (1000.0, 100.0), 3: (25000.0, 4.0), 5: (35000.0, 2.9),
+                                 7: (59500.0, 1.7)}
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [("startup", 0), ("train", 0)]
+
+    other, clock, lines = fake_progress(tmp_path / "rank1", monkeypatch, master=False,
+                                        log_interval=2)
+    log_steps(other, clock, [(0, 70.0, 100)] * 4)
+    assert step_lines(lines) == {} and not (tmp_path / "rank1").exists()
+
+
+def test_non_finite_loss_and_gradient_name_the_step_and_the_value(tiny_data, tmp_path, monkeypatch):
+    """The stop message says what was not finite, its value and the step: a loss made infinite at
+    step 3 gives 'non-finite loss (inf) at step 3', a NaN weight at step 1 'non-finite loss (nan)
+    at step 1', an infinite gradient at step 2 'non-finite gradient norm (inf) at step 2'.
+    Catches: the value or the step left out of the message, another value shown (the gradient
+    norm's for the loss), or another step named (the run's first, or the next)."""
+    real_step = train.train_step
+
+    def poisoned(*a, **kw):
+        raw, step = a[1], a[5]
+        if step == 3 and poison == "loss":
+            forward = raw.forward
+
+            def forward_inf(*x, **k):
+                logits, loss = forward(*x, **k)
+                return logits, loss * float("inf")
+            raw.forward = forward_inf
+        if step == 1 and poison == "weight":
+            with torch.no_grad():
+                raw.transformer.wte.weight[0, 0] = float("nan")
+        if step == 2 and poison == "gradient":
+            raw.transformer.wte.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(train, "train_step", poisoned)
+    for poison, expected in [("loss", "non-finite loss (inf) at step 3:"),
+                             ("weight", "non-finite loss (nan) at step 1:"),
+                             ("gradient", "non-finite gradient norm (inf) at step 2:")]:
+        with pytest.raises(train.Stop) as info:
+            run(tiny_data, tmp_path / poison, "--max_iters=10", "--eval_interval=10")
+        assert str(info.value).startswith(expected), str(info.value)
