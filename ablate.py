@@ -568,6 +568,9 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
     if failed:
         say(f"{len(failed)} run(s) failed and are left out of the summary: "
             f"see their train.log above")
+        if test:  # a variant chosen from fewer seeds than asked is no choice: nothing is scored
+            say("--test: nothing was scored on the test split, because not every run finished; "
+                "run the same command again (finished runs are skipped) to retry the failed ones")
     return results
 
 

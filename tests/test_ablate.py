@@ -344,7 +344,7 @@ def fake_runner(monkeypatch, fail=(), fail_test=(), test_code=1, test_writes=Fal
 
 
 def test_test_split_scores_the_selected_variant_only_when_every_run_finished(tiny_data, tmp_path,
-                                                                              monkeypatch):
+                                                                              monkeypatch, capsys):
     """--test scores the variant with the best val mean, each of its seeds on the test split; with
     a failed run the selection rests on runs that are missing, so nothing is scored and the study
     exits 1. Catches: test scoring started despite a failed seed (an error about the missing
@@ -368,6 +368,7 @@ def test_test_split_scores_the_selected_variant_only_when_every_run_finished(tin
     assert [(f["variant"], f["seed"]) for f in results["failed"]] == [("baseline", 1)]
     assert "test" not in results
     assert "Test split" not in (tmp_path / "failed" / "summary.md").read_text()
+    assert "nothing was scored on the test split" in capsys.readouterr().out  # and says so
 
 
 @pytest.mark.parametrize("code, writes", [(1, False), (0, False), (1, True)])
