@@ -38,7 +38,8 @@ def check_name(name):
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(TASKS)}")
 
 # -----------------------------------------------------------------------------
-# files: every file of ours is written through write_atomic (data sets, checkpoints, results)
+# files: every file of ours is written through write_atomic (checkpoints, results, meta.json), or,
+# for a data set's token files, synced the same way before the meta.json that names them is written
 
 
 def write_atomic(path, data):
@@ -51,13 +52,7 @@ def write_atomic(path, data):
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_synced(tmp, data)
         os.replace(tmp, path)
         sync_directory(path.parent)
     except OSError as e:  # name the file meant, not the temporary one
@@ -66,6 +61,19 @@ def write_atomic(path, data):
         raise type(e)(e.errno, e.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_synced(path, data):
+    """Write data (as write_atomic takes it) to path and fsync it: the first half of write_atomic,
+    for a caller that renames several files itself (prepare.py: a data set's files, then its
+    meta.json)."""
+    with open(path, "wb") as f:
+        if callable(data):
+            data(f)
+        else:
+            f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def sync_directory(path):

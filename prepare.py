@@ -60,7 +60,8 @@ import requests
 from tqdm import tqdm
 
 from data import (FORMAT_VERSION, META_KEYS, MIRROR_ENV, SEED, TASKS, DataError, Tokenizer,
-                  check_name, meta_digest, split_words, write_atomic)
+                  check_name, meta_digest, split_words, sync_directory, write_atomic,
+                  write_synced)
 
 MIN_COUNT = 2  # classification vocab: train words seen twice or more; singletons become <unk>
 SPECIALS = ["<pad>", "<unk>", "<cls>"]
@@ -456,7 +457,7 @@ DATASETS = {
 assert [(n, d["task"]) for n, d in DATASETS.items()] == list(TASKS.items()), "update data.TASKS"
 
 # -----------------------------------------------------------------------------
-# building: skipped when the output is intact; temp file + os.replace for every file, meta.json last
+# building: skipped when the output is intact; every file synced, renamed, then meta.json last
 
 
 def _up_to_date(out, name):
@@ -548,11 +549,12 @@ def _prepare(name, source, data_dir, quiet, force):
     try:
         for f, b in blobs.items():
             tmps[f] = out / f".{f}.tmp"
-            tmps[f].write_bytes(b)
+            write_synced(tmps[f], b)  # on the disk before meta.json names it
         (out / "meta.json").unlink(missing_ok=True)
         for f, tmp in tmps.items():
             os.replace(tmp, out / f)
             log(f"wrote {out / f} ({len(blobs[f]):,} bytes)", quiet)
+        sync_directory(out)  # the renames too
         write_atomic(out / "meta.json",
                      (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode())
     except OSError as e:

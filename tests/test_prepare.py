@@ -235,6 +235,27 @@ def test_prepare_rebuilds_a_broken_directory(tiny):
         assert D.load("shakespeare_char", tiny).tokens("train").shape == n_tokens
 
 
+def test_a_data_sets_files_reach_the_disk_before_its_meta_json(tmp_path, monkeypatch, syncs):
+    """Each token file is synced before its rename and the directory after the renames, all before
+    meta.json is written (itself synced, renamed, its directory synced). Bug caught: a token file
+    left in the page cache when meta.json, which vouches for it, is already on the disk."""
+    pin_tiny(monkeypatch)
+    out = P.prepare("shakespeare_char", source=TINY, data_dir=tmp_path, quiet=True)
+    meta = json.loads((out / "meta.json").read_text())
+    ino = {f: (out / f).stat().st_ino for f in [*meta["files"], "meta.json"]}
+    done = syncs[syncs.index(("replace", "meta.json")) - 1:]  # meta.json's fsync onwards
+    assert done == [("fsync", ino["meta.json"]), ("replace", "meta.json"),
+                    ("fsync", out.stat().st_ino)]
+    before = syncs[:len(syncs) - len(done)]
+    files = sorted(meta["files"])
+    assert sorted(e for e in before if e[0] == "replace" and e[1] != "meta.json") == \
+        [("replace", f) for f in files]
+    for f in files:  # synced before renamed
+        assert before.index(("fsync", ino[f])) < before.index(("replace", f)), f
+    last_rename = max(before.index(("replace", f)) for f in files)
+    assert ("fsync", out.stat().st_ino) in before[last_rename:]  # the renames, then the directory
+
+
 def test_prepare_skips_when_up_to_date(tiny):
     before = snapshot(tiny)
     assert P.prepare("shakespeare_char", data_dir=tiny, quiet=True) == tiny / "shakespeare_char"  # no source
