@@ -322,23 +322,6 @@ def manual_attention(q, k, v, bias=None, causal=False, dropout_p=0.0):
     return F.dropout(weights, dropout_p) @ v, weights
 
 
-def one_query_attention(q, k, v, bias):
-    """A decode step's attention, one query per head over a KV cache: q (B, nh, 1, hs), k and v
-    (B, nh, S, hs), bias (B|1, 1|nh, 1, S) as in manual_attention; returns (B, nh, 1, hs).
-
-    The same function as manual_attention, written as products and sums instead of matrix
-    products. SDPA's kernels (and a batched matrix product) give each head one thread block that
-    walks all S keys in turn: a dozen blocks on a card of 132 processors. As sums, torch.compile
-    spreads each reduction over the whole card (splitting the long one over the keys in two passes),
-    and fuses the scaling, the mask and the softmax with them."""
-    acc = torch.promote_types(q.dtype, torch.float32)  # sums in fp32 at least, as SDPA's
-    scores = (q * k).sum(-1, dtype=acc) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, S)
-    if bias is not None:
-        scores = scores + bias[:, :, 0]
-    weights = F.softmax(scores, dim=-1).to(v.dtype)  # (B, nh, S)
-    return (weights[..., None] * v).sum(-2, keepdim=True, dtype=acc).to(v.dtype)  # (B, nh, 1, hs)
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection."""
 
@@ -372,8 +355,6 @@ class SelfAttention(nn.Module):
             y, weights = manual_attention(q, k, v, bias, causal, dropout_p)
             if inputs.record is not None:
                 inputs.record.append(weights.detach())
-        elif inputs.cache is not None and T == 1 and torch.compiler.is_compiling():
-            y = one_query_attention(q, k, v, bias)  # a compiled decode step: one query, as sums
         else:  # FlashAttention / memory-efficient kernels on GPU when bias is None
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p,
                                                is_causal=causal)

@@ -100,23 +100,6 @@ def test_manual_equals_sdpa_outputs_and_gradients(pe, causal, padded):
         torch.testing.assert_close(g1[name], g2[name], atol=1e-5, rtol=0, msg=name)
 
 
-def test_one_query_attention_is_attention_written_out():
-    """A decode step's attention (one query per head over the cache, as products and sums) equals
-    manual_attention in float64: with no bias, a bias per batch row with -inf on hidden keys
-    (padding, empty cache slots), and a bias per head (ALiBi). Catches: the scale left out or
-    applied twice, the softmax over heads instead of keys, the bias of another row or head, the
-    values summed over the head size instead of the keys, sums in less than the input's precision."""
-    g = torch.Generator().manual_seed(0)
-    B, nh, S, hs = 2, 3, 7, 4
-    q, k, v = (torch.randn(B, nh, n, hs, generator=g, dtype=torch.float64) for n in (1, S, S))
-    per_row = torch.randn(B, 1, 1, S, generator=g, dtype=torch.float64)
-    per_row[0, ..., 5:] = float("-inf")
-    per_head = torch.randn(1, nh, 1, S, generator=g, dtype=torch.float64)
-    for bias in (None, per_row, per_head):
-        ref, _ = model_module.manual_attention(q, k, v, bias)
-        torch.testing.assert_close(model_module.one_query_attention(q, k, v, bias), ref)
-
-
 # ---- position encodings against their papers ------------------------------------------------------
 
 def test_sinusoidal_table_is_the_papers_formula():
