@@ -421,16 +421,8 @@ def device_name():
 # ----------------------------------------------------------------------------------------------
 # the study
 
-def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, variants=None, extra=None,
-              quiet=False, test=False, size=None, summarize_only=False):
-    """Train every (variant, seed) not yet finished, then write results.csv/.json, summary.md and
-    ablation.png to out. Returns the results dict (with counts "ran" and "skipped").
-    test=True: then score the variant selected on val on the test split (score_selected).
-    size: 'gpu', 'cpu' or 'quick' (default: quick with quick=True, else gpu where CUDA is).
-    summarize_only=True: train nothing; the summary of the runs already finished (a study cut off
-    by a time limit, or run on another machine: give its size), with "finished" counting them."""
-    say = (lambda *a, **k: None) if quiet else print
-    study = load_study(name_or_path)
+def check_options(size, quick, seeds, jobs, extra, test, summarize_only):
+    """run_study's options, checked and with their defaults: (size, seeds, jobs, extra)."""
     size = size or ("quick" if quick else "gpu" if torch.cuda.is_available() else "cpu")
     if size not in SIZES:
         raise StudyError(f"size={size!r} is not one of {', '.join(map(repr, SIZES))}")
@@ -456,53 +448,44 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
         if not path.is_file():
             raise StudyError(f"--set init_from={extra['init_from']}: no such file ({path})")
         extra["init_from"] = str(path)
+    return size, seeds, jobs, extra
+
+
+def select_variants(study, variants, say):
+    """The study's variants to run, in its order: those asked for (all by default), always with
+    the baseline."""
     names = list(study["variants"])
-    if variants:
-        unknown = [v for v in variants if v not in study["variants"]]
-        if unknown:
-            raise StudyError(f"unknown variant(s) {', '.join(map(repr, unknown))} in study "
-                             f"{study['name']!r}: expected some of {', '.join(study['variants'])}")
-        if study["baseline"] not in variants:
-            say(f"adding the baseline {study['baseline']!r}: "
-                f"every difference is measured against it")
-        names = [v for v in names if v in variants or v == study["baseline"]]
-    resolved = resolve(study, size, names, extra)
-    out_given = out is not None
-    out = Path(out or f"results/{study['name']}{'' if size == 'gpu' else '-' + size}").resolve()
-    # before any data set is prepared or run started
-    if problem := checkpoint.writable_problem(out):
-        raise StudyError(f"cannot write to --out {out}: {problem}; choose another --out")
+    if not variants:
+        return names
+    unknown = [v for v in variants if v not in study["variants"]]
+    if unknown:
+        raise StudyError(f"unknown variant(s) {', '.join(map(repr, unknown))} in study "
+                         f"{study['name']!r}: expected some of {', '.join(study['variants'])}")
+    if study["baseline"] not in variants:
+        say(f"adding the baseline {study['baseline']!r}: every difference is measured against it")
+    return [v for v in names if v in variants or v == study["baseline"]]
 
-    # prepare each data set once, here, rather than in several runs at once
-    datasets = {(c.dataset, c.data_dir): (c, k) for c, k in resolved.values()}
-    for cfg, _ in ({} if summarize_only else datasets).values():
-        train.load_data(dataclasses.replace(cfg, data_dir=str(ROOT / cfg.data_dir)), quiet=quiet)
 
+def plan_runs(study, size, names, seeds, resolved, extra, out):
+    """One job per (seed, variant), seed-major so that a study stopped early still compares every
+    variant: {variant, seed, out_dir, args (train.py's), state (run_state: done, resume, ...)}."""
     jobs_list = []
-    for seed in range(seeds):  # seed-major: a study stopped early still compares every variant
+    for seed in range(seeds):
         for v in names:
             cfg, kw = resolved[v]
             out_dir = out / "runs" / f"{slug(v)}-s{seed}"
             jobs_list.append({"variant": v, "seed": seed, "out_dir": out_dir,
                               "args": settings(study, size, v, extra),
                               "state": run_state(out_dir, dataclasses.replace(cfg, seed=seed), kw)})
-    todo = [j for j in jobs_list if j["state"] != "done"]
-    if summarize_only:
-        finished = len(jobs_list) - len(todo)
-        if not finished:
-            raise StudyError(f"no run of study {study['name']!r} ({size} size, seeds "
-                             f"0..{seeds - 1}) has finished in {out}/runs: nothing to summarize "
-                             f"(the size must be the one the runs were made at: --size)")
-        say(f"summarizing the {finished} of {len(jobs_list)} runs finished in {out}/runs; "
-            f"training nothing")
-        jobs_list, todo = [j for j in jobs_list if j["state"] == "done"], []
-    say(f"study {study['name']!r}: {len(names)} variants x {seeds} seeds = {len(jobs_list)} runs, "
-        f"{size} size; {len(jobs_list) - len(todo)} finished, {len(todo)} to run "
-        f"({sum(j['state'] == 'resume' for j in todo)} resuming from a checkpoint), "
-        f"{jobs} at a time; logs in {out}/runs/NAME/train.log")
+    return jobs_list
 
-    runner, failed = Runner(jobs), []
-    with ThreadPoolExecutor(jobs) as pool:
+
+def train_runs(todo, runner, study, resolved, say):
+    """Run the jobs, runner.jobs at a time, saying each one's metric as it finishes; returns the
+    failed ones ({variant, seed, log, returncode, error}). Ctrl-C stops the runs at a checkpoint,
+    so the next call resumes them."""
+    failed = []
+    with ThreadPoolExecutor(runner.jobs) as pool:
         futures = {pool.submit(runner.run, j): j for j in todo}
         try:
             for i, future in enumerate(as_completed(futures), 1):
@@ -523,11 +506,73 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
                 say(f"[{i}/{len(todo)}] {job['variant']} seed {job['seed']}: "
                     f"FAILED ({error.strip()}); see {log}")
         except KeyboardInterrupt:
-            runner.interrupt()  # the runs save a checkpoint and stop; the next call resumes them
+            runner.interrupt()
             for future in futures:
                 future.cancel()
             raise
+    return failed
 
+
+def write_study(results, runs, out, quick, say):
+    """results.json, results.csv, ablation.png (once the baseline has a run) and summary.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(out / "results.csv", runs_csv(runs))
+    import plot  # matplotlib: only the chart needs it
+    # the chart draws differences from the baseline, so it waits for the baseline's first run
+    has_baseline = any(s["variant"] == results["baseline"] for s in results["summary"])
+    chart = plot.plot_ablation(results, out / "ablation.png") if has_baseline else None
+    write_atomic(out / "summary.md", summary_md(results, chart and Path(chart).name))
+    say("\n".join(table(results) + QUICK_NOTE[:1] * quick))
+    say(f"wrote {out}/results.csv, results.json, summary.md{', ablation.png' if chart else ''}")
+    if not has_baseline:
+        say(f"no chart: the baseline {results['baseline']!r} has no finished run yet, and the "
+            f"chart shows differences from it; run the study again to finish it")
+
+
+def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, variants=None, extra=None,
+              quiet=False, test=False, size=None, summarize_only=False):
+    """Train every (variant, seed) not yet finished, then write results.csv/.json, summary.md and
+    ablation.png to out. Returns the results dict (with counts "ran" and "skipped").
+    test=True: then score the variant selected on val on the test split (score_selected).
+    size: 'gpu', 'cpu' or 'quick' (default: quick with quick=True, else gpu where CUDA is).
+    summarize_only=True: train nothing; the summary of the runs already finished (a study cut off
+    by a time limit, or run on another machine: give its size), with "finished" counting them."""
+    say = (lambda *a, **k: None) if quiet else print
+    study = load_study(name_or_path)
+    size, seeds, jobs, extra = check_options(size, quick, seeds, jobs, extra, test, summarize_only)
+    quick = size == "quick"
+    names = select_variants(study, variants, say)
+    resolved = resolve(study, size, names, extra)
+    out_given = out is not None
+    out = Path(out or f"results/{study['name']}{'' if size == 'gpu' else '-' + size}").resolve()
+    # before any data set is prepared or run started
+    if problem := checkpoint.writable_problem(out):
+        raise StudyError(f"cannot write to --out {out}: {problem}; choose another --out")
+
+    # prepare each data set once, here, rather than in several runs at once
+    datasets = {(c.dataset, c.data_dir): (c, k) for c, k in resolved.values()}
+    for cfg, _ in ({} if summarize_only else datasets).values():
+        train.load_data(dataclasses.replace(cfg, data_dir=str(ROOT / cfg.data_dir)), quiet=quiet)
+
+    jobs_list = plan_runs(study, size, names, seeds, resolved, extra, out)
+    todo = [j for j in jobs_list if j["state"] != "done"]
+    if summarize_only:
+        finished = len(jobs_list) - len(todo)
+        if not finished:
+            raise StudyError(f"no run of study {study['name']!r} ({size} size, seeds "
+                             f"0..{seeds - 1}) has finished in {out}/runs: nothing to summarize "
+                             f"(the size must be the one the runs were made at: --size)")
+        say(f"summarizing the {finished} of {len(jobs_list)} runs finished in {out}/runs; "
+            f"training nothing")
+        jobs_list, todo = [j for j in jobs_list if j["state"] == "done"], []
+    say(f"study {study['name']!r}: {len(names)} variants x {seeds} seeds = {len(jobs_list)} runs, "
+        f"{size} size; {len(jobs_list) - len(todo)} finished, {len(todo)} to run "
+        f"({sum(j['state'] == 'resume' for j in todo)} resuming from a checkpoint), "
+        f"{jobs} at a time; logs in {out}/runs/NAME/train.log")
+
+    runner = Runner(jobs)
+    failed = train_runs(todo, runner, study, resolved, say)
     bad = {(f["variant"], f["seed"]) for f in failed}
     runs = [collect(j, out) for j in jobs_list if (j["variant"], j["seed"]) not in bad]
     cmd = ["python", "ablate.py",
@@ -552,19 +597,7 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
         results["torch"] = logged_torch(jobs_list)
     if test and not failed:
         results["test"] = score_selected(results, study, jobs_list, runner)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
-    write_atomic(out / "results.csv", runs_csv(runs))
-    import plot  # matplotlib: only the chart needs it
-    # the chart draws differences from the baseline, so it waits for the baseline's first run
-    has_baseline = any(s["variant"] == results["baseline"] for s in results["summary"])
-    chart = plot.plot_ablation(results, out / "ablation.png") if has_baseline else None
-    write_atomic(out / "summary.md", summary_md(results, chart and Path(chart).name))
-    say("\n".join(table(results) + QUICK_NOTE[:1] * quick))
-    say(f"wrote {out}/results.csv, results.json, summary.md{', ablation.png' if chart else ''}")
-    if not has_baseline:
-        say(f"no chart: the baseline {results['baseline']!r} has no finished run yet, and the "
-            f"chart shows differences from it; run the study again to finish it")
+    write_study(results, runs, out, quick, say)
     if failed:
         say(f"{len(failed)} run(s) failed and are left out of the summary: "
             f"see their train.log above")
