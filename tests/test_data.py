@@ -217,6 +217,26 @@ def test_cls_batches():
     assert torch.cat([b[1].sum(1) for b in batches]).tolist() == [len(s) for s in seqs]
 
 
+def test_classifier_batches_pad_with_pad_id_and_keep_every_real_token():
+    """With a pad id other than 0 (1 here; 0 is then a real token), cls_batch and
+    cls_batches_of_every_length pad with that id, and keep every real token that fits, also those
+    of an example as long as the batch (16 tokens). Catches: padding written as 0 whatever pad_id
+    is, in either function, and cls_batches_of_every_length cutting the last real column
+    (`keep = min(n, x.size(1)) - 1`)."""
+    seqs = [[2] + list(range(10, 25)), [2, 7, 0]]  # 16 tokens; 3
+    tokens = np.array([t for s in seqs for t in s], dtype=np.uint16)
+    offsets = np.cumsum([0] + [len(s) for s in seqs])
+    x, mask, y = D.cls_batch(tokens, offsets, np.array([4, 5]), [0, 1], max_len=24, pad_id=1,
+                             device="cpu")
+    assert x.tolist() == [seqs[0], seqs[1] + [1] * 13] and mask.sum(1).tolist() == [16, 3]
+    batches = D.cls_batches_of_every_length((x, mask, y), 24, pad_id=1)
+    assert [b[0].shape[1] for b in batches] == [8, 16, 24]
+    for xb, mb, yb in batches:
+        n = min(xb.size(1), 16)
+        assert torch.equal(xb[:, :n], x[:, :n]) and torch.equal(mb[:, :n], mask[:, :n])
+        assert (xb[:, n:] == 1).all() and not mb[:, n:].any() and yb.tolist() == [4, 5]
+
+
 # -----------------------------------------------------------------------------
 # classifier batches: padded to one of a few lengths (data.PAD_LENGTHS)
 

@@ -69,6 +69,24 @@ def test_mlm_mask_chooses_every_word_id_and_no_special():
     assert torch.equal(y[:, MLM_SPECIALS:], x[:, MLM_SPECIALS:]) and (y[:, :MLM_SPECIALS] == -1).all()
 
 
+def test_mlm_mask_draws_random_words_uniformly_from_every_word_id():
+    """The chosen tokens turned into a random word draw it uniformly from the word ids
+    MLM_SPECIALS .. vocab_size - 1, the first and the last included, never a special id. Input
+    of one word (6) everywhere, so every other id in the output is a draw: each of the 5 others
+    comes about 0.1 / 6 of the chosen times. Catches: the bounds of the draw off by one
+    (`randint(MLM_SPECIALS + 1, ...)`, `randint(..., vocab_size - 1)`: the first or the last word
+    of the vocabulary never drawn)."""
+    g = torch.Generator().manual_seed(0)
+    vocab = 10
+    x = torch.full((400, 500), 6)
+    xm, y = mlm_mask(x, 3, vocab, g)
+    counts = torch.bincount(xm[(y >= 0) & (xm != 3)], minlength=vocab)
+    assert not counts[:MLM_SPECIALS].any()
+    expected = int((y >= 0).sum()) * 0.1 / (vocab - MLM_SPECIALS)  # about 500
+    for word in (4, 5, 7, 8, 9):
+        assert counts[word].item() == pytest.approx(expected, rel=0.2), word
+
+
 def test_real_corpus_holds_no_val_or_test_text(mirror, tmp_path):
     """The pretraining texts are training text only. Bug caught: the SST-2 or TREC val carve (or a test
     file) leaking into the corpus the classifiers are pretrained on."""

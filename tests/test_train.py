@@ -215,6 +215,52 @@ def test_gradients_are_clipped_to_grad_clip_and_the_norm_before_is_logged(tiny_d
     assert torch.cat([g.flatten() for g in recorder.grads]).norm().item() == pytest.approx(0.01, rel=1e-4)  # ...cut to it
 
 
+class EagerGraph:
+    """A stand-in for parallel.GraphedStep that runs on the CPU, to its contract: the forward and
+    backward passes of one micro-batch, the loss scaled by 1 / grad_accum and returned detached."""
+
+    def __init__(self, model, scale):
+        self.model, self.scale = model, scale
+
+    def __call__(self, *batch):
+        if len(batch) == 2:  # (x, y)
+            _, loss = self.model(batch[0], batch[1], return_logits=False)
+        else:  # (x, mask, y)
+            _, loss = self.model(batch[0], batch[2], attention_mask=batch[1], return_logits=False)
+        loss = loss * self.scale
+        loss.backward()
+        return loss.detach()
+
+
+@pytest.mark.parametrize("task", ["lm", "cls"])
+def test_a_graphed_step_reports_what_the_eager_step_does(tiny_data, task):
+    """train_step through the graphed path (cuda_graph=True; here a stand-in that runs eagerly)
+    against the eager path on the same step and weights: the same loss, gradients, gradient norm
+    and count of real tokens. Catches, on the graphed path alone: the loss divided by grad_accum
+    again (the graph has scaled it already), a classifier's padding counted as tokens."""
+    data = Data("shakespeare_char" if task == "lm" else "trec", tiny_data)
+    cfg = train.TrainConfig(batch_size=4, grad_accum=3, grad_clip=0.0, dataset=data.name)
+    batches = train.Batches(data, cfg, 16, torch.device("cpu"), 1)
+    results = []
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        model = train.Transformer(train.TransformerConfig(
+            vocab_size=data.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16,
+            n_classes=data.n_classes, causal=task == "lm"))
+        recorder = GradRecorder(model.parameters())
+        stand_in = EagerGraph(model, 1 / cfg.grad_accum) if graphed else None
+        loss, grad_norm, _, tokens, _ = train.train_step(model, model, [recorder], None, batches, 2,
+                                                         cfg, graphed=stand_in)
+        results.append((loss, grad_norm, tokens, recorder.grads))
+    (loss, grad_norm, tokens, grads), (g_loss, g_grad_norm, g_tokens, g_grads) = results
+    if task == "cls":
+        assert tokens < 3 * 4 * 16  # the batches are padded
+    assert g_tokens == tokens and g_loss == pytest.approx(loss, rel=1e-6)
+    assert g_grad_norm == pytest.approx(grad_norm, rel=1e-5)
+    for a, b in zip(g_grads, grads):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
+
+
 def test_exact_evaluation_equals_direct_computation(tiny_data):
     data = Data("shakespeare_char", tiny_data)
     torch.manual_seed(0)
@@ -233,6 +279,40 @@ def test_exact_evaluation_equals_direct_computation(tiny_data):
     assert metrics["loss"] == pytest.approx(nats / (len(val) - 1), rel=1e-6)
     assert metrics["bits_per_char"] == pytest.approx(metrics["loss"] / math.log(2), rel=1e-6)
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
+
+
+class _Stream:
+    """A stand-in token-stream data set (task lm or mlm) of word ids; its split comes from a
+    patched split_on_device."""
+
+    def __init__(self, task, vocab_size):
+        self.task, self.vocab_size, self.mask_id = task, vocab_size, 3
+        self.meta = {"tokenizer": {"kind": "word"}}
+
+
+@pytest.mark.parametrize("task", ["lm", "mlm"])
+def test_evaluation_sharded_over_processes_adds_up_to_the_one_process_figure(monkeypatch, task):
+    """evaluate() as rank 0 and rank 1 of 2 processes, each process's sums kept apart (the
+    all-reduce left out): the two shares of targets and of summed loss add up to the figures of
+    one process, and each process scores some. Catches: every process scoring the same batches
+    (`i % world == rank` -> `i % world == 0`: some targets counted twice, others never), and a
+    masked LM's masks drawn only for the process's own batches (its generator then falls out of
+    step, and the masks, so the figure, depend on the number of processes)."""
+    torch.manual_seed(0)
+    model = train.Transformer(train.TransformerConfig(vocab_size=40, block_size=8, n_layer=1,
+                                                      n_head=2, n_embd=16, causal=task == "lm",
+                                                      mlm=task == "mlm"))
+    tokens = torch.randint(4, 40, (203,), generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(evaluation, "split_on_device", lambda data, split, device: tokens)
+    monkeypatch.setattr(evaluation, "all_reduce", lambda tensor, world: None)
+    cfg = train.TrainConfig(eval_batch_size=2)  # 13 batches of 2 windows of 8 targets
+    args = (model, _Stream(task, 40), "val", cfg, torch.device("cpu"), nullcontext())
+    one = evaluation.evaluate(*args)
+    shares = [evaluation.evaluate(*args, rank=rank, world=2) for rank in (0, 1)]
+    assert all(share["tokens"] > 0 for share in shares)
+    assert sum(share["tokens"] for share in shares) == one["tokens"]
+    nats = sum(share["loss"] * share["tokens"] for share in shares)
+    assert nats == pytest.approx(one["loss"] * one["tokens"], rel=1e-6)
 
 
 def test_classification_metrics_by_hand():
@@ -533,6 +613,19 @@ def test_muon_trains_and_resumes_only_with_muon(tiny_data, tmp_path):
         run(tiny_data, out, "--max_iters=8", "--init_from=resume", "--optimizer=adamw")
 
 
+def test_muon_takes_the_configured_momentum_weight_decay_and_learning_rate():
+    """make_optimizers gives Muon cfg.muon_momentum, cfg.weight_decay and cfg.learning_rate, none
+    of them at its default. Catches: a momentum fixed at the default 0.95, so that
+    --muon_momentum changes nothing."""
+    model = train.Transformer(train.TransformerConfig(vocab_size=8, block_size=4, n_layer=2,
+                                                      n_head=2, n_embd=8))
+    cfg = train.TrainConfig(optimizer="muon", muon_momentum=0.8, weight_decay=0.05,
+                            learning_rate=2e-3)
+    muon = train.make_optimizers(model, cfg, torch.device("cpu"))[1]
+    assert [(g["momentum"], g["weight_decay"], g["lr"]) for g in muon.param_groups] == [
+        (0.8, 0.05, 2e-3)]
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_layer_lr_decay_scales_each_layer_down_from_the_head(tiny_data, optimizer):
     """layer_lr_decay=0.5 on 2 layers: head and final norm at the learning rate, block 1 at half,
@@ -768,6 +861,35 @@ def test_the_best_checkpoint_is_the_best_evaluation(tiny_data, tmp_path, monkeyp
     assert torch.load(tmp_path / "ckpt_best.pt", weights_only=True)["step"] == 4
 
 
+@pytest.mark.parametrize("task,scores", [("lm", [2.0, 1.5, 1.5]), ("cls", [0.5, 0.8, 0.8])])
+def test_a_tie_keeps_the_earlier_best_checkpoint(tiny_data, tmp_path, monkeypatch, task, scores):
+    """An evaluation that only equals the best so far (frequent for the accuracy of a small val
+    split) is no improvement: best_val is that score and ckpt_best.pt stays the step that first
+    reached it (4). Catches: the comparison loosened (`>` -> `>=`, `<` -> `<=`), so that a tie
+    replaces ckpt_best.pt with later weights."""
+    real = train.evaluate
+    seen = iter(scores)
+    metric = "loss" if task == "lm" else "accuracy"
+    monkeypatch.setattr(train, "evaluate", lambda *a, **kw: {**real(*a, **kw), metric: next(seen)})
+    args = ["--max_iters=6", "--eval_interval=2"]
+    if task == "cls":
+        args += ["--dataset=trec", "--causal=false", "--block_size=32"]
+    result = run(tiny_data, tmp_path, *args)
+    assert result["best_val"] == scores[1] and result["step"] == 6
+    assert torch.load(tmp_path / "ckpt_best.pt", weights_only=True)["step"] == 4
+
+
+def test_stop_at_loss_stops_at_a_loss_equal_to_it(tiny_data, tmp_path, monkeypatch):
+    """stop_at_loss stops at the first evaluation whose loss is <= it, equality included:
+    evaluations scripted to 2.0, 1.5, 1.4 with stop_at_loss=1.5 stop the run at step 4.
+    Catches: `<=` -> `<` (a run that reaches the target exactly trains on)."""
+    real = train.evaluate
+    seen = iter([2.0, 1.5, 1.4])
+    monkeypatch.setattr(train, "evaluate", lambda *a, **kw: {**real(*a, **kw), "loss": next(seen)})
+    result = run(tiny_data, tmp_path, "--max_iters=6", "--eval_interval=2", "--stop_at_loss=1.5")
+    assert result["step"] == 4 and result["loss"] == 1.5
+
+
 def test_stop_after_counts_from_where_a_resumed_run_began(tiny_data, tmp_path):
     """--stop_after=3 on a run resumed at step 10 stops at step 13. Bug caught: stop_after
     compared with the step itself (a resumed run then never stops, or stops at once)."""
@@ -818,6 +940,43 @@ def test_micro_batches_of_a_later_step_are_that_steps_one_large_batch(tiny_data,
             assert torch.equal(torch.cat([p[0] for p in parts]), whole[0])
         else:  # (x, mask, y): labels and the real tokens of each example
             assert torch.equal(torch.cat([p[2] for p in parts]), whole[2])
+
+
+@pytest.mark.parametrize("task", ["lm", "cls"])
+def test_processes_and_micro_batches_split_one_global_batch(tiny_data, task):
+    """Micro-batch `micro` of process `rank` (2 processes x 2 micro-batches) is micro-batch
+    g = micro * 2 + rank of one process with 4, at every step: the processes train on disjoint
+    quarters of the global batch, the layout the Batches docstring gives. Catches: a classifier's
+    example counter that ignores the rank (both processes training on the same examples, half of
+    the global batch never seen), the rows of a language model's batch taken in another order."""
+    data = Data("shakespeare_char" if task == "lm" else "trec", tiny_data)
+
+    def batches(world, accum):
+        cfg = train.TrainConfig(batch_size=4, grad_accum=accum, dataset=data.name)
+        return train.Batches(data, cfg, 16, torch.device("cpu"), world)
+
+    two, one = batches(2, 2), batches(1, 4)
+    for step in (0, 3):
+        for micro in range(2):
+            for rank in range(2):
+                got, want = two.get(step, micro, rank), one.get(step, micro * 2 + rank, 0)
+                assert all(torch.equal(a, b) for a, b in zip(got, want)), (step, micro, rank)
+
+
+def test_classifier_epochs_are_fresh_permutations_of_the_examples(tiny_data, monkeypatch):
+    """Three epochs of trec's training examples drawn 8 at a time: each epoch holds every example
+    exactly once, and each comes in an order of its own. Catches: one permutation reused for
+    every epoch (`seeded(seed, 1, epoch)` -> `seeded(seed, 1, 0)`), an example repeated or
+    skipped within an epoch."""
+    data = Data("trec", tiny_data)
+    monkeypatch.setattr(train, "cls_batch", lambda tokens, offsets, labels, idx, *rest: idx)
+    cfg = train.TrainConfig(batch_size=8, grad_accum=1, dataset="trec")
+    batches = train.Batches(data, cfg, 16, torch.device("cpu"), 1)
+    n = len(data.examples("train")[2])
+    seen = [i for step in range(-(-3 * n // 8)) for i in batches.get(step, 0, 0)]
+    epochs = [seen[e * n:(e + 1) * n] for e in range(3)]
+    assert all(sorted(order) == list(range(n)) for order in epochs)
+    assert len({tuple(order) for order in epochs}) == 3
 
 
 # ---- progress reporting ------------------------------------------------------------------------
