@@ -1,5 +1,6 @@
 """model.py against references: formulas, invariances, fused vs manual attention, KV cache, GPT-2."""
 import itertools
+import json
 import math
 
 import pytest
@@ -157,6 +158,23 @@ def test_rope_rotates_each_half_split_pair_by_its_angle():
     assert apply_rope(x.bfloat16(), cos, sin).dtype == torch.bfloat16
 
 
+def test_rope_angles_follow_rope_base_in_the_table_and_past_it():
+    """rope_base=100: the angles are pos * 100^(-2i/hs) (Su et al. 2021, eq. 15), both from the
+    table for positions 0..block_size-1 (a plain forward) and computed for later positions
+    (decoding past block_size), against the formula in float64. Catches: the table or the
+    on-the-fly angles built with the default base 10000 instead of cfg.rope_base."""
+    base, hs = 100.0, 8
+    model = tiny(rope_base=base)
+    i = torch.arange(hs // 2, dtype=torch.float64)
+    for pos, from_zero in ((torch.arange(T), True), (torch.arange(T, 3 * T), False)):
+        cos, sin = model.attention_inputs(pos, from_zero=from_zero).rope
+        angles = pos.double()[:, None] * base ** (-2 * i / hs)  # (T, hs/2)
+        torch.testing.assert_close(cos.double(), torch.cat([angles, angles], -1).cos(),
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(sin.double(), torch.cat([-angles.sin(), angles.sin()], -1),
+                                   atol=1e-5, rtol=0)
+
+
 def test_alibi_slopes_are_the_papers_geometric_sequence():
     torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
     torch.testing.assert_close(alibi_slopes(4), torch.tensor([2.0 ** -(2 * (i + 1)) for i in range(4)]))
@@ -243,6 +261,74 @@ def test_attention_depends_only_on_the_offset_between_query_and_key(pe):
     assert not torch.allclose(base[0], stretched[0], atol=1e-3)
 
 
+# ---- blocks: activations, norms, residuals ------------------------------------------------------
+
+@pytest.mark.parametrize("activation", model_module.ACTIVATIONS)
+def test_mlp_activation_is_its_formula(activation):
+    """The MLP's activation against its formula in float64 on [-5, 5]: 'gelu' is the exact
+    x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, 'gelu_tanh' GPT-2's tanh approximation, 'relu'
+    max(x, 0). Catches: 'gelu' built as the tanh approximation (they differ by up to 5e-4)."""
+    act = tiny(activation=activation).transformer.h[0].mlp.act
+    x = torch.linspace(-5, 5, 201, dtype=torch.float64)
+    expected = {"gelu": 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
+                "gelu_tanh": 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi)
+                                                       * (x + 0.044715 * x ** 3))),
+                "relu": x.clamp(min=0)}[activation]
+    torch.testing.assert_close(act(x.float()).double(), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("norm,n_norms", [("pre", 2 * 2 + 1), ("post", 2 * 2), ("none", 0)])
+def test_layer_norms_sit_where_the_norm_choice_puts_them(norm, n_norms):
+    """pre-LN: two LayerNorms per block and a final one; post-LN: two per block and no final one
+    (the last block already ends in a norm); 'none': no norm at all. Each has eps=norm_eps and,
+    with bias=False, no bias (nor has any Linear). For pre-LN the final hidden states are
+    (x - mean) / sqrt(var + eps) * gain of the last residual stream, written out in float64.
+    Catches: norm_eps or bias not passed to nn.LayerNorm, norm='none' still building norms, a
+    final norm added after a post-LN stack."""
+    model = tiny(norm=norm, norm_eps=0.5, bias=False).eval()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == n_norms
+    assert all(m.eps == 0.5 and m.bias is None for m in norms)
+    assert not [name for name, _ in model.named_parameters() if name.endswith("bias")]
+    if norm == "pre":
+        seen = []
+        model.transformer.ln_f.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+        with torch.no_grad():
+            model.transformer.ln_f.weight.uniform_(0.5, 1.5)
+            h = model.encode(ids(B=2)).double()
+        x = seen[0].double()
+        var = x.var(-1, unbiased=False, keepdim=True)
+        expected = (x - x.mean(-1, keepdim=True)) / (var + 0.5).sqrt()
+        expected = expected * model.transformer.ln_f.weight.double()
+        torch.testing.assert_close(h, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("residual", [True, False])
+def test_a_block_is_its_formula(norm, residual):
+    """One block against the formulas of its docstring, from its own sublayers, with every weight
+    (norm gains and biases included) perturbed: pre-LN y = x + attn(ln_1(x)), out = y +
+    mlp(ln_2(y)); post-LN y = ln_1(x + attn(x)), out = ln_2(y + mlp(y)); residual=False drops
+    the 'x +' and 'y +'. Catches: residual=False still adding the input, and post-LN feeding the
+    attention ln_1(x) instead of x."""
+    model = tiny(norm=norm, residual=residual).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    block, inputs = model.transformer.h[0], model.attention_inputs(torch.arange(T))
+    x = torch.randn(2, T, 32, generator=g)
+    plus = (lambda a, b: a + b) if residual else (lambda a, b: b)
+    with torch.no_grad():
+        if norm == "pre":
+            y = plus(x, block.attn(block.ln_1(x), inputs))
+            expected = plus(y, block.mlp(block.ln_2(y)))
+        else:
+            y = block.ln_1(plus(x, block.attn(x, inputs)))
+            expected = block.ln_2(plus(y, block.mlp(y)))
+        torch.testing.assert_close(block(x, inputs), expected, atol=1e-6, rtol=1e-6)
+
+
 # ---- classifier --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("pe", POS_ENCODINGS)
@@ -259,6 +345,20 @@ def test_padding_does_not_change_classifier_output(pe, causal, pooling):
     torch.testing.assert_close(out2, alone, atol=1e-5, rtol=0)
 
 
+def test_an_all_padding_row_mean_pools_to_zero():
+    """Mean pooling of a row with no real token (attention_mask all 0) is the zero vector, so the
+    classifier's logits there are its bias, finite; the other row is what it is alone. Catches:
+    the count of real tokens not clamped to 1 (0 / 0: NaN logits), and a classifier head built
+    without a bias."""
+    model = tiny(causal=False, n_classes=3, pooling="mean").eval()
+    with torch.no_grad():
+        model.cls_head.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        x = ids(B=2)
+        logits, _ = model(x, attention_mask=right_padding_mask([T, 0]))
+        torch.testing.assert_close(logits[1], model.cls_head.bias)
+        torch.testing.assert_close(logits[0], model(x[:1])[0][0], atol=1e-5, rtol=0)
+
+
 def test_classifier_label_smoothing_is_the_formula():
     """Classifier loss with label smoothing eps: (1 - eps) (-log p_y) + eps mean_c (-log p_c) over the
     classes. Bug caught: smoothing dropped from (or mis-weighted in) the classifier head."""
@@ -271,6 +371,19 @@ def test_classifier_label_smoothing_is_the_formula():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert tiny(causal=False, n_classes=3, pooling="mean")(x, y)[1].item() == pytest.approx(
         -logp[torch.arange(4), y].mean().item(), rel=1e-6)
+
+
+def test_classifier_loss_of_a_bf16_model_is_worked_out_in_fp32():
+    """A classifier with bf16 weights (as sample.py loads one): its loss is the cross-entropy of
+    its bf16 logits computed in fp32, within 1e-6 of float64, not in bf16 (8 significant bits).
+    Catches: `logits.float()` dropped from the classifier's cross-entropy."""
+    model = tiny(causal=False, n_classes=3, pooling="mean").to(torch.bfloat16)
+    x, y = ids(B=4), torch.tensor([0, 2, 1, 2])
+    with torch.no_grad():
+        logits, loss = model(x, y)
+    assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    expected = torch.nn.functional.cross_entropy(logits.double(), y)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_no_position_encoding_bidirectional_encoder_is_permutation_invariant():
@@ -505,6 +618,24 @@ def test_training_loss_without_logits_equals_the_plain_path(kw):
     torch.testing.assert_close(loss, loss_a)
 
 
+def test_masked_lm_training_loss_scores_every_masked_target_id_zero_included():
+    """A masked LM's training loss (the fused head over the scored positions only) equals the
+    cross-entropy over all positions with -1 ignored, worked out in float64 from the logits, for
+    targets that include id 0. Catches: the positions kept for the head selected by
+    `targets > 0` instead of `targets >= 0`, which silently leaves out every target 0."""
+    model = tiny(causal=False, mlm=True)
+    x = ids(B=2)
+    y = torch.full_like(x, -1)
+    y[:, ::3] = x[:, ::3]
+    y[0, 1] = y[1, 4] = y[1, 8] = 0
+    _, loss = model(x, y, return_logits=False)
+    with torch.no_grad():
+        logits, _ = model(x)
+    expected = torch.nn.functional.cross_entropy(logits.double().reshape(-1, V), y.reshape(-1),
+                                                 ignore_index=-1)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_fused_head_under_bf16_autocast_follows_the_plain_path():
     x = ids(B=2)
     y = torch.roll(x, -1, dims=1)
@@ -528,6 +659,21 @@ def test_gpt2_residual_projection_init_is_scaled():
     assert model.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
+def test_init_scales_both_residual_projections_and_draws_embeddings_at_0_02():
+    """GPT-2's init (Radford et al. 2019, 2.3): N(0, 0.02) for every matrix and embedding table
+    (learned positions and an untied token table included), N(0, 0.02 / sqrt(2 n_layer)) for the
+    attention's output projection as well as the MLP's. Catches: the scaled init applied to the
+    MLP's c_proj only, and nn.Embedding left at PyTorch's N(0, 1)."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=V, block_size=64, n_layer=8, n_head=4,
+                                          n_embd=256, pos_encoding="learned", tie_weights=False))
+    for block in model.transformer.h[::7]:
+        assert block.attn.c_proj.weight.std().item() == pytest.approx(0.02 / 4, rel=0.05)
+        assert block.attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    for table in (model.transformer.wte, model.transformer.wpe, model.lm_head):
+        assert table.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
 def test_num_params_counts_tied_weights_once():
     model = tiny(pos_encoding="learned")
     C = 32
@@ -536,6 +682,21 @@ def test_num_params_counts_tied_weights_once():
     assert model.num_params() == expected
     assert model.num_params(exclude_embeddings=True) == expected - T * C
     assert "2 layers x 4 heads x 32 wide" in repr(model)
+
+
+def test_num_params_of_a_classifier_and_flops_per_token():
+    """A classifier has no LM head, so its token table is an embedding only and leaves the count
+    without embeddings (tie_weights=True, the default, ties nothing there). FLOPs per token are
+    6 N + 12 L T C (Kaplan et al. 2020; PaLM appendix B). Catches: the token table kept in a
+    classifier's count because tie_weights is set, and the attention term's 12 halved."""
+    C = 32
+    per_block = 4 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C)
+    body = 2 * per_block + 2 * C
+    model = tiny(n_classes=3, causal=False)
+    assert model.num_params() == V * C + body + 3 * C + 3
+    assert model.num_params(exclude_embeddings=True) == body + 3 * C + 3
+    lm = tiny()
+    assert lm.flops_per_token(T) == 6 * (V * C + body) + 12 * 2 * T * C
 
 
 # ---- generation --------------------------------------------------------------------------------
@@ -624,6 +785,39 @@ def test_top_k_and_top_p_keep_the_right_tokens():
     assert sample_next(logits, 0, None, None, None).item() == 0
 
 
+def test_top_k_of_all_but_one_token_still_drops_the_last():
+    """top_k = V - 1 keeps all but the least likely token, top_k = V keeps all. Catches: the top-k
+    filter skipped unless k is well below the vocabulary (`top_k < V` -> `top_k < V - 1`)."""
+    logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]]))
+    g = torch.Generator().manual_seed(0)
+    draws = lambda k: {sample_next(logits, 1.0, k, None, g).item() for _ in range(300)}
+    assert draws(3) == {0, 1, 2}
+    assert draws(4) == {0, 1, 2, 3}
+
+
+def test_top_p_stops_at_the_token_whose_mass_reaches_p_exactly():
+    """Four equally likely tokens (probability 0.25 each, exact in binary) and top_p=0.5: the first
+    two reach 0.5 exactly, so the smallest set reaching p has two tokens and only two distinct ids
+    are ever drawn. Catches: `cumsum - probs >= top_p` -> `> top_p`, keeping a third token."""
+    g = torch.Generator().manual_seed(0)
+    drawn = {sample_next(torch.zeros(1, 4), 1.0, None, 0.5, g).item() for _ in range(300)}
+    assert len(drawn) == 2
+
+
+def test_nucleus_of_bf16_logits_is_chosen_in_fp32():
+    """bf16 logits (what the head gives under autocast) are sampled in fp32: the tokens kept by
+    top_p=0.8007 are the nucleus computed in float64 from the same logits (the first three: the
+    mass before the third is 0.80055), not the one of bf16 probabilities (0.80078, which top_p
+    rounded to bf16 also is: the first two). Catches: `logits.float()` dropped from sample_next,
+    which rounds every probability, and top_p, to 8 significant bits."""
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).bfloat16()
+    probs = torch.softmax(logits.double(), -1)[0]  # sorted already
+    nucleus = {i for i in range(4) if probs[:i].sum() < 0.8007}
+    assert nucleus == {0, 1, 2}
+    g = torch.Generator().manual_seed(0)
+    assert {sample_next(logits, 1.0, None, 0.8007, g).item() for _ in range(300)} == nucleus
+
+
 def test_attention_maps_are_causal_distributions():
     model = tiny().eval()
     maps = model.attention_maps(ids(B=1))
@@ -643,6 +837,9 @@ def test_attention_maps_are_causal_distributions():
     (dict(block_size=0), "block_size=0 must be a positive integer"),
     (dict(dropout=1.5), "dropout=1.5"),
     (dict(n_classes=2, causal=True, pooling="first"), "pooling='first' with causal=True"),
+    (dict(dropout=1.0), "dropout=1.0 must be in"),
+    (dict(n_classes=1), "n_classes=1 must be 0 (language model) or >= 2"),
+    (dict(mlm=True, causal=True), "mlm=True is a bidirectional language model"),
 ])
 def test_bad_config_raises_clear_errors(kw, message):
     args = dict(vocab_size=V, block_size=T, n_layer=1, n_head=4, n_embd=32)
@@ -694,6 +891,16 @@ def test_generate_rejects_bad_sampling_arguments_and_classifiers():
         tiny(n_classes=2, causal=False).generate(ids(B=1, L=2), 3)
 
 
+@pytest.mark.parametrize("kw", [dict(temperature=-0.5), dict(top_k=0), dict(top_p=1.5)])
+def test_generate_refuses_each_sampling_argument_past_its_bound(kw):
+    """A negative temperature, top_k below 1 and top_p above 1 are each refused with the bounds
+    named, before anything is sampled. Catches: the temperature check dropped (logits divided by
+    a negative number: the least likely tokens win), top_k's bound moved (`< 1` -> `< 0`: top_k=0
+    fails inside torch.topk instead)."""
+    with pytest.raises(ValueError, match="need temperature >= 0, top_k >= 1, 0 < top_p <= 1"):
+        tiny().generate(ids(B=1, L=2), 3, **kw)
+
+
 # ---- GPT-2 weights -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
@@ -720,6 +927,84 @@ def test_gpt2_import_matches_hugging_face(tmp_path, fmt):
             expected = reference(x).logits
             got, _ = ours(x)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def random_gpt2(**config):
+    """A Hugging Face GPT-2 of the tiny shape with random, non-trivial weights, and its config."""
+    transformers = pytest.importorskip("transformers",
+                                       reason="test-only dependency (requirements-test.txt)")
+    hf_config = transformers.GPT2Config(vocab_size=V, n_positions=T, n_embd=32, n_layer=2,
+                                        n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                        **config)
+    torch.manual_seed(0)
+    reference = transformers.GPT2LMHeadModel(hf_config).eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.normal_(0, 0.2)
+    return hf_config, reference
+
+
+def assert_imports_as(path, reference):
+    ours = Transformer.from_pretrained(path).eval()
+    x = ids(B=2)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], reference(x).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_gpt2_import_follows_the_activation_epsilon_and_mlp_width_of_the_config(tmp_path):
+    """A GPT-2 with activation 'gelu_pytorch_tanh', layer_norm_epsilon 0.1 and n_inner = 2 n_embd
+    imports to the logits Hugging Face's model computes. Catches: 'gelu_pytorch_tanh' mapped to the
+    exact GELU, layer_norm_epsilon ignored, n_inner ignored (mlp_ratio 4)."""
+    _, reference = random_gpt2(activation_function="gelu_pytorch_tanh", layer_norm_epsilon=0.1,
+                               n_inner=64)
+    reference.save_pretrained(tmp_path)
+    assert_imports_as(tmp_path, reference)
+
+
+def test_gpt2_import_of_an_original_layout_checkpoint(tmp_path):
+    """GPT-2 as OpenAI's weights were first converted: names without 'transformer.', each
+    attention's causal-mask buffers (attn.bias, attn.masked_bias) stored with the weights, no
+    lm_head.weight (the head is tied). Catches: a stored buffer taken for a weight (strict loading
+    then fails on it), the head not filled from wte."""
+    hf_config, reference = random_gpt2()
+    hf_config.save_pretrained(tmp_path)
+    state = {k.removeprefix("transformer."): v.contiguous()
+             for k, v in reference.state_dict().items() if k != "lm_head.weight"}
+    for i in range(hf_config.n_layer):
+        state[f"h.{i}.attn.bias"] = torch.ones(T, T, dtype=torch.uint8).tril().view(1, 1, T, T)
+        state[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    assert_imports_as(tmp_path, reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpt2_import_reads_half_precision_safetensors(tmp_path, dtype):
+    """Weights stored as float16 or bfloat16 in model.safetensors load as the same numbers in
+    float32: the logits are those of Hugging Face's model with its weights rounded alike.
+    Catches: a dtype code read as the other type of its width ('F16' as bfloat16)."""
+    save_file = pytest.importorskip("safetensors.torch").save_file
+    hf_config, reference = random_gpt2()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.copy_(p.to(dtype))
+    hf_config.save_pretrained(tmp_path)
+    state = {k: v.to(dtype).contiguous() for k, v in reference.state_dict().items()
+             if k != "lm_head.weight"}
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    assert_imports_as(tmp_path, reference)
+
+
+@pytest.mark.parametrize("option", [dict(scale_attn_weights=False),
+                                    dict(scale_attn_by_inverse_layer_idx=True),
+                                    dict(model_type="gpt_neo")])
+def test_gpt2_import_refuses_other_attention_scalings(tmp_path, option):
+    """A checkpoint whose attention is not scaled by 1/sqrt(d_k) alone, or that is no GPT-2,
+    computes another function: it is refused before any weight is read. Catches:
+    scale_attn_weights=False or scale_attn_by_inverse_layer_idx=True imported as plain GPT-2."""
+    config = dict(model_type="gpt2", vocab_size=V, n_positions=T, n_embd=32, n_layer=2, n_head=4)
+    (tmp_path / "config.json").write_text(json.dumps({**config, **option}))
+    with pytest.raises(ValueError, match="only plain GPT-2 checkpoints are supported"):
+        Transformer.from_pretrained(tmp_path)
 
 
 def test_from_pretrained_missing_directory(tmp_path):
@@ -749,6 +1034,38 @@ def test_generate_never_samples_padding_ids():
     out = model.generate(torch.zeros(4, 1, dtype=torch.long), 30, temperature=2.0,
                          generator=torch.Generator().manual_seed(0))
     assert out.max() < 40
+
+
+def test_an_explicit_vocab_limit_below_the_real_vocabulary_wins():
+    """generate(vocab_limit=10) on a model whose real vocabulary is 40 of 64 ids samples only ids
+    below 10 (at temperature 2 a random model would reach the rest at once). Catches:
+    real_vocab_size taking precedence over the caller's vocab_limit."""
+    model = tiny(vocab_size=64, real_vocab_size=40).eval()
+    out = model.generate(torch.zeros(4, 1, dtype=torch.long), 30, temperature=2.0, vocab_limit=10,
+                         generator=torch.Generator().manual_seed(0))
+    assert out.max() < 10
+
+
+@pytest.mark.parametrize("pe", ["rope", "learned"])
+def test_a_prompt_longer_than_block_size_is_cropped_to_its_last_block(pe, monkeypatch):
+    """generate() on a prompt of 2 block_size + 3 tokens samples from the same logits, step by
+    step, as on the prompt's last block_size tokens, and hands an eval model back in eval mode.
+    Catches: the whole prompt prefilled (RoPE: a cache of block_size slots then holds a context no
+    forward computes; learned positions: an error), and generate() leaving the model in training
+    mode (`self.train(was_training)` -> `self.train(True)`)."""
+    model = tiny(pos_encoding=pe).eval()
+    seen = []
+
+    def record(logits, *args):  # stands in for sampling: keeps the logits, picks greedily
+        seen.append(logits.clone())
+        return logits.argmax(-1, keepdim=True)
+
+    monkeypatch.setattr(model_module, "sample_next", record)
+    prompt = ids(B=2, L=2 * T + 3)
+    long, short = model.generate(prompt, 4), model.generate(prompt[:, -T:], 4)
+    assert not model.training
+    torch.testing.assert_close(torch.stack(seen[:4]), torch.stack(seen[4:]), atol=0, rtol=0)
+    assert torch.equal(long[:, -4:], short[:, -4:]) and torch.equal(long[:, :-4], prompt)
 
 
 @pytest.mark.parametrize("pe", ["learned", "rope"])
