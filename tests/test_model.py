@@ -903,34 +903,9 @@ def test_generate_refuses_each_sampling_argument_past_its_bound(kw):
 
 # ---- GPT-2 weights -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
-def test_gpt2_import_matches_hugging_face(tmp_path, fmt):
-    transformers = pytest.importorskip("transformers", reason="test-only dependency (requirements-test.txt)")
-    hf_config = transformers.GPT2Config(vocab_size=V, n_positions=T, n_embd=32, n_layer=2, n_head=4,
-                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    torch.manual_seed(0)
-    reference = transformers.GPT2LMHeadModel(hf_config).eval()
-    with torch.no_grad():  # random, non-trivial values everywhere, biases and LayerNorms included
-        for p in reference.parameters():
-            p.normal_(0, 0.2)
-    hf_config.save_pretrained(tmp_path)
-    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
-    if fmt == "bin":
-        torch.save(state, tmp_path / "pytorch_model.bin")
-    else:
-        reference.save_pretrained(tmp_path)
-        assert (tmp_path / "model.safetensors").exists()
-    for attn in ATTENTIONS:
-        ours = Transformer.from_pretrained(tmp_path, attention=attn).eval()
-        x = ids(B=2)
-        with torch.no_grad():
-            expected = reference(x).logits
-            got, _ = ours(x)
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-
-
 def random_gpt2(**config):
-    """A Hugging Face GPT-2 of the tiny shape with random, non-trivial weights, and its config."""
+    """A Hugging Face GPT-2 of the tiny shape with random, non-trivial weights everywhere (biases
+    and LayerNorms included), and its config."""
     transformers = pytest.importorskip("transformers",
                                        reason="test-only dependency (requirements-test.txt)")
     hf_config = transformers.GPT2Config(vocab_size=V, n_positions=T, n_embd=32, n_layer=2,
@@ -944,11 +919,25 @@ def random_gpt2(**config):
     return hf_config, reference
 
 
-def assert_imports_as(path, reference):
-    ours = Transformer.from_pretrained(path).eval()
+def assert_imports_as(path, reference, **overrides):
+    ours = Transformer.from_pretrained(path, **overrides).eval()
     x = ids(B=2)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], reference(x).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_gpt2_import_matches_hugging_face(tmp_path, fmt):
+    hf_config, reference = random_gpt2()
+    hf_config.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    if fmt == "bin":
+        torch.save(state, tmp_path / "pytorch_model.bin")
+    else:
+        reference.save_pretrained(tmp_path)
+        assert (tmp_path / "model.safetensors").exists()
+    for attn in ATTENTIONS:
+        assert_imports_as(tmp_path, reference, attention=attn)
 
 
 def test_gpt2_import_follows_the_activation_epsilon_and_mlp_width_of_the_config(tmp_path):
