@@ -281,13 +281,17 @@ def bench_time_to_loss(argv, bench):
         wall = time.time() - launched
         if proc.returncode != 0:
             raise RuntimeError(f"training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        records = [json.loads(line)
-                   for line in Path(tmp, "run", "log.jsonl").read_text().splitlines()]
+        log = Path(tmp, "run", "log.jsonl")
+        records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         evals = [r for r in records if r["kind"] == "eval"]
         reached = next((e for e in evals if e["loss"] <= bench.target), None)
         startup = next((r for r in records if r["kind"] == "startup"), None)
         if startup is None:
-            raise RuntimeError(f"training logged no step (no startup record in its log):\n"
+            raise RuntimeError(f"training logged no step (no startup record in its log; "
+                               f"max_iters > 0?):\n{proc.stdout[-3000:]}")
+        if not evals:
+            raise RuntimeError(f"training ended before its first evaluation: nothing to time "
+                               f"(eval_interval below max_iters and stop_after?):\n"
                                f"{proc.stdout[-3000:]}")
         # where the seconds before training go: the interpreter and imports, then train.py's stages
         stages = {"imports": startup["unix_start"] - launched, **startup["stages_s"]}
