@@ -1,8 +1,12 @@
 """bench.py: each mode runs on a tiny CPU configuration and writes what it claims to measure."""
 import json
+import subprocess
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 import bench
 
@@ -110,3 +114,242 @@ def test_attention_mode(tmp_path, monkeypatch):
     assert [(row["T"], row["batch"]) for row in r["rows"]] == [(8, 8), (16, 4), (32, 2)]
     assert all(row["manual_ms"] > 20 > row["sdpa_ms"] for row in r["rows"])
     assert all(row["speedup"] == pytest.approx(row["manual_ms"] / row["sdpa_ms"]) for row in r["rows"])
+
+
+class Clock:
+    """Stands in for bench's time module: the clock moves only when a fake step moves it."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def perf_counter(self):
+        return self.t
+
+    def time(self):
+        return self.t
+
+    def strftime(self, fmt):
+        return time.strftime(fmt)
+
+
+def test_build_vocabulary_and_seed(monkeypatch):
+    """Without a config file the vocabulary is GPT-2's padded one (50304); with one, the data set's,
+    padded as train.py pads it (1500 -> 1536); --vocab_size wins over both; the same seed gives
+    the same weights. Catches: a config file among --keys not recognised, the data set's vocabulary
+    left unpadded, GPT-2's 50257 unpadded, the model's initialisation left unseeded."""
+    import train
+    monkeypatch.setattr(train, "load_data",
+                        lambda cfg, quiet: SimpleNamespace(meta={"vocab_size": 1500}))
+    config = str(Path(bench.__file__).with_name("config") / "shakespeare_cpu.py")
+
+    def model(*argv):
+        opts, rest = bench.split_args(list(argv))
+        return bench.build(rest, opts)[1]
+
+    assert model(*TINY).config.vocab_size == 50304
+    assert model(config, *TINY).config.vocab_size == 1536
+    assert model(config, *TINY, "--vocab_size=50").config.vocab_size == 50
+    a, b = model(*TINY, "--vocab_size=50"), model(*TINY, "--vocab_size=50")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_median_ms_times_only_the_steps_after_the_warmup(monkeypatch):
+    """warmup untimed calls, then the median of steps timed ones. Catches: a warm-up call timed, or
+    the warm-up calls taken out of the timed ones."""
+    clock = Clock()
+    monkeypatch.setattr(bench, "time", clock)
+    seconds = [0.5, 0.5, 0.001, 0.003, 0.002]
+    calls = []
+
+    def fn():
+        clock.t += seconds[len(calls)]
+        calls.append(1)
+
+    assert bench.median_ms(fn, torch.device("cpu"), warmup=2, steps=3) == pytest.approx(2.0)
+    assert len(calls) == 5
+
+
+def test_train_mode_reports_the_median_step(tmp_path, monkeypatch):
+    """ms_per_step is the median of the timed steps (one slow step does not move it), tokens/s
+    follows from it, and the warm-up's time is reported apart. Catches: the mean in place of the
+    median."""
+    import train
+    clock = Clock()
+    monkeypatch.setattr(bench, "time", clock)
+    seconds = {0: 2.0, 1: 0.010, 2: 0.050, 3: 0.020}  # by step: 1 warm-up, 3 timed
+
+    def step(model, raw, optimizers, scaler, batches, step, cfg, **kw):
+        clock.t += seconds[step]
+
+    monkeypatch.setattr(train, "train_step", step)
+    out = tmp_path / "b.json"
+    assert bench.main(["--mode=train", *TINY, "--batch_size=4", "--grad_accum=2", "--steps=3",
+                       "--warmup=1", "--vocab_size=50", f"--json={out}"]) == 0
+    r = json.loads(out.read_text())
+    assert (r["ms_per_step"], r["ms_min"], r["ms_max"]) == pytest.approx((20, 10, 50))
+    assert r["tokens_per_s"] == pytest.approx(4 * 2 * 16 / 0.020)
+    assert r["warmup_s"] == pytest.approx(2.0)
+
+
+def test_profile_per_step_times_and_shares(monkeypatch):
+    """The profile's times are per step and its shares parts of one whole. Catches: times summed
+    over the n steps, shares relative to the largest entry (adding up to more than 1)."""
+    import train
+
+    def step(*a, **kw):
+        with torch.profiler.record_function("one_step"):
+            time.sleep(0.01)
+            torch.ones(64, 64) @ torch.ones(64, 64)
+
+    monkeypatch.setattr(train, "train_step", step)
+    prof = bench.profile_steps(*[None] * 8, torch.device("cpu"), first=0, n=5)
+    [one] = [p for p in prof if p["name"] == "one_step"]
+    assert one["calls_per_step"] == 1 and 10 <= one["ms_per_step"] < 40
+    assert sum(p["share"] for p in prof) <= 1 + 1e-9
+
+
+def test_the_cacheless_reference_decodes_greedily_past_the_context():
+    """generate_without_cache gives model.generate's greedy tokens, past block_size with learned
+    positions. Catches: the text not cropped to the context, the argmax taken at the wrong
+    position."""
+    from model import Transformer, TransformerConfig
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2,
+                                          n_embd=16, pos_encoding="learned")).eval()
+    prompt = torch.randint(50, (2, 3))
+    with torch.no_grad():
+        want = model.generate(prompt, 12, temperature=0)
+        assert torch.equal(bench.generate_without_cache(model, prompt, 12), want)
+
+
+def test_generate_mode_times_each_setting(tmp_path, monkeypatch):
+    """Each setting decodes greedily at its batch size: one untimed first run, then repeats timed
+    runs, whose median gives tokens/s for the whole batch; a reference run that would take over
+    two minutes in all is timed once. Catches: the batch size not used, a repeat missing, the
+    first run in the median, tokens/s of one sequence, the slow-reference test inverted."""
+    import model as model_module
+    clock = Clock()
+    monkeypatch.setattr(bench, "time", clock)
+    monkeypatch.chdir(tmp_path)  # no checkpoint here: random weights
+    seconds = {("kv_cache", 1): [4.0, 0.2, 0.1, 0.3], ("kv_cache", 3): [4.0, 0.3, 0.3, 0.9],
+               ("no_cache", 1): [50.0], ("no_cache", 3): [2.0, 1.0, 1.0, 1.0]}
+    seen = []
+
+    def run(kind, idx, n, temperature):
+        seen.append((kind, tuple(idx.shape), n, temperature))
+        clock.t += seconds[kind, idx.shape[0]].pop(0)
+        return idx
+
+    monkeypatch.setattr(model_module.Transformer, "generate",
+                        lambda self, idx, n, temperature, compile: run("kv_cache", idx, n,
+                                                                       temperature))
+    monkeypatch.setattr(bench, "generate_without_cache",
+                        lambda model, idx, n: run("no_cache", idx, n, 0))
+    out = tmp_path / "g.json"
+    assert bench.main(["--mode=generate", *TINY, "--vocab_size=50", "--max_new_tokens=10",
+                       "--repeats=3", "--batch_n=3", f"--json={out}"]) == 0
+    assert all(left == [] for left in seconds.values())
+    assert {(shape, n, t) for _, shape, n, t in seen} == {((1, 1), 10, 0), ((3, 1), 10, 0)}
+    rows = {(r["kind"], r["batch"]): r for r in json.loads(out.read_text())["rows"]}
+    want = {("kv_cache", 1): (4.0, 10 / 0.2), ("kv_cache", 3): (4.0, 30 / 0.3),
+            ("no_cache", 1): (50.0, 10 / 50), ("no_cache", 3): (2.0, 30 / 1.0)}
+    for key, (first_s, tokens_per_s) in want.items():
+        row = rows[key]
+        assert (row["first_s"], row["tokens_per_s"]) == pytest.approx((first_s, tokens_per_s)), key
+        assert row["first_tokens_per_s"] == pytest.approx(key[1] * 10 / first_s), key
+
+
+def fake_training(clock, returncode=0):
+    """subprocess.run for train.py: writes the log a run would write, reaching loss 3.25 at step 20
+    (20 s after launch), 3.0 at step 30, and takes 40 s."""
+    commands = []
+
+    def run(cmd, capture_output, text):
+        commands.append(cmd)
+        out = Path(next(a for a in cmd if a.startswith("--out_dir=")).split("=", 1)[1])
+        out.mkdir(parents=True)
+        records = [{"kind": "startup", "step": 0, "unix_start": 1000.5, "time": 1.0,
+                    "stages_s": {"device": 0.25, "data": 0.5}},
+                   {"kind": "train", "step": 5, "loss": 3.6},
+                   {"kind": "eval", "step": 10, "loss": 3.5, "unix_time": 1010.0, "time": 9.0},
+                   {"kind": "eval", "step": 20, "loss": 3.25, "unix_time": 1020.0, "time": 19.0},
+                   {"kind": "eval", "step": 30, "loss": 3.0, "unix_time": 1030.0, "time": 29.0}]
+        (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        clock.t += 40
+        return subprocess.CompletedProcess(cmd, returncode, stdout="training\n", stderr="oops\n")
+
+    return commands, run
+
+
+def test_time_to_loss_reads_the_first_evaluation_at_the_target(tmp_path, monkeypatch, capsys):
+    """The target is reached by the first evaluation at or below it (equality counts), timed from
+    launch; the best loss is the lowest; train.py is told to stop there, into a fresh directory;
+    a failed training is an error line. Catches: equality not counting, the time measured from
+    the start of training, the highest loss as the best, --stop_at_loss not passed, a failure
+    raised as a traceback."""
+    clock = Clock()
+    monkeypatch.setattr(bench, "time", clock)
+    commands, run = fake_training(clock)
+    monkeypatch.setattr(bench, "subprocess", SimpleNamespace(run=run))
+    out = tmp_path / "t.json"
+    assert bench.main(["--mode=time_to_loss", "--target=3.25", f"--json={out}", *TINY]) == 0
+    r = json.loads(out.read_text())
+    assert (r["reached"], r["step"], r["val_loss"]) == (True, 20, 3.25)
+    assert (r["seconds_to_target"], r["time_in_train_s"], r["wall_s"]) == (20.0, 19.0, 40.0)
+    assert r["best_val_loss"] == 3.0
+    assert r["startup_s"] == {"imports": 0.5, "device": 0.25, "data": 0.5}
+    [cmd] = commands
+    assert cmd[2:2 + len(TINY)] == TINY and cmd[-3] == "--stop_at_loss=3.25"
+    assert cmd[-2].startswith("--out_dir=") and cmd[-1] == "--overwrite=true"
+
+    _, run = fake_training(clock, returncode=1)
+    monkeypatch.setattr(bench, "subprocess", SimpleNamespace(run=run))
+    assert bench.main(["--mode=time_to_loss", "--target=3.25", f"--json={out}", *TINY]) == 1
+    assert "error: training failed" in capsys.readouterr().err
+
+
+def test_matmul_mode_shapes_and_flops_of_every_layer(tmp_path):
+    """Every layer's product shape and count per step, the MLP's width from mlp_ratio, and
+    TFLOP/s from the three products (forward, two backward). Catches: a width of 4 x n_embd
+    assumed, a per-layer product counted once, the FLOPs of the forward product alone."""
+    out = tmp_path / "m.json"
+    assert bench.main(["--mode=matmul", *TINY, "--n_layer=3", "--mlp_ratio=2", "--batch_size=2",
+                       "--steps=1", "--warmup=0", "--vocab_size=48", f"--json={out}"]) == 0
+    r = json.loads(out.read_text())
+    M = 2 * 16
+    assert {row["layer"]: (row["M"], row["K"], row["N"], row["per_step"]) for row in r["rows"]} == {
+        "c_attn": (M, 32, 96, 3), "attn.c_proj": (M, 32, 32, 3), "mlp.c_fc": (M, 32, 64, 3),
+        "mlp.c_proj": (M, 64, 32, 3), "lm_head": (M, 32, 48, 1)}
+    for row in r["rows"]:
+        flop = 3 * 2 * row["M"] * row["K"] * row["N"]
+        assert row["tflops"] == pytest.approx(flop / row["ms"] / 1e9)
+        assert row["fp8_tflops"] == pytest.approx(flop / row["fp8_ms"] / 1e9)
+
+
+def test_attention_mode_batch_of_at_least_one_and_default_output(tmp_path, monkeypatch):
+    """A length longer than batch_size x block_size still runs, at batch 1; without --json the
+    results go to bench_attention.json, with the command line. Catches: batch 0 at that length,
+    another default file name."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--mode=attention", *TINY, "--batch_size=2", "--steps=1", "--warmup=0",
+            "--vocab_size=50", "--lengths=16,64"]
+    assert bench.main(argv) == 0
+    r = json.loads((tmp_path / "bench_attention.json").read_text())
+    assert [(row["T"], row["batch"]) for row in r["rows"]] == [(16, 2), (64, 1)]
+    assert r["argv"] == argv
+
+
+@pytest.mark.parametrize("stop", [["--max_iters=0", "--warmup_iters=0"],
+                                  ["--max_iters=20", "--warmup_iters=2", "--stop_after=3"]])
+def test_time_to_loss_of_a_run_that_never_evaluates_is_an_error_line(tmp_path, tiny_data, stop,
+                                                                     capsys):
+    """A training that takes no step (no log at all) or stops before its first evaluation has
+    nothing to time: an error line that says so, not a traceback (FileNotFoundError on the log,
+    min() of no evaluations)."""
+    args = ["--dataset=shakespeare_char", f"--data_dir={tiny_data}", *TINY, "--batch_size=4",
+            "--eval_interval=10", *stop]
+    assert bench.main(["--mode=time_to_loss", "--target=1.0", f"--json={tmp_path / 't.json'}",
+                       *args]) == 1
+    err = capsys.readouterr().err
+    assert "error: training" in err and "Traceback" not in err
+    assert not (tmp_path / "t.json").exists()

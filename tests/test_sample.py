@@ -364,3 +364,118 @@ def test_a_text_longer_than_the_context_is_classified_by_its_start(trec_run):
     # the words past the context would change the answer if they were read
     assert whole["probs"] != pytest.approx(read_whole(" ".join(words)), abs=1e-4)
     assert start["probs"] != pytest.approx(read_whole(" ".join(words[:30])), abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# options, prompts and hints
+
+def test_option_bounds_top_k_top_p_seed_and_dtype():
+    """top_k=0 and top_p=1 (both off), the largest seed and every dtype are valid; a seed of 2**63
+    is not. Catches: top_k=0 refused, the seed's bound moved, a dtype missing from the list."""
+    cfg = S.parse_args(["--top_k=0", "--top_p=1", f"--seed={2**63 - 1}"])
+    assert (cfg.top_k, cfg.top_p, cfg.seed) == (0, 1.0, 2**63 - 1)
+    for name in ("auto", "bfloat16", "float16", "float32"):
+        assert S.parse_args([f"--dtype={name}"]).dtype == name
+    with pytest.raises(S.SampleError, match=re.escape(f"seed={2**63} must be in [0, 2**63)")):
+        S.parse_args([f"--seed={2**63}"])
+
+
+def test_missing_checkpoint_hints(tmp_path, monkeypatch):
+    """The hint names the runs that exist, but not the one asked for; a trailing slash still finds
+    the config that trains into the directory; the CPU recipe is suggested only without a GPU.
+    Catches: the asked-for run offered as its own alternative, 'out-sst2/' not matched to
+    config/sst2.py, the CPU hint given on a GPU machine or withheld on a CPU."""
+    monkeypatch.chdir(tmp_path)
+    for run, name in [("out-a", "ckpt_best.pt"), ("out-b", "ckpt_last.pt")]:
+        (tmp_path / run).mkdir()
+        (tmp_path / run / name).write_bytes(b"")
+    with pytest.raises(S.CheckpointError) as e:
+        S.find_checkpoint("out-a", "last")
+    assert str(e.value).endswith("; or sample a run that exists: --out_dir=out-b")
+    with pytest.raises(S.CheckpointError, match=re.escape("`python train.py config/sst2.py`")):
+        S.find_checkpoint("out-sst2/")
+    for cuda in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        with pytest.raises(S.CheckpointError) as e:
+            S.find_checkpoint("out-shakespeare-char")
+        assert "config/shakespeare.py" in str(e.value)
+        assert ("config/shakespeare_cpu.py" in str(e.value)) is not cuda
+
+
+def test_prompt_file_under_home_and_a_file_that_is_not_utf8(tmp_path, monkeypatch):
+    """FILE:~/... reads from the home directory; a file that is not UTF-8 is a SampleError (an error
+    line from main), not a traceback. Catches: ~ not expanded, UnicodeDecodeError not caught."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "p.txt").write_text("ROMAN:\n", encoding="utf-8")
+    assert S.read_start("FILE:~/p.txt") == "ROMAN:\n"
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfeR\x00O\x00")
+    with pytest.raises(S.SampleError, match="cannot be read as UTF-8"):
+        S.read_start(f"FILE:{tmp_path / 'bin.txt'}")
+
+
+def test_a_prompt_of_no_tokens_is_refused(char_run, capsys):
+    """An empty prompt is a SampleError that says so, and main prints it as an error line. Catches:
+    the check missing (the model then fails on an empty sequence)."""
+    with pytest.raises(S.SampleError, match="encodes to no tokens"):
+        draw(char_run, start="")
+    assert S.main([f"--out_dir={char_run}", "--start=", "--device=cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "encodes to no tokens" in err and "Traceback" not in err
+
+
+def test_stream_decoder_passes_on_a_byte_no_later_token_completes():
+    """A byte that starts no character shows as U+FFFD once the next token decodes cleanly, and the
+    stream goes on. Catches: ids held back while U+FFFD is anywhere in the text (the rest of the
+    sample would then wait for the end)."""
+    dec = S.StreamDecoder(ByteTokenizer())
+    pieces = [dec.push([0xFF]), dec.push([ord("a")]), dec.push([ord("b")]), dec.flush()]
+    assert pieces == ["", "\ufffda", "b", ""]
+
+
+def test_a_tiny_top_p_is_greedy(char_run, capsys):
+    """top_p=1e-6 keeps only the most likely token: at temperature 1 the text is the greedy one,
+    from sample() and from the command line. Catches: top_p not passed to the model, or not
+    passed on by main (either samples from the whole distribution)."""
+    greedy = draw(char_run, temperature=0)
+    assert draw(char_run, top_p=1e-6, seed=5) == greedy
+    assert S.main([f"--out_dir={char_run}", f"--start={PROMPT}", "--max_new_tokens=40",
+                   "--temperature=1", "--top_k=0", "--top_p=1e-6", "--device=cpu"]) == 0
+    assert capsys.readouterr().out == greedy[0] + "\n"
+
+
+def test_each_streamed_piece_is_flushed_at_once(char_run):
+    """One sample is flushed after every piece, so that each token shows as it arrives, not when
+    the buffer fills. Catches: the flush missing."""
+    events = []
+
+    class Recorder(io.StringIO):
+        def write(self, s):
+            events.append("w")
+            return super().write(s)
+
+        def flush(self):
+            events.append("f")
+            super().flush()
+
+    draw(char_run, max_new_tokens=20, stream=Recorder())
+    assert "".join(events).count("wf") >= 20
+
+
+def test_a_loaded_model_is_in_eval_mode(trec_run, tmp_path):
+    """A classifier trained with layer_drop and word_dropout (which the dropout=0.0 override does
+    not reach) labels a text the same way every time. Catches: the model left in training mode."""
+    import checkpoint
+    ckpt = checkpoint.load_checkpoint(trec_run / "ckpt_best.pt")
+    ckpt["config"]["model"].update(layer_drop=0.5, word_dropout=0.5)
+    (tmp_path / "run").mkdir()
+    torch.save(ckpt, tmp_path / "run" / "ckpt_best.pt")
+    results = S.classify(tmp_path / "run", ["What is the capital of France ?"] * 8, device="cpu")
+    assert all(r["probs"] == pytest.approx(results[0]["probs"], abs=1e-6) for r in results)
+
+
+def test_whitespace_only_lines_of_a_file_are_skipped(trec_run, tmp_path):
+    """Lines of spaces or tabs are blank lines: skipped, not texts without words. Catches: only
+    empty lines skipped."""
+    (tmp_path / "q.txt").write_text("Who wrote Hamlet ?\n   \n\t\nWhat is a spider ?\n")
+    results = S.classify(trec_run, f"FILE:{tmp_path / 'q.txt'}", device="cpu")
+    assert [r["text"] for r in results] == ["Who wrote Hamlet ?", "What is a spider ?"]
