@@ -382,3 +382,111 @@ def test_a_failed_test_evaluation_names_its_seed(tiny_data, tmp_path, monkeypatc
     with pytest.raises(ablate.StudyError, match=failed):
         ablate.run_study("lm", seeds=2, jobs=1, quick=True, out=tmp_path, variants=VARIANTS,
                          extra={"data_dir": str(tiny_data)}, quiet=True, test=True)
+
+
+def test_summary_tokens_per_s_is_the_mean_over_three_seeds():
+    """tokens/s of a variant is the mean over its seeds. Catches: the median (equal to the mean for
+    two seeds, not for three)."""
+    runs = [{"variant": "base", "seed": s, "loss": 1.0 + s / 10, "tokens_per_s": t}
+            for s, t in enumerate([100.0, 200.0, 600.0])]
+    [row] = ablate.summarize(runs, ["base"], "loss", "base")
+    assert row["tokens_per_s"] == pytest.approx(300.0)
+
+
+class ScoringRunner:
+    """Runner.run for test evaluations: records each job's train.py arguments and writes the
+    metrics_test.json given for its (variant, seed)."""
+
+    def __init__(self, metrics):
+        self.metrics, self.args = metrics, []
+
+    def run(self, job, log_name="train.log"):
+        self.args.append(job["args"])
+        job["out_dir"].mkdir(parents=True, exist_ok=True)
+        m = self.metrics[job["variant"], job["seed"]]
+        (job["out_dir"] / "metrics_test.json").write_text(json.dumps(m))
+        return 0, 0.1
+
+
+def test_score_selected_picks_by_the_study_direction_and_scores_the_test_split(tmp_path):
+    """A higher-is-better study selects the variant of the highest val mean; each of its seeds is
+    evaluated from its checkpoint on the test split, and the test figures get the mean and the
+    sample std (ddof=1). Catches: the lowest mean selected whatever the direction, the val split
+    scored again as the test result, the population std."""
+    summary = [{"variant": "baseline", "mean": 0.80}, {"variant": "wide", "mean": 0.85},
+               {"variant": "deep", "mean": 0.70}]
+    jobs = [{"variant": v, "seed": s, "out_dir": tmp_path / f"{v}-s{s}", "args": ["base.py"],
+             "state": "done"} for s in range(3) for v in ("baseline", "wide", "deep")]
+    acc = [0.70, 0.80, 0.96]
+    runner = ScoringRunner({(j["variant"], j["seed"]): {"accuracy": acc[j["seed"]], "loss": 1.0}
+                            for j in jobs})
+    study = {"higher_is_better": True, "metric": "accuracy"}
+    test = ablate.score_selected({"summary": summary}, study, jobs, runner)
+    assert test["variant"] == "wide" and [r["seed"] for r in test["runs"]] == [0, 1, 2]
+    assert all(a[0] == "base.py" and "--eval_only=true" in a and "--eval_split=test" in a
+               and not any(x.startswith("--eval_split=") and x != "--eval_split=test" for x in a)
+               for a in runner.args)
+    assert test["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(acc))
+    assert test["summary"]["accuracy"]["std"] == pytest.approx(np.std(acc, ddof=1))
+    lower = ablate.score_selected({"summary": summary}, dict(study, higher_is_better=False), jobs,
+                                  ScoringRunner(runner.metrics))
+    assert lower["variant"] == "deep"
+
+
+def test_table_says_better_or_worse_by_the_study_direction():
+    """A positive Δ is '(better)' when higher is better and '(worse)' when lower is. Catches: the
+    direction ignored."""
+    summary = [{"variant": "b", "mean": 1.0, "std": None, "diff": 0.0, "p_value": None,
+                "significant": None, "params": None, "tokens_per_s": None, "n": 1},
+               {"variant": "up", "mean": 1.5, "std": None, "diff": 0.5, "p_value": None,
+                "significant": None, "params": None, "tokens_per_s": None, "n": 1}]
+    results = {"metric": "accuracy", "baseline": "b", "summary": summary}
+    up = ablate.table(dict(results, higher_is_better=True))[3]
+    assert "+0.5000 (better)" in up
+    assert "+0.5000 (worse)" in ablate.table(dict(results, higher_is_better=False))[3]
+
+
+def test_collect_takes_the_median_speed_and_drops_non_finite_values(tmp_path):
+    """A run's row: tokens/s is the median of its training log (a slow first step does not drag it
+    down), and a metric that is NaN or infinite becomes null, which JSON can hold. Catches: the
+    mean speed, NaN written into results.json."""
+    run = tmp_path / "runs" / "baseline-s0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"loss": float("nan"), "perplexity":
+                                                  float("inf"), "step": 4, "params": 10}))
+    log = [{"kind": "train", "step": i, "tokens_per_s": t} for i, t in enumerate([10., 200., 300.])]
+    log.append({"kind": "eval", "step": 4, "loss": 2.0})
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    row = ablate.collect({"variant": "baseline", "seed": 0, "out_dir": run}, tmp_path)
+    assert row["tokens_per_s"] == 200.0 and row["out_dir"] == "runs/baseline-s0"
+    assert row["loss"] is None and row["perplexity"] is None and row["step"] == 4
+
+
+def test_plan_is_seed_major_and_default_seeds_follow_the_size(tmp_path):
+    """Jobs run seed by seed across the variants, so a study stopped early still compares every
+    variant; the default is 2 seeds at the quick size and 3 otherwise. Catches: variant-major
+    order, one default for every size."""
+    study = ablate.load_study("lm")
+    resolved = ablate.resolve(study, "quick", VARIANTS, {})
+    jobs = ablate.plan_runs(study, "quick", VARIANTS, 2, resolved, {}, tmp_path)
+    assert [(j["variant"], j["seed"]) for j in jobs] == [("baseline", 0), ("pos=none", 0),
+                                                          ("baseline", 1), ("pos=none", 1)]
+    assert ablate.check_options(None, True, None, None, None, False, False)[1] == 2
+    assert ablate.check_options("cpu", False, None, None, None, False, False)[:3] == ("cpu", 3, 1)
+
+
+def test_p_value_is_welchs_for_unequal_spreads_and_sizes():
+    """The p-value is Welch's (unequal variances, Welch-Satterthwaite degrees of freedom), here
+    computed from its formula: with 3 seeds of wide spread against 4 narrow ones, Student's pooled
+    test gives 0.046 where Welch's gives 0.154. Catches: the pooled (equal-variance) t-test."""
+    base, var = [1.0, 2.0, 3.0, 4.0], [10.0, 30.0, 11.0]
+    runs = ([{"variant": "baseline", "m": v} for v in base]
+            + [{"variant": "v", "m": v} for v in var])
+    rows = {r["variant"]: r for r in ablate.summarize(runs, ["baseline", "v"], "m", "baseline")}
+    a, b = np.var(var, ddof=1) / 3, np.var(base, ddof=1) / 4
+    t = (np.mean(var) - np.mean(base)) / np.sqrt(a + b)
+    df = (a + b) ** 2 / (a ** 2 / 2 + b ** 2 / 3)
+    welch = 2 * stats.t.sf(abs(t), df)
+    assert rows["v"]["p_value"] == pytest.approx(welch, rel=1e-9)
+    assert welch > 0.1 > stats.ttest_ind(var, base).pvalue  # the two tests disagree here
+    assert rows["v"]["significant"] is False

@@ -2,6 +2,7 @@
 missing inputs and inputs from the wrong task fail with an error that says what to do."""
 import json
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -383,6 +384,9 @@ def test_scaling_plots_the_mean_of_each_size_in_order_of_parameters(tmp_path):
     mean = next(c for c in ax.containers if c.lines[0].get_gid() == "mean")
     x, y = mean.lines[0].get_data()
     assert list(x) == [0.4e6, 10.7e6, 25e6] and list(y) == pytest.approx([1.72, 1.45, 1.47])
+    bars = mean.lines[2][0].get_segments()  # one size's bar: (p, mean - std) to (p, mean + std)
+    lengths = [b[1][1] - b[0][1] for b in bars]  # 2 std; one seed: 0, not nan
+    assert lengths == pytest.approx([2 * 0.02 * 2 ** 0.5, 0.02 * 2 ** 0.5, 0])
     seeds = {c.get_gid(): c.get_offsets()[:, 1].tolist() for c in ax.collections
              if str(c.get_gid()).startswith("seeds:")}
     assert seeds == {"seeds:2x128": [1.70, 1.74], "seeds:6x384": [1.44, 1.46], "seeds:8x512": [1.47]}
@@ -429,3 +433,148 @@ def test_versus_reads_both_programs_evaluation_lines(tmp_path, capsys):
     assert "no time-stamped evaluation lines" in capsys.readouterr().err
     with pytest.raises(plot.PlotError, match="2 labels for 1 logs"):
         plot.versus_figure([nano], ["a", "b"])
+
+
+# ---- the numbers and labels each figure draws ------------------------------------------------
+
+def captured(monkeypatch):
+    """The figures plot.save is given, in order (nothing is written)."""
+    figs = []
+    monkeypatch.setattr(plot, "save", lambda fig, path: figs.append(fig) or path)
+    return figs
+
+
+def test_ablation_rows_of_one_flat_side_a_run_without_the_metric_and_few_variants():
+    """A variant whose seeds agree still gets the Welch interval when the baseline has spread (its
+    p-value exists too); a run without the metric is no seed dot; three variants are enough to name
+    an outlier; a study whose median |Δ| is 0 names none. Catches: an interval only when both
+    sides spread, a None seed value, outliers only from four variants, every nonzero Δ an outlier
+    when most are exactly 0."""
+    from scipy import stats
+    results = study({"base": TOY["base"], "flat": [1.25, 1.25, 1.25]})  # std exactly 0
+    results["runs"].append({"variant": "flat", "seed": 3, "loss": None})  # a diverged seed
+    [row] = plot.ablation_rows(results)
+    with warnings.catch_warnings():  # scipy notes that one side has no spread
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = stats.ttest_ind([1.25] * 3, TOY["base"], equal_var=False).confidence_interval(0.95)
+    assert results["summary"][1]["std"] == 0
+    assert row["lo"] is not None and (row["lo"], row["hi"]) == pytest.approx((ci.low, ci.high))
+    assert row["seeds"] == pytest.approx([1.25 - 1.51] * 3)
+    three = study({k: TOY[k] for k in ("base", "worse", "better", "far")})
+    assert [r["variant"] for r in plot.ablation_rows(three) if r["outlier"]] == ["far"]
+    zero = study({"base": [1.0, 1.1, 1.2], "a": [1.0, 1.1, 1.2], "b": [1.0, 1.1, 1.2],
+                  "c": [1.2, 1.3, 1.4]})
+    assert not any(r["outlier"] for r in plot.ablation_rows(zero))
+
+
+def test_ablation_figure_writes_each_interval_and_the_seed_counts():
+    """Each row's number reads 'Δ [lo, hi]' of that row, and the title gives the range of seeds per
+    variant. Catches: a wrong end of the interval printed, the seed count of one variant only."""
+    results = study(TOY)
+    fig = plot.ablation_figure(results)
+    texts = {t.get_text() for a in fig.axes[:2] for t in a.texts}
+    for r in plot.ablation_rows(results):
+        if r["lo"] is not None:
+            lo, hi = plot.delta(r["lo"]), plot.delta(r["hi"])
+            assert f"{plot.delta(r['diff'])} [{lo}, {hi}]" in texts
+    assert "(1-3 seeds per variant)" in fig.get_suptitle()
+
+
+def test_scaling_orders_by_parameters_with_mean_and_sample_std():
+    """Sizes named against their parameter order, three seeds each: the line joins them by
+    parameters, at each size's mean with the sample std (ddof=1) as its error bar. Catches: sizes
+    sorted by name, the median for the mean, the population std."""
+    runs = [("small", s, 1e5, v) for s, v in enumerate([2.0, 2.1, 2.6])]
+    runs += [("big", s, 1e7, v) for s, v in enumerate([1.0, 1.2, 1.7])]
+    runs += [("medium", s, 1e6, v) for s, v in enumerate([1.5, 1.5, 1.8])]
+    ax = plot.scaling_figure(scaling_results(runs)).axes[0]
+    mean = next(c for c in ax.containers if c.lines[0].get_gid() == "mean")
+    x, y = mean.lines[0].get_data()
+    values = [[2.0, 2.1, 2.6], [1.5, 1.5, 1.8], [1.0, 1.2, 1.7]]
+    assert list(x) == [1e5, 1e6, 1e7] and list(y) == pytest.approx([np.mean(v) for v in values])
+    bars = mean.lines[2][0].get_segments()  # one vertical segment per size: mean -+ std
+    half = [(seg[1][1] - seg[0][1]) / 2 for seg in bars]
+    assert half == pytest.approx([np.std(v, ddof=1) for v in values])
+
+
+def test_versus_stars_each_logs_best_point_and_frames_the_best_losses(tmp_path):
+    """The starred point of each log is its lowest val loss, and the y axis runs from just under
+    the best loss of all logs to 0.35 above it. Catches: the worst point starred, the frame set
+    around the worst loss."""
+    log = tmp_path / "a.log"
+    log.write_text("[ 10.0] step 100: val loss 2.50\n[ 20.0] step 200: val loss 1.40\n"
+                   "[ 30.0] step 300: val loss 1.60\n")
+    fig = plot.versus_figure([log], ["a"])
+    for ax, x in zip(fig.axes, (20.0, 200)):
+        [star] = [ln for ln in ax.lines if ln.get_marker() == "*"]
+        assert list(star.get_xdata()) == [x] and list(star.get_ydata()) == [1.40]
+        assert ax.get_ylim() == pytest.approx((1.40 - 0.03, 1.40 + 0.35))
+
+
+def test_curves_plot_val_records_as_val_and_time_in_the_named_unit(tmp_path, monkeypatch):
+    """The val line holds the eval records and the train line the train records, and the wall-time
+    panel is in the unit its label names (minutes for a 30-minute log). Catches: train records drawn
+    as val, seconds plotted on a minutes axis."""
+    recs = [{"kind": "train", "step": 0, "time": 0.0, "loss": 4.0, "lr": 1e-3},
+            {"kind": "train", "step": 10, "time": 900.0, "loss": 3.0, "lr": 1e-3},
+            {"kind": "eval", "step": 10, "time": 960.0, "loss": 3.5},
+            {"kind": "train", "step": 20, "time": 1800.0, "loss": 2.0, "lr": 5e-4}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    figs = captured(monkeypatch)
+    plot.plot_curves([tmp_path], tmp_path / "c.png", labels=["r"])
+    ax_step, ax_time, ax_lr = figs[0].axes
+    lines = {ln.get_label(): ln.get_data() for ln in ax_time.lines}
+    assert "(min)" in ax_time.get_xlabel()
+    assert list(lines["r train"][0]) == [0, 15, 30] and list(lines["r train"][1]) == [4, 3, 2]
+    assert list(lines["r val"][0]) == [16] and list(lines["r val"][1]) == [3.5]
+    assert [list(d) for d in ax_step.lines[1].get_data()] == [[10], [3.5]]
+    assert [list(d) for d in ax_lr.lines[0].get_data()] == [[0, 10, 20], [1e-3, 1e-3, 5e-4]]
+
+
+def test_attention_heatmaps_are_the_models_own_maps(runs, tmp_path, monkeypatch):
+    """Each panel shows the attention of its own layer and head, as model.attention_maps gives it,
+    and --layer picks that layer. Catches: one head's map repeated in every panel, --layer=1
+    drawing layer 0."""
+    _, model, tok = plot.load_run(runs["learned"])
+    text = "ROMAN:\nO"
+    with torch.no_grad():
+        maps = model.attention_maps(torch.tensor([tok.encode(text)]))
+    figs = captured(monkeypatch)
+    plot.plot_attention(runs["learned"], text, tmp_path / "a.png")
+    plot.plot_attention(runs["learned"], text, tmp_path / "b.png", layer=1)
+    for fig, layers in zip(figs, ([0, 1], [1])):
+        panels = [ax for ax in fig.axes if ax.images]
+        assert [ax.get_title() for ax in panels] == [f"layer {l}, head {h}"
+                                                     for l in layers for h in range(2)]
+        for ax, (l, h) in zip(panels, [(l, h) for l in layers for h in range(2)]):
+            assert np.asarray(ax.images[0].get_array()) == pytest.approx(
+                maps[l][0, h].float().numpy(), abs=1e-6)
+    assert not torch.allclose(maps[0][0, 0], maps[0][0, 1])  # the heads differ, so a mix-up shows
+
+
+def test_confusion_cells_are_fractions_of_the_true_class(tmp_path, monkeypatch):
+    """Each cell is coloured by its share of the row (the true label), so the diagonal is the
+    recall. Catches: cells divided by the column (precision) instead."""
+    figs = captured(monkeypatch)
+    plot.plot_confusion({"confusion": [[3, 1], [0, 2]], "labels": ["a", "b"]}, tmp_path / "c.png")
+    frac = np.asarray(figs[0].axes[0].images[0].get_array())
+    assert frac == pytest.approx(np.array([[0.75, 0.25], [0.0, 1.0]]))
+
+
+def test_positions_panels_hold_the_similarities_and_rope_wavelengths(tmp_path, monkeypatch):
+    """The sinusoidal panel is the cosine similarity of position vectors (1 on the diagonal,
+    symmetric), the spectrum is RoPE's wavelength 2π/θ_i, and the decay curve is
+    mean_i cos(m θ_i).
+    Catches: vectors normalised over positions instead of dimensions, frequencies for wavelengths,
+    one pair's cosine for the mean."""
+    figs = captured(monkeypatch)
+    T, C, nh, base = 32, 32, 2, 10000.0
+    plot.plot_positions(tmp_path / "p.png", block_size=T, n_embd=C, n_head=nh, rope_base=base)
+    sim_ax, spec_ax, decay_ax = figs[0].axes[:3]
+    sim = np.asarray(sim_ax.images[0].get_array())
+    assert np.diag(sim) == pytest.approx(np.ones(T), abs=1e-5) and sim == pytest.approx(sim.T)
+    theta = base ** (-np.arange(0, C // nh, 2) / (C // nh))
+    assert list(spec_ax.lines[0].get_ydata()) == pytest.approx(2 * np.pi / theta)
+    m = np.arange(T)[:, None]
+    assert list(decay_ax.lines[0].get_ydata()) == pytest.approx(np.cos(m * theta).mean(1),
+                                                                 abs=1e-5)
