@@ -282,7 +282,8 @@ def bench_time_to_loss(argv, bench):
         if proc.returncode != 0:
             raise RuntimeError(f"training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         log = Path(tmp, "run", "log.jsonl")
-        records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        lines = log.read_text().splitlines() if log.exists() else []
+        records = [json.loads(line) for line in lines]
         evals = [r for r in records if r["kind"] == "eval"]
         reached = next((e for e in evals if e["loss"] <= bench.target), None)
         startup = next((r for r in records if r["kind"] == "startup"), None)
@@ -291,7 +292,7 @@ def bench_time_to_loss(argv, bench):
                                f"max_iters > 0?):\n{proc.stdout[-3000:]}")
         if not evals:
             raise RuntimeError(f"training ended before its first evaluation: nothing to time "
-                               f"(eval_interval below max_iters and stop_after?):\n"
+                               f"(--stop_after before the first --eval_interval, or a signal?):\n"
                                f"{proc.stdout[-3000:]}")
         # where the seconds before training go: the interpreter and imports, then train.py's stages
         stages = {"imports": startup["unix_start"] - launched, **startup["stages_s"]}

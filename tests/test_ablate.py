@@ -490,3 +490,17 @@ def test_p_value_is_welchs_for_unequal_spreads_and_sizes():
     assert rows["v"]["p_value"] == pytest.approx(welch, rel=1e-9)
     assert welch > 0.1 > stats.ttest_ind(var, base).pvalue  # the two tests disagree here
     assert rows["v"]["significant"] is False
+
+
+@pytest.mark.parametrize("state, stale", [("fresh", "metrics.json"), ("eval", "metrics_test.json")])
+def test_a_run_that_fails_leaves_no_earlier_metrics_behind(tmp_path, state, stale):
+    """Before a training (or a test evaluation) starts, the metrics file it will write is removed,
+    so a run that fails before writing one cannot pass for finished on an earlier run's file.
+    Catches: the stale file kept (the study would count a failed seed as done)."""
+    out_dir = tmp_path / "runs" / "baseline-s0"
+    out_dir.mkdir(parents=True)
+    (out_dir / stale).write_text(json.dumps({"step": 10, "loss": 1.0}))
+    job = {"variant": "baseline", "seed": 0, "out_dir": out_dir, "state": state,
+           "args": [str(tmp_path / "missing_config.py")]}
+    code, _ = ablate.Runner(1).run(job, "test.log" if state == "eval" else "train.log")
+    assert code != 0 and not (out_dir / stale).exists()

@@ -204,7 +204,8 @@ def test_profile_per_step_times_and_shares(monkeypatch):
     monkeypatch.setattr(train, "train_step", step)
     prof = bench.profile_steps(*[None] * 8, torch.device("cpu"), first=0, n=5)
     [one] = [p for p in prof if p["name"] == "one_step"]
-    assert one["calls_per_step"] == 1 and 10 <= one["ms_per_step"] < 40
+    # 45: a loaded machine's margin, still below the 50 ms of 10 ms summed over the 5 steps
+    assert one["calls_per_step"] == 1 and 10 <= one["ms_per_step"] < 45
     assert sum(p["share"] for p in prof) <= 1 + 1e-9
 
 
@@ -339,10 +340,11 @@ def test_attention_mode_batch_of_at_least_one_and_default_output(tmp_path, monke
     assert r["argv"] == argv
 
 
-@pytest.mark.parametrize("stop", [["--max_iters=0", "--warmup_iters=0"],
-                                  ["--max_iters=20", "--warmup_iters=2", "--stop_after=3"]])
+@pytest.mark.parametrize("stop, says", [
+    (["--max_iters=0", "--warmup_iters=0"], "logged no step"),
+    (["--max_iters=20", "--warmup_iters=2", "--stop_after=3"], "before its first evaluation")])
 def test_time_to_loss_of_a_run_that_never_evaluates_is_an_error_line(tmp_path, tiny_data, stop,
-                                                                     capsys):
+                                                                     says, capsys):
     """A training that takes no step (no log at all) or stops before its first evaluation has
     nothing to time: an error line that says so, not a traceback (FileNotFoundError on the log,
     min() of no evaluations)."""
@@ -351,5 +353,5 @@ def test_time_to_loss_of_a_run_that_never_evaluates_is_an_error_line(tmp_path, t
     assert bench.main(["--mode=time_to_loss", "--target=1.0", f"--json={tmp_path / 't.json'}",
                        *args]) == 1
     err = capsys.readouterr().err
-    assert "error: training" in err and "Traceback" not in err
+    assert "error: training" in err and says in err and "Traceback" not in err
     assert not (tmp_path / "t.json").exists()
