@@ -435,7 +435,9 @@ def test_real_second_prepare_skips(real, real_dir):
     for name in P.DATASETS:  # no source at all: an intact prepared directory needs none
         P.prepare(name, data_dir=real_dir["dir"], quiet=True)
     assert time.perf_counter() - t0 < 5 and snapshot(real_dir["dir"]) == before
-    assert sum(real_dir["seconds"].values()) < 30, real_dir["seconds"]
+    # all eight from the mirror take ~14 s here and 38 s on a loaded 2-core CI machine; the bound
+    # is for a rule gone quadratic (minutes), not for the machine's speed
+    assert sum(real_dir["seconds"].values()) < 150, real_dir["seconds"]
 
 
 def test_real_mirror_env(mirror, tmp_path, monkeypatch, capsys):
