@@ -37,6 +37,17 @@ def test_char_encode_unknown_characters(tiny_data):
         d.encode("First Citizen é€")
 
 
+def test_decode_takes_a_tensor_or_an_array_as_it_takes_a_list(tiny_data):
+    """decode(model.generate(...)[0]) as a user writes it: the elements of a tensor hash by
+    identity, so the classifier vocabulary's <pad> and <cls> would not be skipped without int()"""
+    for name, text in (("shakespeare_char", "First Citizen:\n"), ("trec", "What is the name ?")):
+        d = D.load(name, tiny_data)
+        ids = d.encode(text) + ([d.pad_id] * 3 if name == "trec" else [])  # trec: <cls> first
+        want = d.decode(ids)
+        assert "<pad>" not in want and "<cls>" not in want
+        assert d.decode(torch.tensor(ids)) == want == d.decode(np.array(ids, dtype=np.uint16))
+
+
 def test_load_missing_and_corrupt(tiny, tmp_path):
     hint = "run `python prepare.py shakespeare_char"
     with pytest.raises(D.DataError, match="meta.json not found") as e:

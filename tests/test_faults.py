@@ -314,6 +314,21 @@ def test_a_config_too_large_for_this_machine_is_refused_with_an_estimate(tiny_da
     assert need < 2**30  # the CPU recipe passes with room to spare
 
 
+def test_fp8_head_is_refused_below_compute_capability_8_9(monkeypatch):
+    """without touching a GPU: the capability is asked of torch.cuda, which this test answers"""
+    monkeypatch.setattr(train, "available_memory", lambda: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "an older GPU")
+    cfg, model_cfg = train.TrainConfig(), train.TransformerConfig(vocab_size=64, fp8_head=True)
+    for capability, refused in (((8, 6), True), ((8, 9), False), ((9, 0), False)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        if refused:
+            with pytest.raises(train.ConfigError, match=r"capability 8\.9 .* not an older GPU"):
+                train.check_machine(cfg, model_cfg, torch.device("cuda"), torch.bfloat16)
+        else:
+            train.check_machine(cfg, model_cfg, torch.device("cuda"), torch.bfloat16)
+    train.check_machine(cfg, model_cfg, torch.device("cpu"), torch.float32)  # the CPU emulates it
+
+
 def test_no_config_file_says_what_the_defaults_are(capsys, monkeypatch):
     monkeypatch.setattr(train, "train", lambda cfg, kw: None)
     train.main(["--max_iters=100"])

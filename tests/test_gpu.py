@@ -273,3 +273,26 @@ def test_graphed_compiled_step_gradient_norms_are_the_eager_steps(extra):
     assert all(0 < n < 1e3 for n in eager + graphed), norms
     for a, b in zip(eager, graphed):
         assert b < 5 * a and a < 5 * b, norms
+
+
+def test_a_graphed_run_with_accumulation_trains_as_the_eager_run(tiny_data, tmp_path):
+    """train.py's own set-up with cuda_graph=True and grad_accum=2 logs the eager run's losses: the
+    graph is recorded with the 1/grad_accum loss scale (a graph recorded at scale 1 would take
+    steps twice too large)."""
+    import json
+
+    import train
+    losses = []
+    for graph in ("false", "true"):
+        out = tmp_path / graph
+        cfg, kw = train.parse_args(
+            ["--dataset=shakespeare_char", f"--data_dir={tiny_data}", f"--out_dir={out}", "--n_layer=2",
+             "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--grad_accum=2",
+             "--max_iters=12", "--warmup_iters=2", "--eval_interval=12", "--log_interval=1",
+             "--dropout=0", "--dtype=float32", "--device=cuda", "--compile=false",
+             f"--cuda_graph={graph}"])
+        train.train(cfg, kw, quiet=True)
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        losses.append([r["loss"] for r in log if r["kind"] == "train"])
+    eager, graphed = losses
+    assert len(eager) == 12 and graphed == pytest.approx(eager, rel=1e-4), losses

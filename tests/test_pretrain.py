@@ -160,17 +160,22 @@ def test_mlm_training_loss_scores_the_masked_tokens_alone(masked):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_classifier_starts_from_the_pretrained_encoder(tiny_shared, tmp_path):
+def test_classifier_starts_from_the_pretrained_encoder(tiny_shared, tmp_path, capsys):
     """init_from=PATH copies every encoder weight and takes the encoder's shape; only the classifier
-    head is new. Bugs caught: the weights not loaded (a model from scratch), the shape taken from the
-    command line, the LM head kept."""
+    head is new, and the run says so. Bugs caught: the weights not loaded (a model from scratch), the
+    shape taken from the command line, the LM head kept, a silent start."""
     run(tiny_shared, tmp_path / "p", *MLM_RUN, "--n_layer=1", "--n_embd=48", "--n_head=4")
     encoder = checkpoint.load_checkpoint(tmp_path / "p" / "ckpt_best.pt")["model"]
     shapeless = [a for a in tiny_args(tiny_shared, tmp_path / "c", "--dataset=trec_shared", "--causal=false",
                                       "--max_iters=0", "--warmup_iters=0", "--save_checkpoints=false",
                                       f"--init_from={tmp_path / 'p' / 'ckpt_best.pt'}")
                  if not a.startswith(("--n_layer", "--n_head", "--n_embd"))]
-    train.train(*train.parse_args(shapeless), quiet=True)
+    capsys.readouterr()
+    train.train(*train.parse_args(shapeless), quiet=False)
+    out = capsys.readouterr().out
+    step = checkpoint.load_checkpoint(tmp_path / "p" / "ckpt_best.pt")["step"]
+    assert (f"initialised from {tmp_path / 'p' / 'ckpt_best.pt'} (step {step} of a mlm_corpus run)"
+            in out and "head (cls_head.weight, cls_head.bias) starts from scratch" in out), out
     ckpt = checkpoint.load_checkpoint(tmp_path / "c" / "ckpt_last.pt")
     assert (ckpt["config"]["model"]["n_layer"], ckpt["config"]["model"]["n_embd"]) == (1, 48)
     state = ckpt["model"]
