@@ -390,6 +390,19 @@ def test_progress_lines_keep_coming_and_the_cpu_estimate_is_measured(tiny_data, 
             if r["kind"] == "train"] == [0]  # the log itself keeps log_interval
 
 
+def test_the_cpu_estimate_of_the_smaller_config_is_its_flops_at_this_runs_rate():
+    """config/shakespeare_cpu.py: 2 x 128, 64 tokens, batch 12, 1,600 steps. At a rate that does
+    its whole run in 100 s, the note says 100 s, and this run's own 40 steps at 0.5 s, 20 s."""
+    model = train.Transformer(train.TransformerConfig(vocab_size=65, n_layer=2, n_head=4, n_embd=128,
+                                                      block_size=64))
+    whole = model.flops_per_token(64) * 12 * 64 * 1600
+    cfg = train.TrainConfig(max_iters=40, cpu_config="config/shakespeare_cpu.py")
+    note = train.cpu_notice(cfg, 0.5, whole / 100 * 0.5)
+    assert note == (f"note: at 0.50 s a step this config takes about {train.format_seconds(20)} on this CPU; "
+                    f"config/shakespeare_cpu.py trains a smaller model here in about "
+                    f"{train.format_seconds(100)}")
+
+
 # ---- ablate.py -----------------------------------------------------------------------------------
 
 def test_quick_study_claims_no_significance_and_its_default_output_is_ignored(tmp_path):

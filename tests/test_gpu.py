@@ -296,3 +296,31 @@ def test_a_graphed_run_with_accumulation_trains_as_the_eager_run(tiny_data, tmp_
         losses.append([r["loss"] for r in log if r["kind"] == "train"])
     eager, graphed = losses
     assert len(eager) == 12 and graphed == pytest.approx(eager, rel=1e-4), losses
+
+
+def test_a_float16_run_scales_its_loss_and_resumes_its_scale(tiny_data, tmp_path, monkeypatch):
+    """dtype=float16 trains under a GradScaler (its update runs once a step) and learns; without
+    one, small fp16 gradients underflow to zero unnoticed. A resumed run takes the saved scale."""
+    import json
+
+    import checkpoint
+    import train
+    updates, loaded = [], []
+    update, load = torch.amp.GradScaler.update, torch.amp.GradScaler.load_state_dict
+    monkeypatch.setattr(torch.amp.GradScaler, "update",
+                        lambda self, *a, **k: updates.append(1) or update(self, *a, **k))
+    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict",
+                        lambda self, state: loaded.append(state) or load(self, state))
+    out = tmp_path / "fp16"
+    args = ["--dataset=shakespeare_char", f"--data_dir={tiny_data}", f"--out_dir={out}", "--n_layer=2",
+            "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--max_iters=30",
+            "--warmup_iters=2", "--eval_interval=30", "--log_interval=1", "--learning_rate=3e-3",
+            "--dtype=float16", "--device=cuda", "--compile=false"]
+    train.train(*train.parse_args(args + ["--stop_after=20"]), quiet=True)
+    saved = checkpoint.load_checkpoint(out / "ckpt_last.pt")["scaler"]
+    assert saved is not None and not loaded
+    train.train(*train.parse_args(args + ["--init_from=resume"]), quiet=True)
+    assert len(loaded) == 1 and loaded[0]["scale"] == saved["scale"]
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "train"]
+    assert len(updates) == 30 and losses[-1] < losses[0] - 0.3, losses

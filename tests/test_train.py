@@ -103,6 +103,8 @@ def test_cuda_graph_misuse_is_explained(tiny_data, tmp_path, capsys):
     result = train.train(cfg, kw)
     assert result["step"] == 4
     assert "note: cuda_graph=True needs a CUDA device; on cpu the steps run without" in capsys.readouterr().out
+    train.train(*train.parse_args(tiny_args(tiny_data, tmp_path / "plain", "--max_iters=2")))
+    assert "needs a CUDA device" not in capsys.readouterr().out  # no note for what was not asked
 
 
 def test_help_lists_every_key(capsys):
