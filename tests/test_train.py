@@ -143,6 +143,19 @@ def test_auto_dtype_asks_for_native_bf16(monkeypatch):
     assert train.resolve_dtype("float16", cuda) == torch.float16
 
 
+def test_mfu_peak_by_the_names_cuda_reports(monkeypatch):
+    """Dense bf16 peaks from the datasheets, the MFU that PERFORMANCE publishes divides by. Bugs
+    caught: a wrong figure, an H100 NVL or PCIe read as the SXM card (989 TFLOP/s), an L40S as an
+    L4, a CPU given a peak."""
+    cards = {"NVIDIA H200": 989e12, "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 NVL": 835e12,
+             "NVIDIA H100 PCIe": 756e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA L40S": 362e12,
+             "NVIDIA L4": 121e12, "NVIDIA A10": 125e12, "Tesla T4": None}
+    for name, peak in cards.items():
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, n=name: n)
+        assert train.peak_flops(torch.device("cuda")) == peak, name
+    assert train.peak_flops(torch.device("cpu")) is None
+
+
 def test_warmup_then_cosine_schedule():
     cfg = train.TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
     lrs = [train.lr_at(s, cfg) for s in range(111)]
