@@ -420,15 +420,24 @@ def help_lines(cls, exclude=()):
 
 
 def source_comments(cls):
-    """{field: {"help": its comment, "section": the heading comment above it}} from cls's source."""
-    found, section = {}, None
+    """{field: {"help": its comment, "section": the heading comment above it}} from cls's source.
+    A comment line indented as the fields are is a heading (several lines: one heading); one
+    indented further, right under a field, continues that field's comment."""
+    found, section, last, indent = {}, None, None, None
     for line in inspect.getsource(cls).splitlines():
-        field_line = re.match(r"\s+(\w+): \w+ = .+?(?:#\s*(.*))?$", line)
+        field_line = re.match(r"(\s+)(\w+): \w+ = .+?(?:#\s*(.*))?$", line)
+        comment = re.match(r"(\s+)#\s*(.*)", line)
         if field_line:
-            found[field_line.group(1)] = {"help": field_line.group(2) or "", "section": section}
+            indent = field_line.group(1)
+            last = found[field_line.group(2)] = {"help": field_line.group(3) or "",
+                                                 "section": section}
             section = None
-        elif heading := re.match(r"\s+# (\w.*)", line):
-            section = heading.group(1)
+        elif comment and last and len(comment.group(1)) > len(indent):
+            last["help"] = f"{last['help']} {comment.group(2)}".strip()
+        elif comment and comment.group(1) == (indent or comment.group(1)):
+            section, last = f"{section} {comment.group(2)}" if section else comment.group(2), None
+        else:
+            last = None
     return found
 
 

@@ -109,6 +109,19 @@ def test_failed_run_is_reported_and_left_out(tmp_path, tiny_data, capsys):
     assert "FAILED" in capsys.readouterr().out
 
 
+def test_options_take_a_value_after_a_space_or_an_equals_sign(monkeypatch, capsys):
+    """`ablate.py lm --seeds 3` as README writes it, and --seeds=3. Bugs caught: the spaced value
+    refused or taken as the study, a following option taken as a value."""
+    seen = {}
+    monkeypatch.setattr(ablate, "run_study", lambda study, **kw: seen.update(study=study, **kw) or {"failed": []})
+    assert ablate.main(["lm", "--seeds", "3", "--jobs=2", "--quick", "--variants", "a, b", "--set",
+                        "dropout=0.1", "--set=seed=5", "--size", "cpu"]) == 0
+    assert seen == dict(study="lm", seeds=3, jobs=2, quick=True, out=None, variants=["a", "b"],
+                        extra={"dropout": "0.1", "seed": "5"}, test=False, size="cpu", summarize_only=False)
+    assert ablate.main(["lm", "--seeds", "--quick"]) == 1
+    assert "--seeds: expected --seeds=VALUE" in capsys.readouterr().err
+
+
 def test_bad_names_fail_with_the_valid_ones(tmp_path, capsys):
     with pytest.raises(ablate.StudyError, match="unknown study 'nope'.*lm.*cls|unknown study 'nope'.*cls.*lm"):
         ablate.run_study("nope", quick=True, out=tmp_path / "a")

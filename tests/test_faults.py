@@ -33,6 +33,8 @@ def test_non_finite_numbers_are_refused_everywhere(value, tmp_path):
 
 def test_ranges_of_keys_without_an_obvious_bound():
     text = config_error("--seed=-1", "--muon_momentum=1", "--norm_eps=0", "--out_dir=", "--data_dir= ")
+    assert "seed=9223372036854775808 must be in [0, 2**63)" in config_error(f"--seed={2**63}")
+    assert train.parse_args([f"--seed={2**63 - 1}"])[0].seed == 2**63 - 1  # torch.manual_seed's largest
     for expected in ["seed=-1 must be in", "muon_momentum=1.0 must be in [0, 1)", "norm_eps=0.0 must be",
                      "out_dir='' is empty", "data_dir=' ' is empty"]:
         assert expected in text, expected

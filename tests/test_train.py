@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import prepare
 import checkpoint
+import configurator
 import evaluation
 import optimizers
 import train
@@ -113,6 +114,26 @@ def test_help_lists_every_key(capsys):
     for key in train.TRAIN_KEYS + train.MODEL_KEYS:
         assert f"--{key}=" in out, key
     assert "--learning_rate=1e-3" in out and "peak learning rate" in out
+
+
+def test_help_headings_and_comments_read_from_the_model_source(capsys):
+    """TransformerConfig's help comes from its source comments. Bugs caught: a field's second
+    comment line shown as the heading of the next key, a heading of two lines cut to its first, a
+    heading lost with the data-set key it stood above (vocab_size), a heading repeated per key."""
+    train.main(["--help"])
+    lines = [line.split()[0] if line.startswith("  --") else line
+             for line in capsys.readouterr().out.splitlines()]
+    after = lambda key: lines[lines.index(next(k for k in lines if k.startswith(f"--{key}="))) + 1]
+    before = lambda key: lines[lines.index(next(k for k in lines if k.startswith(f"--{key}="))) - 1]
+    assert before("block_size") == "# shape" and lines.count("# shape") == 1
+    assert before("attn_dropout") == ('# finer dropout for small corpora (AWD-LSTM, Merity et al. 2017; '
+                                      'Transformer-XL on WikiText-2), -1 meaning "same as dropout"')
+    assert after("word_dropout").startswith("--layer_drop=") and after("layer_drop").startswith("--norm_eps=")
+    assert after("n_layer").startswith("--n_head=")
+    help_of = {line.split()[0]: line.split(None, 1)[1] for line in configurator.help_lines(train.TransformerConfig)
+               if line.startswith("  --")}
+    assert help_of["--word_dropout=0.0"].endswith("(Gal & Ghahramani 2016), never a window's first token (see embed)")
+    assert help_of["--layer_drop=0.0"].endswith("with a rate rising linearly to this at the last layer")
 
 
 def test_shipped_configs_parse():
