@@ -367,6 +367,10 @@ def test_classification_metrics_by_hand():
     # a: P 1, R 2/4, F1 2/3;  b, c as above;  e: P 0, R 0/0 -> F1 0
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 2 / 3 + 0.0) / 4)
     assert m["per_class"]["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    # each class predicted or present once: no count of 1 taken for "none"
+    m = evaluation.classification_metrics([0, 1, 1], [0, 1, 2], ["a", "b", "c"])
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
+    assert m["per_class"]["b"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
 
 
 # ---- runs ------------------------------------------------------------------------------------------
@@ -761,6 +765,20 @@ def test_adamw_is_torch_fused_adamw_bit_for_bit():
         assert not torch.equal(a, b.detach() * 0)  # they moved
         torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert [float(opt.state[p]["step"]) for p in ours] == [4.0, 4.0, 2.0]
+
+
+def test_adamw_defaults_are_torchs():
+    """Constructed with a learning rate only, as torch.optim.AdamW is: the same betas, eps and
+    weight decay (0.01), so the same weights after a few steps."""
+    torch.manual_seed(0)
+    p, grads = torch.randn(5, 3), [torch.randn(5, 3) for _ in range(3)]
+    ours, ref = p.clone().requires_grad_(), p.clone().requires_grad_()
+    for opt, param in ((optimizers.AdamW([ours], lr=0.1), ours),
+                       (torch.optim.AdamW([ref], lr=0.1, fused=True), ref)):
+        for g in grads:
+            param.grad = g.clone()
+            opt.step()
+    torch.testing.assert_close(ours, ref, atol=0, rtol=0)
 
 
 def test_adamw_state_dict_loads_into_torch_adamw_and_back():
