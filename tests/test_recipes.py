@@ -654,6 +654,32 @@ def test_dynamic_evaluation_scores_each_window_before_learning_from_it(tiny_data
     assert one["loss"] == pytest.approx(one_static["loss"], rel=1e-6) and one["tokens"] == 16
 
 
+def test_dynamic_evaluation_is_one_sgd_step_on_each_windows_mean_loss(tiny_data, monkeypatch):
+    """By hand on 19 tokens with stride 1: the first window (16 targets) scored, one SGD step on its
+    mean loss, then each later window's one target scored and learned from; dropout off
+    throughout. Bugs caught: a window's loss divided by more than its targets, dropout left on."""
+    import copy
+    tokens = torch.randint(0, 65, (19,), generator=torch.Generator().manual_seed(2))
+    _, data, _ = _dynamic_setup(tiny_data, monkeypatch, tokens)
+    cfg, _ = train.parse_args(["--eval_stride=1", "--block_size=16"])
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32,
+                                          dropout=0.3))
+    ref, lr, nats = copy.deepcopy(model).eval(), 0.5, 0.0
+    for t in range(16, 19):  # window t: tokens[t-16:t], scored on its last target (all 16 at first)
+        x, y = tokens[None, t - 16:t], tokens[t - 15:t + 1]
+        losses = F.cross_entropy(ref(x)[0][0], y, reduction="none")[0 if t == 16 else -1:]
+        nats += losses.sum().item()
+        grads = torch.autograd.grad(losses.mean(), list(ref.parameters()))
+        with torch.no_grad():
+            for p, g in zip(ref.parameters(), grads):
+                p -= lr * g
+    model.train()
+    got = evaluation.dynamic_evaluate(model, data, "val", cfg, torch.device("cpu"), nullcontext(), lr=lr)
+    assert got["tokens"] == 18 and got["loss"] == pytest.approx(nats / 18, rel=1e-5)
+    assert model.training  # handed back as it came
+
+
 def test_dynamic_evaluation_options_are_checked(tiny_data, tmp_path):
     """dynamic_lr is an eval_only option of language models; its decay is a fraction."""
     with pytest.raises(train.ConfigError) as info:
