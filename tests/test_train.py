@@ -781,6 +781,25 @@ def test_adamw_defaults_are_torchs():
     torch.testing.assert_close(ours, ref, atol=0, rtol=0)
 
 
+def test_adamw_state_takes_its_parameters_dtype_but_the_step_stays_float32():
+    """A state saved beside fp32 weights loaded for fp64 ones (as one saved on a GPU is loaded for
+    the CPU): the moments take the parameter's dtype, which the fused kernel requires, and the step
+    count stays float32 as torch.optim keeps it."""
+    p32 = torch.randn(4, 3, requires_grad=True)
+    saved = optimizers.AdamW([p32], lr=0.1)
+    p32.grad = torch.randn(4, 3)
+    saved.step()
+    p64 = p32.detach().double().requires_grad_()
+    opt = optimizers.AdamW([p64], lr=0.1)
+    opt.load_state_dict(saved.state_dict())
+    state = opt.state[p64]
+    assert (state["exp_avg"].dtype, state["exp_avg_sq"].dtype, state["step"].dtype) == (
+        torch.float64, torch.float64, torch.float32)
+    p64.grad = torch.randn(4, 3, dtype=torch.float64)
+    opt.step()
+    assert float(state["step"]) == 2.0
+
+
 def test_adamw_state_dict_loads_into_torch_adamw_and_back():
     """Two steps in one optimizer, its state dict loaded into the other kind, two more steps: the same
     weights as four steps in one torch.optim.AdamW. Bugs caught: state keyed by something other than
