@@ -86,6 +86,9 @@ def server(tmp_path_factory):
     with zipfile.ZipFile(root / "SST-2.zip", "w") as z:  # the GLUE layout, tiny
         z.writestr("SST-2/train.tsv", "sentence\tlabel\na fine film \t1\n")
         z.writestr("SST-2/dev.tsv", "sentence\tlabel\nawful \t0\n")
+    (root / "glue").mkdir()  # the same two files, unzipped, under a base URL
+    (root / "glue" / "train.tsv").write_text("sentence\tlabel\na fine film \t1\n")
+    (root / "glue" / "dev.tsv").write_text("sentence\tlabel\nawful \t0\n")
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -163,6 +166,8 @@ def test_download_zip_members_and_base_url(server, tmp_path, monkeypatch):
     assert P.fetch("sst2", data_dir=tmp_path, quiet=True) == members
     assert Handler.hits["/SST-2.zip"] == 1
     assert (tmp_path / "_downloads" / "sst2" / "dev.tsv").read_bytes() == members["sst2/dev.tsv"]
+    # its members from a base URL (no zip): the canonical URL's '#member' is not carried over
+    assert P.fetch("sst2", source=f"{server}/glue/", data_dir=tmp_path / "base", quiet=True) == members
     # a multi-file data set from a base URL holding the canonical file names
     for rel, sha in TREC_SHA.items():
         monkeypatch.setitem(P.SOURCES, rel, (P.SOURCES[rel][0], sha))
@@ -486,6 +491,27 @@ def test_download_interrupted_mid_stream_leaves_no_part_file(server, tmp_path, m
     P.prepare("shakespeare_char", data_dir=tmp_path, quiet=True)
     cached = tmp_path / "_downloads" / "tinyshakespeare" / "input.txt"
     assert cached.read_bytes() == TINY.read_bytes()
+
+
+def test_a_body_shorter_than_its_content_length_is_refused(tmp_path, monkeypatch):
+    """A server that closes cleanly after half of what its Content-Length promised (requests raises
+    for most such cuts, not for all): an error that says how much came, and no .part file."""
+    class Short:
+        status_code, reason, headers = 200, "OK", {"Content-Length": "100"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def iter_content(self, size):
+            yield b"x" * 50
+
+    monkeypatch.setattr(P.requests, "get", lambda url, **kw: Short())
+    with pytest.raises(D.DataError, match="stopped after 50 of 100 bytes"):
+        P._download("http://example.invalid/f", tmp_path / "f", quiet=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_zip_archive_with_a_bad_member_is_not_kept_in_the_cache(server, tmp_path, monkeypatch):
