@@ -371,6 +371,10 @@ def test_classification_metrics_by_hand():
     m = evaluation.classification_metrics([0, 1, 1], [0, 1, 2], ["a", "b", "c"])
     assert m["per_class"]["a"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
     assert m["per_class"]["b"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)  # c occurs once, never predicted: in, at 0
+    m = evaluation.classification_metrics([0, 2], [0, 1], ["a", "b", "c"])  # c predicted once, never occurs
+    assert m["macro_f1"] == pytest.approx(1 / 3) and m["accuracy"] == 0.5
+    assert evaluation.classification_metrics([1], [1], ["a", "b"])["accuracy"] == 1.0  # one example
 
 
 # ---- runs ------------------------------------------------------------------------------------------
