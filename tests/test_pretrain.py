@@ -101,6 +101,18 @@ def test_real_corpus_holds_no_val_or_test_text(mirror, tmp_path):
     assert {t for t, _ in trec_test} & texts == {t for t, _ in trec_test} & {t for t, _ in trec_train}
 
 
+def test_corpus_holds_out_every_hundredth_text(monkeypatch):
+    """README and the data set's notes: every 100th text (the 100th, 200th, ...) is val. Bugs caught:
+    another period, another phase."""
+    texts = [f"common w{i % 7}" for i in range(250)]
+    monkeypatch.setattr(prepare, "_mlm_texts", lambda raw: texts)
+    built = prepare.build_mlm_corpus(None)
+    itos = built["tokenizer"]["vocab"]
+    val = " ".join(itos[i] for i in built["splits"]["val"])
+    assert val == "<cls> common w1 <cls> common w3"  # texts 99 and 199
+    assert len(built["splits"]["train"]) == 248 * 3 and "every 100th text is val" in built["notes"]
+
+
 def test_shared_vocabulary_is_the_corpus_vocabulary(tiny_shared):
     """sst2_shared / trec_shared are tokenized with mlm_corpus's vocabulary, and it has <mask>. Bug
     caught: the classification set building its own vocabulary, so pretrained ids mean other words."""
