@@ -189,6 +189,17 @@ def test_unknown_dataset_lists_valid_names(tmp_path, capsys):
         D.load("nope", tmp_path)
 
 
+def test_prepare_says_what_it_did_unless_quiet(tmp_path, monkeypatch, capsys):
+    """prepare() as a user calls it from Python speaks, as the command line does; quiet=True is
+    silent."""
+    pin_tiny(monkeypatch)
+    P.prepare("shakespeare_char", source=TINY, data_dir=tmp_path / "a", quiet=True)
+    assert capsys.readouterr().out == ""
+    P.prepare("shakespeare_char", source=TINY, data_dir=tmp_path / "b")
+    out = capsys.readouterr().out
+    assert "sha256 ok" in out and "wrote" in out and "shakespeare_char: train" in out
+
+
 def test_source_path_missing(tmp_path):
     with pytest.raises(D.DataError, match=r"--source .*nowhere.*no such file"):
         P.prepare("shakespeare_char", source=tmp_path / "nowhere", data_dir=tmp_path / "data")

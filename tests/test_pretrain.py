@@ -119,6 +119,8 @@ def test_shared_vocabulary_is_the_corpus_vocabulary(tiny_shared):
     corpus, cls = Data("mlm_corpus", tiny_shared), Data("trec_shared", tiny_shared)
     assert corpus.meta["tokenizer"] == cls.meta["tokenizer"]
     assert corpus.tokenizer.itos[:4] == ["<pad>", "<unk>", "<cls>", "<mask>"] and corpus.mask_id == 3
+    assert (corpus.pad_id, corpus.meta["unk_id"], corpus.meta["cls_id"]) == (0, 1, 2) == (
+        cls.pad_id, cls.meta["unk_id"], cls.meta["cls_id"])
     own = Data("trec", tiny_shared)
     assert own.meta["tokenizer"] != cls.meta["tokenizer"]
 

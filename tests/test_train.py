@@ -458,6 +458,22 @@ def test_corrupt_checkpoint_is_named(tiny_data, tmp_path):
         run(tiny_data, out, "--max_iters=4", "--init_from=resume")
 
 
+def test_a_checkpoint_holding_code_is_not_run(tmp_path):
+    """torch.load(weights_only=True): a file that pickles an arbitrary object (here one whose
+    unpickling would call a function) is refused, not executed; a checkpoint downloaded from
+    elsewhere cannot run code on load."""
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (ran,))
+
+    torch.save({"model": {}, "payload": Payload()}, tmp_path / "ckpt.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be loaded"):
+        checkpoint.load_checkpoint(tmp_path / "ckpt.pt")
+    assert not ran.exists()
+
+
 def test_resume_with_another_model_is_refused(tiny_data, tmp_path):
     run(tiny_data, tmp_path / "r", "--max_iters=2", "--eval_interval=2")
     with pytest.raises(train.ConfigError, match="n_layer=2 there, 3 here"):
