@@ -626,6 +626,10 @@ def test_checkpoint_digest_covers_every_element():
     u = t.clone()
     u[-1] += 1
     assert checkpoint.state_digest({"w": t}) != checkpoint.state_digest({"w": u})
+    # and every value that is not a tensor: the step, the best metric, a config entry
+    state = {"step": 100, "best": 1.47, "config": {"train": {"learning_rate": 1e-3}}, "w": t}
+    for key, changed in (("step", 101), ("best", 1.48), ("config", {"train": {"learning_rate": 2e-3}})):
+        assert checkpoint.state_digest({**state, key: changed}) != checkpoint.state_digest(state), key
 
 
 def test_checkpoint_missing_a_weight_is_not_loaded(tiny_data, tmp_path):
