@@ -178,6 +178,20 @@ def test_split_words():
 # batching
 
 
+def test_tiktoken_finds_its_files_in_the_offline_mirror(tmp_path, monkeypatch):
+    """Offline, tiktoken's BPE files come from the mirror's tiktoken_cache unless the user named a
+    cache of their own."""
+    (tmp_path / "tiktoken_cache").mkdir()
+    seen = []
+    monkeypatch.setattr(D.tiktoken, "get_encoding", lambda name: seen.append(os.environ.get("TIKTOKEN_CACHE_DIR")))
+    monkeypatch.setenv(D.MIRROR_ENV, str(tmp_path))
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    D._tiktoken("gpt2")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/the/users/own")
+    D._tiktoken("gpt2")
+    assert seen == [str(tmp_path / "tiktoken_cache"), "/the/users/own"]
+
+
 def test_lm_batch_stays_inside_the_split():
     data = torch.arange(20)
     g = torch.Generator().manual_seed(0)
@@ -192,6 +206,8 @@ def test_lm_batch_stays_inside_the_split():
     assert starts == set(range(20 - 5))  # every legal start, including the last one, is drawn
     with pytest.raises(ValueError, match="block_size=20"):
         D.lm_batch(data, 2, 20, g)
+    x, y = D.lm_batch(data, 2, 19, g)  # 20 tokens hold exactly one window of 19 and its targets
+    assert torch.equal(x, torch.arange(19).expand(2, 19)) and torch.equal(y, x + 1)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     assert torch.equal(D.lm_batch(data, 4, 3, g1)[0], D.lm_batch(data, 4, 3, g2)[0])  # reproducible
 
