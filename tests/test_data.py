@@ -37,6 +37,21 @@ def test_char_encode_unknown_characters(tiny_data):
         d.encode("First Citizen é€")
 
 
+def test_tiktoken_finds_its_files_in_the_offline_mirror(tmp_path, monkeypatch):
+    """Offline, tiktoken's BPE files come from the mirror's tiktoken_cache unless the user named a
+    cache of their own."""
+    (tmp_path / "tiktoken_cache").mkdir()
+    seen = []
+    monkeypatch.setattr(D.tiktoken, "get_encoding", lambda name: seen.append(os.environ.get("TIKTOKEN_CACHE_DIR")))
+    monkeypatch.setenv(D.MIRROR_ENV, str(tmp_path))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "x")  # (so that monkeypatch restores what was there)
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
+    D._tiktoken("gpt2")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/the/users/own")
+    D._tiktoken("gpt2")
+    assert seen == [str(tmp_path / "tiktoken_cache"), "/the/users/own"]
+
+
 def test_decode_takes_a_tensor_or_an_array_as_it_takes_a_list(tiny_data):
     """decode(model.generate(...)[0]) as a user writes it: the elements of a tensor hash by
     identity, so the classifier vocabulary's <pad> and <cls> would not be skipped without int()"""
@@ -176,20 +191,6 @@ def test_split_words():
 
 # -----------------------------------------------------------------------------
 # batching
-
-
-def test_tiktoken_finds_its_files_in_the_offline_mirror(tmp_path, monkeypatch):
-    """Offline, tiktoken's BPE files come from the mirror's tiktoken_cache unless the user named a
-    cache of their own."""
-    (tmp_path / "tiktoken_cache").mkdir()
-    seen = []
-    monkeypatch.setattr(D.tiktoken, "get_encoding", lambda name: seen.append(os.environ.get("TIKTOKEN_CACHE_DIR")))
-    monkeypatch.setenv(D.MIRROR_ENV, str(tmp_path))
-    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
-    D._tiktoken("gpt2")
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/the/users/own")
-    D._tiktoken("gpt2")
-    assert seen == [str(tmp_path / "tiktoken_cache"), "/the/users/own"]
 
 
 def test_lm_batch_stays_inside_the_split():

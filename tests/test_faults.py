@@ -2,6 +2,8 @@
 directory's life, signals. Every one must end in one clear line (no traceback) and lose nothing."""
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +37,7 @@ def test_non_finite_numbers_are_refused_everywhere(value, tmp_path):
 def test_ranges_of_keys_without_an_obvious_bound():
     text = config_error("--seed=-1", "--muon_momentum=1", "--norm_eps=0", "--out_dir=", "--data_dir= ")
     assert "seed=9223372036854775808 must be in [0, 2**63)" in config_error(f"--seed={2**63}")
-    assert train.parse_args([f"--seed={2**63 - 1}"])[0].seed == 2**63 - 1  # torch.manual_seed's largest
+    assert train.parse_args([f"--seed={2**63 - 1}"])[0].seed == 2**63 - 1  # the largest allowed
     for expected in ["seed=-1 must be in", "muon_momentum=1.0 must be in [0, 1)", "norm_eps=0.0 must be",
                      "out_dir='' is empty", "data_dir=' ' is empty"]:
         assert expected in text, expected
@@ -306,6 +308,23 @@ def test_plot_inputs_damaged_in_place(tiny_data, tmp_path, capsys):
         assert "cannot be read as JSON" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("rank", [None, "0"])
+def test_the_exit_under_torchrun_keeps_what_was_printed(rank, tmp_path):
+    """Under torchrun (RANK set) the process leaves by os._exit, which skips the interpreter's
+    flush: the last lines of a run (its metrics, an error) sent to a pipe or file would be lost
+    unless flushed first."""
+    # buffered output, as a launcher's pipe gets it
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "PYTHONUNBUFFERED")}
+    env |= {"RANK": rank} if rank else {}
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out, "w") as o, open(err, "w") as e:
+        code = subprocess.run([sys.executable, "-c", "import sys, train; print('the last line'); "
+                               "print('error: bad', file=sys.stderr); train.exit_process(3)"],
+                              cwd=Path(train.__file__).parent, env=env,
+                              stdout=o, stderr=e, timeout=120).returncode
+    assert code == 3 and out.read_text() == "the last line\n" and "error: bad" in err.read_text()
+
+
 # ---- a newcomer's first hour ---------------------------------------------------------------------
 
 def test_a_config_too_large_for_this_machine_is_refused_with_an_estimate(tiny_data, tmp_path, monkeypatch):
@@ -397,16 +416,17 @@ def test_progress_lines_keep_coming_and_the_cpu_estimate_is_measured(tiny_data, 
 
 
 def test_the_cpu_estimate_of_the_smaller_config_is_its_flops_at_this_runs_rate():
-    """config/shakespeare_cpu.py: 2 x 128, 64 tokens, batch 12, 1,600 steps. At a rate that does
-    its whole run in 100 s, the note says 100 s, and this run's own 40 steps at 0.5 s, 20 s."""
-    model = train.Transformer(train.TransformerConfig(vocab_size=65, n_layer=2, n_head=4, n_embd=128,
-                                                      block_size=64))
-    whole = model.flops_per_token(64) * 12 * 64 * 1600
+    """The note's time for config/shakespeare_cpu.py is that config's FLOPs (model, tokens a step,
+    steps) at the rate this run measured: at a rate that does its whole run in 100.5 s, 1m40s; this
+    run's own 40 steps at 0.5 s, 20 s."""
+    alt, alt_kw = train.parse_args(["config/shakespeare_cpu.py"])
+    model = train.Transformer(train.model_config(alt_kw, vocab_size=65))
+    T = model.config.block_size
+    whole = model.flops_per_token(T) * alt.batch_size * T * alt.grad_accum * alt.max_iters
     cfg = train.TrainConfig(max_iters=40, cpu_config="config/shakespeare_cpu.py")
-    note = train.cpu_notice(cfg, 0.5, whole / 100 * 0.5)
-    assert note == (f"note: at 0.50 s a step this config takes about {train.format_seconds(20)} on this CPU; "
-                    f"config/shakespeare_cpu.py trains a smaller model here in about "
-                    f"{train.format_seconds(100)}")
+    assert train.cpu_notice(cfg, 0.5, whole / 100.5 * 0.5) == (
+        "note: at 0.50 s a step this config takes about 0m20s on this CPU; "
+        "config/shakespeare_cpu.py trains a smaller model here in about 1m40s")
 
 
 # ---- ablate.py -----------------------------------------------------------------------------------

@@ -277,8 +277,8 @@ def test_graphed_compiled_step_gradient_norms_are_the_eager_steps(extra):
 
 def test_a_graphed_run_with_accumulation_trains_as_the_eager_run(tiny_data, tmp_path):
     """train.py's own set-up with cuda_graph=True and grad_accum=2 logs the eager run's losses: the
-    graph is recorded with the 1/grad_accum loss scale (a graph recorded at scale 1 would take
-    steps twice too large)."""
+    graph is recorded with the 1/grad_accum loss scale (one recorded at scale 1 would log, and
+    accumulate, twice the loss)."""
     import json
 
     import train
@@ -300,27 +300,29 @@ def test_a_graphed_run_with_accumulation_trains_as_the_eager_run(tiny_data, tmp_
 
 def test_a_float16_run_scales_its_loss_and_resumes_its_scale(tiny_data, tmp_path, monkeypatch):
     """dtype=float16 trains under a GradScaler (its update runs once a step) and learns; without
-    one, small fp16 gradients underflow to zero unnoticed. A resumed run takes the saved scale."""
+    one, small fp16 gradients underflow to zero unnoticed. A resumed run goes on with the saved
+    scale (here 2**10, set apart from a fresh scaler's 2**16), not a fresh one."""
+    import functools
     import json
 
     import checkpoint
     import train
-    updates, loaded = [], []
-    update, load = torch.amp.GradScaler.update, torch.amp.GradScaler.load_state_dict
+    scales = []  # the scale each update starts from
+    update, init = torch.amp.GradScaler.update, torch.amp.GradScaler.__init__
     monkeypatch.setattr(torch.amp.GradScaler, "update",
-                        lambda self, *a, **k: updates.append(1) or update(self, *a, **k))
-    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict",
-                        lambda self, state: loaded.append(state) or load(self, state))
+                        lambda self, *a, **k: scales.append(self.get_scale()) or update(self, *a, **k))
     out = tmp_path / "fp16"
     args = ["--dataset=shakespeare_char", f"--data_dir={tiny_data}", f"--out_dir={out}", "--n_layer=2",
             "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--max_iters=30",
             "--warmup_iters=2", "--eval_interval=30", "--log_interval=1", "--learning_rate=3e-3",
             "--dtype=float16", "--device=cuda", "--compile=false"]
-    train.train(*train.parse_args(args + ["--stop_after=20"]), quiet=True)
+    with monkeypatch.context() as m:
+        m.setattr(torch.amp.GradScaler, "__init__", functools.partialmethod(init, init_scale=2.0 ** 10))
+        train.train(*train.parse_args(args + ["--stop_after=20"]), quiet=True)
     saved = checkpoint.load_checkpoint(out / "ckpt_last.pt")["scaler"]
-    assert saved is not None and not loaded
+    assert saved["scale"] == scales[19] == 2.0 ** 10
     train.train(*train.parse_args(args + ["--init_from=resume"]), quiet=True)
-    assert len(loaded) == 1 and loaded[0]["scale"] == saved["scale"]
+    assert len(scales) == 30 and scales[20] == 2.0 ** 10  # not 2**16
     losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()
               if json.loads(line)["kind"] == "train"]
-    assert len(updates) == 30 and losses[-1] < losses[0] - 0.3, losses
+    assert losses[-1] < losses[0] - 0.3, losses

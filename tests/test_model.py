@@ -357,6 +357,9 @@ def test_an_all_padding_row_mean_pools_to_zero():
         logits, _ = model(x, attention_mask=right_padding_mask([T, 0]))
         torch.testing.assert_close(logits[1], model.cls_head.bias)
         torch.testing.assert_close(logits[0], model(x[:1])[0][0], atol=1e-5, rtol=0)
+    # and one real token pools to its own hidden state, not a fraction of it
+    h = torch.randn(2, T, 32)
+    torch.testing.assert_close(model.pool(h, right_padding_mask([1, T])), torch.stack([h[0, 0], h[1].mean(0)]))
 
 
 def test_classifier_label_smoothing_is_the_formula():

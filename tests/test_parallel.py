@@ -1,8 +1,6 @@
 """parallel.py on a CPU: torchrun's environment, how a model is handed to FSDP, and where a
 recorded CUDA graph is refused. Process groups and FSDP's own work are stubbed out: what is
 checked is what parallel.py asks of them."""
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -111,21 +109,3 @@ def test_cuda_graph_is_refused_on_a_cpu():
     with pytest.raises(ConfigError, match="it runs on cpu; drop --cuda_graph=true"):
         parallel.GraphedStep(tiny_model(), [(x, x)], 1.0, torch.float32)
 
-
-@pytest.mark.parametrize("rank", [None, "0"])
-def test_the_exit_under_torchrun_keeps_what_was_printed(rank, tmp_path):
-    """Under torchrun (RANK set) the process leaves by os._exit, which skips the interpreter's
-    flush: the last lines of a run (its metrics, an error) sent to a pipe or file would be lost
-    unless flushed first."""
-    import os
-    import subprocess
-    import sys
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "PYTHONUNBUFFERED")}
-    env |= {"RANK": rank} if rank else {}  # (buffered output, as a launcher's pipe gets it)
-    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
-    with open(out, "w") as o, open(err, "w") as e:
-        code = subprocess.run([sys.executable, "-c", "import sys, train; print('the last line'); "
-                               "print('error: bad', file=sys.stderr); train.exit_process(3)"],
-                              cwd=Path(train.__file__).parent, env=env,
-                              stdout=o, stderr=e, timeout=120).returncode
-    assert code == 3 and out.read_text() == "the last line\n" and "error: bad" in err.read_text()

@@ -123,8 +123,8 @@ def test_help_headings_and_comments_read_from_the_model_source(capsys):
     train.main(["--help"])
     lines = [line.split()[0] if line.startswith("  --") else line
              for line in capsys.readouterr().out.splitlines()]
-    after = lambda key: lines[lines.index(next(k for k in lines if k.startswith(f"--{key}="))) + 1]
-    before = lambda key: lines[lines.index(next(k for k in lines if k.startswith(f"--{key}="))) - 1]
+    at = lambda key: lines.index(next(k for k in lines if k.startswith(f"--{key}=")))  # noqa: E731
+    after, before = lambda key: lines[at(key) + 1], lambda key: lines[at(key) - 1]  # noqa: E731
     assert before("block_size") == "# shape" and lines.count("# shape") == 1
     assert before("attn_dropout") == ('# finer dropout for small corpora (AWD-LSTM, Merity et al. 2017; '
                                       'Transformer-XL on WikiText-2), -1 meaning "same as dropout"')
