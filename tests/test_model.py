@@ -846,6 +846,7 @@ def test_attention_maps_are_causal_distributions():
     (dict(vocab_size=64, real_vocab_size=65), "real_vocab_size=65 must be in 0..vocab_size=64"),
     (dict(vocab_size=64, real_vocab_size=-1), "real_vocab_size=-1 must be in 0..vocab_size=64"),
     (dict(vocab_size=64, real_vocab_size=40.0), "real_vocab_size=40.0 must be in 0..vocab_size=64"),
+    (dict(label_smoothing=1.0), "label_smoothing=1.0 must be in"),
 ])
 def test_bad_config_raises_clear_errors(kw, message):
     args = dict(vocab_size=V, block_size=T, n_layer=1, n_head=4, n_embd=32)
