@@ -337,6 +337,11 @@ def test_a_config_too_large_for_this_machine_is_refused_with_an_estimate(tiny_da
                                                                block_size=64), train.TrainConfig(batch_size=12),
                                        torch.float32)
     assert need < 2**30  # the CPU recipe passes with room to spare
+    # activations take 2 bytes a value in 16 bits, 4 in fp32; the 16 bytes a parameter stay
+    small = train.TransformerConfig(vocab_size=65, n_layer=2, n_head=4, n_embd=128, block_size=64)
+    (n32, params), (n16, _) = (train.memory_needed(small, train.TrainConfig(batch_size=12), dtype)
+                               for dtype in (torch.float32, torch.bfloat16))
+    assert n32 - 16 * params == 2 * (n16 - 16 * params) > 0
 
 
 def test_fp8_head_is_refused_below_compute_capability_8_9(monkeypatch):

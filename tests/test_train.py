@@ -487,14 +487,17 @@ def test_resume_may_change_how_the_model_computes(tiny_data, tmp_path):
     assert config["model"]["attention"] == "manual"
 
 
-def test_classifier_and_eval_only(tiny_data, tmp_path):
+def test_classifier_and_eval_only(tiny_data, tmp_path, capsys):
     out = tmp_path / "cls"
     args = ["--dataset=trec", "--causal=false", "--block_size=32", "--max_iters=30", "--eval_interval=10",
             "--learning_rate=3e-3"]
     run(tiny_data, out, *args)
     cfg, kw = train.parse_args(tiny_args(tiny_data, out, *args, "--eval_only=true", "--eval_split=test"))
-    train.train(cfg, kw, quiet=True)
+    capsys.readouterr()
+    train.train(cfg, kw, quiet=False)
     saved = json.loads((out / "metrics_test.json").read_text())
+    said = capsys.readouterr().out  # the scores on the screen, not only in the file
+    assert f"test: {evaluation.headline(saved)} (step {saved['step']}) -> {out / 'metrics_test.json'}" in said
     assert json.loads((out / "metrics.json").read_text())["split"] == "val"  # the training result is kept
     # the same numbers by hand: the best checkpoint, one unpadded question at a time (bugs caught: the
     # wrong checkpoint or split evaluated, padding leaking into the prediction, a confusion matrix transposed)
