@@ -215,9 +215,6 @@ def test_atomic_writer_names_the_target_and_leaves_no_temporary_file(tmp_path):
 
 def test_signal_is_acknowledged_at_once(tiny_data, tmp_path):
     import signal
-    import subprocess
-    import sys
-    import time
     args = tiny_args(tiny_data, tmp_path, "--max_iters=100000", "--eval_interval=100000", "--log_interval=1000")
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=train.Path(train.__file__).parent,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -437,7 +434,6 @@ def test_the_cpu_estimate_of_the_smaller_config_is_its_flops_at_this_runs_rate()
 # ---- ablate.py -----------------------------------------------------------------------------------
 
 def test_quick_study_claims_no_significance_and_its_default_output_is_ignored(tmp_path):
-    import subprocess
 
     import ablate
     runs = [{"variant": v, "seed": s, "loss": x} for v, xs in (("a", [1.0, 1.01]), ("b", [2.0, 2.01]))
@@ -471,11 +467,7 @@ def test_study_file_that_does_not_parse(tmp_path):
 
 
 def test_sigterm_to_ablate_stops_its_trainings(tiny_data, tmp_path):
-    import os
     import signal
-    import subprocess
-    import sys
-    import time
 
     import ablate
     study = tmp_path / "study_long.py"

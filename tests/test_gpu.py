@@ -275,25 +275,26 @@ def test_graphed_compiled_step_gradient_norms_are_the_eager_steps(extra):
         assert b < 5 * a and a < 5 * b, norms
 
 
+def train_losses(out):
+    """The loss of every train record in out/log.jsonl."""
+    import json
+    records = map(json.loads, (out / "log.jsonl").read_text().splitlines())
+    return [r["loss"] for r in records if r["kind"] == "train"]
+
+
 def test_a_graphed_run_with_accumulation_trains_as_the_eager_run(tiny_data, tmp_path):
     """train.py's own set-up with cuda_graph=True and grad_accum=2 logs the eager run's losses: the
     graph is recorded with the 1/grad_accum loss scale (one recorded at scale 1 would log, and
     accumulate, twice the loss)."""
-    import json
-
     import train
+    from test_train import tiny_args
     losses = []
     for graph in ("false", "true"):
-        out = tmp_path / graph
-        cfg, kw = train.parse_args(
-            ["--dataset=shakespeare_char", f"--data_dir={tiny_data}", f"--out_dir={out}", "--n_layer=2",
-             "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--grad_accum=2",
-             "--max_iters=12", "--warmup_iters=2", "--eval_interval=12", "--log_interval=1",
-             "--dropout=0", "--dtype=float32", "--device=cuda", "--compile=false",
-             f"--cuda_graph={graph}"])
-        train.train(cfg, kw, quiet=True)
-        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-        losses.append([r["loss"] for r in log if r["kind"] == "train"])
+        train.train(*train.parse_args(tiny_args(
+            tiny_data, tmp_path / graph, "--grad_accum=2", "--max_iters=12", "--eval_interval=12",
+            "--dropout=0", "--dtype=float32", "--device=cuda", "--compile=false",
+            f"--cuda_graph={graph}")), quiet=True)
+        losses.append(train_losses(tmp_path / graph))
     eager, graphed = losses
     assert len(eager) == 12 and graphed == pytest.approx(eager, rel=1e-4), losses
 
@@ -303,19 +304,17 @@ def test_a_float16_run_scales_its_loss_and_resumes_its_scale(tiny_data, tmp_path
     one, small fp16 gradients underflow to zero unnoticed. A resumed run goes on with the saved
     scale (here 2**10, set apart from a fresh scaler's 2**16), not a fresh one."""
     import functools
-    import json
 
     import checkpoint
     import train
+    from test_train import tiny_args
     scales = []  # the scale each update starts from
     update, init = torch.amp.GradScaler.update, torch.amp.GradScaler.__init__
     monkeypatch.setattr(torch.amp.GradScaler, "update",
                         lambda self, *a, **k: scales.append(self.get_scale()) or update(self, *a, **k))
     out = tmp_path / "fp16"
-    args = ["--dataset=shakespeare_char", f"--data_dir={tiny_data}", f"--out_dir={out}", "--n_layer=2",
-            "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--max_iters=30",
-            "--warmup_iters=2", "--eval_interval=30", "--log_interval=1", "--learning_rate=3e-3",
-            "--dtype=float16", "--device=cuda", "--compile=false"]
+    args = tiny_args(tiny_data, out, "--max_iters=30", "--eval_interval=30", "--learning_rate=3e-3",
+                     "--dtype=float16", "--device=cuda", "--compile=false")
     with monkeypatch.context() as m:
         m.setattr(torch.amp.GradScaler, "__init__", functools.partialmethod(init, init_scale=2.0 ** 10))
         train.train(*train.parse_args(args + ["--stop_after=20"]), quiet=True)
@@ -323,6 +322,5 @@ def test_a_float16_run_scales_its_loss_and_resumes_its_scale(tiny_data, tmp_path
     assert saved["scale"] == scales[19] == 2.0 ** 10
     train.train(*train.parse_args(args + ["--init_from=resume"]), quiet=True)
     assert len(scales) == 30 and scales[20] == 2.0 ** 10  # not 2**16
-    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()
-              if json.loads(line)["kind"] == "train"]
+    losses = train_losses(out)
     assert losses[-1] < losses[0] - 0.3, losses
