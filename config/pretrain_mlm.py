@@ -2,9 +2,10 @@
 # the training text of WikiText-2, SST-2 and TREC (never their val or test text), in one shared word
 # vocabulary, so that config/sst2_pretrained.py and config/trec_pretrained.py can start from it.
 # python train.py config/pretrain_mlm.py
-# The published fine-tuning figures (results/benchmarks/summary.md) start from this run's checkpoint at
-# step 4,000 of the 6,000-step schedule, ckpt_best.pt at the last evaluation before that run was
-# stopped; to start from the same one: python train.py config/pretrain_mlm.py --stop_after=4000
+# The published fine-tuning figures (results/benchmarks/summary.md) start from this run's full 6,000
+# steps (ckpt_best.pt, step 6,000: held-out masked-LM perplexity 21.12; 138 s on one H100,
+# results/benchmarks/pretrain-6k/). Stopped at step 4,000 (perplexity 26.04) the encoder gave
+# TREC 0.9312 and SST-2 0.8436 with the same fine-tuning (results/benchmarks/*-pretrained-6x384/).
 out_dir = "out-pretrain"
 dataset = "mlm_corpus"
 
