@@ -1126,3 +1126,39 @@ def test_weight_decay_only_on_matrices():
         assert len(decay) == len(list(m.parameters()))
         for p in m.parameters():
             assert decay[p] == (0.1 if p.dim() >= 2 else 0.0), (name, tuple(p.shape))
+
+
+def test_a_compiled_one_token_linear_is_products_and_a_sum():
+    """model.Linear traced by torch.compile at one token without gradients (a compiled decode step)
+    is written as products and a float32 sum (which Inductor fuses into one reduction kernel), and
+    equals nn.Linear; with several tokens, or with gradients (training), it stays a linear. Catches:
+    the decode path not taken (or taken in training, where its backward would store every product),
+    a dropped bias, an output left in float32 for a bf16 layer."""
+    torch.manual_seed(0)
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def ops(gm):
+        return {str(n.target) for n in gm.graph.nodes if n.op in ("call_function", "call_method")}
+
+    for dtype in (torch.float32, torch.bfloat16):
+        layer = model_module.Linear(16, 12).to(dtype)
+        step = torch.compile(layer, backend=capture, dynamic=False)
+        x = torch.randn(3, 1, 16, dtype=dtype)
+        with torch.no_grad():
+            y = step(x)
+            expected = torch.nn.functional.linear(x.float(), layer.weight.float(), layer.bias.float()).to(dtype)
+        assert y.dtype == dtype
+        torch.testing.assert_close(y, expected)
+        assert "sum" in ops(graphs[-1]) and not any("linear" in op for op in ops(graphs[-1]))
+        torch._dynamo.reset()
+    with torch.no_grad():
+        step(torch.randn(3, 4, 16, dtype=torch.bfloat16))  # four tokens
+    assert any("linear" in op for op in ops(graphs[-1])) and "sum" not in ops(graphs[-1])
+    torch._dynamo.reset()
+    step(torch.randn(3, 1, 16, dtype=torch.bfloat16))  # one token, with gradients
+    assert any("linear" in op for op in ops(graphs[-1])) and "sum" not in ops(graphs[-1])
+    torch._dynamo.reset()
