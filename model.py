@@ -323,19 +323,23 @@ def manual_attention(q, k, v, bias=None, causal=False, dropout_p=0.0):
 
 
 class Linear(nn.Linear):
-    """nn.Linear, except in a compiled decode step (one token, no gradients, under torch.compile):
-    there y = sum(x * W) + b is written as products and a float32 sum, which Inductor turns into
-    one reduction kernel of its own with the bias, the cast and their neighbours fused in, instead
-    of a cuBLAS matrix-vector product and separate elementwise kernels. At batch 1 a product of a
-    few MB is bound by its kernel's latency, not by reading W: on one H100 the GPT-2 small step
-    replays in 432 us instead of 490, 2,111 tokens/s instead of 1,882 (docs/PERFORMANCE.md, 4)."""
+    """nn.Linear, except for one row (batch 1, one token) without gradients under torch.compile,
+    that is in a compiled decode step at batch 1: there y = sum(x * W) + b is written as products
+    and a float32 sum, which Inductor turns into one reduction kernel of its own with the bias, the
+    cast and their neighbours fused in, instead of a cuBLAS matrix-vector product and separate
+    elementwise kernels. At batch 1 a product of a few MB is bound by its kernel's latency, not by
+    reading W: on one H100 the GPT-2 small step replays in 432 us instead of 490, 2,111 tokens/s
+    instead of 1,882 (docs/PERFORMANCE.md, 4). The output has nn.Linear's dtype (autocast's, if on)."""
 
     def forward(self, x):
-        if x.shape[-2] == 1 and not torch.is_grad_enabled() and torch.compiler.is_compiling():
-            y = (x.float().unsqueeze(-2) * self.weight.float()).sum(-1)  # (..., 1, out)
+        if torch.compiler.is_compiling() and not torch.is_grad_enabled() \
+                and x.numel() == x.shape[-1]:  # one row
+            y = (x.float().unsqueeze(-2) * self.weight.float()).sum(-1)  # (..., out)
             if self.bias is not None:
                 y = y + self.bias.float()
-            return y.to(x.dtype)
+            device = x.device.type
+            autocast = torch.is_autocast_enabled(device)
+            return y.to(torch.get_autocast_dtype(device) if autocast else x.dtype)
         return super().forward(x)
 
 

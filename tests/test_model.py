@@ -1129,11 +1129,13 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_a_compiled_one_token_linear_is_products_and_a_sum():
-    """model.Linear traced by torch.compile at one token without gradients (a compiled decode step)
-    is written as products and a float32 sum (which Inductor fuses into one reduction kernel), and
-    equals nn.Linear; with several tokens, or with gradients (training), it stays a linear. Catches:
-    the decode path not taken (or taken in training, where its backward would store every product),
-    a dropped bias, an output left in float32 for a bf16 layer."""
+    """model.Linear traced by torch.compile at one row (batch 1, one token) without gradients (a
+    compiled decode step) is written as products and a float32 sum (which Inductor fuses into one
+    reduction kernel), and equals nn.Linear, in nn.Linear's output dtype (autocast's under
+    autocast); with several rows (tokens or batch), or with gradients (training), it stays a
+    linear. Catches: the decode path not taken (or taken in training, where its backward would store
+    every product, or at batch sizes it was not measured at), a dropped bias, an output left in
+    float32 for a bf16 layer or under bf16 autocast (a float32 key then cannot enter a bf16 cache)."""
     torch.manual_seed(0)
     graphs = []
 
@@ -1144,21 +1146,32 @@ def test_a_compiled_one_token_linear_is_products_and_a_sum():
     def ops(gm):
         return {str(n.target) for n in gm.graph.nodes if n.op in ("call_function", "call_method")}
 
+    def compiled(layer):
+        torch._dynamo.reset()
+        return torch.compile(layer, backend=capture, dynamic=False)
+
+    def is_sum(gm):
+        return "sum" in ops(gm) and not any("linear" in op for op in ops(gm))
+
     for dtype in (torch.float32, torch.bfloat16):
         layer = model_module.Linear(16, 12).to(dtype)
-        step = torch.compile(layer, backend=capture, dynamic=False)
-        x = torch.randn(3, 1, 16, dtype=dtype)
-        with torch.no_grad():
-            y = step(x)
-            expected = torch.nn.functional.linear(x.float(), layer.weight.float(), layer.bias.float()).to(dtype)
-        assert y.dtype == dtype
-        torch.testing.assert_close(y, expected)
-        assert "sum" in ops(graphs[-1]) and not any("linear" in op for op in ops(graphs[-1]))
-        torch._dynamo.reset()
+        for shape in ((1, 1, 16), (1, 16)):  # a block's (B, T, C) and the output layer's (B, C)
+            x = torch.randn(shape, dtype=dtype)
+            with torch.no_grad():
+                y = compiled(layer)(x)
+                expected = torch.nn.functional.linear(x.float(), layer.weight.float(),
+                                                      layer.bias.float()).to(dtype)
+            assert y.dtype == dtype
+            torch.testing.assert_close(y, expected)
+            assert is_sum(graphs[-1]), shape
+    layer = model_module.Linear(16, 12)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = compiled(layer)(torch.randn(1, 1, 16))
+    assert is_sum(graphs[-1]) and y.dtype == torch.bfloat16
     with torch.no_grad():
-        step(torch.randn(3, 4, 16, dtype=torch.bfloat16))  # four tokens
-    assert any("linear" in op for op in ops(graphs[-1])) and "sum" not in ops(graphs[-1])
-    torch._dynamo.reset()
-    step(torch.randn(3, 1, 16, dtype=torch.bfloat16))  # one token, with gradients
+        for shape in ((1, 4, 16), (3, 1, 16), (3, 16)):  # four tokens; batch 3
+            compiled(layer)(torch.randn(shape))
+            assert any("linear" in op for op in ops(graphs[-1])) and "sum" not in ops(graphs[-1])
+    compiled(layer)(torch.randn(1, 1, 16))  # one row, with gradients
     assert any("linear" in op for op in ops(graphs[-1])) and "sum" not in ops(graphs[-1])
     torch._dynamo.reset()
