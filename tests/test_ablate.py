@@ -3,6 +3,8 @@ runs and resuming a cut-off one bit-exactly, failed runs, and errors raised befo
 import csv
 import dataclasses
 import json
+import shlex
+import sys
 
 import numpy as np
 import pytest
@@ -517,3 +519,72 @@ def test_a_run_that_fails_leaves_no_earlier_metrics_behind(tmp_path, state, stal
            "args": [str(tmp_path / "missing_config.py")]}
     code, _ = ablate.Runner(1).run(job, "test.log" if state == "eval" else "train.log")
     assert code != 0 and not (out_dir / stale).exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# found by a mutation sweep of ablate.py
+
+def test_a_run_log_starts_with_its_command_line(tmp_path):
+    """train.log begins with the train.py command line, then the run's own output: the line is
+    flushed before the run, which writes into the same file, starts. Catches: the flush missing
+    (the command line then lands after everything the run printed)."""
+    out_dir = tmp_path / "runs" / "baseline-s0"
+    missing = str(tmp_path / "missing_config.py")
+    job = {"variant": "baseline", "seed": 0, "out_dir": out_dir, "state": "fresh",
+           "args": [missing]}
+    code, _ = ablate.Runner(1).run(job)
+    lines = (out_dir / "train.log").read_text().splitlines()
+    assert code != 0 and len(lines) > 1
+    assert shlex.split(lines[0]) == [sys.executable, str(ablate.ROOT / "train.py"), missing,
+                                     "--seed=0", f"--out_dir={out_dir}", "--overwrite=true"]
+    assert any("missing_config.py" in line and "not found" in line for line in lines[1:])
+
+
+def test_table_leaves_the_baselines_p_blank_and_says_na_for_a_variant_without_one():
+    """The p column is empty for the baseline (never tested against itself), n/a for a variant
+    without a p-value (fewer than 2 seeds, or no spread), and the value otherwise. Catches: the
+    blank and the n/a swapped."""
+    row = dict(std=None, significant=None, params=None, tokens_per_s=None, n=1)
+    summary = [dict(row, variant="b", mean=1.0, diff=0.0, p_value=None),
+               dict(row, variant="one", mean=1.5, diff=0.5, p_value=None),
+               dict(row, variant="two", mean=2.0, diff=1.0, p_value=0.01234, significant=True)]
+    lines = ablate.table({"metric": "loss", "baseline": "b", "higher_is_better": False,
+                          "summary": summary})
+    p = {cells[0]: cells[4] for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in lines[2:])}
+    assert p == {"b": "", "one": "n/a", "two": "0.012"}
+
+
+def test_set_init_from_resume_or_scratch_is_refused_and_a_path_made_absolute(tmp_path,
+                                                                           monkeypatch):
+    """--set init_from=resume or =scratch is refused, saying that ablate.py resumes cut-off runs
+    and starts the others from scratch itself; --set init_from=PATH (a pretrained encoder) becomes
+    an absolute path, as the runs start in the repository root. Catches: the check missing
+    (=scratch then refused as a missing file, =resume as well, neither with the reason)."""
+    for value in ("resume", "scratch"):
+        with pytest.raises(ablate.StudyError, match=f"--set init_from={value}: ablate.py resumes "
+                                                    f"a cut-off run itself"):
+            ablate.check_options("cpu", False, None, None, {"init_from": value}, False, False)
+    (tmp_path / "encoder.pt").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    extra = ablate.check_options("cpu", False, None, None, {"init_from": "encoder.pt"}, False,
+                                 False)[3]
+    assert extra == {"init_from": str((tmp_path / "encoder.pt").resolve())}
+
+
+def test_list_only_lists_and_no_study_lists_then_runs_the_default(monkeypatch, capsys):
+    """--list prints the studies and exits 0 without running any; with no study named, the list
+    comes first and then the default study runs. Catches: --list running the default study, or
+    exiting with a failure code; the list missing."""
+    ran = []
+    monkeypatch.setattr(ablate, "run_study",
+                        lambda study, **kw: ran.append(study) or {"failed": []})
+    assert ablate.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("studies (config/study_NAME.py):\n") and "\n  lm " in out
+    assert ran == []
+    assert ablate.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("studies (config/study_NAME.py):\n") and "\n  lm " in out
+    assert f"running the default study {ablate.DEFAULT_STUDY!r}" in out
+    assert ran == [ablate.DEFAULT_STUDY]

@@ -109,3 +109,160 @@ def test_cuda_graph_is_refused_on_a_cpu():
     with pytest.raises(ConfigError, match="it runs on cpu; drop --cuda_graph=true"):
         parallel.GraphedStep(tiny_model(), [(x, x)], 1.0, torch.float32)
 
+
+# ----------------------------------------------------------------------------------------------
+# CUDA-only paths, on a CPU: what parallel.py asks of torch.compile and of a CUDA graph recording,
+# with both stubbed (tests/test_gpu.py runs them for real where there is a GPU; CI has none)
+
+class OnCuda:
+    """A CPU tensor that GraphedStep takes for a CUDA one: it says it is on CUDA, and its clone
+    (the graph's own input tensor) is the CPU tensor."""
+    device = torch.device("cuda")
+
+    def __init__(self, t):
+        self.t, self.shape = t, t.shape
+
+    def clone(self):
+        return self.t.clone()
+
+
+@pytest.fixture
+def fake_graphs(monkeypatch):
+    """record_cuda_graph on a CPU: the warm-up calls and before_recording as the real one makes
+    them, then one call standing for the recording (a real recording runs nothing: the tests zero
+    the gradients after it, as train_step does); replay() calls fn again and writes its result into
+    the recorded output, as replaying the recorded kernels does. Records (warmup, device) per
+    recording."""
+    recordings = []
+
+    class Graph:
+        def __init__(self, fn, out):
+            self.fn, self.out = fn, out
+
+        def replay(self):
+            self.out.copy_(self.fn())
+
+    def record(fn, device, warmup=2, before_recording=None):
+        recordings.append((warmup, device))
+        for _ in range(warmup):
+            fn()
+        if before_recording is not None:
+            before_recording()
+        out = fn()
+        return Graph(fn, out), out
+    monkeypatch.setattr(parallel, "record_cuda_graph", record)
+    return recordings
+
+
+def eager_step(model, *batch, scale=1.0, mask=None):
+    """(loss * scale, gradients) of one eager forward and backward from zero gradients."""
+    model.zero_grad(set_to_none=True)
+    kw = {} if mask is None else {"attention_mask": mask}
+    _, loss = model(*batch, return_logits=False, **kw)
+    (loss * scale).backward()
+    return (loss * scale).item(), [p.grad.clone() for p in model.parameters()]
+
+
+def graphed_step(step, model, *batch):
+    model.zero_grad(set_to_none=False)
+    loss = step(*batch)
+    return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+
+def test_a_graphed_step_replays_forward_and_backward_on_the_batch_it_is_given(fake_graphs):
+    """A language model's GraphedStep (recording stubbed) records one graph for the batch shape,
+    then for each batch copies it into the graph's inputs and replays: the loss times the scale and
+    the gradients of an eager step on that batch, not on the example it was recorded with. A batch
+    of another shape is refused with the shapes recorded. Catches: no graph recorded, the forward
+    or the loss left out of the recording, the record or the loss not returned, the shape check
+    missing or inverted."""
+    model = tiny_model()
+    g = torch.Generator().manual_seed(0)
+    x0, y0, x1, y1 = (torch.randint(32, (4, 8), generator=g) for _ in range(4))
+    step = parallel.GraphedStep(model, [(OnCuda(x0), OnCuda(y0))], 0.5, torch.float32)
+    assert list(step.graphs) == [(4, 8)] and len(fake_graphs) == 1
+    loss, grads = graphed_step(step, model, x1, y1)
+    want_loss, want_grads = eager_step(model, x1, y1, scale=0.5)
+    assert loss == pytest.approx(want_loss, rel=1e-6)
+    for a, b in zip(grads, want_grads):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r"no CUDA graph was recorded for batches of shape "
+                                         r"\(2, 8\); recorded: \(4, 8\)"):
+        step(x1[:2], y1[:2])
+
+
+def test_a_graphed_classifier_has_a_graph_per_padded_length_and_reads_its_mask(fake_graphs):
+    """A classifier's batches (x, mask, y) get one graph per padded length, keyed by the shape of
+    x; a replay passes the mask as the attention mask and y as the labels, so each length gives the
+    eager step's loss and gradients. Catches: graphs keyed by the labels' shape (every length then
+    shares one graph), a batch looked up by the labels' shape, the classifier's forward left out
+    of the recording."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2,
+                                          n_embd=16, causal=False, n_classes=3))
+    g = torch.Generator().manual_seed(1)
+    batches = []
+    for n in (8, 16):
+        mask = torch.arange(n)[None] < torch.tensor([n, n // 2, 3, 1])[:, None]
+        x = torch.where(mask, torch.randint(1, 32, (4, n), generator=g), 0)
+        batches.append((x, mask, torch.randint(0, 3, (4,), generator=g)))
+    step = parallel.GraphedStep(model, [tuple(OnCuda(t) for t in b) for b in batches], 1.0,
+                                torch.float32)
+    assert sorted(step.graphs) == [(4, 8), (4, 16)]
+    for x, mask, y in reversed(batches):
+        loss, grads = graphed_step(step, model, x, mask, y)
+        want_loss, want_grads = eager_step(model, x, y, mask=mask)
+        assert loss == pytest.approx(want_loss, rel=1e-6)
+        for a, b in zip(grads, want_grads):
+            torch.testing.assert_close(a, b)
+
+
+def test_cuda_graph_is_refused_for_fsdp_and_float16_with_the_reason(fake_graphs, monkeypatch):
+    """On CUDA, a model sharded by FSDP (its collectives are not recorded) and float16 (its loss
+    scaling is not) are refused before anything is recorded, each with its reason. Catches: a
+    refusal missing, so that recording starts anyway."""
+    x = torch.zeros(2, 8, dtype=torch.long)
+    batch = [(OnCuda(x), OnCuda(x))]
+    with monkeypatch.context() as m:
+        m.setattr(parallel, "sharded", lambda model: True)
+        with pytest.raises(ConfigError, match="FSDP's all-gathers and reduce-scatters are not "
+                                              "recorded; drop --cuda_graph=true"):
+            parallel.GraphedStep(tiny_model(), batch, 1.0, torch.bfloat16)
+    with pytest.raises(ConfigError, match="fp16 loss scaling is not recorded"):
+        parallel.GraphedStep(tiny_model(), batch, 1.0, torch.float16)
+    assert fake_graphs == []
+
+
+def test_compile_on_cuda_by_scope_and_reduce_overhead_only_in_one_process(monkeypatch):
+    """On CUDA (torch.compile stubbed), compile_scope='model' wraps the model, 'block' compiles
+    every block in place and returns raw; mode='reduce-overhead' (CUDA graphs) is kept in one
+    process and, with a note, becomes 'default' with several, whose DDP/FSDP hooks it would break.
+    Catches: the blocks left uncompiled, the mode changed in one process, or kept with two."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode: compiled.append((fn, mode)) or fn)
+    cuda = torch.device("cuda")
+    for scope, world, mode in [("model", 1, "reduce-overhead"), ("model", 2, "default"),
+                               ("block", 1, "reduce-overhead"), ("block", 2, "default")]:
+        compiled.clear()
+        cfg = train.parse_args(["--device=cpu", "--compile=true", f"--compile_scope={scope}",
+                                "--compile_mode=reduce-overhead"])[0]
+        raw, notes = tiny_model(), []
+        assert parallel.compile_model(raw, cfg, cuda, world, say=notes.append) is raw
+        if scope == "model":
+            assert compiled == [(raw, mode)]
+        else:  # Module.compile hands each block's call to torch.compile
+            assert [(fn.__self__, m) for fn, m in compiled] == [(b, mode)
+                                                                 for b in raw.transformer.h]
+        assert bool(notes) == (world > 1) and all("mode='default'" in n for n in notes)
+
+
+def test_one_process_is_never_sharded_and_never_touches_fsdp(monkeypatch):
+    """Without a process group (or without torch.distributed at all) sharded() answers False before
+    importing FSDP (about a second, and absent from some builds). Catches: the early answer lost,
+    or asked only when both halves fail (FSDP imported in every one-process run)."""
+    import torch.distributed.fsdp as fsdp
+    monkeypatch.delattr(fsdp, "FSDPModule")  # as if FSDP could not be imported
+    assert not torch.distributed.is_initialized()
+    assert parallel.sharded(tiny_model()) is False
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: False)
+    assert parallel.sharded(tiny_model()) is False

@@ -5,9 +5,11 @@
 A tiny character model and a tiny TREC classifier are trained once per module on the `tiny_data`
 fixture (a few seconds on a CPU); every test then loads their checkpoints as a user would.
 """
+import inspect
 import io
 import re
 import shutil
+import sys
 
 import pytest
 import torch
@@ -479,3 +481,73 @@ def test_whitespace_only_lines_of_a_file_are_skipped(trec_run, tmp_path):
     (tmp_path / "q.txt").write_text("Who wrote Hamlet ?\n   \n\t\nWhat is a spider ?\n")
     results = S.classify(trec_run, f"FILE:{tmp_path / 'q.txt'}", device="cpu")
     assert [r["text"] for r in results] == ["Who wrote Hamlet ?", "What is a spider ?"]
+
+
+# ----------------------------------------------------------------------------------------------
+# found by a mutation sweep of sample.py
+
+def test_negative_token_counts_and_temperatures_are_refused():
+    """max_new_tokens=-1 and a negative temperature are refused with their bound (0 itself is valid,
+    see test_sampling_arguments_at_their_bounds). Catches: max_new_tokens' bound moved to < -1
+    (-1 accepted, and generate() then asked for a negative number of tokens)."""
+    for bad, text in [("--max_new_tokens=-1", "max_new_tokens=-1 must be >= 0"),
+                      ("--temperature=-0.5", "temperature=-0.5 must be >= 0")]:
+        with pytest.raises(S.SampleError, match=re.escape(text)):
+            S.parse_args([bad])
+
+
+def test_the_command_line_and_the_functions_share_their_defaults():
+    """`python sample.py --out_dir=RUN` and sample(RUN) draw the same text, so every option shared
+    by SampleConfig, sample() and generate() has the same default in each. Catches: a default
+    (top_k, seed, temperature, ...) changed in one place only."""
+    cfg = S.parse_args([])
+    empty = inspect.Parameter.empty
+    for func in (S.sample, S.generate):
+        defaults = {k: p.default for k, p in inspect.signature(func).parameters.items()
+                    if p.default is not empty and k != "stream"}
+        assert defaults and all(hasattr(cfg, k) for k in defaults), func.__name__
+        assert defaults == {k: getattr(cfg, k) for k in defaults}, func.__name__
+
+
+def test_prompt_errors_quote_the_prompt_cut_to_40_characters(char_run):
+    """An error about the prompt quotes it: whole up to 40 characters, else its first 40 and '...';
+    an empty prompt shows as ''. Catches: the prompt missing from the message (shown as None), or
+    cut at the wrong length."""
+    exact = "ROMAN " * 6 + "ROMé"  # 40 characters, the last one not in the tiny data set
+    assert len(exact) == 40
+    with pytest.raises(S.SampleError) as e:
+        draw(char_run, start=exact)
+    assert str(e.value).startswith(f"prompt {exact!r}: ")
+    longer = exact + "ROMAN"
+    with pytest.raises(S.SampleError) as e:
+        draw(char_run, start=longer)
+    assert str(e.value).startswith(f"prompt {longer[:40] + '...'!r}: ")
+    with pytest.raises(S.SampleError, match=re.escape("the prompt '' encodes to no tokens")):
+        draw(char_run, start="")
+
+
+def test_a_one_word_text_is_classified(trec_run):
+    """A text of a single word (<cls> and one token) gets a label; only a text without any word is
+    refused. Catches: the no-words check off by one (every one-word text refused)."""
+    [result] = S.classify(trec_run, "Who", device="cpu")
+    assert result["text"] == "Who" and result["label"] == next(iter(result["probs"]))
+    assert sum(result["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_main_reads_sys_argv_prints_help_and_names_the_checkpoint_on_stderr(char_run, monkeypatch,
+                                                                             capsys):
+    """main() without arguments reads sys.argv past the script name, as `python sample.py ...`
+    runs it; --help prints the options and exits 0; a run names its checkpoint, step, size and
+    device on stderr, leaving stdout to the text alone. Catches: the script name taken as an
+    option, a failure code after --help, the checkpoint line missing."""
+    monkeypatch.setattr(sys, "argv", ["sample.py", f"--out_dir={char_run}", f"--start={PROMPT}",
+                                      "--max_new_tokens=5", "--temperature=0", "--device=cpu"])
+    assert S.main() == 0
+    out, err = capsys.readouterr()
+    assert out == draw(char_run, max_new_tokens=5, temperature=0)[0] + "\n"
+    model, _, ckpt, path = S.load(char_run)
+    assert err == (f"{path}: step {ckpt['step']}, {model.num_params() / 1e6:.2f}M parameters, "
+                   f"cpu\n")
+    assert S.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--temperature" in out and "--top_k" in out
