@@ -153,7 +153,8 @@ def test_bad_keys_fail_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name", ["lm", "cls", "wt2avg", "pretrained"])
+@pytest.mark.parametrize("name", sorted(p.stem.removeprefix("study_")
+                                        for p in (ablate.ROOT / "config").glob("study_*.py")))
 def test_shipped_studies_resolve_at_every_size(name):
     study = ablate.load_study(name)
     assert study["baseline"] in study["variants"] and study["description"]
@@ -167,6 +168,18 @@ def test_shipped_studies_resolve_at_every_size(name):
                   for v, (_, kw) in resolved.items()}
         assert resolved["heads=1"][1]["n_head"] == 1 < resolved["baseline"][1]["n_head"]
         assert params["heads=1"] == params["baseline"]
+
+
+def test_the_wt2_study_is_the_three_questions_against_one_shared_baseline():
+    """Bug caught: the combined study dropping a question's variant, keeping a question's own
+    baseline (a second copy of the shipped run), or running on another base than the three."""
+    wt2 = ablate.load_study("wt2")
+    expected = {"baseline": {}}
+    for name, shipped in (("wt2ctx", "ctx=256"), ("wt2drop", "baseline"), ("wt2alibi", "rope")):
+        study = ablate.load_study(name)
+        assert study["variants"][shipped] == {} and study["base"] == wt2["base"]
+        expected.update({v: kw for v, kw in study["variants"].items() if v != shipped})
+    assert wt2["variants"] == expected and len(expected) == 8
 
 
 def test_welch_statistics_and_edge_cases():
