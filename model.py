@@ -190,6 +190,40 @@ def alibi_slopes(n_head):
 # ----------------------------------------------------------------------------------------------
 # the language-model loss, fused with its head
 
+def logit_grads(logits, targets, eps, vocab, grad_dtype):
+    """LinearCrossEntropy's work between its matrix products, from the logits (N, V) against
+    targets (N,) (-1: ignored), the first vocab ids real: (loss, grad, n), the mean loss over the n
+    scored tokens, and n times d loss / d logits (N, V) in grad_dtype. In float32 (float64 for
+    float64 logits). Plain PyTorch, about ten passes over the (N, V) logits when run eagerly;
+    compiled (LogitGrads, compile_scope='block'), Inductor fuses them into a few kernels."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    cols = torch.arange(logits.size(1), device=logits.device)
+    if vocab < logits.size(1):
+        logits = logits.masked_fill(cols >= vocab, float("-inf"))  # padding ids
+    # log-sum-exp
+    lse = logits.logsumexp(-1)  # (N,)
+    # loss
+    valid = targets >= 0
+    n = valid.sum().clamp(min=1)
+    target = targets.clamp(min=0)[:, None]  # (N, 1)
+    loss = lse - logits.gather(1, target).squeeze(1)  # -log p(target)
+    if eps:  # eps * mean over the real ids of -log p
+        loss = (1 - eps) * loss + eps * (lse - logits[:, :vocab].mean(-1))
+    loss = torch.where(valid, loss, 0.0).sum() / n
+    # gradient, n times d loss / d logits
+    onehot = cols == target  # (N, V)
+    grad = (logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / vocab * (cols < vocab)
+    return loss, (grad * valid[:, None]).to(grad_dtype), n
+
+
+class LogitGrads(nn.Module):
+    """logit_grads as a module, so that torch.compile can take it in place, as it takes each
+    block (parallel.compile_model, compile_scope='block'); it has no parameters or state."""
+
+    def forward(self, logits, targets, eps, vocab, grad_dtype):
+        return logit_grads(logits, targets, eps, vocab, grad_dtype)
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the logits h @ weight^T against targets (-1: ignored), with label
     smoothing eps, for training. h (N, C), weight (V, C), targets (N,). vocab: the first vocab of
@@ -202,38 +236,23 @@ class LinearCrossEntropy(torch.autograd.Function):
         d loss / d logits = (softmax(logits) - (1 - eps) onehot(target) - eps / vocab)
                             * [target >= 0] / n,
     which the two backward matrix products then consume. The backward pass only scales the two
-    saved gradients by the incoming one. Matrix products follow autocast, like nn.Linear's.
+    saved gradients by the incoming one. Matrix products follow autocast, like nn.Linear's. The
+    work between the products is grads_fn (default logit_grads; the model passes its LogitGrads,
+    compiled where the blocks are).
 
     fp8=True runs the three matrix products in FP8 instead (fp8_logits, fp8_grads); the rest is
     the same."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, eps, fp8=False, vocab=None):
-        # logits, in the compute dtype (autocast's, else h's), then in fp32 (fp64 for fp64 inputs)
+    def forward(ctx, h, weight, targets, eps, fp8=False, vocab=None, grads_fn=None):
+        # logits, in the compute dtype (autocast's, else h's)
         if fp8:
             logits, operands = fp8_logits(h, weight)  # (N, V) in bf16
         else:
             logits = h @ weight.t()  # (N, V)
         dtype = logits.dtype
-        logits = logits.to(torch.promote_types(dtype, torch.float32))
-        vocab = vocab or logits.size(1)
-        cols = torch.arange(logits.size(1), device=logits.device)
-        if vocab < logits.size(1):
-            logits[:, vocab:] = float("-inf")  # padding ids
-        # log-sum-exp
-        lse = logits.logsumexp(-1)  # (N,)
-        # loss
-        valid = targets >= 0
-        n = valid.sum().clamp(min=1)
-        target = targets.clamp(min=0)[:, None]  # (N, 1)
-        loss = lse - logits.gather(1, target).squeeze(1)  # -log p(target)
-        if eps:  # eps * mean over the real ids of -log p
-            loss = (1 - eps) * loss + eps * (lse - logits[:, :vocab].mean(-1))
-        loss = torch.where(valid, loss, 0.0).sum() / n
-        # gradient, n times d loss / d logits (N, V), then through the head's two matrix products
-        onehot = cols == target  # (N, V)
-        grad = (logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / vocab * (cols < vocab)
-        grad = grad * valid[:, None]
+        loss, grad, n = (grads_fn or logit_grads)(logits, targets, eps, vocab or logits.size(1),
+                                                  torch.float32 if fp8 else dtype)
         if fp8:
             grad_h, grad_w = fp8_grads(grad, n, operands, h.dtype, weight.dtype)
         else:
@@ -244,8 +263,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             # n * max|h| * s <= 2^15.
             h_max = h.abs().amax().float().clamp(min=1e-12)
             s = (2.0 ** 15 / (n * h_max)).log2().floor().exp2().clamp(max=1)
-            acc = grad.dtype  # fp32 (fp64 for fp64 inputs)
-            grad = grad.to(dtype)  # the compute dtype
+            acc = torch.promote_types(dtype, torch.float32)  # fp32 (fp64 for fp64 inputs)
             grad_h = (grad @ weight).to(acc) / n  # (N, C)
             grad_w = (grad.t() @ (h * s.to(h.dtype))).to(acc) / (n * s)  # (V, C)
         ctx.save_for_backward(grad_h, grad_w)
@@ -257,7 +275,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_weight = ctx.saved_tensors  # fp32 unless fp8: scaled by g before any cast
         grad_h = (g * grad_h).to(ctx.dtypes[0])
         grad_weight = (g * grad_weight).to(ctx.dtypes[1])
-        return grad_h, grad_weight, None, None, None, None
+        return grad_h, grad_weight, None, None, None, None, None
 
 
 # the FP8 head, an opt-in (fp8_head=True)
@@ -573,6 +591,7 @@ class Transformer(nn.Module):
             self.cls_head = nn.Linear(cfg.n_embd, cfg.n_classes)
         else:
             self.lm_head = Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+            self.logit_grads = LogitGrads()  # the training loss's elementwise work (no state)
             if cfg.tie_weights:
                 self.lm_head.weight = self.transformer.wte.weight
         # fixed tables are buffers, not parameters, and are not saved (they are recomputed)
@@ -768,7 +787,7 @@ class Transformer(nn.Module):
                 keep[0] = True  # never an empty selection (an unscored target adds nothing)
                 h, targets = h[keep], targets[keep]
             loss = LinearCrossEntropy.apply(h, self.lm_head.weight, targets, cfg.label_smoothing,
-                                            cfg.fp8_head, cfg.real_vocab_size)
+                                            cfg.fp8_head, cfg.real_vocab_size, self.logit_grads)
             return None, loss
         else:
             logits = self.lm_head(h)

@@ -44,7 +44,10 @@ def sharded(model):
 def compile_model(raw, cfg, device, world=1, say=print):
     """The model that training calls: raw itself (CPU, MPS, compile=False, or compile_scope='block',
     which compiles each block in place: one compilation, as every block runs the same code on the
-    same shapes), or raw wrapped by torch.compile."""
+    same shapes), or raw wrapped by torch.compile. 'block' compiles the language-model loss's
+    elementwise work in place too (model.LogitGrads: eagerly, about ten float32 passes over the
+    tokens x vocabulary logits); not a masked LM's, whose number of scored tokens changes at every
+    step when its head runs eagerly."""
     if not (cfg.compile and device.type == "cuda"):
         return raw
     mode = cfg.compile_mode
@@ -55,6 +58,8 @@ def compile_model(raw, cfg, device, world=1, say=print):
     if cfg.compile_scope == "block":
         for block in raw.transformer.h:
             block.compile(mode=mode)
+        if hasattr(raw, "logit_grads") and not raw.config.mlm:  # a few large kernels: no graphs
+            raw.logit_grads.compile(mode="default")
         return raw
     return torch.compile(raw, mode=mode)
 

@@ -1175,3 +1175,38 @@ def test_a_compiled_one_token_linear_is_products_and_a_sum():
     compiled(layer)(torch.randn(1, 1, 16))  # one row, with gradients
     assert any("linear" in op for op in ops(graphs[-1])) and "sum" not in ops(graphs[-1])
     torch._dynamo.reset()
+
+
+def test_logit_grads_traces_as_one_graph_and_matches_eager():
+    """What compile_scope='block' compiles (LogitGrads), traced whole by torch.compile (dynamo and
+    AOTAutograd, no kernels on a CPU): bf16 logits of a padded vocabulary, label smoothing and
+    ignored targets give the eager loss, gradient and count. Catches: a graph break or an op the
+    tracer rejects in logit_grads, or a traced graph that computes something else."""
+    from model import LogitGrads
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(24, 40, generator=g)).bfloat16()
+    targets = torch.randint(0, 33, (24,), generator=g)
+    targets[::5] = -1
+    eager = LogitGrads()(logits, targets, 0.1, 33, torch.bfloat16)
+    traced = torch.compile(LogitGrads(), backend="aot_eager", fullgraph=True)(
+        logits, targets, 0.1, 33, torch.bfloat16)
+    for a, b in zip(traced, eager):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    loss, grad, n = eager
+    assert n.item() == 19 and grad.dtype == torch.bfloat16
+    assert not grad[::5].any() and not grad[:, 33:].any()  # ignored rows, padding ids
+    ref = torch.nn.functional.cross_entropy(logits.float()[:, :33], targets, ignore_index=-1,
+                                            label_smoothing=0.1)
+    torch.testing.assert_close(loss, ref)
+
+
+def test_the_training_loss_goes_through_the_models_logit_grads():
+    """Training's fused loss calls the model's own LogitGrads, the module compile_scope='block'
+    compiles. Catches: LinearCrossEntropy called without it (the compiled copy never used)."""
+    model = tiny()
+    calls = []
+    model.logit_grads.register_forward_hook(lambda *args: calls.append(1))
+    x = ids(B=2)
+    _, loss = model(x, torch.roll(x, -1, dims=1), return_logits=False)
+    loss.backward()
+    assert calls == [1]

@@ -235,9 +235,10 @@ def test_cuda_graph_is_refused_for_fsdp_and_float16_with_the_reason(fake_graphs,
 
 def test_compile_on_cuda_by_scope_and_reduce_overhead_only_in_one_process(monkeypatch):
     """On CUDA (torch.compile stubbed), compile_scope='model' wraps the model, 'block' compiles
-    every block in place and returns raw; mode='reduce-overhead' (CUDA graphs) is kept in one
-    process and, with a note, becomes 'default' with several, whose DDP/FSDP hooks it would break.
-    Catches: the blocks left uncompiled, the mode changed in one process, or kept with two."""
+    every block in place, and a language model's loss work (LogitGrads, in mode 'default'), and
+    returns raw; mode='reduce-overhead' (CUDA graphs) is kept in one process and, with a note,
+    becomes 'default' with several, whose DDP/FSDP hooks it would break. Catches: the blocks or the
+    loss left uncompiled, the mode changed in one process, or kept with two."""
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, mode: compiled.append((fn, mode)) or fn)
     cuda = torch.device("cuda")
@@ -251,8 +252,8 @@ def test_compile_on_cuda_by_scope_and_reduce_overhead_only_in_one_process(monkey
         if scope == "model":
             assert compiled == [(raw, mode)]
         else:  # Module.compile hands each block's call to torch.compile
-            assert [(fn.__self__, m) for fn, m in compiled] == [(b, mode)
-                                                                 for b in raw.transformer.h]
+            assert [(fn.__self__, m) for fn, m in compiled] == [
+                (b, mode) for b in raw.transformer.h] + [(raw.logit_grads, "default")]
         assert bool(notes) == (world > 1) and all("mode='default'" in n for n in notes)
 
 
@@ -266,3 +267,19 @@ def test_one_process_is_never_sharded_and_never_touches_fsdp(monkeypatch):
     assert parallel.sharded(tiny_model()) is False
     monkeypatch.setattr(torch.distributed, "is_available", lambda: False)
     assert parallel.sharded(tiny_model()) is False
+
+
+def test_block_scope_leaves_a_masked_lm_loss_and_a_classifier_eager(monkeypatch):
+    """A masked LM's head scores a different number of tokens at every eager step (a compiled
+    LogitGrads would recompile for each), and a classifier has no LogitGrads: compile_scope='block'
+    compiles only their blocks. Catches: the masked LM's loss compiled, or a classifier failing on
+    the missing module."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode: compiled.append(fn.__self__) or fn)
+    cfg = train.parse_args(["--device=cpu", "--compile=true", "--compile_scope=block"])[0]
+    for extra in (dict(mlm=True, causal=False), dict(n_classes=3, causal=False)):
+        compiled.clear()
+        raw = Transformer(TransformerConfig(vocab_size=32, block_size=8, n_layer=2, n_head=2,
+                                            n_embd=16, **extra))
+        assert parallel.compile_model(raw, cfg, torch.device("cuda")) is raw
+        assert compiled == list(raw.transformer.h)
