@@ -8,8 +8,9 @@ Pictures of runs, models and studies, written as PNG files (headless: no display
     python plot.py positions --block_size=256 --n_embd=384 --n_head=6     # no checkpoint needed
 
 Other kinds: `confusion --out_dir=RUN` (a classifier's metrics.json), `ablation results/lm`
-(a study's results.json), `scaling results/scaling` (a size study's metric against parameters)
-`attention_bench FILE.json` (bench.py --mode=attention's JSON) and `versus LOG LOG --labels=A,B`
+(a study's results.json), `scaling results/scaling` (a size study's metric against parameters),
+`depth results/postln-L8 results/postln-L16 ...` (one study at several depths, each variant's
+metric against n_layer), `attention_bench FILE.json` (bench.py --mode=attention's JSON) and `versus LOG LOG --labels=A,B`
 (val loss of time-stamped training logs, e.g. nanoGPT's beside ours). Every
 kind takes --out=PATH; by default the PNG goes into the run's directory (the current one for
 positions without a run, and for several curves), named after the kind.
@@ -19,6 +20,7 @@ import io
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -680,6 +682,115 @@ def plot_scaling(results, path):
 
 
 # ----------------------------------------------------------------------------------------------
+# one study at several depths (ablate.py STUDY --set n_layer=L --out DIR_L)
+
+def study_depth(results, home):
+    """The n_layer every run of a study trained with, read from each run's config.json under home
+    (the results directory); one depth per study."""
+    depths = set()
+    for r in results.get("runs") or []:
+        path = Path(home) / r["out_dir"] / "config.json"
+        try:
+            depths.add(json.loads(path.read_text())["model"]["n_layer"])
+        except (OSError, ValueError, KeyError):
+            raise PlotError(f"{path} has no model.n_layer: a depth chart reads each run's "
+                            f"config.json, which ablate.py writes with the run") from None
+    if len(depths) != 1:
+        raise PlotError(f"study in {home} has runs of {len(depths)} depths "
+                        f"({sorted(depths)}): a depth chart needs one depth per results directory")
+    return depths.pop()
+
+
+def depth_series(studies):
+    """{variant: [(n_layer, [metric of each seed])]} in increasing depth, from (results, home)
+    pairs: one study run at several depths, each in its own results directory. Variants keep the
+    first study's order."""
+    if len(studies) < 2:
+        raise PlotError(f"a depth chart needs at least two results directories (the same study "
+                        f"at two depths or more); got {len(studies)}")
+    names = {r.get("study") for r, _ in studies}
+    if len(names) != 1:
+        raise PlotError(f"a depth chart compares one study at several depths; these results are "
+                        f"of studies {sorted(map(str, names))}")
+    series = {}
+    for results, home in sorted(studies, key=lambda s: study_depth(*s)):
+        depth, metric = study_depth(results, home), results["metric"]
+        for r in results["runs"]:
+            if r.get(metric) is None:
+                continue
+            points = series.setdefault(r["variant"], [])
+            if not points or points[-1][0] != depth:
+                points.append((depth, []))
+            points[-1][1].append(r[metric])
+    return series
+
+
+def depth_figure(studies):
+    """Each variant's metric against depth: seeds as small points, mean ± sample std joined by a
+    line. A mean more than OUTLIER times the typical distance from the median of all means (a
+    run that failed to train) is not drawn to scale: a triangle at the top edge gives its value."""
+    series = depth_series(studies)
+    results = studies[0][0]
+    fig = Figure(figsize=(9.5, 5.2), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    means = [float(np.mean(v)) for pts in series.values() for _, v in pts]
+    middle = float(np.median(means))
+    typical = float(np.median([abs(m - middle) for m in means]))
+
+    def off(m):  # drawn as a triangle at the top, not to scale
+        return len(means) >= 3 and typical > 0 and abs(m - middle) > OUTLIER * typical
+
+    kept = [m for m in means if not off(m)]
+    spread = [x for pts in series.values() for _, v in pts if not off(float(np.mean(v)))
+              for x in v]
+    lo, hi = min(kept + spread), max(kept + spread)
+    pad = 0.08 * (hi - lo or 0.01)
+    top = hi + 3 * pad
+    for i, (variant, pts) in enumerate(series.items()):
+        color = f"C{i % 10}"
+        xs = [d + 0.25 * (i - (len(series) - 1) / 2) for d, _ in pts]  # side by side at a depth
+        m = [float(np.mean(v)) for _, v in pts]
+        sd = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for _, v in pts]
+        shown = [np.nan if off(v) else v for v in m]
+        ax.errorbar(xs, shown, yerr=[0 if np.isnan(v) else e for v, e in zip(shown, sd)],
+                    marker="o", color=color, capsize=3, zorder=3, gid=f"mean:{variant}",
+                    label=variant)
+        for x, (_, v), mean in zip(xs, pts, m):
+            if off(mean):
+                ax.scatter([x], [top - pad], marker="^", s=80, color=color, zorder=4,
+                           gid=f"off:{variant}", clip_on=False)
+                ax.annotate(f"{mean:.4f}, off scale", (x, top - pad), xytext=(-9, 0),
+                            textcoords="offset points", ha="right", va="center", fontsize=8,
+                            color=color)
+            else:
+                ax.scatter([x] * len(v), v, s=10, color=color, alpha=0.45, zorder=2,
+                           gid=f"seeds:{variant}")
+    depths = sorted({d for pts in series.values() for d, _ in pts})
+    ax.set_xticks(depths)
+    ax.set_ylim(lo - pad, top)
+    devices = sorted({str(r.get("device", "?")) for r, _ in studies})
+    dates = sorted({str(r.get("date", "?"))[:10] for r, _ in studies})
+    title = textwrap.fill(f"'{results.get('study')}' by depth: {results.get('description', '')}",
+                          85)
+    ax.set(xlabel="layers (n_layer)", ylabel=metric_label(results),
+           title=f"{title}\n{', '.join(devices)}; "
+                 f"{dates[0]}{' to ' + dates[-1] if len(dates) > 1 else ''}")
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    from matplotlib.lines import Line2D
+    handles = ax.get_legend_handles_labels()[0] + [
+        Line2D([], [], marker="o", ls="none", color="0.55", ms=3, label="one seed"),
+        Line2D([], [], marker="|", ls="none", color="0.3", ms=10, label="bar: ± std over seeds")]
+    fig.legend(handles=handles, fontsize=9, loc="outside right upper")
+    return fig
+
+
+def plot_depth(studies, path):
+    """The depth chart (depth_figure), saved as PNG."""
+    return save(depth_figure(studies), path)
+
+
+# ----------------------------------------------------------------------------------------------
 # time-stamped logs of different programs (nanoGPT's and ours), side by side
 
 STAMPED_EVAL = re.compile(r"^\[\s*([\d.]+)\]\s+step\s+(\d+):.*?val loss ([\d.]+)")
@@ -854,6 +965,9 @@ def main(argv=None):
     s = add("scaling", "a study's metric against parameters (log scale), from "
                        "RESULTS_DIR/results.json (config/study_scaling.py)", run=False)
     s.add_argument("results", help="directory holding results.json, or the file itself")
+    s = add("depth", "one study run at several depths (ablate.py STUDY --set n_layer=L, one "
+                     "results directory each): each variant's metric against n_layer", run=False)
+    s.add_argument("results", nargs="+", help="the results directories, one per depth")
     s = add("attention_bench",
             "manual vs sdpa attention: ms and peak memory against sequence length", run=False)
     s.add_argument("bench", help="the JSON of python bench.py --mode=attention --json=FILE")
@@ -873,6 +987,8 @@ def main(argv=None):
         home = Path(a.runs[0]) if len(a.runs) == 1 else Path(".")
     elif a.kind in ("ablation", "scaling"):
         home = Path(a.results).parent if a.results.endswith(".json") else Path(a.results)
+    elif a.kind == "depth":
+        home = Path(a.results[0]).parent
     elif a.kind == "attention_bench":
         home = Path(a.bench).parent
     elif a.kind == "versus":
@@ -894,6 +1010,15 @@ def main(argv=None):
                 raise PlotError(f"{src} not found: run the study first (python ablate.py ...)")
             draw = plot_ablation if a.kind == "ablation" else plot_scaling
             draw(read_json(src, "the study's ablate.py command again"), out)
+        elif a.kind == "depth":
+            studies = []
+            for d in a.results:
+                if not (Path(d) / "results.json").is_file():
+                    raise PlotError(f"{Path(d) / 'results.json'} not found: run the study there "
+                                    f"first (python ablate.py STUDY --set n_layer=L --out {d})")
+                studies.append((read_json(Path(d) / "results.json", "the study's ablate.py "
+                                          "command again"), Path(d)))
+            plot_depth(studies, out)
         elif a.kind == "attention_bench":
             if not Path(a.bench).is_file():
                 raise PlotError(f"{a.bench} not found: write it with "

@@ -578,3 +578,64 @@ def test_positions_panels_hold_the_similarities_and_rope_wavelengths(tmp_path, m
     m = np.arange(T)[:, None]
     assert list(decay_ax.lines[0].get_ydata()) == pytest.approx(np.cos(m * theta).mean(1),
                                                                  abs=1e-5)
+
+
+# ---- depth: one study at several depths -----------------------------------------------------
+
+def depth_study(home, n_layer, values, study="postln"):
+    """A results directory as ablate.py writes it: results.json, and runs/NAME/config.json with
+    the run's n_layer. values: {variant: [metric of each seed]}."""
+    runs = []
+    for variant, seeds in values.items():
+        for s, v in enumerate(seeds):
+            out = f"runs/{variant}-s{s}"
+            (home / out).mkdir(parents=True)
+            (home / out / "config.json").write_text(json.dumps({"model": {"n_layer": n_layer}}))
+            runs.append({"variant": variant, "seed": s, "out_dir": out, "loss": v})
+    results = {"study": study, "description": "norms", "metric": "loss", "runs": runs,
+               "device": "cpu", "date": "2026-12-07"}
+    (home / "results.json").write_text(json.dumps(results))
+    return results, home
+
+
+def test_depth_joins_each_variant_by_depth_and_puts_a_failed_mean_off_scale(tmp_path):
+    """Three depths given out of order; at 12 layers one variant's mean is the unigram plateau.
+    Each variant's means are joined in increasing depth with the sample std as the bar, the
+    failed mean is not drawn to scale but as a triangle at the top with its value, and the y
+    range stays on the others. Bugs caught: depths joined in the order given, the depth read from
+    the wrong place, the failed run squashing the others, the failed value hidden."""
+    studies = [depth_study(tmp_path / "L16", 16, {"post": [1.49, 1.50], "pre": [1.52, 1.53]}),
+               depth_study(tmp_path / "L8", 8, {"post": [1.51, 1.52], "pre": [1.52, 1.54]}),
+               depth_study(tmp_path / "L12", 12, {"post": [3.347, 3.348], "pre": [1.51, 1.52]})]
+    series = plot.depth_series(studies)
+    assert [d for d, _ in series["post"]] == [8, 12, 16]
+    assert series["pre"] == [(8, [1.52, 1.54]), (12, [1.51, 1.52]), (16, [1.52, 1.53])]
+    fig = plot.depth_figure(studies)
+    ax = fig.axes[0]
+    post = next(c for c in ax.containers if c.lines[0].get_gid() == "mean:post")
+    y = post.lines[0].get_ydata()
+    assert y[0] == pytest.approx(1.515) and np.isnan(y[1]) and y[2] == pytest.approx(1.495)
+    bars = post.lines[2][0].get_segments()
+    assert bars[0][1][1] - bars[0][0][1] == pytest.approx(2 * np.std([1.51, 1.52], ddof=1))
+    off = [c for c in ax.collections if c.get_gid() == "off:post"]
+    assert len(off) == 1 and any("3.3475, off scale" in t.get_text() for t in ax.texts)
+    assert ax.get_ylim()[1] < 2.0 and list(ax.get_xticks()) == [8, 12, 16]
+    check_png(plot.plot_depth(studies, tmp_path / "d.png"), (9.5, 5.2))
+
+
+def test_depth_cli_and_errors(tmp_path, capsys):
+    depth_study(tmp_path / "a", 4, {"post": [1.6], "pre": [1.55]})
+    depth_study(tmp_path / "b", 8, {"post": [1.5], "pre": [1.52]})
+    assert plot.main(["depth", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    check_png(tmp_path / "depth.png", (9.5, 5.2))
+    assert plot.main(["depth", str(tmp_path / "a")]) == 1  # one depth is no chart
+    assert "at least two results directories" in capsys.readouterr().err
+    depth_study(tmp_path / "c", 8, {"base": [1.5]}, study="heads")
+    assert plot.main(["depth", str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    assert "one study at several depths" in capsys.readouterr().err
+    assert plot.main(["depth", str(tmp_path / "a"), str(tmp_path / "missing")]) == 1
+    assert "missing/results.json not found" in capsys.readouterr().err
+    (tmp_path / "b" / "runs" / "pre-s0" / "config.json").write_text(
+        json.dumps({"model": {"n_layer": 6}}))
+    assert plot.main(["depth", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert "runs of 2 depths" in capsys.readouterr().err
