@@ -1,0 +1,45 @@
+"""Does post-LN without warmup leave the unigram plateau? The first 30 steps of config/study_postln.py's
+`post+warmup=0` run (AdamW, lr 1e-3 from step 0, 1,500-step schedule) at several depths and seeds,
+in float32 on a CPU. A run that fails sits at the unigram loss (3.35 nats per character, see
+results/postln-L12/unigram.json) from step 10 on; one that trains is below 2.9 by step 30.
+
+    python results/postln-depth-cpu/probe.py --layers 4 8 12 16 24 --seeds 0 1 2 3 4 --json OUT.json
+"""
+import argparse, json, os, platform, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+FLAGS = ("--compile=False --dropout=0.0 --cpu_config= --eval_interval=100000 --log_interval=10 "
+         "--optimizer=adamw --n_head=4 --n_embd=256 --block_size=128 --batch_size=32 "
+         "--max_iters=1500 --warmup_iters=0 --norm=post --device=cpu --save_checkpoints=false").split()
+
+p = argparse.ArgumentParser()
+p.add_argument("--layers", type=int, nargs="+", required=True)
+p.add_argument("--seeds", type=int, nargs="+", required=True)
+p.add_argument("--steps", type=int, default=30)
+p.add_argument("--json", required=True)
+a = p.parse_args()
+
+rows = []
+for L in a.layers:
+    for s in a.seeds:
+        with tempfile.TemporaryDirectory() as d:
+            t = time.time()
+            cmd = [sys.executable, "train.py", "config/shakespeare.py", *FLAGS, f"--n_layer={L}",
+                   f"--seed={s}", f"--stop_after={a.steps + 1}", f"--out_dir={d}/run"]
+            subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            log = [json.loads(x) for x in open(f"{d}/run/log.jsonl")]
+            loss = {r["step"]: round(r["loss"], 4) for r in log if r["kind"] == "train"}
+        last = loss[max(loss)]
+        rows.append(dict(n_layer=L, seed=s, loss=loss, trains=last < 3.0))
+        print(f"n_layer {L:2d} seed {s}: " + " ".join(f"{k}:{v:.3f}" for k, v in loss.items())
+              + f"  {'trains' if last < 3.0 else 'STUCK'}  ({time.time() - t:.0f} s)", flush=True)
+
+out = dict(command="python " + " ".join(sys.argv), flags=FLAGS, rows=rows,
+           torch=torch.__version__, python=platform.python_version(), cpu=platform.processor()
+           or platform.machine(), threads=torch.get_num_threads(),
+           date=time.strftime("%Y-%m-%d"), commit=subprocess.run(
+               ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
