@@ -1,0 +1,64 @@
+"""Does the residual projections' initial scale set the depths where post-LN without warmup stays
+on the unigram plateau? probe.py's run (see its docstring) at --layers L, with every c_proj weight
+multiplied right after initialisation so that its std is 0.02 / sqrt(2 * --as_layers), GPT-2's
+rule for the other depth. Scaling the drawn weights uses no random numbers, so the run sees the
+same draws and batches as probe.py's at L layers; only the scale differs.
+
+    python results/postln-depth-cpu/init_scale.py --layers 12 --as_layers 16 --seeds 0 1 2 3 4 \
+        --json results/postln-depth-cpu/init_12_as_16.json
+"""
+import argparse, json, math, platform, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+RUN = """
+import math, sys, torch
+sys.path.insert(0, {root!r})
+import model, train
+init = model.Transformer.__init__
+def scaled(self, cfg):
+    init(self, cfg)
+    with torch.no_grad():
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                p.mul_(math.sqrt(cfg.n_layer / {as_layers}))  # std 0.02 / sqrt(2 * as_layers)
+model.Transformer.__init__ = scaled
+sys.exit(train.main({argv!r}))
+"""
+
+p = argparse.ArgumentParser()
+p.add_argument("--layers", type=int, required=True)
+p.add_argument("--as_layers", type=int, required=True)
+p.add_argument("--seeds", type=int, nargs="+", required=True)
+p.add_argument("--steps", type=int, default=40)
+p.add_argument("--json", required=True)
+a = p.parse_args()
+FLAGS = ("--compile=False --dropout=0.0 --cpu_config= --eval_interval=100000 --log_interval=10 "
+         "--optimizer=adamw --n_head=4 --n_embd=256 --block_size=128 --batch_size=32 "
+         "--max_iters=1500 --warmup_iters=0 --norm=post --device=cpu --save_checkpoints=false").split()
+commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                        text=True).stdout.strip()
+rows = []
+for s in a.seeds:
+    with tempfile.TemporaryDirectory() as d:
+        t = time.time()
+        argv = ["config/shakespeare.py", *FLAGS, f"--n_layer={a.layers}", f"--seed={s}",
+                f"--stop_after={a.steps + 1}", f"--out_dir={d}/run"]
+        code = RUN.format(root=str(ROOT), as_layers=a.as_layers, argv=argv)
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        log = [json.loads(x) for x in open(f"{d}/run/log.jsonl")]
+        loss = {r["step"]: round(r["loss"], 4) for r in log if r["kind"] == "train"}
+    last = loss[max(loss)]
+    rows.append(dict(n_layer=a.layers, init_as=a.as_layers, seed=s, loss=loss, trains=last < 3.0))
+    print(f"n_layer {a.layers} init as {a.as_layers} seed {s}: "
+          + " ".join(f"{k}:{v:.3f}" for k, v in loss.items())
+          + f"  {'trains' if last < 3.0 else 'STUCK'}  ({time.time() - t:.0f} s)", flush=True)
+
+Path(a.json).write_text(json.dumps(dict(
+    command="python " + " ".join(sys.argv), flags=FLAGS, rows=rows, torch=torch.__version__,
+    python=platform.python_version(), threads=torch.get_num_threads(),
+    date=time.strftime("%Y-%m-%d"), commit=commit), indent=1) + "\n")
