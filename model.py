@@ -196,10 +196,10 @@ def logit_grads(logits, targets, eps, vocab, grad_dtype):
     scored tokens, and n times d loss / d logits (N, V) in grad_dtype. In float32 (float64 for
     float64 logits). Plain PyTorch, about ten passes over the (N, V) logits when run eagerly;
     compiled (LogitGrads, compile_scope='block'), Inductor fuses them into a few kernels."""
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    cols = torch.arange(logits.size(1), device=logits.device)
-    if vocab < logits.size(1):
-        logits = logits.masked_fill(cols >= vocab, float("-inf"))  # padding ids
+    wide, padded = torch.promote_types(logits.dtype, torch.float32), vocab < logits.size(1)
+    logits = logits.to(wide, copy=padded and logits.dtype == wide)  # ours to change
+    if padded:
+        logits[:, vocab:] = float("-inf")  # padding ids
     # log-sum-exp
     lse = logits.logsumexp(-1)  # (N,)
     # loss
@@ -210,10 +210,13 @@ def logit_grads(logits, targets, eps, vocab, grad_dtype):
     if eps:  # eps * mean over the real ids of -log p
         loss = (1 - eps) * loss + eps * (lse - logits[:, :vocab].mean(-1))
     loss = torch.where(valid, loss, 0.0).sum() / n
-    # gradient, n times d loss / d logits
-    onehot = cols == target  # (N, V)
-    grad = (logits - lse[:, None]).exp() - (1 - eps) * onehot - eps / vocab * (cols < vocab)
-    return loss, (grad * valid[:, None]).to(grad_dtype), n
+    # gradient, n times d loss / d logits: softmax - (1 - eps) onehot - eps / vocab, in place in
+    # one (N, V) tensor (eagerly, each step would otherwise hold another)
+    grad = (logits - lse[:, None]).exp_()
+    grad.scatter_add_(1, target, torch.full_like(target, eps - 1, dtype=grad.dtype))
+    if eps:
+        grad.sub_(eps / vocab * (torch.arange(grad.size(1), device=grad.device) < vocab))
+    return loss, grad.mul_(valid[:, None]).to(grad_dtype), n
 
 
 class LogitGrads(nn.Module):

@@ -10,9 +10,9 @@ Pictures of runs, models and studies, written as PNG files (headless: no display
 Other kinds: `confusion --out_dir=RUN` (a classifier's metrics.json), `ablation results/lm`
 (a study's results.json), `scaling results/scaling` (a size study's metric against parameters),
 `depth results/postln-L8 results/postln-L16 ...` (one study at several depths, each variant's
-metric against n_layer), `attention_bench FILE.json` (bench.py --mode=attention's JSON) and `versus LOG LOG --labels=A,B`
-(val loss of time-stamped training logs, e.g. nanoGPT's beside ours). Every
-kind takes --out=PATH; by default the PNG goes into the run's directory (the current one for
+metric against n_layer), `attention_bench FILE.json` (bench.py --mode=attention's JSON) and
+`versus LOG LOG --labels=A,B` (val loss of time-stamped training logs, e.g. nanoGPT's beside ours).
+Every kind takes --out=PATH; by default the PNG goes into the run's directory (the current one for
 positions without a run, and for several curves), named after the kind.
 """
 import argparse
@@ -689,12 +689,15 @@ def study_depth(results, home):
     (the results directory); one depth per study."""
     depths = set()
     for r in results.get("runs") or []:
-        path = Path(home) / r["out_dir"] / "config.json"
+        path = Path(home) / str(r.get("out_dir")) / "config.json"
         try:
             depths.add(json.loads(path.read_text())["model"]["n_layer"])
-        except (OSError, ValueError, KeyError):
-            raise PlotError(f"{path} has no model.n_layer: a depth chart reads each run's "
-                            f"config.json, which ablate.py writes with the run") from None
+        except OSError:
+            raise PlotError(f"{path} not found: a depth chart reads each run's config.json, "
+                            f"which ablate.py writes with the run") from None
+        except (ValueError, KeyError, TypeError):
+            raise PlotError(f"{path} has no model.n_layer: a depth chart reads the depth of "
+                            f"each run from there") from None
     if len(depths) != 1:
         raise PlotError(f"study in {home} has runs of {len(depths)} depths "
                         f"({sorted(depths)}): a depth chart needs one depth per results directory")
@@ -703,8 +706,8 @@ def study_depth(results, home):
 
 def depth_series(studies):
     """{variant: [(n_layer, [metric of each seed])]} in increasing depth, from (results, home)
-    pairs: one study run at several depths, each in its own results directory. Variants keep the
-    first study's order."""
+    pairs: one study run at several depths, each in its own results directory, one directory a
+    depth. Variants keep the order of the shallowest study."""
     if len(studies) < 2:
         raise PlotError(f"a depth chart needs at least two results directories (the same study "
                         f"at two depths or more); got {len(studies)}")
@@ -712,9 +715,14 @@ def depth_series(studies):
     if len(names) != 1:
         raise PlotError(f"a depth chart compares one study at several depths; these results are "
                         f"of studies {sorted(map(str, names))}")
+    depths = [study_depth(*s) for s in studies]
+    twice = sorted({d for d in depths if depths.count(d) > 1})
+    if twice:
+        raise PlotError(f"more than one results directory at {twice} layers: give one directory "
+                        f"a depth (a study resumed in the same --out keeps all its seeds there)")
     series = {}
-    for results, home in sorted(studies, key=lambda s: study_depth(*s)):
-        depth, metric = study_depth(results, home), results["metric"]
+    for depth, (results, home) in sorted(zip(depths, studies), key=lambda t: t[0]):
+        metric = results["metric"]
         for r in results["runs"]:
             if r.get(metric) is None:
                 continue
@@ -728,7 +736,8 @@ def depth_series(studies):
 def depth_figure(studies):
     """Each variant's metric against depth: seeds as small points, mean ± sample std joined by a
     line. A mean more than OUTLIER times the typical distance from the median of all means (a
-    run that failed to train) is not drawn to scale: a triangle at the top edge gives its value."""
+    run that failed to train) is not drawn to scale: a triangle at the top edge (bottom, for a
+    mean below the others) gives its value."""
     series = depth_series(studies)
     results = studies[0][0]
     fig = Figure(figsize=(9.5, 5.2), dpi=DPI, layout="constrained")
@@ -745,7 +754,7 @@ def depth_figure(studies):
               for x in v]
     lo, hi = min(kept + spread), max(kept + spread)
     pad = 0.08 * (hi - lo or 0.01)
-    top = hi + 3 * pad
+    top, bottom = hi + 3 * pad, lo - 3 * pad
     for i, (variant, pts) in enumerate(series.items()):
         color = f"C{i % 10}"
         xs = [d + 0.25 * (i - (len(series) - 1) / 2) for d, _ in pts]  # side by side at a depth
@@ -757,9 +766,11 @@ def depth_figure(studies):
                     label=variant)
         for x, (_, v), mean in zip(xs, pts, m):
             if off(mean):
-                ax.scatter([x], [top - pad], marker="^", s=80, color=color, zorder=4,
-                           gid=f"off:{variant}", clip_on=False)
-                ax.annotate(f"{mean:.4f}, off scale", (x, top - pad), xytext=(-9, 0),
+                above = mean > middle
+                edge = top - pad if above else bottom + pad
+                ax.scatter([x], [edge], marker="^" if above else "v", s=80, color=color,
+                           zorder=4, gid=f"off:{variant}", clip_on=False)
+                ax.annotate(f"{mean:.4f}, off scale", (x, edge), xytext=(-9, 0),
                             textcoords="offset points", ha="right", va="center", fontsize=8,
                             color=color)
             else:
@@ -767,7 +778,8 @@ def depth_figure(studies):
                            gid=f"seeds:{variant}")
     depths = sorted({d for pts in series.values() for d, _ in pts})
     ax.set_xticks(depths)
-    ax.set_ylim(lo - pad, top)
+    low_off = any(off(m) and m < middle for m in means)
+    ax.set_ylim(bottom if low_off else lo - pad, top)
     devices = sorted({str(r.get("device", "?")) for r, _ in studies})
     dates = sorted({str(r.get("date", "?"))[:10] for r, _ in studies})
     title = textwrap.fill(f"'{results.get('study')}' by depth: {results.get('description', '')}",

@@ -105,6 +105,9 @@ def test_graphed_training_step_equals_eager(grad_accum, dropout):
 
 
 def test_block_compiled_graphed_training_equals_eager():
+    """compile_scope='block' with the whole step recorded (the WikiText-2 recipe's set-up): each
+    block and the loss work (model.LogitGrads) compiled by compile_model, then recorded by
+    GraphedStep, train as the eager model does in float32."""
     import parallel
     import train
     cfg, kw = train.parse_args(["--n_layer=3", "--n_head=4", "--n_embd=64", "--block_size=32", "--batch_size=8",

@@ -1181,7 +1181,8 @@ def test_logit_grads_traces_as_one_graph_and_matches_eager():
     """What compile_scope='block' compiles (LogitGrads), traced whole by torch.compile (dynamo and
     AOTAutograd, no kernels on a CPU): bf16 logits of a padded vocabulary, label smoothing and
     ignored targets give the eager loss, gradient and count. Catches: a graph break or an op the
-    tracer rejects in logit_grads, or a traced graph that computes something else."""
+    tracer rejects in logit_grads, a traced graph that computes something else, or a wrong
+    gradient (against autograd through F.cross_entropy over the real ids, in float64)."""
     from model import LogitGrads
     g = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(24, 40, generator=g)).bfloat16()
@@ -1195,9 +1196,12 @@ def test_logit_grads_traces_as_one_graph_and_matches_eager():
     loss, grad, n = eager
     assert n.item() == 19 and grad.dtype == torch.bfloat16
     assert not grad[::5].any() and not grad[:, 33:].any()  # ignored rows, padding ids
-    ref = torch.nn.functional.cross_entropy(logits.float()[:, :33], targets, ignore_index=-1,
-                                            label_smoothing=0.1)
-    torch.testing.assert_close(loss, ref)
+    real = logits.double()[:, :33].requires_grad_()
+    ref = torch.nn.functional.cross_entropy(real, targets, ignore_index=-1, label_smoothing=0.1)
+    ref.backward()
+    torch.testing.assert_close(loss.double(), ref.detach())
+    # n times the gradient, to bf16 rounding (values within [-1, 1]: 2^-8)
+    torch.testing.assert_close(grad[:, :33].double(), 19 * real.grad, atol=2 ** -8, rtol=0)
 
 
 def test_the_training_loss_goes_through_the_models_logit_grads():

@@ -639,3 +639,24 @@ def test_depth_cli_and_errors(tmp_path, capsys):
         json.dumps({"model": {"n_layer": 6}}))
     assert plot.main(["depth", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     assert "runs of 2 depths" in capsys.readouterr().err
+
+
+def test_depth_refuses_a_depth_twice_and_puts_a_low_failure_at_the_bottom(tmp_path, capsys):
+    """Two directories at one depth would pool (and maybe double) their seeds: refused by name. An
+    accuracy study whose failed variant scores low gets its triangle at the bottom edge, below
+    the others. A run without config.json is named. Bugs caught: silent pooling, a low failure
+    drawn at the top, a bare KeyError or OSError."""
+    a = depth_study(tmp_path / "a", 8, {"x": [0.9], "y": [0.91]})
+    b = depth_study(tmp_path / "b", 8, {"x": [0.92], "y": [0.9]})
+    with pytest.raises(plot.PlotError, match=r"more than one results directory at \[8\] layers"):
+        plot.depth_series([a, b])
+    c = depth_study(tmp_path / "c", 12, {"x": [0.89, 0.9], "y": [0.2, 0.21]})
+    d = depth_study(tmp_path / "d", 16, {"x": [0.9, 0.91], "y": [0.9, 0.89]})
+    fig = plot.depth_figure([a, c, d])
+    ax = fig.axes[0]
+    (low,) = [col for col in ax.collections if col.get_gid() == "off:y"]
+    assert low.get_offsets()[0][1] < 0.89 and ax.get_ylim()[0] <= low.get_offsets()[0][1]
+    assert ax.get_ylim()[0] > 0.3  # the failure does not stretch the axis down to 0.2
+    (tmp_path / "d" / "runs" / "x-s0" / "config.json").unlink()
+    assert plot.main(["depth", str(tmp_path / "a"), str(tmp_path / "d")]) == 1
+    assert "x-s0/config.json not found" in capsys.readouterr().err
