@@ -22,6 +22,8 @@ p.add_argument("--layers", type=int, nargs="+", required=True)
 p.add_argument("--seeds", type=int, nargs="+", required=True)
 p.add_argument("--steps", type=int, default=30)
 p.add_argument("--json", required=True)
+p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+               help="a train.py key after the fixed flags, e.g. --set warmup_iters=10")
 a = p.parse_args()
 
 rows = []
@@ -30,12 +32,13 @@ for L in a.layers:
         with tempfile.TemporaryDirectory() as d:
             t = time.time()
             cmd = [sys.executable, "train.py", "config/shakespeare.py", *FLAGS, f"--n_layer={L}",
-                   f"--seed={s}", f"--stop_after={a.steps + 1}", f"--out_dir={d}/run"]
+                   *(f"--{kv}" for kv in a.set), f"--seed={s}", f"--stop_after={a.steps + 1}",
+                   f"--out_dir={d}/run"]
             subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
             log = [json.loads(x) for x in open(f"{d}/run/log.jsonl")]
             loss = {r["step"]: round(r["loss"], 4) for r in log if r["kind"] == "train"}
         last = loss[max(loss)]
-        rows.append(dict(n_layer=L, seed=s, loss=loss, trains=last < 3.0))
+        rows.append(dict(n_layer=L, seed=s, set=a.set, loss=loss, trains=last < 3.0))
         print(f"n_layer {L:2d} seed {s}: " + " ".join(f"{k}:{v:.3f}" for k, v in loss.items())
               + f"  {'trains' if last < 3.0 else 'STUCK'}  ({time.time() - t:.0f} s)", flush=True)
 
