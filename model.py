@@ -197,7 +197,7 @@ def logit_grads(logits, targets, eps, vocab, grad_dtype):
     float64 logits). Plain PyTorch, about ten passes over the (N, V) logits when run eagerly;
     compiled (LogitGrads, compile_scope='block'), Inductor fuses them into a few kernels."""
     wide, padded = torch.promote_types(logits.dtype, torch.float32), vocab < logits.size(1)
-    logits = logits.to(wide, copy=padded and logits.dtype == wide)  # ours to change
+    logits = logits.to(wide) if logits.dtype != wide else logits.clone() if padded else logits
     if padded:
         logits[:, vocab:] = float("-inf")  # padding ids
     # log-sum-exp

@@ -1214,3 +1214,24 @@ def test_the_training_loss_goes_through_the_models_logit_grads():
     _, loss = model(x, torch.roll(x, -1, dims=1), return_logits=False)
     loss.backward()
     assert calls == [1]
+
+
+def test_logit_grads_never_changes_its_input_and_traces_for_any_vocabulary():
+    """float32 logits of a padded vocabulary must be copied before the padding ids are set to
+    -inf (the caller's tensor is left alone), and one compiled LogitGrads called with three
+    vocabulary sizes (the third makes torch.compile trace the size as a symbol) still traces as
+    one graph. Catches: the padding written into the caller's logits, or a copy decided by a
+    symbolic bool that tracing rejects (Tensor.to(copy=SymBool))."""
+    from model import LogitGrads
+    g = torch.Generator().manual_seed(1)
+    logits = 3 * torch.randn(24, 40, generator=g)
+    targets = torch.randint(0, 30, (24,), generator=g)
+    kept = logits.clone()
+    compiled = torch.compile(LogitGrads(), backend="aot_eager", fullgraph=True)
+    for vocab in (33, 40, 36):
+        loss, grad, n = compiled(logits, targets, 0.0, vocab, torch.float32)
+        eager = LogitGrads()(logits, targets, 0.0, vocab, torch.float32)
+        assert torch.equal(logits, kept)
+        torch.testing.assert_close(loss, eager[0], atol=0, rtol=0)
+        torch.testing.assert_close(grad, eager[1], atol=0, rtol=0)
+        assert not grad[:, vocab:].any()
