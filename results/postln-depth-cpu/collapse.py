@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from probe_setup import FLAGS, ROOT, commit, losses
 RUN = """
 import json, sys, torch
 sys.path.insert(0, {root!r})
@@ -50,11 +50,7 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--steps", type=int, default=40)
 p.add_argument("--json", required=True)
 a = p.parse_args()
-FLAGS = ("--compile=False --dropout=0.0 --cpu_config= --eval_interval=100000 --log_interval=10 "
-         "--optimizer=adamw --n_head=4 --n_embd=256 --block_size=128 --batch_size=32 "
-         "--max_iters=1500 --warmup_iters=0 --norm=post --device=cpu --save_checkpoints=false").split()
-commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                        text=True).stdout.strip()
+head = commit()
 runs = []
 for L in a.layers:
     with tempfile.TemporaryDirectory() as d:
@@ -64,8 +60,7 @@ for L in a.layers:
         code = RUN.format(root=str(ROOT), argv=argv, dump=f"{d}/sim.json")
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         sim = {int(k): v for k, v in json.loads(Path(f"{d}/sim.json").read_text()).items()}
-        loss = {r["step"]: round(r["loss"], 4) for r in map(json.loads, open(f"{d}/run/log.jsonl"))
-                if r["kind"] == "train"}
+        loss = losses(f"{d}/run")
     runs.append(dict(n_layer=L, seed=a.seed, loss=loss, token_cosine=sim))
     print(f"n_layer {L} seed {a.seed} ({time.time() - t:.0f} s): loss "
           + " ".join(f"{k}:{v:.3f}" for k, v in loss.items()))
@@ -74,4 +69,4 @@ for L in a.layers:
 Path(a.json).write_text(json.dumps(dict(
     command="python " + " ".join(sys.argv), flags=FLAGS, runs=runs, torch=torch.__version__,
     python=platform.python_version(), threads=torch.get_num_threads(),
-    date=time.strftime("%Y-%m-%d"), commit=commit), indent=1) + "\n")
+    date=time.strftime("%Y-%m-%d"), commit=head), indent=1) + "\n")

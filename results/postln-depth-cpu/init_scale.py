@@ -7,13 +7,13 @@ same draws and batches as probe.py's at L layers; only the scale differs.
     python results/postln-depth-cpu/init_scale.py --layers 12 --as_layers 16 --seeds 0 1 2 3 4 \
         --json results/postln-depth-cpu/init_12_as_16.json
 """
-import argparse, json, math, platform, subprocess, sys, tempfile, time
+import argparse, json, platform, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).parent))
+from probe_setup import FLAGS, ROOT, commit, losses
+
 RUN = """
 import math, sys, torch
 sys.path.insert(0, {root!r})
@@ -36,11 +36,7 @@ p.add_argument("--seeds", type=int, nargs="+", required=True)
 p.add_argument("--steps", type=int, default=40)
 p.add_argument("--json", required=True)
 a = p.parse_args()
-FLAGS = ("--compile=False --dropout=0.0 --cpu_config= --eval_interval=100000 --log_interval=10 "
-         "--optimizer=adamw --n_head=4 --n_embd=256 --block_size=128 --batch_size=32 "
-         "--max_iters=1500 --warmup_iters=0 --norm=post --device=cpu --save_checkpoints=false").split()
-commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                        text=True).stdout.strip()
+head = commit()
 rows = []
 for s in a.seeds:
     with tempfile.TemporaryDirectory() as d:
@@ -50,8 +46,7 @@ for s in a.seeds:
         code = RUN.format(root=str(ROOT), as_layers=a.as_layers, argv=argv)
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
-        log = [json.loads(x) for x in open(f"{d}/run/log.jsonl")]
-        loss = {r["step"]: round(r["loss"], 4) for r in log if r["kind"] == "train"}
+        loss = losses(f"{d}/run")
     last = loss[max(loss)]
     rows.append(dict(n_layer=a.layers, init_as=a.as_layers, seed=s, loss=loss, trains=last < 3.0))
     print(f"n_layer {a.layers} init as {a.as_layers} seed {s}: "
@@ -61,4 +56,4 @@ for s in a.seeds:
 Path(a.json).write_text(json.dumps(dict(
     command="python " + " ".join(sys.argv), flags=FLAGS, rows=rows, torch=torch.__version__,
     python=platform.python_version(), threads=torch.get_num_threads(),
-    date=time.strftime("%Y-%m-%d"), commit=commit), indent=1) + "\n")
+    date=time.strftime("%Y-%m-%d"), commit=head), indent=1) + "\n")

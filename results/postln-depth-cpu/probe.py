@@ -7,15 +7,12 @@ logged loss is below 3.0 is counted as training (those of the committed run are 
     python results/postln-depth-cpu/probe.py --layers 6 8 10 12 14 16 20 --seeds 0 1 2 3 4 \
         --steps 40 --json results/postln-depth-cpu/probe.json
 """
-import argparse, json, os, platform, subprocess, sys, tempfile, time
+import argparse, json, platform, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-FLAGS = ("--compile=False --dropout=0.0 --cpu_config= --eval_interval=100000 --log_interval=10 "
-         "--optimizer=adamw --n_head=4 --n_embd=256 --block_size=128 --batch_size=32 "
-         "--max_iters=1500 --warmup_iters=0 --norm=post --device=cpu --save_checkpoints=false").split()
+from probe_setup import FLAGS, ROOT, commit, losses
 
 p = argparse.ArgumentParser()
 p.add_argument("--layers", type=int, nargs="+", required=True)
@@ -35,8 +32,7 @@ for L in a.layers:
                    *(f"--{kv}" for kv in a.set), f"--seed={s}", f"--stop_after={a.steps + 1}",
                    f"--out_dir={d}/run"]
             subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-            log = [json.loads(x) for x in open(f"{d}/run/log.jsonl")]
-            loss = {r["step"]: round(r["loss"], 4) for r in log if r["kind"] == "train"}
+            loss = losses(f"{d}/run")
         last = loss[max(loss)]
         rows.append(dict(n_layer=L, seed=s, set=a.set, loss=loss, trains=last < 3.0))
         print(f"n_layer {L:2d} seed {s}: " + " ".join(f"{k}:{v:.3f}" for k, v in loss.items())
@@ -45,6 +41,5 @@ for L in a.layers:
 out = dict(command="python " + " ".join(sys.argv), flags=FLAGS, rows=rows,
            torch=torch.__version__, python=platform.python_version(), cpu=platform.processor()
            or platform.machine(), threads=torch.get_num_threads(),
-           date=time.strftime("%Y-%m-%d"), commit=subprocess.run(
-               ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+           date=time.strftime("%Y-%m-%d"), commit=commit())
 Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
