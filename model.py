@@ -194,7 +194,7 @@ def logit_grads(logits, targets, eps, vocab, grad_dtype):
     """LinearCrossEntropy's work between its matrix products, from the logits (N, V) against
     targets (N,) (-1: ignored), the first vocab ids real: (loss, grad, n), the mean loss over the n
     scored tokens, and n times d loss / d logits (N, V) in grad_dtype. In float32 (float64 for
-    float64 logits). Plain PyTorch, about ten passes over the (N, V) logits when run eagerly;
+    float64 logits). Plain PyTorch, several passes over the (N, V) logits when run eagerly;
     compiled (LogitGrads, compile_scope='block'), Inductor fuses them into a few kernels."""
     wide, padded = torch.promote_types(logits.dtype, torch.float32), vocab < logits.size(1)
     logits = logits.to(wide) if logits.dtype != wide else logits.clone() if padded else logits
@@ -211,7 +211,7 @@ def logit_grads(logits, targets, eps, vocab, grad_dtype):
         loss = (1 - eps) * loss + eps * (lse - logits[:, :vocab].mean(-1))
     loss = torch.where(valid, loss, 0.0).sum() / n
     # gradient, n times d loss / d logits: softmax - (1 - eps) onehot - eps / vocab, in place in
-    # one (N, V) tensor (eagerly, each step would otherwise hold another)
+    # one (N, V) tensor (run eagerly, each operation would otherwise allocate another)
     grad = (logits - lse[:, None]).exp_()
     grad.scatter_add_(1, target, torch.full_like(target, eps - 1, dtype=grad.dtype))
     if eps:

@@ -45,7 +45,7 @@ def compile_model(raw, cfg, device, world=1, say=print):
     """The model that training calls: raw itself (CPU, MPS, compile=False, or compile_scope='block',
     which compiles each block in place: one compilation, as every block runs the same code on the
     same shapes), or raw wrapped by torch.compile. 'block' compiles the language-model loss's
-    elementwise work in place too (model.LogitGrads: eagerly, about ten float32 passes over the
+    elementwise work in place too (model.LogitGrads: eagerly, several float32 passes over the
     tokens x vocabulary logits); not a masked LM's, whose number of scored tokens changes at every
     step when its head runs eagerly."""
     if not (cfg.compile and device.type == "cuda"):
