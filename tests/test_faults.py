@@ -634,10 +634,12 @@ def test_a_cuda_index_past_the_last_gpu_and_auto_float16_on_a_cpu(monkeypatch):
 
 
 def test_checkpoint_of_another_format_version_is_refused(tmp_path):
-    """Bug caught: the version check dropped, so a foreign or future checkpoint loads."""
-    torch.save({"version": checkpoint.CHECKPOINT_VERSION + 1, "model": {}}, tmp_path / "c.pt")
-    with pytest.raises(checkpoint.CheckpointError, match="is not a version-"):
-        checkpoint.load_checkpoint(tmp_path / "c.pt")
+    """Bugs caught: the version check dropped, so a foreign or future checkpoint loads; a missing
+    version taken as the current one, so any dict saved with torch.save loads as a checkpoint."""
+    for foreign in ({"version": checkpoint.CHECKPOINT_VERSION + 1, "model": {}}, {"model": {}}):
+        torch.save(foreign, tmp_path / "c.pt")
+        with pytest.raises(checkpoint.CheckpointError, match="is not a version-"):
+            checkpoint.load_checkpoint(tmp_path / "c.pt")
 
 
 def test_checkpoint_digest_covers_every_element():
@@ -651,6 +653,18 @@ def test_checkpoint_digest_covers_every_element():
     state = {"step": 100, "best": 1.47, "config": {"train": {"learning_rate": 1e-3}}, "w": t}
     for key, changed in (("step", 101), ("best", 1.48), ("config", {"train": {"learning_rate": 2e-3}})):
         assert checkpoint.state_digest({**state, key: changed}) != checkpoint.state_digest(state), key
+
+
+def test_checkpoint_digest_covers_names_shapes_and_dtypes():
+    """The same bytes under other names, in another shape or as another dtype are another
+    checkpoint. Bugs caught: a digest over the values alone, so two same-shaped weights swapped
+    between their names, a renamed key, or a reshaped or reinterpreted tensor loads silently."""
+    x, y = torch.randn(4, 8), torch.randn(4, 8)
+    digest = checkpoint.state_digest({"a": x, "b": y})
+    for other in ({"b": x, "a": y}, {"a": y, "b": x}, {"a": x, "c": y},
+                  {"a": x.reshape(8, 4), "b": y}, {"a": x.view(torch.int32), "b": y}):
+        assert checkpoint.state_digest(other) != digest
+    assert checkpoint.state_digest({"a": x.clone(), "b": y.clone()}) == digest
 
 
 def test_checkpoint_missing_a_weight_is_not_loaded(tiny_data, tmp_path):

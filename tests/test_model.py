@@ -430,6 +430,21 @@ def test_dropout_acts_in_training_only(attn):
         assert model.training
 
 
+@pytest.mark.parametrize("pe", ["rope", "learned"])
+def test_generate_from_a_model_in_training_mode_decodes_without_dropout(pe):
+    """A sample taken mid-training (the model in train mode) decodes as the model in eval mode
+    does: greedy tokens equal the eval-mode model's, with every dropout site and stochastic depth
+    set high, and the model is handed back in train mode. Bug caught: generate() not switching to
+    eval mode, so a greedy sample is random and differs from the same weights' eval-mode sample."""
+    model = tiny(pos_encoding=pe, dropout=0.5, word_dropout=0.5, out_dropout=0.5, layer_drop=0.5)
+    prompt = ids(B=2, L=5)
+    want = model.eval().generate(prompt, 12, temperature=0)
+    model.train()
+    for _ in range(2):
+        assert torch.equal(model.generate(prompt, 12, temperature=0), want)
+        assert model.training
+
+
 def test_tiny_model_overfits_one_batch():
     model = tiny()
     x = ids(B=4)
@@ -514,6 +529,24 @@ def test_fused_head_under_fp16_autocast_keeps_small_gradients(aligned):
             assert fused_err < 1e-3, fused_err
         else:
             assert plain_err < 1e-3 and fused_err < 1.5 * plain_err, (plain_err, fused_err)
+
+
+def test_fused_head_scales_h_by_a_power_of_two_so_fp16_loses_nothing():
+    """In fp16, the fused head scales h down before grad^T @ h when n * max|h| passes 2^15 (here
+    two tokens with |h| of 17,000 to 30,000: by 1/2) and back up after. A power of two is exact,
+    so the weight gradient equals the unscaled product bit for bit (two terms a sum, so an error
+    in h shows in the fp16 result). Bug caught: a scale that is not a power of two, which rounds
+    every element of h once more."""
+    g = torch.Generator().manual_seed(0)
+    N, C, Vb = 2, 8, 64
+    h = torch.randn(N, C, generator=g).sign() * (17000 + 13000 * torch.rand(N, C, generator=g))
+    h, w = h.half(), (1e-4 * torch.randn(Vb, C, generator=g)).half()
+    targets = torch.tensor([3, 5])
+    assert 2 ** 15 < N * h.abs().amax().item() < 2 ** 16  # so the scale is 1/2
+    ww = w.clone().requires_grad_()
+    LinearCrossEntropy.apply(h, ww, targets, 0.0).backward()
+    _, grad, n = model_module.logit_grads(h @ w.t(), targets, 0.0, Vb, torch.float16)
+    assert torch.equal(ww.grad, ((grad.t() @ h).float() / n).half())
 
 
 def test_label_smoothing_spreads_over_the_real_vocabulary_only():
@@ -1017,6 +1050,25 @@ def test_generate_zero_and_one_new_tokens(pe):
     assert torch.equal(model.generate(x, 0), x)
     one = model.generate(x, 1, temperature=0)
     assert one.shape == (2, 4) and torch.equal(one[:, 3:], model(x)[0][:, -1].argmax(-1, keepdim=True))
+
+
+@pytest.mark.parametrize("pe", ["learned", "sinusoidal"])
+def test_decoding_from_a_prompt_that_fills_the_block_builds_no_decode_step(pe, monkeypatch):
+    """Absolute positions, a prompt of exactly block_size tokens: no step fits the cache, so every
+    new token is a forward over the cropped text, and no decode step is built (on a GPU it would be
+    recorded at position block_size, past the position table). Bug caught: the fit check reduced
+    to `n > 1`."""
+    model = tiny(pos_encoding=pe).eval()
+    built, decoder = [], model._decoder
+    monkeypatch.setattr(model, "_decoder", lambda *a: built.append(1) or decoder(*a))
+    prompt = ids(B=2, L=T)
+    out = model.generate(prompt, 3, temperature=0)
+    assert not built
+    with torch.no_grad():
+        for i in range(3):
+            assert torch.equal(out[:, T + i], model(out[:, i:T + i])[0][:, -1].argmax(-1))
+    model.generate(prompt[:, :-2], 3, temperature=0)  # a prompt that leaves room: one is built
+    assert built
 
 
 def test_generate_never_samples_padding_ids():

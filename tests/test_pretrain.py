@@ -2,6 +2,7 @@
 pretraining corpus (training text only, one shared vocabulary), the mlm task in train.py, and
 init_from=PATH (a classifier started from a pretrained encoder). Each docstring names the bug
 it catches."""
+import dataclasses
 import json
 
 import pytest
@@ -142,6 +143,12 @@ def test_mlm_training_targets_only_masked_tokens(tiny_shared, tmp_path):
     assert again["loss"] == pytest.approx(result["loss"], rel=1e-6)
     n_val = len(data.tokens("val")) - 1
     assert 0.05 * n_val < again["tokens"] < 0.3 * n_val  # the masked ~15% (of 161 here), not every token
+    # a stride (a causal LM's sliding window) is not for masked windows: each token once, as above.
+    # Bug caught: eval_stride applied to a masked LM, scoring overlapping windows and other masks
+    strided = dataclasses.replace(cfg, eval_stride=4)
+    cpu = torch.device("cpu")
+    assert evaluation.evaluate(model, data, "val", strided, cpu, train.nullcontext()) == again
+    assert evaluation.evaluate(model, data, "val", cfg, cpu, train.nullcontext(), stride=4) == again
 
 
 @pytest.mark.parametrize("masked", [0.15, 0.0])
