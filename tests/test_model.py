@@ -534,7 +534,7 @@ def test_fused_head_under_fp16_autocast_keeps_small_gradients(aligned):
 def test_fused_head_scales_h_by_a_power_of_two_so_fp16_loses_nothing():
     """In fp16, the fused head scales h down before grad^T @ h when n * max|h| passes 2^15 (here
     two tokens with |h| of 17,000 to 30,000: by 1/2) and back up after. A power of two is exact,
-    so the weight gradient equals the unscaled product bit for bit (two terms a sum, so an error
+    so the weight gradient equals the unscaled product bit for bit (a sum of two terms, so an error
     in h shows in the fp16 result). Bug caught: a scale that is not a power of two, which rounds
     every element of h once more."""
     g = torch.Generator().manual_seed(0)
