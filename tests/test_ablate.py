@@ -292,6 +292,7 @@ def test_run_state_of_finished_cut_off_and_other_runs(tiny_data, tmp_path):
     # another value of a train key, of a model key, or of a key the run's config.json lacks
     assert state(dataclasses.replace(cfg, learning_rate=cfg.learning_rate / 2)) == "fresh"
     assert state(dataclasses.replace(cfg, max_iters=8)) == "fresh"
+    assert state(dataclasses.replace(cfg, seed=cfg.seed + 1)) == "fresh"  # another seed's run
     assert state(cfg, {**kw, "dropout": 0.1}) == "fresh"
     saved = json.loads((out / "config.json").read_text())
     # ... or the run had a model key that this config leaves at its default

@@ -599,6 +599,25 @@ def test_whole_numbers_and_the_types_of_config_file_values(tmp_path):
     assert cfg.min_lr == 0.0 and type(cfg.min_lr) is float
     conf.write_text("max_iters = True\n")
     assert "max_iters=True" in config_error(str(conf)) and "should be a int, not bool" in config_error(str(conf))
+    conf.write_text("learning_rate = True\n")  # nor a float: True would be 1.0
+    assert "should be a float, not bool" in config_error(str(conf))
+
+
+@pytest.mark.parametrize("text,value", [("true", True), ("1", True), ("yes", True), ("on", True),
+                                        ("TRUE", True), ("false", False), ("0", False),
+                                        ("no", False), ("off", False)])
+def test_boolean_spellings_on_the_command_line(text, value):
+    """--compile=1 and --compile=off mean what they say. Bug caught: one of the spellings of true or
+    false dropped, so --compile=1 fails as 'not a boolean'."""
+    assert train.parse_args([f"--compile={text}"])[0].compile is value
+
+
+def test_an_unknown_data_set_reports_only_the_errors_every_task_shares():
+    """With an unknown data set the task is unknown, so only the errors every task would raise are
+    reported, beside the data set's own. Bug caught: the errors of any one task reported (here
+    causal=False's classifier error, which an MLM data set would not raise)."""
+    message = config_error("--dataset=nope", "--causal=false")
+    assert "dataset='nope'" in message and "causal=False needs" not in message
 
 
 def test_schedule_and_evaluation_bounds():
