@@ -8,12 +8,12 @@ Recorded at the training forward passes of steps 0, 1, 2, 3, 5, 10, 20, 30 and 4
     python results/postln-depth-cpu/collapse.py --layers 12 16 --seed 0 \
         --json results/postln-depth-cpu/collapse.json
 """
-import argparse, json, platform, subprocess, sys, tempfile, time
+import argparse, json, platform, sys, tempfile, time
 from pathlib import Path
 
 import torch
 
-from probe_setup import FLAGS, ROOT, commit, losses
+from probe_setup import FLAGS, ROOT, commit, losses, train, train_argv
 RUN = """
 import json, sys, torch
 sys.path.insert(0, {root!r})
@@ -55,10 +55,8 @@ runs = []
 for L in a.layers:
     with tempfile.TemporaryDirectory() as d:
         t = time.time()
-        argv = ["config/shakespeare.py", *FLAGS, f"--n_layer={L}", f"--seed={a.seed}",
-                f"--stop_after={a.steps + 1}", f"--out_dir={d}/run"]
-        code = RUN.format(root=str(ROOT), argv=argv, dump=f"{d}/sim.json")
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        argv = train_argv(L, a.seed, a.steps, f"{d}/run")
+        train(argv, RUN.format(root=str(ROOT), argv=argv, dump=f"{d}/sim.json"))
         sim = {int(k): v for k, v in json.loads(Path(f"{d}/sim.json").read_text()).items()}
         loss = losses(f"{d}/run")
     runs.append(dict(n_layer=L, seed=a.seed, loss=loss, token_cosine=sim))

@@ -7,12 +7,12 @@ same draws and batches as probe.py's at L layers; only the scale differs.
     python results/postln-depth-cpu/init_scale.py --layers 12 --as_layers 16 --seeds 0 1 2 3 4 \
         --json results/postln-depth-cpu/init_12_as_16.json
 """
-import argparse, json, platform, subprocess, sys, tempfile, time
+import argparse, json, platform, sys, tempfile, time
 from pathlib import Path
 
 import torch
 
-from probe_setup import FLAGS, ROOT, commit, losses
+from probe_setup import FLAGS, ROOT, commit, losses, train, train_argv
 
 RUN = """
 import math, sys, torch
@@ -41,11 +41,8 @@ rows = []
 for s in a.seeds:
     with tempfile.TemporaryDirectory() as d:
         t = time.time()
-        argv = ["config/shakespeare.py", *FLAGS, f"--n_layer={a.layers}", f"--seed={s}",
-                f"--stop_after={a.steps + 1}", f"--out_dir={d}/run"]
-        code = RUN.format(root=str(ROOT), as_layers=a.as_layers, argv=argv)
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
+        argv = train_argv(a.layers, s, a.steps, f"{d}/run")
+        train(argv, RUN.format(root=str(ROOT), as_layers=a.as_layers, argv=argv))
         loss = losses(f"{d}/run")
     last = loss[max(loss)]
     rows.append(dict(n_layer=a.layers, init_as=a.as_layers, seed=s, loss=loss, trains=last < 3.0))

@@ -7,12 +7,12 @@ logged loss is below 3.0 is counted as training (those of the committed run are 
     python results/postln-depth-cpu/probe.py --layers 6 8 10 12 14 16 20 --seeds 0 1 2 3 4 \
         --steps 40 --json results/postln-depth-cpu/probe.json
 """
-import argparse, json, platform, subprocess, sys, tempfile, time
+import argparse, json, platform, sys, tempfile, time
 from pathlib import Path
 
 import torch
 
-from probe_setup import FLAGS, ROOT, commit, losses
+from probe_setup import FLAGS, ROOT, commit, losses, train, train_argv
 
 p = argparse.ArgumentParser()
 p.add_argument("--layers", type=int, nargs="+", required=True)
@@ -28,10 +28,7 @@ for L in a.layers:
     for s in a.seeds:
         with tempfile.TemporaryDirectory() as d:
             t = time.time()
-            cmd = [sys.executable, "train.py", "config/shakespeare.py", *FLAGS, f"--n_layer={L}",
-                   *(f"--{kv}" for kv in a.set), f"--seed={s}", f"--stop_after={a.steps + 1}",
-                   f"--out_dir={d}/run"]
-            subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            train(train_argv(L, s, a.steps, f"{d}/run", [f"--{kv}" for kv in a.set]))
             loss = losses(f"{d}/run")
         last = loss[max(loss)]
         rows.append(dict(n_layer=L, seed=s, set=a.set, loss=loss, trains=last < 3.0))
