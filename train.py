@@ -634,6 +634,8 @@ def setup_run(cfg, model_kw, quiet=False):
             example, model_cfg.block_size, data.pad_id)
         run.graphed = GraphedStep(run.model, examples, 1 / cfg.grad_accum, dtype)
         stages.done("cuda_graph")
+    if ckpt is not None:
+        restore_rng(run, ckpt)  # last: the graph's warm-up passes above draw dropout masks
     run.setup_s = stages.seconds  # logged, with the first step's time, when that step is done
     if cfg.init_from == "resume":  # config.json and the checkpoints keep where the run first began
         run.cfg = replace(cfg, init_from=ckpt["config"]["train"]["init_from"])
@@ -824,8 +826,7 @@ def build_model(cfg, model_cfg, ckpt, encoder, device, rank, say):
 
 
 def restore_training_state(run, ckpt):
-    """Optimizer and scaler state, step, best and metrics, and the RNG
-    (dropout) of a resumed run."""
+    """Optimizer and scaler state, step, best and metrics of a resumed run (its RNG: restore_rng)."""
     if len(ckpt["optimizers"]) != len(run.optimizers):
         raise ConfigError(f"{run.out / 'ckpt_last.pt'} was trained with another optimizer; "
                           f"keep optimizer={ckpt['config']['train']['optimizer']!r} to resume it")
@@ -846,11 +847,17 @@ def restore_training_state(run, ckpt):
         run.say("note: the checkpoint holds no weight average (it was trained with ema_decay=0); "
                 "the average starts from its weights")
     run.start, run.best, run.last_metrics = ckpt["step"], ckpt["best"], ckpt["metrics"]
+    run.say(f"resuming from {run.out / 'ckpt_last.pt'} at step {run.start}")
+
+
+def restore_rng(run, ckpt):
+    """The random generators (dropout) as the checkpoint saved them: the set-up's last act, after
+    anything that draws from them (recording a CUDA graph runs warm-up passes with dropout, which
+    a fresh run's set-up also ran before its state was saved)."""
     if run.world == 1:  # with DDP or FSDP each process seeds itself (seed + rank) instead
         torch.set_rng_state(ckpt["rng"]["torch"])
         if run.device.type == "cuda" and ckpt["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-    run.say(f"resuming from {run.out / 'ckpt_last.pt'} at step {run.start}")
 
 
 def open_out_dir(run, stack):
