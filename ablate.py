@@ -563,13 +563,15 @@ def run_study(name_or_path, seeds=None, jobs=None, quick=False, out=None, varian
             raise StudyError(f"no run of study {study['name']!r} ({size} size, seeds "
                              f"0..{seeds - 1}) has finished in {out}/runs: nothing to summarize "
                              f"(the size must be the one the runs were made at: --size)")
-        say(f"summarizing the {finished} of {len(jobs_list)} runs finished in {out}/runs; "
-            f"training nothing")
+        say(f"study {study['name']!r}, {size} size: summarizing the {finished} of "
+            f"{len(jobs_list)} runs ({len(names)} variants x {seeds} seeds) finished in "
+            f"{out}/runs; training nothing")
         jobs_list, todo = [j for j in jobs_list if j["state"] == "done"], []
-    say(f"study {study['name']!r}: {len(names)} variants x {seeds} seeds = {len(jobs_list)} runs, "
-        f"{size} size; {len(jobs_list) - len(todo)} finished, {len(todo)} to run "
-        f"({sum(j['state'] == 'resume' for j in todo)} resuming from a checkpoint), "
-        f"{jobs} at a time; logs in {out}/runs/NAME/train.log")
+    else:
+        say(f"study {study['name']!r}: {len(names)} variants x {seeds} seeds = {len(jobs_list)} "
+            f"runs, {size} size; {len(jobs_list) - len(todo)} finished, {len(todo)} to run "
+            f"({sum(j['state'] == 'resume' for j in todo)} resuming from a checkpoint), "
+            f"{jobs} at a time; logs in {out}/runs/NAME/train.log")
 
     runner = Runner(jobs)
     failed = train_runs(todo, runner, study, resolved, say)

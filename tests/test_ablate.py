@@ -210,10 +210,12 @@ def test_summary_of_one_baseline_seed_a_zero_metric_and_mixed_speeds():
     assert rows["a"]["tokens_per_s"] == 400.0
 
 
-def test_summarize_only_reports_the_finished_runs_and_trains_nothing(quick, tiny_data, tmp_path):
+def test_summarize_only_reports_the_finished_runs_and_trains_nothing(quick, tiny_data, tmp_path,
+                                                                   capsys):
     """--summarize: the summary of the runs that finished (a study cut off by a time limit), with
     nothing trained. Bugs caught: unfinished runs started anyway; a summary that hides how many of
-    the runs it covers; a wrong size that silently summarizes nothing."""
+    the runs it covers; a wrong size that silently summarizes nothing; a start line that counts
+    only the finished runs as the study's ("2 variants x 3 seeds = 4 runs")."""
     import shutil
     results, out = quick
     copy = tmp_path / "lm"
@@ -227,6 +229,12 @@ def test_summarize_only_reports_the_finished_runs_and_trains_nothing(quick, tiny
                                 for row in summary]  # (a resumed run's speed differs)
     assert stats_of(again["summary"]) == stats_of(results["summary"])
     assert "the 4 runs finished of 6" in again["summarized"]
+    capsys.readouterr()
+    ablate.run_study("lm", seeds=3, quick=True, out=copy, variants=VARIANTS, extra=extra,
+                     summarize_only=True)
+    said = capsys.readouterr().out
+    assert "summarizing the 4 of 6 runs (2 variants x 3 seeds)" in said
+    assert "= 4 runs" not in said and "to run" not in said, said
     assert again["torch"] == ablate.torch.__version__  # the runs' own, from their config.json
     md = (copy / "summary.md").read_text()
     assert "summarized without training" in md and "--summarize" in md and "--size=quick" in md
