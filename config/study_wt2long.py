@@ -2,7 +2,7 @@
 # step 6,000 of 16,000, then 98.7 at the end against 81.8 for the shipped 8,000 steps:
 # results/recipes/wt2-schedule/). Which stronger regulariser lets a longer run go further?
 # Selected on val (best val loss); compare the winner with the shipped 8,000-step recipe after.
-# python ablate.py wt2long --seeds 1 --jobs 6
+# python ablate.py wt2long --seeds 1 --jobs 7
 # (split a run over time limits with --stop_after, or stop it with SIGTERM, and run the same
 # command again: finished runs are skipped and cut-off ones resume)
 import runpy
@@ -22,4 +22,7 @@ variants = {
     "txl": dict(embd_dropout=0.7, out_dropout=0.5, word_dropout=0.3, resid_dropout=0.2,
                 attn_dropout=0.2),                     # config/study_wt2reg.py's Transformer-XL rates
     "layer_drop=0.1": dict(layer_drop=0.1),            # stochastic depth (Huang et al. 2016)
+    # the two that kept val falling to the end (results/recipes/wt2long/), together
+    "wd=1.0+txl": dict(weight_decay=1.0, embd_dropout=0.7, out_dropout=0.5, word_dropout=0.3,
+                       resid_dropout=0.2, attn_dropout=0.2),
 }
