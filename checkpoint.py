@@ -71,8 +71,24 @@ def state_digest(obj, h=None):
     return h.hexdigest()
 
 
+def rng_state():
+    """This process's random generators: dropout draws from them (the data order needs no state,
+    see train.Batches)."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def rng_of_every_process(world):
+    """Every process's rng_state(), in rank order (all processes take part), or None with one."""
+    if world == 1:
+        return None
+    states = [None] * world
+    torch.distributed.all_gather_object(states, rng_state())
+    return states
+
+
 def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg, model_cfg, data,
-                    metrics, average=None):
+                    metrics, average=None, rng_ranks=None):
 
     state = {
         "version": CHECKPOINT_VERSION,
@@ -82,9 +98,8 @@ def save_checkpoint(path, model_state, optimizer_states, scaler, step, best, cfg
         "average": average,  # optimizers.WeightAverage's state, with ema_decay > 0
         "config": {"train": asdict(cfg), "model": asdict(model_cfg)},
         "data": {"name": data.name, "meta": data.meta},
-        # dropout draws from the torch RNG; the data order needs no state (see Batches)
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": rng_state(),  # rank 0's (or the one process's)
+        "rng_ranks": rng_ranks,  # several processes: each one's (rng_of_every_process)
     }
     state["digest"] = state_digest(state)  # checked by load_checkpoint
     try:  # data.write_atomic: a crash or a power cut leaves the old checkpoint or the whole new one

@@ -30,8 +30,8 @@ import torch
 
 import prepare
 from checkpoint import (CheckpointError, gather_state, last_good, load_checkpoint,
-                        load_optimizer_states, lock_out_dir, save_checkpoint, trim_log, write_json,
-                        writable_problem)
+                        load_optimizer_states, lock_out_dir, rng_of_every_process, save_checkpoint,
+                        trim_log, write_json, writable_problem)
 from configurator import (DATA_KEYS, DEFAULTS, MODEL_KEYS, TRAIN_KEYS, ConfigError,  # noqa: F401
                           TrainConfig, eval_window_errors, model_config, parse_args,
                           print_help)  # (the keys are re-exported)
@@ -575,12 +575,13 @@ class Run:
         return self.average.swapped_in() if self.average is not None else nullcontext()
 
     def checkpoint(self, step, which="ckpt_last.pt"):
-        # FSDP: every process takes part
+        # every process takes part (FSDP's gathering, each one's random generators)
         model_state, optimizer_states = gather_state(self.raw, self.optimizers)
+        rng_ranks = rng_of_every_process(self.world)
         if self.master:
             save_checkpoint(self.out / which, model_state, optimizer_states, self.scaler, step,
                             self.best, self.cfg, self.model_cfg, self.data, self.last_metrics,
-                            self.average and self.average.state_dict())
+                            self.average and self.average.state_dict(), rng_ranks)
 
 
 def setup_run(cfg, model_kw, quiet=False):
@@ -853,11 +854,19 @@ def restore_training_state(run, ckpt):
 def restore_rng(run, ckpt):
     """The random generators (dropout) as the checkpoint saved them: the set-up's last act, after
     anything that draws from them (recording a CUDA graph runs warm-up passes with dropout, which
-    a fresh run's set-up also ran before its state was saved)."""
-    if run.world == 1:  # with DDP or FSDP each process seeds itself (seed + rank) instead
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if run.device.type == "cuda" and ckpt["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    a fresh run's set-up also ran before its state was saved). Several processes each take their
+    own, when the checkpoint was saved by as many; otherwise they keep their seed + rank."""
+    state, ranks = ckpt["rng"], ckpt.get("rng_ranks") or [ckpt["rng"]]
+    if run.world > 1:
+        if len(ranks) != run.world:
+            run.say(f"note: {run.ckpt_path} was saved by {len(ranks)} process(es), "
+                    f"not {run.world}: each process draws its dropout masks afresh (seed + rank), "
+                    f"so the run goes on exactly only in its weights and data order")
+            return
+        state = ranks[run.rank]
+    torch.set_rng_state(state["torch"])
+    if run.device.type == "cuda" and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def open_out_dir(run, stack):

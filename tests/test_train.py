@@ -592,6 +592,44 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(tiny_data, tmp_pa
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_ddp_with_dropout_resumes_as_the_uninterrupted_run(tiny_data, tmp_path):
+    """2 processes with dropout, stopped at step 3 and resumed, log the uninterrupted run's losses
+    and end in its weights. Bug caught: every process reseeded (seed + rank) on resume, so the
+    steps after a resume drew the dropout masks of the run's first steps again."""
+    common = ("--max_iters=6", "--eval_interval=6", "--batch_size=4", "--dropout=0.2")
+    ddp(tiny_data, tmp_path / "full", *common)
+    ddp(tiny_data, tmp_path / "split", *common, "--stop_after=3")
+    assert len(torch.load(tmp_path / "split" / "ckpt_last.pt", weights_only=True)["rng_ranks"]) == 2
+    ddp(tiny_data, tmp_path / "split", *common, "--init_from=resume")
+    assert train_losses(tmp_path / "full") == train_losses(tmp_path / "split")
+    a, b = weights(tmp_path / "full" / "ckpt_last.pt"), weights(tmp_path / "split" / "ckpt_last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_each_process_resumes_its_own_random_state_or_says_why_not():
+    """restore_rng: with several processes, rank r takes the r-th saved state; a checkpoint saved
+    by another number of processes leaves each its seed + rank, and says so (bugs caught: rank 0's
+    state given to every process, so all drew the same masks; an index past the saved states)."""
+    def state(seed):
+        torch.manual_seed(seed)
+        return {"torch": torch.get_rng_state(), "cuda": []}
+    saved = [state(10), state(11)]
+    said = []
+    run = SimpleNamespace(world=2, rank=1, device=torch.device("cpu"), say=said.append,
+                          ckpt_path="out/ckpt_last.pt")
+    train.restore_rng(run, {"rng": saved[0], "rng_ranks": saved})
+    assert torch.equal(torch.get_rng_state(), saved[1]["torch"]) and not said
+    torch.manual_seed(12)
+    mine = torch.get_rng_state()
+    train.restore_rng(run, {"rng": saved[0], "rng_ranks": None})  # saved by one process
+    assert torch.equal(torch.get_rng_state(), mine)
+    assert len(said) == 1 and "saved by 1 process(es), not 2" in said[0]
+    train.restore_rng(SimpleNamespace(world=1, rank=0, device=torch.device("cpu")),
+                      {"rng": saved[1], "rng_ranks": saved})  # one process: "rng" (rank 0's)
+    assert torch.equal(torch.get_rng_state(), saved[1]["torch"])
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_ddp_signal_to_one_process_stops_both_at_the_same_step(tiny_data, tmp_path):
     """SIGTERM to rank 1 only. Bug caught: each process deciding on its own signal flag, so that
     rank 0 trains on alone and hangs (or fails) in the next all-reduce."""
