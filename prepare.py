@@ -126,7 +126,10 @@ def _download(url, dest, quiet):
             if r.status_code != 200:
                 raise DataError(f"download failed: {url} answered HTTP {r.status_code} "
                                 f"{r.reason}")
-            total = int(r.headers.get("Content-Length", 0)) or None
+            # Content-Length counts the bytes on the wire: a compressed answer (Content-Encoding)
+            # decodes to another size, so only an unencoded one is checked against it
+            encoded = r.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+            total = None if encoded else int(r.headers.get("Content-Length", 0)) or None
             bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                        disable=quiet or not sys.stderr.isatty())
             with open(tmp, "wb") as f, bar:

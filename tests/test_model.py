@@ -1287,3 +1287,91 @@ def test_logit_grads_never_changes_its_input_and_traces_for_any_vocabulary():
         torch.testing.assert_close(loss, eager[0], atol=0, rtol=0)
         torch.testing.assert_close(grad, eager[1], atol=0, rtol=0)
         assert not grad[:, vocab:].any()
+
+
+# ---- survivors of a hand-written mutation sweep (results/tests/mutation-2026-12-07e.json) -------
+
+def test_sinusoidal_table_of_an_odd_width():
+    """An odd width d has (d + 1) / 2 sine columns and (d - 1) / 2 cosine ones, each the paper's
+    formula, and a model of that width (n_embd=15, 3 heads) runs. Catches: the cosines not cut to
+    d // 2 columns, a shape error for every odd n_embd."""
+    d = 5
+    table = sinusoidal_table(6, d)
+    pos = torch.arange(6.0, dtype=torch.float64)
+    for i in range(d):
+        angle = pos / 10000 ** (2 * (i // 2) / d)
+        expected = torch.sin(angle) if i % 2 == 0 else torch.cos(angle)
+        torch.testing.assert_close(table[:, i], expected.float())
+    logits, _ = tiny(pos_encoding="sinusoidal", n_head=3, n_embd=15)(ids(B=1))
+    assert logits.shape == (1, T, V)
+
+
+def test_sdpa_gets_its_bias_in_the_dtype_of_the_queries(monkeypatch):
+    """The additive bias (ALiBi, padding, a cache), built in float32, reaches SDPA in q's dtype
+    like q, k and v. Catches: the float32 bias passed on as it is under bf16 weights, which SDPA
+    then adds at another precision (on a CPU, outputs up to 0.008 apart for a random bias)."""
+    sdpa, seen = model_module.F.scaled_dot_product_attention, []
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        seen.append((q.dtype, None if attn_mask is None else attn_mask.dtype))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", spy)
+    model = tiny(pos_encoding="alibi", attention="sdpa").to(torch.bfloat16).eval()
+    with torch.no_grad():
+        model(ids(B=1))
+    assert seen == [(torch.bfloat16, torch.bfloat16)] * 2
+
+
+def test_top_k_is_taken_row_by_row():
+    """Each row of a batch keeps its own k most likely tokens. Catches: the k-th largest logit of
+    one row used as every row's threshold (here the last row's keeps all of the first row)."""
+    logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.05, 0.05, 0.1, 0.8]]))
+    g = torch.Generator().manual_seed(0)
+    drawn = [set(), set()]
+    for _ in range(300):
+        for row, token in zip(drawn, sample_next(logits, 1.0, 2, None, g).flatten().tolist()):
+            row.add(token)
+    assert drawn == [{0, 1}, {2, 3}]
+
+
+def test_top_p_of_unsorted_logits_draws_token_ids_not_ranks():
+    """The nucleus is found in sorted order but sampled by token id: logits not already sorted
+    (as a model's never are) keep their most likely ids. Catches: the filtered logits left in
+    sorted order, so the draw returns a rank (here 0 or 1) instead of an id (2 or 3)."""
+    logits = torch.log(torch.tensor([[0.05, 0.15, 0.5, 0.3]]))
+    g = torch.Generator().manual_seed(0)
+    assert {sample_next(logits, 1.0, None, 0.8, g).item() for _ in range(300)} == {2, 3}
+
+
+def test_top_k_and_top_p_together_apply_both():
+    """top_k=3 then top_p=0.5: of the three kept tokens (0.5, 0.3, 0.15 before renormalising) the
+    first alone holds more than half, so only token 0 is drawn. Catches: top_p skipped whenever
+    top_k is given (tokens 0, 1 and 2 drawn)."""
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    assert {sample_next(logits, 1.0, 3, 0.5, g).item() for _ in range(300)} == {0}
+
+
+def test_from_pretrained_overrides_win_over_the_imported_settings(tmp_path):
+    """from_pretrained(path, dropout=0.1) fine-tunes with dropout 0.1: an override replaces what
+    the import would set (dropout 0.0 there). Catches: the imported settings applied over the
+    overrides, which then silently do nothing for every field the import sets."""
+    _, reference = random_gpt2()
+    reference.save_pretrained(tmp_path)
+    model = Transformer.from_pretrained(tmp_path, dropout=0.1, attention="manual")
+    assert (model.config.dropout, model.config.attention) == (0.1, "manual")
+    assert model.transformer.drop.p == 0.1
+
+
+def test_a_loss_without_gradients_is_taken_from_the_logits(monkeypatch):
+    """return_logits=False with gradients off (an evaluation) scores the logits as the plain path
+    does; the fused head would also work out its two gradient products (N x C and V x C), unread.
+    Catches: LinearCrossEntropy taken whether or not gradients are on."""
+    model = tiny().eval()
+    x, y = ids(B=2), ids(B=2, seed=2)
+    with torch.no_grad():
+        _, expected = model(x, y)
+        monkeypatch.setattr(model_module.LinearCrossEntropy, "apply",
+                            lambda *a: pytest.fail("fused head under no_grad"))
+        _, loss = model(x, y, return_logits=False)
+    torch.testing.assert_close(loss, expected)

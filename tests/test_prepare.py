@@ -7,6 +7,7 @@ No test touches the internet: downloads go to an http.server on 127.0.0.1. The i
 bottom prepare every data set from the offline mirror (shared/data) once per session, or skip.
 """
 import functools
+import gzip
 import hashlib
 import http.server
 import json
@@ -74,6 +75,14 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        if self.path.startswith("/gzip/"):  # compressed on the wire: Content-Length is of that
+            body = gzip.compress((Path(self.directory) / self.path[len("/gzip/"):]).read_bytes())
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         super().do_GET()
 
 
@@ -94,6 +103,16 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+def test_a_download_compressed_on_the_wire_is_accepted(server, tmp_path, monkeypatch):
+    """A server that sends the file gzip-encoded (Content-Encoding: gzip) gives a Content-Length
+    of the compressed bytes, while the body read is the decoded file. Bug caught: the two
+    compared, so every such download was refused as "stopped after 1,000 of 400 bytes"."""
+    pin_tiny(monkeypatch, url=f"{server}/gzip/input.txt")
+    P.prepare("shakespeare_char", data_dir=tmp_path, quiet=True)
+    cached = tmp_path / "_downloads" / "tinyshakespeare" / "input.txt"
+    assert cached.read_bytes() == TINY.read_bytes()
 
 
 def test_download_verifies_caches_and_skips(server, tmp_path, monkeypatch):
@@ -611,3 +630,151 @@ def test_uint16_holds_ids_up_to_65535_and_no_further(tmp_path, monkeypatch, larg
     assert d.dtype == dtype and d.meta["dtype"] == np.dtype(dtype).name
     assert d.tokens("train").tolist() == ids
     assert (tmp_path / "big" / "train.bin").stat().st_size == len(ids) * np.dtype(dtype).itemsize
+
+
+# -----------------------------------------------------------------------------
+# survivors of a hand-written mutation sweep (results/tests/mutation-2026-12-07e.json)
+
+class FakeResponse:
+    """What prepare._download reads of a requests response: a status, no headers, the chunks."""
+
+    def __init__(self, status_code, reason, chunks):
+        self.status_code, self.reason, self.headers, self.chunks = status_code, reason, {}, chunks
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def iter_content(self, size):
+        return iter(self.chunks)
+
+
+def test_a_download_without_content_length_is_accepted(tmp_path, monkeypatch):
+    """A server that streams without a Content-Length (chunked transfer encoding, as many CDNs do)
+    gives the whole file; there is no promised size to fall short of. Catches: a missing header
+    read as a promise of 0 bytes, so every such download 'stopped after N of 0 bytes'."""
+    monkeypatch.setattr(P.requests, "get",
+                        lambda url, **kw: FakeResponse(200, "OK", [b"first ", b"second"]))
+    path = P._download("http://example.invalid/f", tmp_path / "f", quiet=True)
+    assert path.read_bytes() == b"first second"
+
+
+def test_a_download_answered_with_another_success_status_names_it(tmp_path, monkeypatch):
+    """Any answer but 200 (a proxy's 203, a 204 with no body) is refused by its status, before
+    the body is taken for the file. Catches: only 4xx/5xx refused, so these end up as a checksum
+    mismatch that blames the file ('a truncated or different file') instead of the server."""
+    pin_tiny(monkeypatch, url="http://example.invalid/input.txt")
+    monkeypatch.setattr(P.requests, "get", lambda url, **kw: FakeResponse(204, "No Content", []))
+    with pytest.raises(D.DataError, match="HTTP 204 No Content"):
+        P.prepare("shakespeare_char", data_dir=tmp_path, quiet=True)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_an_explicit_source_wins_over_the_mirror_variable(tmp_path, monkeypatch):
+    """--source (source=) is read even when TFS_DATA_MIRROR is set, as the module docstring says:
+    the variable is only the default. Catches: the variable taking over an explicit source
+    (which tests/test_faults.py notices only where the variable happens to be set)."""
+    pin_tiny(monkeypatch)
+    monkeypatch.setenv(D.MIRROR_ENV, str(tmp_path / "nowhere"))
+    out = P.prepare("shakespeare_char", source=TINY, data_dir=tmp_path / "data", quiet=True)
+    assert D.load("shakespeare_char", out.parent).meta["sources"] == {
+        "tinyshakespeare/input.txt": TINY_SHA}
+
+
+def test_a_base_url_with_a_trailing_slash_asks_for_each_file_once(server, tmp_path, monkeypatch):
+    """A base URL ending in '/' is joined to the file names with one slash. Catches: 'base//name',
+    which this test server forgives but many real servers and object stores answer with a 404."""
+    for rel, sha in TREC_SHA.items():
+        monkeypatch.setitem(P.SOURCES, rel, (P.SOURCES[rel][0], sha))
+    before = dict(Handler.hits)
+    P.fetch("trec", source=f"{server}/trec/", data_dir=tmp_path, quiet=True)
+    asked = {p: n - before.get(p, 0) for p, n in Handler.hits.items() if n != before.get(p, 0)}
+    assert asked == {"/trec/train_5500.label": 1, "/trec/TREC_10.label": 1}
+
+
+def test_a_source_url_of_a_zip_archive_reads_its_members(server, tmp_path, monkeypatch):
+    """--source http://.../SST-2.zip: each member named by the canonical '#member' is read from that
+    one archive (fetched once). Catches: the URL taken for a base URL ('SST-2.zip/train.tsv')."""
+    members = {"sst2/train.tsv": b"sentence\tlabel\na fine film \t1\n",
+               "sst2/dev.tsv": b"sentence\tlabel\nawful \t0\n"}
+    for rel, data in members.items():
+        monkeypatch.setitem(P.SOURCES, rel, (P.SOURCES[rel][0], hashlib.sha256(data).hexdigest()))
+    hits = Handler.hits.get("/SST-2.zip", 0)
+    assert P.fetch("sst2", source=f"{server}/SST-2.zip", data_dir=tmp_path, quiet=True) == members
+    assert Handler.hits["/SST-2.zip"] == hits + 1
+
+
+def test_a_flat_directory_holding_the_file_names_is_a_source(tmp_path, monkeypatch):
+    """--source DIR where DIR holds train_5500.label and TREC_10.label directly (not under trec/),
+    as fetch()'s docstring allows. Catches: only the mirror layout DIR/trec/NAME looked for."""
+    for rel, sha in TREC_SHA.items():
+        monkeypatch.setitem(P.SOURCES, rel, (P.SOURCES[rel][0], sha))
+        shutil.copy(FIXTURES / rel, tmp_path / Path(rel).name)
+    got = P.fetch("trec", source=tmp_path, data_dir=tmp_path / "data", quiet=True)
+    assert got == {rel: (FIXTURES / rel).read_bytes() for rel in TREC_SHA}
+
+
+def test_character_ids_follow_the_sorted_characters(tiny):
+    """shakespeare_char numbers its characters in sorted order (nanoGPT's ids), the same in every
+    process. Catches: the characters in set order, which changes with Python's string hashing, so
+    two prepares of the same file would give ids a trained checkpoint no longer matches."""
+    meta = json.loads((tiny / "shakespeare_char" / "meta.json").read_text())
+    assert meta["tokenizer"]["chars"] == "".join(sorted(set(TINY.read_text())))
+
+
+def test_a_damaged_output_file_is_rebuilt_without_force(tiny):
+    """A token file changed in place (meta.json intact) is not up to date: prepare() rebuilds it
+    rather than skipping. Catches: the sha256 of the output files not checked by the skip test."""
+    train = tiny / "shakespeare_char" / "train.bin"
+    good = train.read_bytes()
+    train.write_bytes(bytes(len(good)))
+    P.prepare("shakespeare_char", source=TINY, data_dir=tiny, quiet=True)
+    assert train.read_bytes() == good
+
+
+def test_a_data_set_of_another_format_version_is_rebuilt(tiny):
+    """meta.json of another format_version (sha256 made consistent, files intact) is rebuilt, not
+    skipped, so load() never meets a format it refuses. Catches: the version left out of the
+    skip test."""
+    path = tiny / "shakespeare_char" / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["format_version"] = D.FORMAT_VERSION + 1
+    meta["sha256"] = D.meta_digest(meta)
+    path.write_text(json.dumps(meta))
+    P.prepare("shakespeare_char", source=TINY, data_dir=tiny, quiet=True)
+    assert json.loads(path.read_text())["format_version"] == D.FORMAT_VERSION
+
+
+def test_label_counts_have_one_entry_per_class_in_every_split(tmp_path, monkeypatch):
+    """A split without examples of the last classes still lists a (zero) count for each class, in
+    label_names' order. Catches: np.bincount without minlength, a shorter list that no longer
+    lines up with label_names."""
+    pin_tiny(monkeypatch)
+    vocab = P._word_spec(["good", "bad"])
+    build = lambda raw: dict(tokenizer=vocab, pad_id=0, unk_id=1, cls_id=2,  # noqa: E731
+                             label_names=["neg", "pos", "other"], notes="",
+                             splits={"train": ([[2, 3], [2, 4], [2, 4]], [0, 1, 2]),
+                                     "val": ([[2, 3]], [0])})
+    monkeypatch.setitem(P.DATASETS, "tiny_cls", dict(P.DATASETS["trec"], build=build,
+                                                     sources=["tinyshakespeare/input.txt"]))
+    monkeypatch.setitem(D.TASKS, "tiny_cls", "cls")
+    out = P.prepare("tiny_cls", source=TINY, data_dir=tmp_path, quiet=True)
+    splits = json.loads((out / "meta.json").read_text())["splits"]
+    assert splits["train"]["label_counts"] == [1, 1, 1]
+    assert splits["val"]["label_counts"] == [1, 0, 0]
+
+
+def test_a_mirror_roots_tiktoken_cache_is_used(tmp_path, monkeypatch):
+    """--source MIRROR_ROOT with a tiktoken_cache/ folder points tiktoken there (the GPT-2 BPE files
+    of an offline machine) unless TIKTOKEN_CACHE_DIR is already set. Catches: the folder ignored,
+    so shakespeare_bpe tries the network for its BPE files."""
+    pin_tiny(monkeypatch)
+    root = tmp_path / "mirror"
+    (root / "tinyshakespeare").mkdir(parents=True)
+    (root / "tiktoken_cache").mkdir()
+    shutil.copy(TINY, root / "tinyshakespeare" / "input.txt")
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    P.prepare("shakespeare_char", source=root, data_dir=tmp_path / "data", quiet=True)
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(root / "tiktoken_cache")

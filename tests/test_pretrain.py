@@ -258,3 +258,26 @@ def test_a_fine_tuning_study_skips_its_finished_runs_and_reruns_for_another_enco
         ablate.run_study("pretrained", extra={**extra, "init_from": "resume"}, **kw)
     with pytest.raises(ablate.StudyError, match="no such file"):
         ablate.run_study("pretrained", extra={**extra, "init_from": str(tmp_path / "none.pt")}, **kw)
+
+
+def test_corpus_vocabulary_is_most_frequent_first(monkeypatch):
+    """mlm_vocab: after <pad> <unk> <cls> <mask>, the words seen twice or more, most frequent first
+    (ties in alphabetical order), as its docstring says. Catches: the words in alphabetical order
+    only, or a word seen once admitted."""
+    texts = ["zebra apple zebra", "mango zebra apple", "mango once"]
+    monkeypatch.setattr(prepare, "_mlm_texts", lambda raw: texts)
+    assert prepare.mlm_vocab(None)["vocab"] == ["<pad>", "<unk>", "<cls>", "<mask>",
+                                                "zebra", "apple", "mango"]
+
+
+def test_corpus_texts_leave_out_blank_wikitext_lines(monkeypatch):
+    """_mlm_texts takes WikiText-2's non-blank train lines, then the SST-2 and TREC train sides.
+    Catches: blank lines kept, each a text of its own ('<cls>' alone in the token stream, and the
+    every-100th val choice shifted)."""
+    wiki = b" \n = Title = \n \n Some words here . \n\n"
+    raw = {"wikitext-2/wiki.train.tokens": wiki}
+    sst2, trec = [("a fine film", 1)], [("what is it ?", 2)]
+    monkeypatch.setattr(prepare, "_sst2_splits", lambda raw: ((sst2, [], []), "", {}))
+    monkeypatch.setattr(prepare, "_trec_splits", lambda raw: ((trec, [], []), "", {}))
+    assert prepare._mlm_texts(raw) == [" = Title = ", " Some words here . ", "a fine film",
+                                       "what is it ?"]
