@@ -78,12 +78,16 @@ def rng_state():
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
-def rng_of_every_process(world):
-    """Every process's rng_state(), in rank order (all processes take part), or None with one."""
+def rng_of_every_process(world, device):
+    """Every process's generators, in rank order (all processes take part), or None with one:
+    the CPU's and those of its own device, the one GPU it draws on (a resume may give a rank
+    another GPU)."""
     if world == 1:
         return None
     states = [None] * world
-    torch.distributed.all_gather_object(states, rng_state())
+    torch.distributed.all_gather_object(states, {
+        "torch": torch.get_rng_state(),
+        "device": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
     return states
 
 

@@ -328,6 +328,10 @@ def evaluate_and_checkpoint(run, step, progress):
     elapsed = time.time() - run.t_start
     metric, higher_better = ("accuracy", True) if data.task == "cls" else ("loss", False)
     improved = run.best is None or (m[metric] > run.best if higher_better else m[metric] < run.best)
+    if run.world > 1:  # every process takes part in saving ckpt_best.pt: rank 0 decides for all
+        flag = torch.tensor([float(improved)], device=run.device)
+        torch.distributed.broadcast(flag, 0)
+        improved = bool(flag.item())
     if improved:
         run.best = m[metric]
     run.say(f"step {step}: val {headline(m)}{' (best)' if improved else ''} | {elapsed:.1f} s")
@@ -577,7 +581,7 @@ class Run:
     def checkpoint(self, step, which="ckpt_last.pt"):
         # every process takes part (FSDP's gathering, each one's random generators)
         model_state, optimizer_states = gather_state(self.raw, self.optimizers)
-        rng_ranks = rng_of_every_process(self.world)
+        rng_ranks = rng_of_every_process(self.world, self.device)
         if self.master:
             save_checkpoint(self.out / which, model_state, optimizer_states, self.scaler, step,
                             self.best, self.cfg, self.model_cfg, self.data, self.last_metrics,
@@ -827,7 +831,8 @@ def build_model(cfg, model_cfg, ckpt, encoder, device, rank, say):
 
 
 def restore_training_state(run, ckpt):
-    """Optimizer and scaler state, step, best and metrics of a resumed run (its RNG: restore_rng)."""
+    """Optimizer and scaler state, step, best and metrics of a resumed run (the random generators:
+    restore_rng)."""
     if len(ckpt["optimizers"]) != len(run.optimizers):
         raise ConfigError(f"{run.out / 'ckpt_last.pt'} was trained with another optimizer; "
                           f"keep optimizer={ckpt['config']['train']['optimizer']!r} to resume it")
@@ -856,17 +861,24 @@ def restore_rng(run, ckpt):
     anything that draws from them (recording a CUDA graph runs warm-up passes with dropout, which
     a fresh run's set-up also ran before its state was saved). Several processes each take their
     own, when the checkpoint was saved by as many; otherwise they keep their seed + rank."""
-    state, ranks = ckpt["rng"], ckpt.get("rng_ranks") or [ckpt["rng"]]
-    if run.world > 1:
-        if len(ranks) != run.world:
-            run.say(f"note: {run.ckpt_path} was saved by {len(ranks)} process(es), "
-                    f"not {run.world}: each process draws its dropout masks afresh (seed + rank), "
-                    f"so the run goes on exactly only in its weights and data order")
-            return
-        state = ranks[run.rank]
+    if run.world == 1:
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if run.device.type == "cuda":  # the GPUs this machine has, of those saved
+            for i, state in enumerate(ckpt["rng"]["cuda"][:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(state, i)
+        return
+    ranks = ckpt.get("rng_ranks")
+    if not ranks or len(ranks) != run.world:
+        saved = (f"was saved by {len(ranks)} processes" if ranks
+                 else "holds one process's generators")
+        run.say(f"note: {run.ckpt_path} {saved}, and {run.world} resume it: each process draws "
+                f"its dropout masks afresh (seed + rank), so the run goes on exactly only in its "
+                f"weights and data order")
+        return
+    state = ranks[run.rank]
     torch.set_rng_state(state["torch"])
-    if run.device.type == "cuda" and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if run.device.type == "cuda" and state["device"] is not None:
+        torch.cuda.set_rng_state(state["device"], run.device)
 
 
 def open_out_dir(run, stack):

@@ -606,26 +606,49 @@ def test_ddp_with_dropout_resumes_as_the_uninterrupted_run(tiny_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_processes_that_score_differently_still_save_one_best_checkpoint(tiny_data, tmp_path):
+    """Rank 1 made to score worse at each evaluation: ckpt_best.pt is still saved at rank 0's best
+    step, and the run ends. Bug caught: each process deciding on its own whether the evaluation
+    improved, so that one entered the checkpoint's collective (its random generators are gathered
+    from every process) and the other did not: a hang (a classifier's processes each score the
+    whole split, and nothing makes their figures agree)."""
+    prelude = ("_evaluate, _calls = train.evaluate, []\n"
+               "def evaluate(*a, **k):\n"
+               "    m = _evaluate(*a, **k)\n"
+               "    _calls.append(1)\n"
+               "    return {**m, 'loss': m['loss'] + 100 * len(_calls)} if os.environ['RANK'] == '1' else m\n"
+               "train.evaluate = evaluate")
+    out = tmp_path / "r"
+    ddp(tiny_data, out, "--max_iters=6", "--eval_interval=2", "--learning_rate=3e-3", prelude=prelude)
+    evals = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    best = min(evals, key=lambda r: r["loss"])["step"]
+    assert best > 2  # rank 0 improved after the first evaluation, where rank 1 did not
+    assert torch.load(out / "ckpt_best.pt", weights_only=True)["step"] == best
+
+
 def test_each_process_resumes_its_own_random_state_or_says_why_not():
     """restore_rng: with several processes, rank r takes the r-th saved state; a checkpoint saved
     by another number of processes leaves each its seed + rank, and says so (bugs caught: rank 0's
     state given to every process, so all drew the same masks; an index past the saved states)."""
     def state(seed):
         torch.manual_seed(seed)
-        return {"torch": torch.get_rng_state(), "cuda": []}
+        return {"torch": torch.get_rng_state(), "device": None}
     saved = [state(10), state(11)]
     said = []
     run = SimpleNamespace(world=2, rank=1, device=torch.device("cpu"), say=said.append,
                           ckpt_path="out/ckpt_last.pt")
-    train.restore_rng(run, {"rng": saved[0], "rng_ranks": saved})
+    train.restore_rng(run, {"rng": {**saved[0], "cuda": []}, "rng_ranks": saved})
     assert torch.equal(torch.get_rng_state(), saved[1]["torch"]) and not said
     torch.manual_seed(12)
     mine = torch.get_rng_state()
-    train.restore_rng(run, {"rng": saved[0], "rng_ranks": None})  # saved by one process
+    train.restore_rng(run, {"rng": {**saved[0], "cuda": []}})  # saved by one process
     assert torch.equal(torch.get_rng_state(), mine)
-    assert len(said) == 1 and "saved by 1 process(es), not 2" in said[0]
+    assert len(said) == 1 and "holds one process's generators, and 2 resume it" in said[0]
+    train.restore_rng(run, {"rng": {**saved[0], "cuda": []}, "rng_ranks": saved * 2})
+    assert torch.equal(torch.get_rng_state(), mine) and "saved by 4 processes" in said[1]
     train.restore_rng(SimpleNamespace(world=1, rank=0, device=torch.device("cpu")),
-                      {"rng": saved[1], "rng_ranks": saved})  # one process: "rng" (rank 0's)
+                      {"rng": {**saved[1], "cuda": []}, "rng_ranks": saved})  # "rng": rank 0's
     assert torch.equal(torch.get_rng_state(), saved[1]["torch"])
 
 
