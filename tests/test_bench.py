@@ -169,19 +169,24 @@ def test_median_ms_times_only_the_steps_after_the_warmup(monkeypatch):
     assert len(calls) == 5
 
 
-def test_train_mode_reports_the_median_step(tmp_path, monkeypatch):
-    """ms_per_step is the median of the timed steps (one slow step does not move it), tokens/s
-    follows from it, and the warm-up's time is reported apart. Catches: the mean in place of the
-    median."""
+def fake_train_steps(monkeypatch, seconds):
+    """train.train_step replaced by a step that only moves bench's clock by seconds[step]."""
     import train
     clock = Clock()
     monkeypatch.setattr(bench, "time", clock)
-    seconds = {0: 2.0, 1: 0.010, 2: 0.050, 3: 0.020}  # by step: 1 warm-up, 3 timed
 
     def step(model, raw, optimizers, scaler, batches, step, cfg, **kw):
         clock.t += seconds[step]
 
     monkeypatch.setattr(train, "train_step", step)
+    return clock
+
+
+def test_train_mode_reports_the_median_step(tmp_path, monkeypatch):
+    """ms_per_step is the median of the timed steps (one slow step does not move it), tokens/s
+    follows from it, and the warm-up's time is reported apart. Catches: the mean in place of the
+    median."""
+    fake_train_steps(monkeypatch, {0: 2.0, 1: 0.010, 2: 0.050, 3: 0.020})  # 1 warm-up, 3 timed
     out = tmp_path / "b.json"
     assert bench.main(["--mode=train", *TINY, "--batch_size=4", "--grad_accum=2", "--steps=3",
                        "--warmup=1", "--vocab_size=50", f"--json={out}"]) == 0
@@ -223,17 +228,12 @@ def test_the_cacheless_reference_decodes_greedily_past_the_context():
         assert torch.equal(bench.generate_without_cache(model, prompt, 12), want)
 
 
-def test_generate_mode_times_each_setting(tmp_path, monkeypatch):
-    """Each setting decodes greedily at its batch size: one untimed first run, then repeats timed
-    runs, whose median gives tokens/s for the whole batch; a reference run that would take over
-    two minutes in all is timed once. Catches: the batch size not used, a repeat missing, the
-    first run in the median, tokens/s of one sequence, the slow-reference test inverted."""
+def fake_generation(monkeypatch, seconds):
+    """model.generate and the cache-less loop replaced by fakes that move bench's clock by the next
+    of seconds[kind, batch] and record (kind, prompt shape, new tokens, temperature)."""
     import model as model_module
     clock = Clock()
     monkeypatch.setattr(bench, "time", clock)
-    monkeypatch.chdir(tmp_path)  # no checkpoint here: random weights
-    seconds = {("kv_cache", 1): [4.0, 0.2, 0.1, 0.3], ("kv_cache", 3): [4.0, 0.3, 0.3, 0.9],
-               ("no_cache", 1): [50.0], ("no_cache", 3): [2.0, 1.0, 1.0, 1.0]}
     seen = []
 
     def run(kind, idx, n, temperature):
@@ -246,6 +246,18 @@ def test_generate_mode_times_each_setting(tmp_path, monkeypatch):
                                                                        temperature))
     monkeypatch.setattr(bench, "generate_without_cache",
                         lambda model, idx, n: run("no_cache", idx, n, 0))
+    return seen
+
+
+def test_generate_mode_times_each_setting(tmp_path, monkeypatch):
+    """Each setting decodes greedily at its batch size: one untimed first run, then repeats timed
+    runs, whose median gives tokens/s for the whole batch; a reference run that would take over
+    two minutes in all is timed once. Catches: the batch size not used, a repeat missing, the
+    first run in the median, tokens/s of one sequence, the slow-reference test inverted."""
+    monkeypatch.chdir(tmp_path)  # no checkpoint here: random weights
+    seconds = {("kv_cache", 1): [4.0, 0.2, 0.1, 0.3], ("kv_cache", 3): [4.0, 0.3, 0.3, 0.9],
+               ("no_cache", 1): [50.0], ("no_cache", 3): [2.0, 1.0, 1.0, 1.0]}
+    seen = fake_generation(monkeypatch, seconds)
     out = tmp_path / "g.json"
     assert bench.main(["--mode=generate", *TINY, "--vocab_size=50", "--max_new_tokens=10",
                        "--repeats=3", "--batch_n=3", f"--json={out}"]) == 0
@@ -260,9 +272,9 @@ def test_generate_mode_times_each_setting(tmp_path, monkeypatch):
         assert row["first_tokens_per_s"] == pytest.approx(key[1] * 10 / first_s), key
 
 
-def fake_training(clock, returncode=0):
-    """subprocess.run for train.py: writes the log a run would write, reaching loss 3.25 at step 20
-    (20 s after launch), 3.0 at step 30, and takes 40 s."""
+def fake_training(clock, returncode=0, losses=(3.5, 3.25, 3.0)):
+    """subprocess.run for train.py: writes the log a run would write, with evaluations at steps
+    10, 20, 30 (10, 20, 30 s after launch) of the given val losses, and takes 40 s."""
     commands = []
 
     def run(cmd, capture_output, text):
@@ -271,10 +283,9 @@ def fake_training(clock, returncode=0):
         out.mkdir(parents=True)
         records = [{"kind": "startup", "step": 0, "unix_start": 1000.5, "time": 1.0,
                     "stages_s": {"device": 0.25, "data": 0.5}},
-                   {"kind": "train", "step": 5, "loss": 3.6},
-                   {"kind": "eval", "step": 10, "loss": 3.5, "unix_time": 1010.0, "time": 9.0},
-                   {"kind": "eval", "step": 20, "loss": 3.25, "unix_time": 1020.0, "time": 19.0},
-                   {"kind": "eval", "step": 30, "loss": 3.0, "unix_time": 1030.0, "time": 29.0}]
+                   {"kind": "train", "step": 5, "loss": 3.6}]
+        records += [{"kind": "eval", "step": 10 * k, "loss": loss, "unix_time": 1000.0 + 10 * k,
+                     "time": 10.0 * k - 1} for k, loss in enumerate(losses, 1)]
         (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         clock.t += 40
         return subprocess.CompletedProcess(cmd, returncode, stdout="training\n", stderr="oops\n")
@@ -355,3 +366,95 @@ def test_time_to_loss_of_a_run_that_never_evaluates_is_an_error_line(tmp_path, t
     err = capsys.readouterr().err
     assert "error: training" in err and says in err and "Traceback" not in err
     assert not (tmp_path / "t.json").exists()
+
+
+# ---- mutation sweep 2026-12-07f ---------------------------------------------------------------
+
+def test_median_ms_is_the_median_not_the_mean(monkeypatch):
+    """Timed calls of 1, 3 and 11 ms: the median is 3 ms, the mean 5. Catches: the mean (the
+    median test above has a mean equal to its median)."""
+    clock = Clock()
+    monkeypatch.setattr(bench, "time", clock)
+    seconds = iter([0.001, 0.003, 0.011])
+
+    def fn():
+        clock.t += next(seconds)
+
+    assert bench.median_ms(fn, torch.device("cpu"), warmup=0, steps=3) == pytest.approx(3.0)
+
+
+def test_train_mode_min_and_max_are_over_all_timed_steps(tmp_path, monkeypatch):
+    """ms_min and ms_max are the fastest and slowest timed steps wherever they fall, and the median
+    of an even count is the middle pair's mean. Catches: the first timed step as the minimum, the
+    last as the maximum."""
+    fake_train_steps(monkeypatch, {0: 2.0, 1: 0.030, 2: 0.050, 3: 0.010, 4: 0.020})
+    out = tmp_path / "b.json"
+    assert bench.main(["--mode=train", *TINY, "--batch_size=4", "--steps=4", "--warmup=1",
+                       "--vocab_size=50", f"--json={out}"]) == 0
+    r = json.loads(out.read_text())
+    assert (r["ms_per_step"], r["ms_min"], r["ms_max"]) == pytest.approx((25, 10, 50))
+
+
+def test_generate_mode_names_the_checkpoint_it_timed(tmp_path, monkeypatch):
+    """With out_dir/ckpt_best.pt present, the trained model is timed and the JSON names its file.
+    Catches: 'random weights' reported for a loaded checkpoint."""
+    import checkpoint
+    from model import Transformer, TransformerConfig
+    (tmp_path / "ckpt_best.pt").write_bytes(b"")
+    small = Transformer(TransformerConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2,
+                                          n_embd=8))
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda path: {"path": path})
+    monkeypatch.setattr(checkpoint, "model_from_checkpoint", lambda ckpt, dropout: small)
+    fake_generation(monkeypatch, {("kv_cache", 1): [1.0, 1.0], ("kv_cache", 2): [1.0, 1.0]})
+    out = tmp_path / "g.json"
+    assert bench.main(["--mode=generate", *TINY, "--vocab_size=50", f"--out_dir={tmp_path}",
+                       "--max_new_tokens=4", "--repeats=1", "--batch_n=2", "--no_cache=false",
+                       f"--json={out}"]) == 0
+    r = json.loads(out.read_text())
+    assert r["weights"] == str(tmp_path / "ckpt_best.pt") and r["params"] == small.num_params()
+
+
+def test_time_to_loss_best_loss_and_a_target_not_reached(tmp_path, monkeypatch):
+    """The best val loss is the lowest evaluation, not the last; a target never reached is
+    reported as such, with no time or step. Catches: the last evaluation as the best, a target
+    reported reached by a later, worse evaluation."""
+    clock = Clock()
+    monkeypatch.setattr(bench, "time", clock)
+    out = tmp_path / "t.json"
+    for target, reached in ((3.1, (True, 20, 20.0)), (2.5, (False, None, None))):
+        _, run = fake_training(clock, losses=(3.5, 3.0, 3.25))
+        monkeypatch.setattr(bench, "subprocess", SimpleNamespace(run=run))
+        assert bench.main(["--mode=time_to_loss", f"--target={target}", f"--json={out}",
+                           *TINY]) == 0
+        r = json.loads(out.read_text())
+        assert (r["reached"], r["step"], r["seconds_to_target"]) == reached
+        assert r["best_val_loss"] == 3.0
+
+
+def test_attention_mode_times_causal_attention_of_the_head_shape(tmp_path, monkeypatch):
+    """Both kernels get (batch, n_head, T, head_dim) inputs and causal attention, each kernel's
+    first call starts without gradients left by the other, the row names the shape, and the JSON
+    ends in a newline. Catches: n_embd as the head dim, a non-causal sdpa or manual kernel, the
+    gradients carried from one kernel to the next, the file's last line unterminated."""
+    import model
+    calls = []
+    functional = torch.nn.functional
+    real_manual, real_sdpa = model.manual_attention, functional.scaled_dot_product_attention
+
+    def spy(name, real, causal_key):
+        def attend(q, k, v, **kw):
+            calls.append((name, tuple(q.shape), kw.get(causal_key), q.grad is None))
+            return real(q, k, v, **kw)
+        return attend
+
+    monkeypatch.setattr(model, "manual_attention", spy("manual", real_manual, "causal"))
+    monkeypatch.setattr(functional, "scaled_dot_product_attention",
+                        spy("sdpa", real_sdpa, "is_causal"))
+    out = tmp_path / "a.json"
+    assert bench.main(["--mode=attention", *TINY, "--batch_size=2", "--steps=1", "--warmup=1",
+                       "--vocab_size=50", "--lengths=8", f"--json={out}"]) == 0
+    assert calls == [("manual", (4, 2, 8, 16), True, True), ("manual", (4, 2, 8, 16), True, False),
+                     ("sdpa", (4, 2, 8, 16), True, True), ("sdpa", (4, 2, 8, 16), True, False)]
+    [row] = json.loads(out.read_text())["rows"]
+    assert (row["n_head"], row["head_dim"]) == (2, 16)
+    assert out.read_text().endswith("}\n")

@@ -55,6 +55,11 @@ def check_png(path, figsize):
     assert not list(path.parent.glob("*.tmp"))  # written via a temp file that was renamed
 
 
+def write_log(home, records):
+    """home/log.jsonl of the given records, one JSON object a line, as train.py writes it."""
+    (home / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 # ---- every kind -------------------------------------------------------------------------------
 
 def test_curves_two_runs(runs, tmp_path):
@@ -247,7 +252,7 @@ def test_char_classes_and_labels(runs):
 def test_log_time_continues_across_resume(tmp_path):
     recs = [{"kind": "train", "step": 0, "time": 1.0}, {"kind": "eval", "step": 10, "time": 5.0},
             {"kind": "train", "step": 10, "time": 0.5}, {"kind": "eval", "step": 20, "time": 2.0}]  # resumed at 10
-    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    write_log(tmp_path, recs)
     assert [r["time"] for r in plot.read_log(tmp_path)] == [1.0, 5.0, 5.5, 7.0]
     (tmp_path / "log.jsonl").write_text("step 0 | loss 4.2\n")
     with pytest.raises(plot.PlotError, match="line 1, is not JSON"):
@@ -519,7 +524,7 @@ def test_curves_plot_val_records_as_val_and_time_in_the_named_unit(tmp_path, mon
             {"kind": "train", "step": 10, "time": 900.0, "loss": 3.0, "lr": 1e-3},
             {"kind": "eval", "step": 10, "time": 960.0, "loss": 3.5},
             {"kind": "train", "step": 20, "time": 1800.0, "loss": 2.0, "lr": 5e-4}]
-    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    write_log(tmp_path, recs)
     figs = captured(monkeypatch)
     plot.plot_curves([tmp_path], tmp_path / "c.png", labels=["r"])
     ax_step, ax_time, ax_lr = figs[0].axes
@@ -660,3 +665,200 @@ def test_depth_refuses_a_depth_twice_and_puts_a_low_failure_at_the_bottom(tmp_pa
     (tmp_path / "d" / "runs" / "x-s0" / "config.json").unlink()
     assert plot.main(["depth", str(tmp_path / "a"), str(tmp_path / "d")]) == 1
     assert "x-s0/config.json not found" in capsys.readouterr().err
+
+
+# ---- mutation sweep 2026-12-07f: what the figures and helpers must hold -----------------------
+
+def test_time_unit_thresholds():
+    """Seconds up to 10 minutes, minutes up to 3 hours, hours beyond. Catches: hours from 1 hour
+    (a 2-hour run read as 2 h, not 120 min), minutes from 10 minutes exactly."""
+    assert plot.time_unit(600) == (1, "s") and plot.time_unit(601) == (60, "min")
+    assert plot.time_unit(2 * 3600) == (60, "min") and plot.time_unit(3 * 3600) == (60, "min")
+    assert plot.time_unit(3 * 3600 + 1) == (3600, "h")
+
+
+def test_read_log_refuses_a_boolean_step_and_a_log_without_records(tmp_path):
+    """A step or time that is a bool (true/false typed in place of a number) is a damaged record,
+    and a log of startup records only has nothing to draw: PlotErrors that say so. Catches: bools
+    taken for numbers (True is an int), an empty list returned (max() of nothing later)."""
+    write_log(tmp_path, [{"kind": "train", "step": True, "time": 1.0, "loss": 4.0, "lr": 1e-3}])
+    with pytest.raises(plot.PlotError, match="damaged train record"):
+        plot.read_log(tmp_path)
+    write_log(tmp_path, [{"kind": "startup", "step": 0, "time": 0.5}])
+    with pytest.raises(plot.PlotError, match="holds no train or eval records yet"):
+        plot.read_log(tmp_path)
+
+
+def test_attention_labels_rows_and_the_cropping_note(runs, tmp_path, monkeypatch):
+    """The rows are labelled with the tokens in order (query i is row i), the key axis is named
+    under the bottom row only, and the title notes a crop only when the text is longer than the
+    context. Catches: the row labels reversed, the x label on the top row, a crop note for a text
+    of exactly block_size tokens."""
+    figs = captured(monkeypatch)
+    plot.plot_attention(runs["learned"], "ROMAN:\nO", tmp_path / "a.png")
+    plot.plot_attention(runs["learned"], "A" * 16, tmp_path / "b.png")  # block_size = 16
+    plot.plot_attention(runs["learned"], "A" * 17, tmp_path / "c.png")
+    panels = [ax for ax in figs[0].axes if ax.images]
+    for ax in panels:
+        assert [t.get_text() for t in ax.get_yticklabels()] == list("ROMAN:⏎O")
+    assert [ax.get_xlabel() for ax in panels] == ["", ""] + ["key (attended-to token)"] * 2
+    assert "(first" not in figs[1].get_suptitle()
+    assert "(first 16 of 17 tokens)" in figs[2].get_suptitle()
+
+
+def test_token_label_of_an_empty_token():
+    """A token that decodes to nothing is shown as '∅', not as an empty tick label."""
+    from types import SimpleNamespace
+    assert plot.token_label(SimpleNamespace(kind="char", itos=["", "a b"]), 0) == "∅"
+    assert plot.token_label(SimpleNamespace(kind="char", itos=["", "a b"]), 1) == "a␣b"
+
+
+def test_tsne_perplexity_is_a_third_of_the_points_at_most_30(monkeypatch):
+    """The perplexity is (n - 1) / 3, at least 1 and at most 30, as the docstring says. Catches:
+    another clamp (n - 1) / 2, a perplexity above 30 for large inputs."""
+    import sklearn.manifold
+    seen = []
+
+    class Fake:
+        def __init__(self, perplexity, **kw):
+            seen.append(perplexity)
+
+        def fit_transform(self, x):
+            return np.zeros((len(x), 2))
+
+    monkeypatch.setattr(sklearn.manifold, "TSNE", Fake)
+    for n in (4, 10, 61, 200):
+        plot.tsne(np.zeros((n, 3)))
+    assert seen == [1.0, 3.0, 20.0, 30.0]
+
+
+def test_classifier_embeddings_colour_the_sampled_examples_by_their_own_labels(runs, monkeypatch,
+                                                                              tmp_path):
+    """With --max_points below the split's size, each point is coloured by the label of the example
+    it is (a fixed random subset), and the title counts the points drawn. Catches: the labels of
+    the first examples of the split used for a random subset, the split's size as the count."""
+    monkeypatch.setattr(plot, "tsne", lambda x, seed=0: np.zeros((len(x), 2)))  # the data only
+    figs = captured(monkeypatch)
+    plot.plot_embeddings(runs["trec"], tmp_path / "e.png", split="train", max_points=40)
+    ckpt, _, _ = plot.load_run(runs["trec"])
+    data = plot.run_data(ckpt)
+    labels = data.examples("train")[2]
+    idx = np.sort(np.random.default_rng(0).permutation(len(labels))[:40])
+    counts = np.bincount(labels[idx], minlength=len(data.label_names))
+    assert counts.tolist() != np.bincount(labels[:40], minlength=len(counts)).tolist()
+    ax = figs[0].axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"{name} ({c})" for name, c in zip(data.label_names, counts)]
+    assert f"train split, 40 of {len(labels)} examples" in ax.get_title()
+
+
+def test_confusion_cells_counts_an_empty_class_and_the_label_count(tmp_path, monkeypatch):
+    """Each cell's text sits on its own cell (row: true label) and reads its count; a class with
+    no examples is a row of 0 %, not NaN; the title counts all examples; labels that do not match
+    the matrix are refused. Catches: texts transposed, a division by a zero row sum, the number of
+    classes as the number of examples, the label check dropped."""
+    figs = captured(monkeypatch)
+    m = {"confusion": [[3, 1, 0], [0, 0, 0], [2, 0, 4]], "labels": ["a", "b", "c"]}
+    plot.plot_confusion(m, tmp_path / "c.png")
+    ax = figs[0].axes[0]
+    assert np.asarray(ax.images[0].get_array())[1].tolist() == [0.0, 0.0, 0.0]
+    cells = {t.get_position(): t.get_text().split("\n")[0] for t in ax.texts}
+    assert cells == {(j, i): str(c) for i, row in enumerate(m["confusion"])
+                     for j, c in enumerate(row)}
+    assert "10 examples" in ax.get_title()
+    with pytest.raises(plot.PlotError, match=r"shape \(3, 3\) does not match 2 labels"):
+        plot.plot_confusion(dict(m, labels=["a", "b"]), tmp_path / "d.png")
+
+
+def test_ablation_colours_rows_keeps_every_row_in_view_and_points_to_the_outlier():
+    """A significantly better variant is green and a worse one red, whichever way is better; every
+    row lies inside the y range; the outlier's row in the main panel says where it went. Catches:
+    green and red swapped, the top row cut off, the pointer to the right panel dropped."""
+    from matplotlib.colors import to_rgba
+    for higher in (False, True):
+        sign = -1 if higher else 1
+        results = study({v: [sign * x for x in xs] for v, xs in TOY.items()},
+                        higher_is_better=higher)
+        rows = {r["variant"]: r for r in plot.ablation_rows(results)}
+        assert rows["better"]["significant"] and rows["worse"]["significant"]
+        fig = plot.ablation_figure(results)
+        ax = fig.axes[0]
+        for v, colour in (("better", "C2"), ("worse", "C3")):
+            [mean] = [c for c in ax.collections if c.get_gid() == f"mean:{v}"]
+            assert tuple(mean.get_facecolor()[0]) == pytest.approx(to_rgba(colour)), (higher, v)
+        lo, hi = ax.get_ylim()
+        assert all(lo < y < hi for y in ax.get_yticks())
+        assert any(t.get_text().startswith(plot.delta(rows["far"]["diff"]) + ": off this scale")
+                   for t in ax.texts)
+
+
+def test_depth_variants_sit_either_side_of_their_depth_and_the_dates_are_a_range(tmp_path):
+    """At each depth the variants are spread symmetrically about the tick; the title gives one
+    date when all studies ran on it, else first to last. Catches: every variant shifted right of
+    its depth, a date repeated as 'D to D', dates in the order given."""
+    a = depth_study(tmp_path / "a", 8, {"x": [1.5], "y": [1.6], "z": [1.55]})
+    b = depth_study(tmp_path / "b", 16, {"x": [1.4], "y": [1.5], "z": [1.45]})
+    ax = plot.depth_figure([a, b]).axes[0]
+    xs = [c.lines[0].get_xdata() for c in ax.containers]
+    assert np.mean(xs, axis=0) == pytest.approx([8, 16])
+    assert ax.get_title().endswith("cpu; 2026-12-07")
+    a[0]["date"] = "2026-12-09"
+    assert plot.depth_figure([a, b]).axes[0].get_title().endswith("2026-12-07 to 2026-12-09")
+
+
+def test_study_depth_of_a_study_without_runs_is_refused(tmp_path):
+    """A results.json without runs has no depth: a PlotError, not a KeyError from an empty set."""
+    (tmp_path / "a").mkdir()
+    results, home = depth_study(tmp_path / "a", 8, {})
+    with pytest.raises(plot.PlotError, match="runs of 0 depths"):
+        plot.study_depth(results, home)
+
+
+def test_versus_frames_the_best_loss_of_all_logs(tmp_path):
+    """The y range starts just under the lowest loss of every log, not of the first one. Catches:
+    the frame set by the first log only (the second log's best point drawn below the axis)."""
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("[ 10.0] step 100: val loss 2.00\n[ 20.0] step 200: val loss 1.60\n")
+    b.write_text("[ 12.0] step 100: val loss 1.90\n[ 24.0] step 200: val loss 1.45\n")
+    for ax in plot.versus_figure([a, b], ["a", "b"]).axes:
+        assert ax.get_ylim() == pytest.approx((1.45 - 0.03, 1.45 + 0.35))
+
+
+def test_versus_labels_default_to_the_log_names_without_suffix(tmp_path, monkeypatch):
+    """Without --labels each log is named by its file name less the suffix ('nano', not
+    'nano.log')."""
+    log = tmp_path / "nano.log"
+    log.write_text("[ 10.0] step 100: val loss 2.00\n")
+    figs = captured(monkeypatch)
+    assert plot.main(["versus", str(log)]) == 0
+    assert [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()] == ["nano"]
+
+
+def test_positions_refuse_an_odd_head_dim_and_a_smaller_block_than_the_run(runs, tmp_path):
+    """RoPE rotates pairs: an odd head dim is refused by name; a --block_size below the run's
+    clashes as one above it does. Catches: the even-head-dim check dropped, only larger values
+    taken for a clash."""
+    with pytest.raises(plot.PlotError, match="even head dim"):
+        plot.plot_positions(tmp_path / "p.png", block_size=8, n_embd=6, n_head=2)
+    with pytest.raises(plot.PlotError, match="trained with block_size=16"):
+        plot.plot_positions(tmp_path / "x.png", out_dir=runs["rope"], block_size=8)
+
+
+def test_positive_options_at_least_their_bound(tmp_path):
+    """--layer=0 and --max_points=4 are allowed ('at least'), 3 points and a zero size are not.
+    Catches: 'at least' made strict (--layer=0 refused)."""
+    import argparse
+    assert plot.positive(int, 0)("0") == 0 and plot.positive(int, 4)("4") == 4
+    # parsed, then refused for the missing run (not by argparse, which would exit)
+    assert plot.main(["attention", f"--out_dir={tmp_path / 'none'}", "--text=x", "--layer=0"]) == 1
+    for kind, least, text in ((int, 4, "3"), (int, None, "0")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            plot.positive(kind, least)(text)
+
+
+def test_ablation_of_a_results_file_writes_next_to_it(tmp_path):
+    """Given results.json itself (not its directory), the chart goes beside it. Catches: the file
+    taken for a directory (ablation.png written under results.json/)."""
+    (tmp_path / "results.json").write_text(json.dumps(study(TOY)))
+    assert plot.main(["ablation", str(tmp_path / "results.json")]) == 0
+    assert (tmp_path / "ablation.png").is_file()
