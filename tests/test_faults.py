@@ -1,5 +1,6 @@
 """Faults a user can run into: bad inputs at the edges, damaged or unwritable files, a run
 directory's life, signals. Every one must end in one clear line (no traceback) and lose nothing."""
+import json
 import math
 import os
 import subprocess
@@ -83,6 +84,31 @@ def test_overwrite_leaves_nothing_of_the_old_run(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "--overwrite=true", "--save_checkpoints=false", "--max_iters=3", "--seed=5")
     assert not (tmp_path / "ckpt_best.pt").exists()  # sample.py and eval_only would have used the old model
     assert checkpoint.load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 3
+
+
+def test_a_fresh_run_keeps_no_line_of_the_old_log(tmp_path):
+    """trim_log at step 0 (a fresh run, say with --overwrite=true) removes the whole old log, its
+    step-0 evaluation too; at a resumed step it keeps that step's evaluation, not its training
+    record. Bug caught: the step == 0 case left to the filter, which keeps the old run's step-0
+    evaluation record in the new run's log."""
+    old = [{"kind": "eval", "step": 0}, {"kind": "train", "step": 0}, {"kind": "eval", "step": 2},
+           {"kind": "train", "step": 2}]
+    log = tmp_path / "log.jsonl"
+    for step, kept in ((2, old[:3]), (0, [])):
+        log.write_text("".join(json.dumps(r) + "\n" for r in old))
+        checkpoint.trim_log(tmp_path, step)
+        lines = log.read_text().splitlines() if log.exists() else []
+        assert [json.loads(line) for line in lines] == kept, step
+
+
+def test_a_log_line_of_bytes_that_are_not_utf8_is_dropped_on_resume(tmp_path):
+    """A log.jsonl line damaged into bytes that are not UTF-8 (a disk error, a crash mid-write)
+    is dropped by trim_log, and the good lines kept. Bug caught: the log read without
+    errors="replace": UnicodeDecodeError, and the run cannot resume."""
+    good = [json.dumps({"kind": "eval", "step": 1}), json.dumps({"kind": "train", "step": 1})]
+    (tmp_path / "log.jsonl").write_bytes(("\n".join(good) + "\n").encode() + b"\xff\xfe{\n")
+    checkpoint.trim_log(tmp_path, 2)
+    assert (tmp_path / "log.jsonl").read_text().splitlines() == good
 
 
 def test_run_killed_before_its_first_checkpoint_is_no_dead_end(tiny_data, tmp_path):
@@ -661,6 +687,22 @@ def test_checkpoint_of_another_format_version_is_refused(tmp_path):
             checkpoint.load_checkpoint(tmp_path / "c.pt")
 
 
+def test_checkpoint_that_is_not_a_dict_is_refused_by_name(tmp_path):
+    """Bug caught: the isinstance(ckpt, dict) check dropped: a list saved with torch.save fails
+    with AttributeError ('list' object has no attribute 'get') instead of a CheckpointError."""
+    torch.save([checkpoint.CHECKPOINT_VERSION], tmp_path / "c.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="is not a version-"):
+        checkpoint.load_checkpoint(tmp_path / "c.pt")
+
+
+def test_a_directory_given_as_the_checkpoint_is_not_found(tmp_path):
+    """Bug caught: path.exists() for path.is_file(): a directory passes, and torch.load's
+    IsADirectoryError comes back as 'corrupt or truncated'."""
+    (tmp_path / "ckpt_last.pt").mkdir()
+    with pytest.raises(checkpoint.CheckpointError, match="not found"):
+        checkpoint.load_checkpoint(tmp_path / "ckpt_last.pt")
+
+
 def test_checkpoint_digest_covers_every_element():
     """A change to the last element of a tensor changes the digest. Bug caught: a digest over only
     part of each tensor (damage past the hashed part loads silently)."""
@@ -684,6 +726,24 @@ def test_checkpoint_digest_covers_names_shapes_and_dtypes():
                   {"a": x.reshape(8, 4), "b": y}, {"a": x.view(torch.int32), "b": y}):
         assert checkpoint.state_digest(other) != digest
     assert checkpoint.state_digest({"a": x.clone(), "b": y.clone()}) == digest
+
+
+def test_checkpoint_digest_covers_how_lists_are_nested():
+    """The same values grouped into other lists or tuples are another checkpoint (an optimizer's
+    parameter groups regrouped, a tuple of betas saved as a list). Bug caught: the digest over
+    a list's elements alone, without its type and length."""
+    digest = checkpoint.state_digest({"groups": [[0, 1], [2]], "betas": (0.9, 0.95)})
+    for other in ({"groups": [[0], [1, 2]], "betas": (0.9, 0.95)},
+                  {"groups": [0, 1, 2], "betas": (0.9, 0.95)},
+                  {"groups": [[0, 1], [2]], "betas": [0.9, 0.95]}):
+        assert checkpoint.state_digest(other) != digest, other
+
+
+def test_checkpoint_digest_tells_a_string_from_the_value_it_spells():
+    """A config value changed from 1 to "1" or from None to "None" (a type-changing edit) is
+    another checkpoint. Bug caught: values hashed by str() instead of repr()."""
+    for a, b in ((1, "1"), (None, "None"), (1e-3, "0.001"), (True, "True")):
+        assert checkpoint.state_digest({"v": a}) != checkpoint.state_digest({"v": b}), (a, b)
 
 
 def test_checkpoint_missing_a_weight_is_not_loaded(tiny_data, tmp_path):

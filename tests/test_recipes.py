@@ -180,6 +180,19 @@ def test_eval_context_scores_in_windows_of_its_length(tiny_data, monkeypatch):
     assert d_wide["loss"] == pytest.approx(d_long["loss"], rel=1e-5)
 
 
+def test_metrics_name_eval_context_only_when_it_differs_from_block_size(tiny_data):
+    """The metrics carry eval_context only for a window other than the model's block_size, so a
+    plain run's log and metrics.json do not read as a separate-window figure. Bug caught: the
+    `window != block_size` test dropped (eval_context written for every evaluation)."""
+    data = Data("shakespeare_char", tiny_data)
+    model, dev = tiny_lm(data), torch.device("cpu")
+    for context in (0, BLOCK):  # 0: the default, block_size
+        cfg = train.TrainConfig(eval_batch_size=64, eval_stride=4, eval_context=context)
+        metrics = evaluation.evaluate(model, data, "val", cfg, dev, nullcontext())
+        assert "eval_context" not in metrics and metrics["eval_stride"] == 4
+
+
+
 def test_eval_only_checks_the_window_against_the_checkpoints_model(tiny_data, tmp_path):
     """An eval_only names no model keys, so the command line's check sees the defaults (rope, 256):
     the window is checked again against the checkpoint's model (learned positions, block 16).

@@ -377,6 +377,45 @@ def test_classification_metrics_by_hand():
     assert evaluation.classification_metrics([1], [1], ["a", "b"])["accuracy"] == 1.0  # one example
 
 
+class _SumClassifier(torch.nn.Module):
+    """A stand-in classifier whose prediction is the sum of an example's real tokens mod k: known
+    in advance for every example, and different from one example to the next."""
+
+    def __init__(self, k, block_size):
+        super().__init__()
+        self.k, self.config = k, SimpleNamespace(block_size=block_size)
+
+    def forward(self, x, attention_mask):
+        return F.one_hot((x * attention_mask).sum(1) % self.k, self.k).float() * 5, None
+
+
+def test_classifier_evaluation_over_several_batches_keeps_each_prediction_with_its_label(tiny_data):
+    """trec's 12 test questions in batches of 5 (and a ragged last one): the confusion matrix and
+    the loss are those of each example's own prediction. Bug caught: the batches' predictions
+    joined out of order (torch.cat of a rotated or reordered list), so predictions meet the labels
+    of other examples; one batch (the usual eval_batch_size) cannot show it."""
+    data = Data("trec", tiny_data)
+    tokens, offsets, labels = data.examples("test")
+    k, block = len(data.label_names), 32
+    preds = [int(np.asarray(tokens[offsets[i]:offsets[i + 1]][:block]).sum()) % k
+             for i in range(len(labels))]
+    assert len(set(preds)) > 1 and len(labels) > 10  # else any order would give the same figures
+    cfg = train.TrainConfig(eval_batch_size=5)
+    m = evaluation.evaluate(_SumClassifier(k, block), data, "test", cfg, torch.device("cpu"),
+                            nullcontext())
+    expected = evaluation.classification_metrics(preds, labels, data.label_names)
+    assert {key: m[key] for key in expected} == expected
+    logits = F.one_hot(torch.tensor(preds), k).float() * 5
+    assert m["loss"] == pytest.approx(F.cross_entropy(logits, torch.as_tensor(labels)).item())
+
+
+def test_classification_metrics_of_no_examples_are_zeros_not_nan():
+    """No examples (an empty shard or split): every figure 0, as a 0/0 precision or recall is.
+    Bug caught: accuracy divided by len(true) without max(1, ...): NaN."""
+    m = evaluation.classification_metrics([], [], ["a", "b"])
+    assert m["accuracy"] == 0.0 and m["macro_f1"] == 0.0 and m["confusion"] == [[0, 0], [0, 0]]
+
+
 # ---- runs ------------------------------------------------------------------------------------------
 
 def test_training_reduces_loss_and_writes_its_files(tiny_data, tmp_path):
@@ -726,6 +765,24 @@ def test_muon_is_torch_muon_with_q_k_v_orthogonalised_apart():
 
 
 @pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
+def test_muon_on_a_wide_matrix_is_torch_muon():
+    """A (C, 4C) matrix, as the MLP's c_proj: the learning rate is scaled by sqrt(4C), the longer
+    side, as torch.optim.Muon scales it. Bug caught: the scale taken from the rows (shape[0]),
+    which only a matrix wider than tall shows."""
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(16, 64, generator=g)
+    hyper = dict(lr=0.02, weight_decay=0.1, momentum=0.9)
+    ours, ref = w.clone().requires_grad_(), w.clone().requires_grad_()
+    opts = (optimizers.Muon([ours], blocks={}, **hyper),
+            torch.optim.Muon([ref], adjust_lr_fn="match_rms_adamw", **hyper))
+    for grad in torch.randn(2, 16, 64, generator=g):
+        for p, opt in zip((ours, ref), opts):
+            p.grad = grad.clone()
+            opt.step()
+    torch.testing.assert_close(ours, ref, atol=0, rtol=0)
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 def test_muon_trains_and_resumes_only_with_muon(tiny_data, tmp_path):
     out = tmp_path / "r"
     run(tiny_data, out, "--max_iters=4", "--eval_interval=4", "--optimizer=muon")
@@ -836,7 +893,7 @@ def test_adamw_is_torch_fused_adamw_bit_for_bit():
     """Our AdamW (no torch.optim.Optimizer) against torch.optim.AdamW(fused=True), 4 steps, two groups,
     a parameter without a gradient at every other step, a learning rate changed between steps. Bugs
     caught: a wrong bias correction or step count, decay applied to the no-decay group, a skipped
-    parameter's step counted anyway, betas or eps swapped."""
+    parameter's step counted anyway, the betas swapped (a configured eps: the next test)."""
     (ours, ref), (ours_groups, ref_groups), grads = _adamw_pair()
     opt = optimizers.AdamW(ours_groups, lr=1e-2, betas=(0.8, 0.95))
     ref_opt = torch.optim.AdamW(ref_groups, lr=1e-2, betas=(0.8, 0.95), fused=True)
@@ -863,6 +920,17 @@ def test_adamw_defaults_are_torchs():
             param.grad = g.clone()
             opt.step()
     torch.testing.assert_close(ours, ref, atol=0, rtol=0)
+
+
+def test_adamw_takes_its_eps_as_torch_does():
+    """eps=0.1 (far from the default 1e-8, so it shows in the update) gives torch's weights bit for
+    bit. Bug caught: the fused call's eps hard-wired to the default, not the group's."""
+    (ours, ref), (ours_groups, ref_groups), grads = _adamw_pair(2)
+    for opt, params in ((optimizers.AdamW(ours_groups, lr=1e-2, eps=0.1), ours),
+                        (torch.optim.AdamW(ref_groups, lr=1e-2, eps=0.1, fused=True), ref)):
+        _adamw_steps(opt, params, grads)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
 def test_adamw_state_takes_its_parameters_dtype_but_the_step_stays_float32():
@@ -908,6 +976,16 @@ def test_adamw_state_dict_loads_into_torch_adamw_and_back():
             torch.testing.assert_close(p, q, atol=0, rtol=0)
     with pytest.raises(ValueError, match="groups of sizes"):
         optimizers.AdamW([torch.zeros(2, requires_grad=True)], lr=1).load_state_dict(opt1.state_dict())
+
+
+def test_optimizer_state_of_other_group_sizes_is_refused():
+    """Groups of 2 and 1 parameters saved, loaded into groups of 1 and 2 (as many groups and
+    parameters, another split): a ValueError, not one group's moments given to the other's
+    parameters. Bug caught: only the number of groups compared."""
+    w = [torch.zeros(2, requires_grad=True) for _ in range(3)]
+    saved = optimizers.AdamW([{"params": w[:2]}, {"params": w[2:]}], lr=1).state_dict()
+    with pytest.raises(ValueError, match="groups of sizes"):
+        optimizers.AdamW([{"params": w[:1]}, {"params": w[1:]}], lr=1).load_state_dict(saved)
 
 
 def test_an_eager_run_never_imports_the_compiler(tiny_data, tmp_path):
