@@ -185,12 +185,9 @@ def read_json(path):
         return None
 
 
-def run_state(out_dir, cfg, model_kw):
-    """'done' (finished with this very config), 'resume' (cut off, same config, a checkpoint is
-    there) or 'fresh' (nothing there, or a run of another config, which is started again)."""
-    saved = read_json(out_dir / "config.json")
-    if not saved:
-        return "fresh"
+def config_differences(saved, cfg, model_kw):
+    """The keys where a run's saved config.json differs from the config it would get now:
+    {key: (saved, now)}; empty when it is the same run."""
     want = {**dataclasses.asdict(cfg),
             **{k: model_kw.get(k, train.DEFAULTS[k]) for k in train.MODEL_KEYS}}
     # a key the run's code did not have yet held its default then
@@ -201,7 +198,14 @@ def run_state(out_dir, cfg, model_kw):
     skip = set(NOT_COMPARED)
     if cfg.init_from not in ("scratch", "resume"):  # the shape came from the pretrained encoder
         skip |= {k for k in train.PRETRAINED_KEYS if k not in model_kw}
-    if any(have.get(k) != v for k, v in want.items() if k not in skip):
+    return {k: (have.get(k), v) for k, v in want.items() if k not in skip and have.get(k) != v}
+
+
+def run_state(out_dir, cfg, model_kw):
+    """'done' (finished with this very config), 'resume' (cut off, same config, a checkpoint is
+    there) or 'fresh' (nothing there, or a run of another config, which is started again)."""
+    saved = read_json(out_dir / "config.json")
+    if not saved or config_differences(saved, cfg, model_kw):
         return "fresh"
     metrics = read_json(out_dir / "metrics.json")
     if (metrics and metrics.get("step") == cfg.max_iters

@@ -11,7 +11,9 @@ metric = "best_val"           # lowest exact val loss of the run (the checkpoint
 higher_is_better = False
 baseline = "baseline"
 
-overrides = dict(cpu_config="")
+# the recipe these studies ran on: config/wikitext2.py before it moved to 16,000 steps and
+# weight decay 2.0 (config/study_wt2long.py)
+overrides = dict(cpu_config="", max_iters=8000, weight_decay=0.1)
 gpu = {}
 cpu = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=8, max_iters=200, warmup_iters=20,
            eval_interval=100, eval_stride=32)

@@ -610,3 +610,40 @@ def test_list_only_lists_and_no_study_lists_then_runs_the_default(monkeypatch, c
     assert out.startswith("studies (config/study_NAME.py):\n") and "\n  lm " in out
     assert f"running the default study {ablate.DEFAULT_STUDY!r}" in out
     assert ran == [ablate.DEFAULT_STUDY]
+
+
+def committed_studies():
+    """(folder, results.json) of every study run committed under results/."""
+    root = ablate.ROOT / "results"
+    return [(p.parent, json.loads(p.read_text())) for p in sorted(root.glob("**/results.json"))
+            if (p.parent / "runs").is_dir() and "study" in json.loads(p.read_text())]
+
+
+def test_every_committed_study_run_is_the_run_its_study_file_gives_today():
+    """Catches a base config changed under the studies that ran on it (config/wikitext2.py moved
+    to 16,000 steps and weight decay 2.0; the wt2* studies pin the 8,000-step recipe they ran
+    on): their committed runs would no longer be what `python ablate.py STUDY` reruns, and a rerun
+    would train them again, on another recipe."""
+    studies = committed_studies()
+    assert len(studies) >= 10
+    checked, wrong = 0, []
+    for folder, meta in studies:
+        study = ablate.load_study(meta["study"])
+        extra = dict(a.removeprefix("--set=").split("=", 1) for a in shlex.split(meta["command"])
+                     if a.startswith("--set="))
+        slugs = {ablate.slug(name): name for name in study["variants"]}
+        resolved = {}
+        for run in sorted((folder / "runs").iterdir()):
+            name, _, seed = run.name.rpartition("-s")
+            name = slugs[name]  # a run folder no variant of the study names is a stray
+            if name not in resolved:
+                resolved[name] = ablate.resolve(study, meta["size"], [name], extra)[name]
+            cfg, model_kw = resolved[name]
+            saved = json.loads((run / "config.json").read_text())
+            diff = ablate.config_differences(saved, dataclasses.replace(cfg, seed=int(seed)),
+                                             model_kw)
+            checked += 1
+            if diff:
+                wrong.append(f"{run.relative_to(ablate.ROOT)}: {diff}")
+    assert not wrong, "\n".join(wrong)
+    assert checked >= 100
