@@ -161,9 +161,22 @@ def plot_curves(run_dirs, path, labels=None):
         if any("lr" in r for r in tr):
             ax_lr.plot([r["step"] for r in tr if "lr" in r], [r["lr"] for r in tr if "lr" in r],
                        color=color, lw=1.5, label=label)
+    # the first steps' loss (about ln(vocab_size) at initialisation) would squash the part of the
+    # curves worth reading, so the frame tops out a little above the first evaluation
+    firsts = [ev[0]["loss"] for log in logs
+              for ev in [[r for r in log if r.get("kind") == "eval" and "loss" in r]] if ev]
+    losses = [r["loss"] for log in logs for r in log if r.get("kind") in ("train", "eval")
+              and "loss" in r]
+    framed = bool(firsts) and max(losses) > max(firsts)
+    if framed:
+        low, top = min(losses), max(firsts)
+        pad = 0.05 * (top - low)
+        for ax in (ax_step, ax_time):
+            ax.set_ylim(low - pad, top + 3 * pad)
     for ax, xlabel, title in ((ax_step, "step", "loss vs step"),
                               (ax_time, f"wall time ({unit})", "loss vs wall time")):
-        ax.set(xlabel=xlabel, ylabel="cross-entropy loss (nats)", title=title)
+        note = " (the first steps' loss is above the frame)" if framed else ""
+        ax.set(xlabel=xlabel, ylabel="cross-entropy loss (nats)", title=title + note)
         ax.grid(alpha=0.3)
     ax_step.legend(fontsize=8)
     ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate schedule")

@@ -536,6 +536,28 @@ def test_curves_plot_val_records_as_val_and_time_in_the_named_unit(tmp_path, mon
     assert [list(d) for d in ax_lr.lines[0].get_data()] == [[0, 10, 20], [1e-3, 1e-3, 5e-4]]
 
 
+def test_curves_frame_the_losses_from_the_first_evaluation_down(tmp_path, monkeypatch):
+    """The loss panels top out just above the first val loss, so the initial ln(vocab) loss does
+    not squash the curves, and still hold every later point; a log whose first evaluation is its
+    highest loss keeps matplotlib's own frame. Catches: the frame set around the initial loss, or
+    one that cuts off the lowest train losses."""
+    recs = [{"kind": "train", "step": 0, "time": 0.0, "loss": 10.0, "lr": 1e-3},
+            {"kind": "eval", "step": 10, "time": 1.0, "loss": 5.0},
+            {"kind": "train", "step": 20, "time": 2.0, "loss": 3.0, "lr": 1e-3},
+            {"kind": "eval", "step": 20, "time": 2.5, "loss": 4.0}]
+    write_log(tmp_path, recs)
+    figs = captured(monkeypatch)
+    plot.plot_curves([tmp_path], tmp_path / "c.png", labels=["r"])
+    for ax in figs[0].axes[:2]:
+        lo, hi = ax.get_ylim()
+        assert lo < 3.0 < 5.0 < hi < 6.0
+        assert "above the frame" in ax.get_title()
+    write_log(tmp_path, [dict(recs[1], step=0, loss=10.0)] + recs[2:])
+    plot.plot_curves([tmp_path], tmp_path / "c.png", labels=["r"])
+    for ax in figs[1].axes[:2]:
+        assert ax.get_ylim()[1] >= 10.0 and "frame" not in ax.get_title()
+
+
 def test_attention_heatmaps_are_the_models_own_maps(runs, tmp_path, monkeypatch):
     """Each panel shows the attention of its own layer and head, as model.attention_maps gives it,
     and --layer picks that layer. Catches: one head's map repeated in every panel, --layer=1
