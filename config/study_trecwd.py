@@ -5,8 +5,8 @@ import runpy
 from pathlib import Path
 
 description = "TREC-6 from scratch: AdamW's weight decay 0.1 (as shipped), 0.5, 1.0, 2.0"
-_sst2 = runpy.run_path(str(Path(__file__).with_name("study_sst2wd.py")))  # the same sizes and variants
-metric, higher_is_better, baseline = _sst2["metric"], True, "baseline"
-base = "config/trec.py"
-overrides, gpu, cpu, quick = _sst2["overrides"], _sst2["gpu"], _sst2["cpu"], _sst2["quick"]
-variants = _sst2["variants"]
+_here = Path(__file__).parent
+_reg = runpy.run_path(str(_here / "study_trecreg.py"))  # the same base and sizes
+base, metric, higher_is_better, baseline = _reg["base"], _reg["metric"], True, "baseline"
+overrides, gpu, cpu, quick = _reg["overrides"], _reg["gpu"], _reg["cpu"], _reg["quick"]
+variants = runpy.run_path(str(_here / "study_sst2wd.py"))["variants"]
