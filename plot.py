@@ -453,8 +453,11 @@ def ablation_rows(results):
             lo, hi = diff - half, diff + half
         seeds = [r[metric] - base["mean"] for r in results["runs"]
                  if r["variant"] == s["variant"] and r.get(metric) is not None]
+        # why a row has no interval: the chart says which side lacks the seeds
+        no_ci = (None if lo is not None else "1 seed" if n1 < 2
+                 else "the baseline has 1 seed" if n0 < 2 else "no spread in the seeds")
         rows.append({"variant": s["variant"], "n": n1, "diff": diff, "lo": lo, "hi": hi,
-                     "seeds": seeds, "p_value": s.get("p_value"),
+                     "no_ci": no_ci, "seeds": seeds, "p_value": s.get("p_value"),
                      "significant": s.get("significant")})
     sign = 1 if results.get("higher_is_better") else -1  # sign * diff > 0: better than the baseline
     rows.sort(key=lambda r: -sign * r["diff"])
@@ -497,7 +500,7 @@ def ablation_figure(results):
                        linewidth=1.5, facecolor=color if r["significant"] else "white",
                        gid=f"mean:{r['variant']}")
         ci = (f" [{delta(r['lo'])}, {delta(r['hi'])}]" if r["lo"] is not None
-              else " (no CI: <2 seeds)")
+              else f" (no CI: {r['no_ci']})")
         right = max([r["diff"], *r["seeds"]] + ([r["hi"]] if r["hi"] is not None else []))
         target.annotate(f"{delta(r['diff'])}{ci}", (right, yi), xytext=(6, 0),
                         textcoords="offset points", ha="left", va="center", fontsize=9,

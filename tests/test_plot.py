@@ -485,6 +485,24 @@ def test_ablation_figure_writes_each_interval_and_the_seed_counts():
     assert "(1-3 seeds per variant)" in fig.get_suptitle()
 
 
+def test_ablation_says_which_side_lacks_the_seeds_for_an_interval():
+    """A row without an interval says why: its own single seed, the baseline's single seed (a
+    3-seed variant against a 1-seed baseline), or no spread on either side. Catches: '1 seed'
+    printed for a variant that has three (the wt2long chart, whose baseline ran once)."""
+    results = study({"base": [1.5], "three": [1.4, 1.41, 1.42], "one": [1.3]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rows = {r["variant"]: r for r in plot.ablation_rows(results)}
+        texts = {t.get_text() for a in plot.ablation_figure(results).axes[:2] for t in a.texts}
+    assert rows["three"]["no_ci"] == "the baseline has 1 seed" and rows["one"]["no_ci"] == "1 seed"
+    assert f"{plot.delta(rows['three']['diff'])} (no CI: the baseline has 1 seed)" in texts
+    assert f"{plot.delta(rows['one']['diff'])} (no CI: 1 seed)" in texts
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        [flat] = plot.ablation_rows(study({"base": [1.5, 1.5], "same": [1.4, 1.4]}))
+    assert flat["lo"] is None and flat["no_ci"] == "no spread in the seeds"
+
+
 def test_scaling_orders_by_parameters_with_mean_and_sample_std():
     """Sizes named against their parameter order, three seeds each: the line joins them by
     parameters, at each size's mean with the sample std (ddof=1) as its error bar. Catches: sizes
