@@ -1,7 +1,7 @@
-# The open questions of the WikiText-2 recipe, against one shared baseline (the shipped recipe), so
-# that a round of them costs one baseline run per seed instead of one per question: trained
-# context (config/study_wt2ctx.py), stochastic depth (config/study_wt2drop.py) and ALiBi read past
-# its trained window (config/study_wt2alibi.py).
+# The open questions of the WikiText-2 recipe, against one shared baseline (the 8,000-step recipe,
+# pinned in study_wt2avg.py), so that a round of them costs one baseline run per seed instead of
+# one per question: trained context (config/study_wt2ctx.py), stochastic depth
+# (config/study_wt2drop.py) and ALiBi read past its trained window (config/study_wt2alibi.py).
 # Selected on val (best val loss, each variant scored with its own evaluation window and stride).
 # python ablate.py wt2 --seeds 3 --jobs 6
 # (split a run over time limits with --stop_after, or stop it with SIGTERM, and run the same
