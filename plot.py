@@ -18,6 +18,7 @@ positions without a run, and for several curves), named after the kind.
 import argparse
 import io
 import json
+import math
 import re
 import sys
 import textwrap
@@ -133,6 +134,28 @@ def time_unit(seconds):
     return (3600, "h") if seconds > 3 * 3600 else (60, "min") if seconds > 600 else (1, "s")
 
 
+def loss_frame(logs):
+    """(bottom, top) for the loss panels, or None for matplotlib's own: the first steps' loss
+    (about ln(vocab_size) at initialisation) would squash the part of the curves worth reading,
+    so the frame holds every loss from each run's first evaluation on, and cuts only the steps
+    before it. Framed only when every run has an evaluation and something is cut."""
+    def finite(records):
+        return [r["loss"] for r in records if r.get("kind") in ("train", "eval")
+                and isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
+    kept, every = [], []
+    for log in logs:
+        first = next((r["step"] for r in log if r.get("kind") == "eval" and "loss" in r), None)
+        if first is None:
+            return None
+        kept += finite([r for r in log if r.get("step", 0) >= first])
+        every += finite(log)
+    if not kept or max(every) <= max(kept):
+        return None
+    low, top = min(every), max(kept)
+    pad = 0.05 * (top - low)
+    return low - pad, top + 3 * pad
+
+
 def plot_curves(run_dirs, path, labels=None):
     """Train and val loss against step and wall time, lr against step; one colour per run."""
     run_dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
@@ -161,18 +184,10 @@ def plot_curves(run_dirs, path, labels=None):
         if any("lr" in r for r in tr):
             ax_lr.plot([r["step"] for r in tr if "lr" in r], [r["lr"] for r in tr if "lr" in r],
                        color=color, lw=1.5, label=label)
-    # the first steps' loss (about ln(vocab_size) at initialisation) would squash the part of the
-    # curves worth reading, so the frame tops out a little above the first evaluation
-    firsts = [ev[0]["loss"] for log in logs
-              for ev in [[r for r in log if r.get("kind") == "eval" and "loss" in r]] if ev]
-    losses = [r["loss"] for log in logs for r in log if r.get("kind") in ("train", "eval")
-              and "loss" in r]
-    framed = bool(firsts) and max(losses) > max(firsts)
+    framed = loss_frame(logs)
     if framed:
-        low, top = min(losses), max(firsts)
-        pad = 0.05 * (top - low)
         for ax in (ax_step, ax_time):
-            ax.set_ylim(low - pad, top + 3 * pad)
+            ax.set_ylim(*framed)
     for ax, xlabel, title in ((ax_step, "step", "loss vs step"),
                               (ax_time, f"wall time ({unit})", "loss vs wall time")):
         note = " (the first steps' loss is above the frame)" if framed else ""
@@ -454,8 +469,9 @@ def ablation_rows(results):
         seeds = [r[metric] - base["mean"] for r in results["runs"]
                  if r["variant"] == s["variant"] and r.get(metric) is not None]
         # why a row has no interval: the chart says which side lacks the seeds
-        no_ci = (None if lo is not None else "1 seed" if n1 < 2
-                 else "the baseline has 1 seed" if n0 < 2 else "no spread in the seeds")
+        no_ci = (None if lo is not None else "1 seed each" if n1 < 2 and n0 < 2
+                 else "1 seed" if n1 < 2 else "the baseline has 1 seed" if n0 < 2
+                 else "no spread in the seeds")
         rows.append({"variant": s["variant"], "n": n1, "diff": diff, "lo": lo, "hi": hi,
                      "no_ci": no_ci, "seeds": seeds, "p_value": s.get("p_value"),
                      "significant": s.get("significant")})

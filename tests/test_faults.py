@@ -597,7 +597,7 @@ def test_plot_legends_and_labels(tmp_path, monkeypatch):
     fig = plot.plot_ablation(results, tmp_path / "a.png")
     texts = [t.get_text() for t in fig.axes[0].texts] + [t.get_text() for t in fig.legends[0].get_texts()]
     # float noise reads 0, one seed has no interval, and a baseline called "baseline" is not named twice
-    assert "0 (no CI: 1 seed)" in texts and not any("e-08" in t for t in texts)
+    assert "0 (no CI: 1 seed each)" in texts and not any("e-08" in t for t in texts)
     assert "baseline: val loss" in fig.get_suptitle() and "'baseline'" not in fig.get_suptitle()
     assert plot.delta(-5.25e-08) == "0" and plot.delta(0.01234) == "+0.0123"
     small, long = plot.attention_figsize(2, 2, 10, 1), plot.attention_figsize(2, 2, 10, 12)

@@ -486,21 +486,25 @@ def test_ablation_figure_writes_each_interval_and_the_seed_counts():
 
 
 def test_ablation_says_which_side_lacks_the_seeds_for_an_interval():
-    """A row without an interval says why: its own single seed, the baseline's single seed (a
-    3-seed variant against a 1-seed baseline), or no spread on either side. Catches: '1 seed'
-    printed for a variant that has three (the wt2long chart, whose baseline ran once)."""
+    """A row without an interval says why: one seed on both sides, its own single seed, the
+    baseline's single seed (a 3-seed variant against a 1-seed baseline), or no spread on either
+    side. Catches: '1 seed' printed for a variant that has three (the wt2long chart, whose
+    baseline ran once)."""
     results = study({"base": [1.5], "three": [1.4, 1.41, 1.42], "one": [1.3]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         rows = {r["variant"]: r for r in plot.ablation_rows(results)}
         texts = {t.get_text() for a in plot.ablation_figure(results).axes[:2] for t in a.texts}
-    assert rows["three"]["no_ci"] == "the baseline has 1 seed" and rows["one"]["no_ci"] == "1 seed"
+    assert rows["three"]["no_ci"] == "the baseline has 1 seed"
+    assert rows["one"]["no_ci"] == "1 seed each"
     assert f"{plot.delta(rows['three']['diff'])} (no CI: the baseline has 1 seed)" in texts
-    assert f"{plot.delta(rows['one']['diff'])} (no CI: 1 seed)" in texts
+    assert f"{plot.delta(rows['one']['diff'])} (no CI: 1 seed each)" in texts
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         [flat] = plot.ablation_rows(study({"base": [1.5, 1.5], "same": [1.4, 1.4]}))
     assert flat["lo"] is None and flat["no_ci"] == "no spread in the seeds"
+    [one] = plot.ablation_rows(study({"base": [1.5, 1.52], "one": [1.4]}))
+    assert one["no_ci"] == "1 seed"
 
 
 def test_scaling_orders_by_parameters_with_mean_and_sample_std():
@@ -557,8 +561,9 @@ def test_curves_plot_val_records_as_val_and_time_in_the_named_unit(tmp_path, mon
 def test_curves_frame_the_losses_from_the_first_evaluation_down(tmp_path, monkeypatch):
     """The loss panels top out just above the first val loss, so the initial ln(vocab) loss does
     not squash the curves, and still hold every later point; a log whose first evaluation is its
-    highest loss keeps matplotlib's own frame. Catches: the frame set around the initial loss, or
-    one that cuts off the lowest train losses."""
+    highest loss, or a run without an evaluation beside it, keeps matplotlib's own frame. Catches:
+    the frame set around the initial loss, one that cuts off the lowest train losses or a later
+    spike, a run with no evaluation yet drawn out of view."""
     recs = [{"kind": "train", "step": 0, "time": 0.0, "loss": 10.0, "lr": 1e-3},
             {"kind": "eval", "step": 10, "time": 1.0, "loss": 5.0},
             {"kind": "train", "step": 20, "time": 2.0, "loss": 3.0, "lr": 1e-3},
@@ -574,6 +579,16 @@ def test_curves_frame_the_losses_from_the_first_evaluation_down(tmp_path, monkey
     plot.plot_curves([tmp_path], tmp_path / "c.png", labels=["r"])
     for ax in figs[1].axes[:2]:
         assert ax.get_ylim()[1] >= 10.0 and "frame" not in ax.get_title()
+    # a later loss above the first evaluation (a spike, a rising val) stays in the frame
+    write_log(tmp_path, recs + [{"kind": "eval", "step": 30, "time": 3.0, "loss": 7.5}])
+    plot.plot_curves([tmp_path], tmp_path / "c.png", labels=["r"])
+    assert 7.5 < figs[2].axes[0].get_ylim()[1] < 10.0
+    # a run with no evaluation yet would vanish from a frame set by the others: none is set
+    (tmp_path / "b").mkdir()
+    write_log(tmp_path / "b", [{"kind": "train", "step": 0, "time": 0.0, "loss": 9.0, "lr": 1e-3}])
+    write_log(tmp_path, recs)
+    plot.plot_curves([tmp_path, tmp_path / "b"], tmp_path / "c.png", labels=["r", "b"])
+    assert figs[3].axes[0].get_ylim()[1] >= 10.0 and "frame" not in figs[3].axes[0].get_title()
 
 
 def test_attention_heatmaps_are_the_models_own_maps(runs, tmp_path, monkeypatch):
