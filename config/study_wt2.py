@@ -15,7 +15,7 @@ _avg = runpy.run_path(str(_here / "study_wt2avg.py"))  # the same base and sizes
 base, metric, higher_is_better, baseline = _avg["base"], _avg["metric"], False, "baseline"
 overrides, gpu, cpu, quick = _avg["overrides"], _avg["gpu"], _avg["cpu"], _avg["quick"]
 
-variants = {"baseline": {}}  # as shipped
+variants = {"baseline": {}}  # the 8,000-step recipe
 for _study, _shipped in (("wt2ctx", "ctx=256"), ("wt2drop", "baseline"), ("wt2alibi", "rope")):
     _theirs = runpy.run_path(str(_here / f"study_{_study}.py"))["variants"]
     variants.update({name: v for name, v in _theirs.items() if name != _shipped})

@@ -16,8 +16,8 @@ base, metric, higher_is_better, baseline = _avg["base"], _avg["metric"], False, 
 overrides, gpu, cpu, quick = _avg["overrides"], _avg["gpu"], _avg["cpu"], _avg["quick"]
 
 variants = {
-    "rope": {},                                             # as shipped
-    "alibi": dict(pos_encoding="alibi"),                    # scored like the shipped recipe: 256, stride 64
+    "rope": {},                                             # the 8,000-step recipe
+    "alibi": dict(pos_encoding="alibi"),                    # scored like the recipe: 256, stride 64
     "alibi+eval512": dict(pos_encoding="alibi", eval_context=512, eval_stride=128, eval_batch_size=32),
     "alibi+eval1024": dict(pos_encoding="alibi", eval_context=1024, eval_stride=256, eval_batch_size=16),
 }

@@ -1,7 +1,8 @@
 # Weight averaging on WikiText-2: does evaluating an exponential moving average of the weights
-# (ema_decay; optimizers.WeightAverage) lower val perplexity of the shipped recipe? AWD-LSTM's averaged
-# SGD (Merity et al. 2017) is one of its strongest ingredients; with AdamW and a cosine schedule that
-# already anneals, the gain is the open question. Selected on val (best val loss, eval_stride=64).
+# (ema_decay; optimizers.WeightAverage) lower val perplexity of the 8,000-step recipe?
+# AWD-LSTM's averaged SGD (Merity et al. 2017) is one of its strongest ingredients; with AdamW
+# and a cosine schedule that already anneals, the gain is the open question. Selected on val
+# (best val loss, eval_stride=64).
 # python ablate.py wt2avg --seeds 3 --jobs 3
 # (three 8,000-step runs at a time on one large GPU; split a run over time limits with --stop_after
 # and run the same command again: finished runs are skipped and cut-off ones resume)

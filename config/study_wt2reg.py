@@ -8,8 +8,8 @@ metric = "best_val"           # lowest exact val loss of the run (the checkpoint
 higher_is_better = False
 baseline = "baseline"
 
-# the recipe of the time: config/wikitext2.py before it moved to 16,000 steps and weight decay 2.0
-overrides = dict(cpu_config="", weight_decay=0.1)
+# the recipe of the time: config/wikitext2.py before weight averaging, 16,000 steps and decay 2.0
+overrides = dict(cpu_config="", weight_decay=0.1, ema_decay=0.0)
 gpu = dict(max_iters=12000)  # the sweep ran 12,000-step schedules (cut off at ~6,300 steps: see docs)
 cpu = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=8, max_iters=200, warmup_iters=20,
            eval_interval=100, eval_stride=32)
