@@ -9,7 +9,8 @@ from pathlib import Path
 description = "SST-2 from scratch: AdamW's weight decay 0.1 (as shipped), 0.5, 1.0, 2.0"
 _reg = runpy.run_path(str(Path(__file__).with_name("study_sst2reg.py")))  # the same base and sizes
 base, metric, higher_is_better, baseline = _reg["base"], _reg["metric"], True, "baseline"
-overrides, gpu, cpu, quick = _reg["overrides"], _reg["gpu"], _reg["cpu"], _reg["quick"]
+gpu, cpu, quick = _reg["gpu"], _reg["cpu"], _reg["quick"]
+overrides = dict(_reg["overrides"], cuda_graph=True)  # as config/sst2.py ships it
 
 variants = {
     "baseline": {},  # the shipped decay, 0.1

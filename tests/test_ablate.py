@@ -612,11 +612,26 @@ def test_list_only_lists_and_no_study_lists_then_runs_the_default(monkeypatch, c
     assert ran == [ablate.DEFAULT_STUDY]
 
 
+# study folders committed without a results.json (cut off before ablate.py wrote one): the study
+# and size their runs came from, as their ablate.out or README says
+UNSUMMARISED = {"recipes/wt2reg": ("wt2reg", "gpu"), "recipes/wt2-layerdrop": ("wt2", "gpu"),
+                "recipes/sst2reg": ("sst2reg", "gpu")}
+
+
 def committed_studies():
-    """(folder, results.json) of every study run committed under results/."""
+    """(folder, study, size, --set keys) of every study committed with its runs under results/."""
     root = ablate.ROOT / "results"
-    return [(p.parent, json.loads(p.read_text())) for p in sorted(root.glob("**/results.json"))
-            if (p.parent / "runs").is_dir() and "study" in json.loads(p.read_text())]
+    found = []
+    for p in sorted(root.glob("**/results.json")):
+        meta = json.loads(p.read_text())
+        if (p.parent / "runs").is_dir() and "study" in meta:
+            extra = dict(a.removeprefix("--set=").split("=", 1)
+                         for a in shlex.split(meta["command"]) if a.startswith("--set="))
+            found.append((p.parent, meta["study"], meta["size"], extra))
+    for folder, (name, size) in UNSUMMARISED.items():
+        assert not (root / folder / "results.json").exists()  # else it is listed above
+        found.append((root / folder, name, size, {}))
+    return found
 
 
 def test_every_committed_study_run_is_the_run_its_study_file_gives_today():
@@ -627,17 +642,15 @@ def test_every_committed_study_run_is_the_run_its_study_file_gives_today():
     studies = committed_studies()
     assert len(studies) >= 10
     checked, wrong = 0, []
-    for folder, meta in studies:
-        study = ablate.load_study(meta["study"])
-        extra = dict(a.removeprefix("--set=").split("=", 1) for a in shlex.split(meta["command"])
-                     if a.startswith("--set="))
-        slugs = {ablate.slug(name): name for name in study["variants"]}
+    for folder, study_name, size, extra in studies:
+        study = ablate.load_study(study_name)
+        slugs = {ablate.slug(v): v for v in study["variants"]}
         resolved = {}
         for run in sorted((folder / "runs").iterdir()):
-            name, _, seed = run.name.rpartition("-s")
-            name = slugs[name]  # a run folder no variant of the study names is a stray
+            variant, _, seed = run.name.rpartition("-s")
+            name = slugs[variant]  # a run folder no variant of the study names is a stray
             if name not in resolved:
-                resolved[name] = ablate.resolve(study, meta["size"], [name], extra)[name]
+                resolved[name] = ablate.resolve(study, size, [name], extra)[name]
             cfg, model_kw = resolved[name]
             saved = json.loads((run / "config.json").read_text())
             diff = ablate.config_differences(saved, dataclasses.replace(cfg, seed=int(seed)),
