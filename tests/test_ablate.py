@@ -660,3 +660,39 @@ def test_every_committed_study_run_is_the_run_its_study_file_gives_today():
                 wrong.append(f"{run.relative_to(ablate.ROOT)}: {diff}")
     assert not wrong, "\n".join(wrong)
     assert checked >= 100
+
+
+def test_config_differences_names_every_key_that_changes_a_run():
+    """Every train and model key but the three that do not change a run (out_dir, overwrite,
+    stop_after) makes a saved run another run, and is named with its saved and current values.
+    Catches: a key left out of the comparison, so that a study would skip a run made with, say,
+    another weight decay."""
+    cfg, model_kw = train.parse_args(["config/wikitext2.py"])
+    want = {**dataclasses.asdict(cfg), **{k: model_kw.get(k, train.DEFAULTS[k])
+                                         for k in train.MODEL_KEYS}}
+    saved = {"train": dataclasses.asdict(cfg), "model": {k: want[k] for k in train.MODEL_KEYS}}
+    assert ablate.config_differences(saved, cfg, model_kw) == {}
+    for key, value in want.items():
+        other = not value if isinstance(value, bool) else (
+            value + 1 if isinstance(value, (int, float)) else f"{value}x")
+        side = "train" if key in dataclasses.asdict(cfg) else "model"
+        changed = {**saved, side: {**saved[side], key: other}}
+        diff = ablate.config_differences(changed, cfg, model_kw)
+        if key in ablate.NOT_COMPARED:
+            assert diff == {}, key
+        else:
+            assert diff == {key: (other, value)}, key
+
+
+def test_the_shipped_wikitext2_config_is_the_one_its_published_runs_used():
+    """config/wikitext2.py, as a user runs it, is the configuration of the committed runs behind
+    its published test perplexity (results/recipes/wt2long/runs/wd-2.0-s*), but for the seed and
+    the folder. Catches: the recipe edited after its figure was measured (its decay or its number
+    of steps, say), so that the README's number no longer belongs to the command it gives."""
+    runs = sorted((ablate.ROOT / "results/recipes/wt2long/runs").glob("wd-2.0-s*"))
+    assert len(runs) >= 2 and all((r / "metrics_test.json").exists() for r in runs)
+    for run in runs:
+        saved = json.loads((run / "config.json").read_text())
+        cfg, model_kw = train.parse_args(["config/wikitext2.py", f"--seed={saved['train']['seed']}",
+                                          "--cpu_config="])  # ablate.py's, a CPU hint only
+        assert ablate.config_differences(saved, cfg, model_kw) == {}, run.name

@@ -579,10 +579,15 @@ def test_curves_frame_the_losses_from_the_first_evaluation_down(tmp_path, monkey
     plot.plot_curves([tmp_path], tmp_path / "c.png", labels=["r"])
     for ax in figs[1].axes[:2]:
         assert ax.get_ylim()[1] >= 10.0 and "frame" not in ax.get_title()
-    # a later loss above the first evaluation (a spike, a rising val) stays in the frame
-    write_log(tmp_path, recs + [{"kind": "eval", "step": 30, "time": 3.0, "loss": 7.5}])
+    # a later loss above the first evaluation (a rising val, a training spike) stays in the frame,
+    # and a diverged step's NaN loss does not spoil it
+    nan = {"kind": "train", "step": 10, "time": 1.0, "loss": float("nan"), "lr": 1e-3}
+    write_log(tmp_path, recs[:1] + [nan] + recs[1:]
+              + [{"kind": "eval", "step": 30, "time": 3.0, "loss": 7.5},
+                 {"kind": "train", "step": 40, "time": 4.0, "loss": 8.5, "lr": 1e-3}])
     plot.plot_curves([tmp_path], tmp_path / "c.png", labels=["r"])
-    assert 7.5 < figs[2].axes[0].get_ylim()[1] < 10.0
+    lo, hi = figs[2].axes[0].get_ylim()
+    assert lo < 3.0 and 8.5 < hi < 10.0
     # a run with no evaluation yet would vanish from a frame set by the others: none is set
     (tmp_path / "b").mkdir()
     write_log(tmp_path / "b", [{"kind": "train", "step": 0, "time": 0.0, "loss": 9.0, "lr": 1e-3}])
