@@ -684,15 +684,26 @@ def test_config_differences_names_every_key_that_changes_a_run():
             assert diff == {key: (other, value)}, key
 
 
-def test_the_shipped_wikitext2_config_is_the_one_its_published_runs_used():
-    """config/wikitext2.py, as a user runs it, is the configuration of the committed runs behind
-    its published test perplexity (results/recipes/wt2long/runs/wd-2.0-s*), but for the seed and
-    the folder. Catches: the recipe edited after its figure was measured (its decay or its number
-    of steps, say), so that the README's number no longer belongs to the command it gives."""
-    runs = sorted((ablate.ROOT / "results/recipes/wt2long/runs").glob("wd-2.0-s*"))
+# each shipped benchmark config and the committed runs behind its published test figure
+PUBLISHED = [("config/wikitext2.py", "results/recipes/wt2long/runs/wd-2.0-s*"),
+             ("config/sst2_pretrained.py", "results/benchmarks/sst2-pretrained-6k/runs/lr-2e-4-s*"),
+             ("config/trec_pretrained.py",
+              "results/benchmarks/trec-pretrained-6k/runs/lr-4e-4+llrd-0.8-s*")]
+
+
+@pytest.mark.parametrize("config,runs", PUBLISHED)
+def test_a_shipped_benchmark_config_is_the_one_its_published_runs_used(config, runs):
+    """A benchmark config, as a user runs it, is the configuration of the committed runs behind
+    its published test figure, but for the seed, the folder and the encoder's path. Catches: a
+    recipe edited after its figure was measured (WikiText-2's decay or number of steps, say), so
+    that the README's number no longer belongs to the command it gives."""
+    runs = sorted(ablate.ROOT.glob(runs))
     assert len(runs) >= 2 and all((r / "metrics_test.json").exists() for r in runs)
     for run in runs:
         saved = json.loads((run / "config.json").read_text())
-        cfg, model_kw = train.parse_args(["config/wikitext2.py", f"--seed={saved['train']['seed']}",
-                                          "--cpu_config="])  # ablate.py's, a CPU hint only
+        seed, init = saved["train"]["seed"], saved["train"]["init_from"]
+        args = [config, f"--seed={seed}", "--cpu_config="]  # ablate.py's, a CPU hint only
+        if init not in ("scratch", "resume"):  # where the user keeps the encoder
+            args.append(f"--init_from={init}")
+        cfg, model_kw = train.parse_args(args)
         assert ablate.config_differences(saved, cfg, model_kw) == {}, run.name
