@@ -152,7 +152,7 @@ def loss_frame(logs):
     if not kept or max(every) <= max(kept):
         return None
     low, top = min(every), max(kept)
-    pad = 0.05 * (top - low)
+    pad = 0.05 * (top - low) or 0.05 * max(abs(top), 1.0)  # one kept value: still a frame
     return low - pad, top + 3 * pad
 
 

@@ -588,6 +588,9 @@ def test_curves_frame_the_losses_from_the_first_evaluation_down(tmp_path, monkey
     plot.plot_curves([tmp_path], tmp_path / "c.png", labels=["r"])
     lo, hi = figs[2].axes[0].get_ylim()
     assert lo < 3.0 and 8.5 < hi < 10.0
+    # one loss from the first evaluation on: a frame around it, not a zero-height one
+    lo, hi = plot.loss_frame([[recs[0], recs[1]]])
+    assert lo < 5.0 < hi < 10.0
     # a run with no evaluation yet would vanish from a frame set by the others: none is set
     (tmp_path / "b").mkdir()
     write_log(tmp_path / "b", [{"kind": "train", "step": 0, "time": 0.0, "loss": 9.0, "lr": 1e-3}])
