@@ -133,6 +133,10 @@ def load_study(name_or_path):
             if not isinstance(keys, dict):
                 errors.append(f"variant {name!r} should be a dict of train/model keys, "
                               f"not {keys!r}")
+            else:
+                errors += [f"variant {name!r}: {k}={v!r} gives a value per size, so it needs "
+                           f"exactly the keys {', '.join(SIZES)}" for k, v in keys.items()
+                           if isinstance(v, dict) and sorted(v) != sorted(SIZES)]
             slugs[slug(name)] = name
         if study["baseline"] not in study["variants"]:
             errors.append(f"baseline={study['baseline']!r} is not a variant "
@@ -148,9 +152,12 @@ def slug(name):
 
 
 def settings(study, size, variant=None, extra=None):
-    """The train.py arguments of a variant, seed and out_dir aside. Later dicts win."""
-    keys = {**study["overrides"], **study[size], **(study["variants"][variant] if variant else {}),
-            **(extra or {})}
+    """The train.py arguments of a variant, seed and out_dir aside. Later dicts win. A variant's
+    value may be given per size, e.g. max_iters=dict(gpu=24000, cpu=300, quick=15) for a longer
+    schedule that stays short in a --quick check."""
+    own = {k: v[size] if isinstance(v, dict) else v
+           for k, v in (study["variants"][variant] if variant else {}).items()}
+    keys = {**study["overrides"], **study[size], **own, **(extra or {})}
     return study["base"] + [f"--{k}={v}" for k, v in keys.items()]
 
 

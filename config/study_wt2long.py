@@ -28,4 +28,7 @@ variants = {
     # the two that kept val falling to the end (results/recipes/wt2long/), together
     "wd=1.0+txl": dict(weight_decay=1.0, embd_dropout=0.7, out_dropout=0.5, word_dropout=0.3,
                        resid_dropout=0.2, attn_dropout=0.2),
+    # decay 2.0's val still fell at step 16,000: the same recipe on a schedule half as long again
+    # (a value per size, so that the cpu and --quick checks stay short)
+    "wd=2.0+24k": dict(weight_decay=2.0, max_iters=dict(gpu=24000, cpu=300, quick=15)),
 }

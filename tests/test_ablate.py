@@ -153,6 +153,28 @@ def test_bad_keys_fail_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_variant_value_given_per_size_takes_the_size_being_run(tmp_path):
+    """Bugs caught: a per-size value passed to train.py as the dict itself, the wrong size's value
+    taken (a --quick check of a longer schedule that trains 24,000 steps), or a per-size value
+    missing a size accepted until the run of that size fails."""
+    base = str(ablate.ROOT / "config/shakespeare.py")
+    study = tmp_path / "study_long.py"
+    study.write_text(f"base = {base!r}\nmetric = 'loss'\nhigher_is_better = False\n"
+                     "overrides = dict(warmup_iters=2)\ngpu = dict(max_iters=100)\n"
+                     "cpu = dict(max_iters=50)\nquick = dict(max_iters=5)\n"
+                     "variants = {'baseline': {}, 'long': dict(max_iters=dict(gpu=300, cpu=80, quick=7),"
+                     " dropout=0.1)}\n")
+    loaded = ablate.load_study(str(study))
+    for size, steps in (("gpu", 300), ("cpu", 80), ("quick", 7)):
+        resolved = ablate.resolve(loaded, size, ["baseline", "long"], {})
+        assert resolved["long"][0].max_iters == steps and resolved["long"][1]["dropout"] == 0.1
+        assert resolved["baseline"][0].max_iters == loaded[size]["max_iters"]
+    study.write_text(study.read_text().replace("cpu=80, ", ""))
+    with pytest.raises(ablate.StudyError, match="variant 'long': max_iters=.* needs exactly the "
+                                                "keys gpu, cpu, quick"):
+        ablate.load_study(str(study))
+
+
 @pytest.mark.parametrize("name", sorted(p.stem.removeprefix("study_")
                                         for p in (ablate.ROOT / "config").glob("study_*.py")))
 def test_shipped_studies_resolve_at_every_size(name):
@@ -160,8 +182,12 @@ def test_shipped_studies_resolve_at_every_size(name):
     assert study["baseline"] in study["variants"] and study["description"]
     for size in ("gpu", "cpu", "quick"):
         resolved = ablate.resolve(study, size, list(study["variants"]), {})
-        if "max_iters" in study[size]:  # (a gpu size may keep the base config's schedule)
-            assert all(cfg.max_iters == study[size]["max_iters"] for cfg, _ in resolved.values())
+        for variant, (cfg, _) in resolved.items():  # a longer schedule is a value per size
+            own = study["variants"][variant].get("max_iters")
+            if isinstance(own, dict):
+                assert cfg.max_iters == own[size]
+            elif "max_iters" in study[size]:  # (a gpu size may keep the base config's schedule)
+                assert cfg.max_iters == study[size]["max_iters"]
     if name == "lm":  # one head vs several at the same parameter count (the projections ignore n_head)
         resolved = ablate.resolve(study, "gpu", ["baseline", "heads=1"], {})
         params = {v: Transformer(TransformerConfig(vocab_size=65, **kw)).num_params()
