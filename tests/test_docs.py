@@ -85,11 +85,13 @@ def headlines():
     chars = sorted((ROOT / "results/shakespeare_char").glob("log*.jsonl"))
     return [
         ("Tiny Shakespeare", [best_val(p) for p in chars], 1, 4),
-        ("WikiText-2, shipped recipe", [json.loads(p.read_text())["perplexity"] for p in wt2], 1, 2),
+        ("WikiText-2, shipped recipe", [json.loads(p.read_text())["perplexity"] for p in wt2],
+         1, 2),
         ("WikiText-2, 8,000 steps", [read(ema + f)["perplexity"] for f in
                                      ("test_ema0.9995.json", "test_seed1.json", "test_seed2.json")],
          1, 2),
-        ("SST-2, pretrained", test_runs("results/benchmarks/sst2-pretrained-6k/results.json"), 100, 2),
+        ("SST-2, pretrained", test_runs("results/benchmarks/sst2-pretrained-6k/results.json"), 100,
+         2),
         ("TREC-6, pretrained", test_runs("results/benchmarks/trec-pretrained-6k/results.json"), 100,
          2),
         ("SST-2, from scratch", [json.loads(p.read_text())["accuracy"] for p in scratch_sst2], 100,
