@@ -14,8 +14,9 @@ A study is config/study_NAME.py (or any path to such a file), plain Python like 
 base (a train config file, or a list of them), overrides, gpu / cpu / quick (sizes per device),
 metric, higher_is_better, baseline, description, and variants = {name: {key: value}}; every key is a
 train.py or model key, and a value may be given per size (max_iters=dict(gpu=24000, cpu=300,
-quick=15): a longer schedule whose --quick check stays short). One run is one `python train.py` subprocess started in the repository root
-with, in this order: base, overrides, the size, the variant, the --set keys, --seed and --out_dir.
+quick=15): a longer schedule whose --quick check stays short). One run is one `python train.py`
+subprocess started in the repository root with, in this order: base, overrides, the size, the
+variant, the --set keys, --seed and --out_dir.
 The size is --size, or `quick` with --quick, else `gpu` when CUDA is available, else `cpu`.
 Seeds are 0..N-1.
 
