@@ -60,8 +60,8 @@ class TrainConfig:
     dynamic_decay: float = opt(0.0, "dynamic evaluation: pull towards the trained weights after "
                                     "each step, in [0, 1)")
     stop_after: int = opt(0, "stop (saving ckpt_last.pt) after this many steps of this run; 0: off")
-    stop_at_loss: float = opt(0.0, "stop once the exact val loss is <= this (time-to-loss runs); "
-                                   "0: off")
+    stop_at_loss: float = opt(0.0, "stop once the exact val loss is <= this (a language model's "
+                                   "time-to-loss runs); 0: off")
     save_checkpoints: bool = opt(True, "write ckpt_last.pt / ckpt_best.pt at every evaluation "
                                        "(false: at the end only)")
     cpu_config: str = opt("", "a smaller config to point to when this one is started on a CPU")
@@ -319,6 +319,9 @@ def validate(cfg, model_kw):
         errors.append(f"dynamic_lr={cfg.dynamic_lr} is for scoring a language model "
                       f"(--eval_only=true on a language-model data set), not for training; "
                       f"drop it or add --eval_only=true")
+    if cfg.stop_at_loss and TASKS.get(cfg.dataset, "lm") != "lm":
+        errors.append(f"stop_at_loss={cfg.stop_at_loss} is a language model's target (its exact "
+                      f"val loss), and {cfg.dataset!r} is a {TASKS[cfg.dataset]} data set; drop it")
     errors += eval_window_errors(cfg, model_kw.get("block_size", DEFAULTS["block_size"]),
                                  model_kw.get("pos_encoding", DEFAULTS["pos_encoding"]))
     if not 0 <= cfg.seed < 2**63:

@@ -344,7 +344,7 @@ def evaluate_and_checkpoint(run, step, progress):
             with run.evaluated_weights():
                 run.checkpoint(step, "ckpt_best.pt")
     progress.eval_s = time.time() - t_eval  # the whole pause, for the ETA: checkpoints included
-    if cfg.stop_at_loss and data.task == "lm" and m["loss"] <= cfg.stop_at_loss:
+    if cfg.stop_at_loss and m["loss"] <= cfg.stop_at_loss:  # (configurator: language models only)
         run.say(f"val loss {m['loss']:.4f} <= stop_at_loss={cfg.stop_at_loss} at step {step}, "
                 f"{elapsed:.1f} s into the run")
         return True

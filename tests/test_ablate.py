@@ -175,6 +175,29 @@ def test_a_variant_value_given_per_size_takes_the_size_being_run(tmp_path):
         ablate.load_study(str(study))
 
 
+def test_a_per_size_value_needs_exactly_the_three_sizes_and_works_for_any_key(tmp_path):
+    """A per-size value with a misspelt size, or with a size too many, is refused when the study is
+    loaded; one for a key other than max_iters (here learning_rate) takes the size being run too.
+    Bugs caught: the check loosened to a count of keys (gpu, cpu, qiuck accepted, then the quick
+    size fails mid-study) or to 'has every size' (a stray key ignored without a word), and
+    per-size values resolved for max_iters alone (a dict passed to train.py)."""
+    base = str(ablate.ROOT / "config/shakespeare.py")
+    study = tmp_path / "study_lr.py"
+    head = (f"base = {base!r}\nmetric = 'loss'\nhigher_is_better = False\n"
+            "quick = dict(max_iters=5, warmup_iters=1)\n")
+    for sizes in ("gpu=1e-3, cpu=2e-3, qiuck=3e-3", "gpu=1e-3, cpu=2e-3, quick=3e-3, fast=4e-3"):
+        study.write_text(head + "variants = {'baseline': {}, "
+                                f"'lr': dict(learning_rate=dict({sizes}))}}\n")
+        with pytest.raises(ablate.StudyError, match="variant 'lr': learning_rate=.* needs exactly "
+                                                    "the keys gpu, cpu, quick"):
+            ablate.load_study(str(study))
+    study.write_text(head + "variants = {'baseline': {}, "
+                            "'lr': dict(learning_rate=dict(gpu=1e-3, cpu=2e-3, quick=3e-3))}\n")
+    loaded = ablate.load_study(str(study))
+    for size, lr in (("gpu", 1e-3), ("cpu", 2e-3), ("quick", 3e-3)):
+        assert ablate.resolve(loaded, size, ["lr"], {})["lr"][0].learning_rate == lr
+
+
 @pytest.mark.parametrize("name", sorted(p.stem.removeprefix("study_")
                                         for p in (ablate.ROOT / "config").glob("study_*.py")))
 def test_shipped_studies_resolve_at_every_size(name):

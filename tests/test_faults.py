@@ -809,3 +809,49 @@ def test_language_model_metrics_in_bits(kind):
         assert "bits_per_char" not in m
     else:
         assert m["bits_per_char"] == pytest.approx(10 / math.log(2) / 10)
+
+
+# ---- mutation sweep 9: the parser's messages and bounds ------------------------------------------
+
+def test_the_names_other_trainers_use_get_a_suggestion():
+    """warmup_steps, num_layers and max_steps (other trainers' names) get this one's key as a
+    suggestion. Bug caught: suggestions only for near-identical spellings (difflib's cutoff
+    raised from 0.6), which a typo like batch_sise still gets but these do not."""
+    for key, meant in [("warmup_steps", "warmup_iters"), ("num_layers", "n_layer"),
+                       ("max_steps", "max_iters")]:
+        assert (f"unknown key '{key}' in command line (did you mean '{meant}'?)"
+                in config_error(f"--{key}=1")), key
+
+
+def test_an_unknown_key_of_a_config_file_names_the_file(tmp_path):
+    """Bug caught: an unknown key of a config file reported as from the command line, sending
+    the user to look for it in the wrong place."""
+    conf = tmp_path / "c.py"
+    conf.write_text("batch_sise = 3\n")
+    expected = f"unknown key 'batch_sise' in {conf} (did you mean 'batch_size'?)"
+    assert expected in config_error(str(conf))
+
+
+def test_a_config_file_may_define_helper_functions(tmp_path):
+    """A config file is plain Python: a function it defines to compute a value is not a key.
+    Bug caught: callables kept among the settings (then refused as unknown keys)."""
+    conf = tmp_path / "c.py"
+    conf.write_text("def steps(epochs):\n    return epochs * 100\n\n\nmax_iters = steps(3)\n")
+    cfg, kw = train.parse_args([str(conf)])
+    assert cfg.max_iters == 300 and kw == {}
+
+
+def test_a_zero_learning_rate_and_no_gradient_accumulation_are_refused():
+    """Bugs caught: learning_rate=0 accepted (a run that trains nothing: `<= 0` -> `< 0`), and
+    grad_accum=0 let through to a step over no micro-batch."""
+    assert "learning_rate=0.0 must be > 0" in config_error("--learning_rate=0", "--min_lr=0")
+    assert "grad_accum=0 must be >= 1" in config_error("--grad_accum=0")
+
+
+def test_the_eval_stride_is_bounded_by_the_eval_context_when_one_is_set():
+    """With eval_context=64 on a block_size=16 rope model, a stride of 32 is valid (the window is
+    the 64 tokens) and 65 is not, the message naming 64. Bug caught: the bound taken from
+    block_size whatever eval_context says."""
+    model = ["--block_size=16", "--pos_encoding=rope", "--eval_context=64"]
+    assert train.parse_args([*model, "--eval_stride=32"])[0].eval_stride == 32
+    assert "eval_stride=65 must be in [0, 64]" in config_error(*model, "--eval_stride=65")

@@ -713,8 +713,13 @@ def test_ddp_signal_to_one_process_stops_both_at_the_same_step(tiny_data, tmp_pa
         os.kill(int((tmp_path / "pid1").read_text()), signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # a hang: the launcher's group, then its workers, which may
+            os.killpg(proc.pid, signal.SIGKILL)  # have a group of their own
+            for pid in tmp_path.glob("pid*"):
+                try:
+                    os.kill(int(pid.read_text()), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
             proc.communicate()
     assert proc.returncode == 0, output
     step = torch.load(out / "ckpt_last.pt", weights_only=True)["step"]
@@ -1324,3 +1329,113 @@ def test_non_finite_loss_and_gradient_name_the_step_and_the_value(tiny_data, tmp
         with pytest.raises(train.Stop) as info:
             run(tiny_data, tmp_path / poison, "--max_iters=10", "--eval_interval=10")
         assert str(info.value).startswith(expected), str(info.value)
+
+
+# ---- mutation sweep 9: what the earlier tests let through --------------------------------------
+
+def test_a_resumed_run_with_nothing_left_to_train_keeps_its_metrics(tiny_data, tmp_path):
+    """Resuming a finished run (init_from=resume at max_iters) evaluates nothing new: its result
+    and metrics.json keep the checkpoint's last evaluation. Bug caught: a resume that drops the
+    checkpoint's metrics, so metrics.json loses the loss and perplexity of the run."""
+    first = run(tiny_data, tmp_path, "--max_iters=10", "--eval_interval=10")
+    again = run(tiny_data, tmp_path, "--max_iters=10", "--eval_interval=10", "--init_from=resume")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert again["step"] == 10 and again["loss"] == first["loss"] and saved["loss"] == first["loss"]
+    assert saved["perplexity"] == first["perplexity"]
+
+
+def test_metrics_json_wall_time_is_the_runs_duration(tiny_data, tmp_path):
+    """Bug caught: wall_s written as the clock's time (seconds since 1970), not the run's length."""
+    t0 = time.time()
+    result = run(tiny_data, tmp_path, "--max_iters=2", "--eval_interval=2")
+    elapsed = time.time() - t0
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < saved["wall_s"] == result["wall_s"] <= elapsed
+
+
+def test_a_resumed_run_keeps_where_it_began_in_its_config_and_checkpoints(tiny_data, tmp_path):
+    """config.json and the checkpoints of a resumed run keep init_from='scratch', where the run
+    began. Bug caught: init_from='resume' written there, so the run's own config no longer says
+    how it was made (from scratch, or from which pretrained encoder)."""
+    run(tiny_data, tmp_path, "--max_iters=10", "--eval_interval=5", "--stop_after=5")
+    run(tiny_data, tmp_path, "--max_iters=10", "--eval_interval=5", "--init_from=resume")
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["init_from"] == "scratch"
+    for name in ("ckpt_last.pt", "ckpt_best.pt"):
+        saved = checkpoint.load_checkpoint(tmp_path / name)
+        assert saved["step"] == 10 and saved["config"]["train"]["init_from"] == "scratch", name
+
+
+def test_eval_only_of_a_run_stopped_before_its_first_evaluation_scores_ckpt_last(tiny_data,
+                                                                                  tmp_path):
+    """A run stopped (stop_after) before its first evaluation has ckpt_last.pt and no ckpt_best.pt:
+    eval_only scores ckpt_last.pt. Bug caught: the choice of checkpoint testing for the wrong file,
+    so eval_only asks for a ckpt_best.pt that does not exist."""
+    run(tiny_data, tmp_path, "--max_iters=20", "--eval_interval=10", "--stop_after=3")
+    assert not (tmp_path / "ckpt_best.pt").exists()
+    result = run(tiny_data, tmp_path, "--eval_only=true")
+    assert result["step"] == 3 and result["checkpoint"] == str(tmp_path / "ckpt_last.pt")
+
+
+def test_the_stop_message_names_the_learning_rate_and_warmup_in_use(tiny_data, tmp_path,
+                                                                     monkeypatch):
+    """A non-finite loss stops the run with advice naming the values in use: here learning_rate
+    0.001 and warmup_iters 2. Bug caught: another key's value shown for learning_rate (min_lr,
+    which the older test could not tell apart: it set both to 1e30)."""
+    real_step = train.train_step
+
+    def nan_loss(*a, **kw):
+        with torch.no_grad():
+            a[1].transformer.wte.weight[0, 0] = float("nan")
+        return real_step(*a, **kw)
+    monkeypatch.setattr(train, "train_step", nan_loss)
+    with pytest.raises(train.Stop) as info:
+        run(tiny_data, tmp_path, "--max_iters=10", "--eval_interval=10", "--learning_rate=1e-3",
+            "--min_lr=1e-4")
+    assert "Lower learning_rate (now 0.001) or raise warmup_iters (now 2)" in str(info.value)
+
+
+def test_a_second_signal_stops_at_once_and_the_handlers_are_put_back(tmp_path):
+    """The first SIGTERM only sets the flag; a second one raises KeyboardInterrupt at once; after
+    the block SIGINT and SIGTERM have the handlers they had before. Bugs caught: a second signal
+    needed twice over (a third) to stop, and the training's handlers left installed after
+    train() returns (a later Ctrl-C in the same process then only appends to a dead list)."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    said = []
+    stand_in = SimpleNamespace(master=True, world=1, out=tmp_path,
+                               say=lambda *a, **k: said.append(" ".join(map(str, a))))
+    with pytest.raises(KeyboardInterrupt):
+        with train.signals_set_a_flag(stand_in) as signalled:
+            signal.raise_signal(signal.SIGTERM)
+            assert signalled == [signal.SIGTERM] and "SIGTERM: stopping after this step" in said[0]
+            signal.raise_signal(signal.SIGINT)
+            pytest.fail("the second signal did not stop at once")
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_the_config_line_lists_the_keys_set_and_only_them(capsys, monkeypatch):
+    """main() prints the keys that differ from the defaults. Bug caught: the comparison inverted,
+    so the line lists every key left at its default and hides those set."""
+    monkeypatch.setattr(train, "train", lambda cfg, kw: None)
+    assert train.main(["--max_iters=100", "--n_layer=3", "--seed=1337"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "config: max_iters=100 n_layer=3"
+
+
+def test_an_interrupt_outside_the_loop_exits_with_130(capsys, monkeypatch):
+    """Ctrl-C before training starts (or a second one) exits with 130, the shell's code for
+    SIGINT, and says so. Bug caught: the code of an ordinary error (1), so scripts cannot tell an
+    interrupted run from a failed one."""
+    def interrupted(cfg, kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "train", interrupted)
+    assert train.main(["--max_iters=100"]) == 130
+    assert "interrupted; " in capsys.readouterr().err
+
+
+def test_tokens_per_step_count_every_process(tmp_path, monkeypatch):
+    """Under torchrun a step trains on batch_size x block_size x grad_accum tokens in each of the
+    world's processes: the start line and the first ETA's guess of an evaluation use that global
+    count. Bug caught: world left out (the count of one process)."""
+    progress, _, _ = fake_progress(tmp_path, monkeypatch, batch_size=8, grad_accum=3)
+    assert progress.tokens_per_step == 8 * 16 * 3
+    progress.run.world = 4
+    assert train.Progress(progress.run).tokens_per_step == 8 * 16 * 3 * 4
