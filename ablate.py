@@ -13,10 +13,10 @@ and a chart.
 A study is config/study_NAME.py (or any path to such a file), plain Python like every config:
 base (a train config file, or a list of them), overrides, gpu / cpu / quick (sizes per device),
 metric, higher_is_better, baseline, description, and variants = {name: {key: value}}; every key is a
-train.py or model key, and a value may be given per size (max_iters=dict(gpu=24000, cpu=300,
-quick=15): a longer schedule whose --quick check stays short). One run is one `python train.py`
-subprocess started in the repository root with, in this order: base, overrides, the size, the
-variant, the --set keys, --seed and --out_dir.
+train.py or model key, and a variant's value may be given per size (max_iters=dict(gpu=24000,
+cpu=300, quick=15): a longer schedule whose --quick check stays short). One run is one
+`python train.py` subprocess started in the repository root with, in this order: base, overrides,
+the size, the variant, the --set keys, --seed and --out_dir.
 The size is --size, or `quick` with --quick, else `gpu` when CUDA is available, else `cpu`.
 Seeds are 0..N-1.
 
@@ -137,9 +137,13 @@ def load_study(name_or_path):
                               f"not {keys!r}")
             else:
                 errors += [f"variant {name!r}: {k}={v!r} gives a value per size, so it needs "
-                           f"exactly the keys {', '.join(SIZES)}" for k, v in keys.items()
-                           if isinstance(v, dict) and sorted(v) != sorted(SIZES)]
+                           f"exactly the keys {', '.join(SIZES)} ({per_size_problem(v)})"
+                           for k, v in keys.items() if per_size_problem(v)]
             slugs[slug(name)] = name
+        errors += [f"{part}: {k}={v!r}: a value per size is for a variant's keys; here give "
+                   f"one value (the sizes are the dicts gpu, cpu and quick)"
+                   for part in ("overrides", *SIZES) for k, v in study[part].items()
+                   if isinstance(v, dict)]
         if study["baseline"] not in study["variants"]:
             errors.append(f"baseline={study['baseline']!r} is not a variant "
                           f"(variants: {', '.join(study['variants'])})")
@@ -153,13 +157,27 @@ def slug(name):
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-")
 
 
+def per_size_problem(value):
+    """What is wrong with a variant's value given per size ('' if nothing, or not a dict)."""
+    if not isinstance(value, dict):
+        return ""
+    missing = [s for s in SIZES if s not in value]
+    unknown = [repr(k) for k in value if k not in SIZES]
+    return "; ".join(([f"missing {', '.join(missing)}"] if missing else [])
+                     + ([f"unknown {', '.join(unknown)}"] if unknown else []))
+
+
+def variant_keys(study, variant, size):
+    """A variant's keys at a size: a value given per size, e.g. max_iters=dict(gpu=24000,
+    cpu=300, quick=15) (a longer schedule that stays short in a --quick check), takes the size's."""
+    return {k: v[size] if isinstance(v, dict) else v
+            for k, v in (study["variants"][variant] if variant else {}).items()}
+
+
 def settings(study, size, variant=None, extra=None):
-    """The train.py arguments of a variant, seed and out_dir aside. Later dicts win. A variant's
-    value may be given per size, e.g. max_iters=dict(gpu=24000, cpu=300, quick=15) for a longer
-    schedule that stays short in a --quick check."""
-    own = {k: v[size] if isinstance(v, dict) else v
-           for k, v in (study["variants"][variant] if variant else {}).items()}
-    keys = {**study["overrides"], **study[size], **own, **(extra or {})}
+    """The train.py arguments of a variant, seed and out_dir aside. Later dicts win."""
+    keys = {**study["overrides"], **study[size], **variant_keys(study, variant, size),
+            **(extra or {})}
     return study["base"] + [f"--{k}={v}" for k, v in keys.items()]
 
 
@@ -178,7 +196,7 @@ def resolve(study, size, names, extra):
     for name in names:
         resolved[name], problem = check(settings(study, size, name, extra))
         if problem:
-            errors.append(f"variant {name!r} ({study['variants'][name]}):\n    {problem}")
+            errors.append(f"variant {name!r} ({variant_keys(study, name, size)}):\n    {problem}")
     if errors:
         raise StudyError(f"study {study['name']!r}, {size} size:\n  " + "\n  ".join(errors))
     return resolved

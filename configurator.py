@@ -321,7 +321,9 @@ def validate(cfg, model_kw):
                       f"drop it or add --eval_only=true")
     if cfg.stop_at_loss and TASKS.get(cfg.dataset, "lm") != "lm":
         errors.append(f"stop_at_loss={cfg.stop_at_loss} is a language model's target (its exact "
-                      f"val loss), and {cfg.dataset!r} is a {TASKS[cfg.dataset]} data set; drop it")
+                      f"val loss), and {cfg.dataset!r} is a "
+                      f"{dict(cls='classification', mlm='masked-LM')[TASKS[cfg.dataset]]} data "
+                      f"set; drop it")
     errors += eval_window_errors(cfg, model_kw.get("block_size", DEFAULTS["block_size"]),
                                  model_kw.get("pos_encoding", DEFAULTS["pos_encoding"]))
     if not 0 <= cfg.seed < 2**63:

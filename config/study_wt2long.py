@@ -9,7 +9,8 @@
 import runpy
 from pathlib import Path
 
-description = "WikiText-2 at 16,000 steps: weight decay, heavier dropout, stochastic depth"
+description = ("WikiText-2 at 16,000 steps: weight decay, heavier dropout, stochastic depth; "
+               "decay 2.0 on 24,000 steps")
 _avg = runpy.run_path(str(Path(__file__).with_name("study_wt2avg.py")))  # the same base and sizes
 base, metric, higher_is_better, baseline = _avg["base"], _avg["metric"], False, "baseline"
 overrides, cpu, quick = _avg["overrides"], _avg["cpu"], _avg["quick"]

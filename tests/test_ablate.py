@@ -171,7 +171,20 @@ def test_a_variant_value_given_per_size_takes_the_size_being_run(tmp_path):
         assert resolved["baseline"][0].max_iters == loaded[size]["max_iters"]
     study.write_text(study.read_text().replace("cpu=80, ", ""))
     with pytest.raises(ablate.StudyError, match="variant 'long': max_iters=.* needs exactly the "
-                                                "keys gpu, cpu, quick"):
+                                                "keys gpu, cpu, quick \\(missing cpu\\)"):
+        ablate.load_study(str(study))
+    # a size that is not a string, and a per-size value outside the variants: a clear message,
+    # not a TypeError from sorting the keys or train.py's "not a valid float"
+    text = study.read_text().replace("dict(gpu=300, ", "{1: 2, **dict(gpu=300, ").replace(
+        "quick=7)", "quick=7)}")
+    study.write_text(text.replace("gpu=300, ", "gpu=300, cpu=80, "))
+    with pytest.raises(ablate.StudyError, match="\\(unknown 1\\)"):
+        ablate.load_study(str(study))
+    study.write_text(study.read_text().replace("{1: 2, **dict(", "dict(")
+                     .replace("quick=7)}", "quick=7)").replace("overrides = dict(warmup_iters=2)",
+                              "overrides = dict(warmup_iters=dict(gpu=2, cpu=2, quick=1))"))
+    with pytest.raises(ablate.StudyError, match="overrides: warmup_iters=.*a value per size is for "
+                                                "a variant's keys"):
         ablate.load_study(str(study))
 
 

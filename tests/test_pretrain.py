@@ -283,7 +283,6 @@ def test_corpus_texts_leave_out_blank_wikitext_lines(monkeypatch):
                                        "what is it ?"]
 
 
-
 @pytest.mark.parametrize("dataset", ["mlm_corpus", "sst2"])
 def test_stop_at_loss_is_refused_where_the_loss_is_not_a_language_models(dataset):
     """stop_at_loss is a causal language model's target; a masked LM's loss (over the masked
@@ -291,6 +290,7 @@ def test_stop_at_loss_is_refused_where_the_loss_is_not_a_language_models(dataset
     ignored (the run trains to max_iters while the user waits for a stop), or accepted and obeyed
     on another loss."""
     with pytest.raises(train.ConfigError, match=f"stop_at_loss=2.0 is a language model's target"
-                                                f".*{dataset!r} is a (mlm|cls) data set"):
+                                                f".*{dataset!r} is a (masked-LM|classification) "
+                                                f"data set; drop it"):
         train.parse_args([f"--dataset={dataset}", "--causal=false", "--stop_at_loss=2.0"])
     train.parse_args(["--dataset=wikitext2", "--stop_at_loss=2.0"])  # a language model: fine

@@ -714,11 +714,12 @@ def test_ddp_signal_to_one_process_stops_both_at_the_same_step(tiny_data, tmp_pa
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:  # a hang: the launcher's group, then its workers, which may
-            os.killpg(proc.pid, signal.SIGKILL)  # have a group of their own
-            for pid in tmp_path.glob("pid*"):
+            os.killpg(proc.pid, signal.SIGKILL)  # have a group of their own (each still running
+            for pid in tmp_path.glob("pid*"):    # this test's script: not a reused pid)
                 try:
-                    os.kill(int(pid.read_text()), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
+                    if str(tmp_path).encode() in Path(f"/proc/{pid.read_text()}/cmdline").read_bytes():
+                        os.kill(int(pid.read_text()), signal.SIGKILL)
+                except (OSError, ValueError):
                     pass
             proc.communicate()
     assert proc.returncode == 0, output
