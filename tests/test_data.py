@@ -88,6 +88,22 @@ def test_load_missing_and_corrupt(tiny, tmp_path):
         assert hint in str(e.value)
 
 
+@pytest.mark.parametrize("shift", [-1, 1])
+def test_a_data_set_of_another_format_version_is_refused_when_loaded(tiny, shift):
+    """Data reads its own format_version only: an older data set (prepared by earlier code), like a
+    newer one, is refused with the command that rebuilds it, even with its sha256 made consistent
+    and its files intact. Bug caught: only newer versions refused (`version > FORMAT_VERSION`), so
+    an old data set is read with today's layout."""
+    path = tiny / "shakespeare_char" / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["format_version"] = D.FORMAT_VERSION + shift
+    meta["sha256"] = D.meta_digest(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(D.DataError, match=rf"format version {D.FORMAT_VERSION + shift}, this code "
+                                          rf"reads {D.FORMAT_VERSION}: run `python prepare.py "
+                                          rf"shakespeare_char --data_dir .* --force`"):
+        D.load("shakespeare_char", tiny)
+
 def test_a_split_the_data_set_lacks_is_named_with_the_ones_it_has(tiny_data):
     """Bug caught: the split check skipped, leaving a raw FileNotFoundError (for `--eval_split=test`
     on shakespeare_char) instead of an error that lists the splits."""

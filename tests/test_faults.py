@@ -307,6 +307,19 @@ def test_failed_download_leaves_no_empty_directories(tmp_path):
     assert (tmp_path / "data2" / "trec").is_dir()
 
 
+def test_a_log_line_of_json_that_is_not_a_record_is_dropped_on_resume(tmp_path):
+    """A log.jsonl line damaged into valid JSON that is not a record (null, a number, a string, a
+    list, a record whose step is null) has no step: trim_log drops it, as it drops a line cut off
+    mid-write, and keeps the records before the checkpoint. Bug caught: line_step catching only
+    ValueError and KeyError, so the resume stops with a TypeError on such a line."""
+    good = [{"kind": "eval", "step": 0}, {"kind": "train", "step": 1}]
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in good)
+                   + 'null\n7\n"x"\n[3]\n{"kind": "train", "step": null}\n')
+    checkpoint.trim_log(tmp_path, 2)
+    assert [json.loads(line) for line in log.read_text().splitlines()] == good
+    assert checkpoint.line_step("[3]") == math.inf == checkpoint.line_step("null")
+
 def test_damaged_log_line_does_not_block_the_resume(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "--max_iters=10")
     log = tmp_path / "log.jsonl"

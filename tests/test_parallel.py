@@ -191,6 +191,22 @@ def test_a_graphed_step_replays_forward_and_backward_on_the_batch_it_is_given(fa
         step(x1[:2], y1[:2])
 
 
+def test_a_graphed_step_leaves_no_warm_up_gradient_behind(fake_graphs):
+    """The warm-up passes before a recording accumulate gradients; GraphedStep zeroes them before
+    recording, so that the first training step, which train_step does not zero before (it zeroes
+    after each step), starts from the recorded backward's own gradients. With the stub, whose
+    recording call runs once, the gradients after construction are one eager step's. Bug caught:
+    the warm-up gradients kept (zero_grads a no-op): the first step trains on 4x its gradient."""
+    model = tiny_model()
+    g = torch.Generator().manual_seed(2)
+    x, y = (torch.randint(32, (4, 8), generator=g) for _ in range(2))
+    _, want = eager_step(model, x, y, scale=0.5)
+    model.zero_grad(set_to_none=True)
+    parallel.GraphedStep(model, [(OnCuda(x), OnCuda(y))], 0.5, torch.float32)
+    assert [warmup for warmup, _ in fake_graphs] == [3]
+    for p, w in zip(model.parameters(), want):
+        torch.testing.assert_close(p.grad, w)
+
 def test_a_graphed_classifier_has_a_graph_per_padded_length_and_reads_its_mask(fake_graphs):
     """A classifier's batches (x, mask, y) get one graph per padded length, keyed by the shape of
     x; a replay passes the mask as the attention mask and y as the labels, so each length gives the
@@ -256,6 +272,20 @@ def test_compile_on_cuda_by_scope_and_reduce_overhead_only_in_one_process(monkey
                 (b, mode) for b in raw.transformer.h] + [(raw.logit_grads, "default")]
         assert bool(notes) == (world > 1) and all("mode='default'" in n for n in notes)
 
+
+def test_only_a_cuda_model_is_compiled(monkeypatch):
+    """compile=True compiles on CUDA only: on the CPU and on MPS compile_model returns raw untouched
+    (the inductor's CPU and MPS back ends are not what the runs were timed or checked with), in
+    either scope. Bug caught: the device test inverted into "not the CPU", so an MPS run is
+    compiled."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode: compiled.append(fn) or fn)
+    for scope in ("model", "block"):
+        cfg = train.parse_args(["--device=cpu", "--compile=true", f"--compile_scope={scope}"])[0]
+        for device in ("cpu", "mps"):
+            raw = tiny_model()
+            assert parallel.compile_model(raw, cfg, torch.device(device)) is raw
+    assert compiled == []
 
 def test_one_process_is_never_sharded_and_never_touches_fsdp(monkeypatch):
     """Without a process group (or without torch.distributed at all) sharded() answers False before

@@ -994,6 +994,22 @@ def test_optimizer_state_of_other_group_sizes_is_refused():
         optimizers.AdamW([{"params": w[:1]}, {"params": w[1:]}], lr=1).load_state_dict(saved)
 
 
+def test_a_loaded_optimizer_state_brings_every_saved_hyperparameter():
+    """load_state_dict gives each group every saved hyperparameter (torch.optim's rule): lr, betas,
+    eps and weight_decay for AdamW; lr, weight_decay and momentum for Muon, none left at the values
+    the optimizer was built with. Bug caught: the saved weight_decay not restored (the test above
+    saves and loads the same default 0.01), so a resumed run decays at another rate."""
+    w = torch.zeros(2, 2, requires_grad=True)
+    hyper = lambda opt: {k: v for k, v in opt.param_groups[0].items() if k != "params"}  # noqa
+    saved = optimizers.AdamW([w], lr=1e-3, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.3)
+    loaded = optimizers.AdamW([w], lr=1.0, weight_decay=0.0)
+    loaded.load_state_dict(saved.state_dict())
+    assert hyper(loaded) == dict(lr=1e-3, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.3)
+    saved = optimizers.Muon([w], lr=0.02, weight_decay=0.1, momentum=0.9, blocks={})
+    loaded = optimizers.Muon([w], lr=1.0, weight_decay=0.0, momentum=0.5, blocks={})
+    loaded.load_state_dict(saved.state_dict())
+    assert hyper(loaded) == dict(lr=0.02, weight_decay=0.1, momentum=0.9)
+
 def test_an_eager_run_never_imports_the_compiler(tiny_data, tmp_path):
     """A compile=false training run, resumed and evaluated, in a fresh process: torch._dynamo (about 6
     s of a cold start on a GPU machine) is never imported. Bug caught: an optimizer built on
