@@ -104,6 +104,7 @@ def test_a_data_set_of_another_format_version_is_refused_when_loaded(tiny, shift
                                           rf"shakespeare_char --data_dir .* --force`"):
         D.load("shakespeare_char", tiny)
 
+
 def test_a_split_the_data_set_lacks_is_named_with_the_ones_it_has(tiny_data):
     """Bug caught: the split check skipped, leaving a raw FileNotFoundError (for `--eval_split=test`
     on shakespeare_char) instead of an error that lists the splits."""

@@ -24,6 +24,7 @@ def config_error(*argv):
 
 # ---- inputs at the edges -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_non_finite_numbers_are_refused_everywhere(value, tmp_path):
     for key in ("learning_rate", "grad_clip", "dropout", "rope_base", "stop_at_loss", "muon_momentum"):
@@ -154,6 +155,7 @@ def test_out_dir_that_cannot_be_created(tiny_data, tmp_path, capsys):
 
 # ---- files damaged in place, writes that fail ------------------------------------------------------
 
+
 def test_checkpoint_with_bytes_changed_in_place_is_refused(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "--max_iters=2")
     path = tmp_path / "ckpt_last.pt"
@@ -239,6 +241,7 @@ def test_atomic_writer_names_the_target_and_leaves_no_temporary_file(tmp_path):
 
 # ---- processes -----------------------------------------------------------------------------------
 
+
 def test_signal_is_acknowledged_at_once(tiny_data, tmp_path):
     import signal
     args = tiny_args(tiny_data, tmp_path, "--max_iters=100000", "--eval_interval=100000", "--log_interval=1000")
@@ -320,6 +323,7 @@ def test_a_log_line_of_json_that_is_not_a_record_is_dropped_on_resume(tmp_path):
     assert [json.loads(line) for line in log.read_text().splitlines()] == good
     assert checkpoint.line_step("[3]") == math.inf == checkpoint.line_step("null")
 
+
 def test_damaged_log_line_does_not_block_the_resume(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "--max_iters=10")
     log = tmp_path / "log.jsonl"
@@ -362,6 +366,7 @@ def test_the_exit_under_torchrun_keeps_what_was_printed(rank, tmp_path):
 
 
 # ---- a newcomer's first hour ---------------------------------------------------------------------
+
 
 def test_a_config_too_large_for_this_machine_is_refused_with_an_estimate(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "available_memory", lambda: 24 * 2**30)
@@ -472,6 +477,7 @@ def test_the_cpu_estimate_of_the_smaller_config_is_its_flops_at_this_runs_rate()
 
 # ---- ablate.py -----------------------------------------------------------------------------------
 
+
 def test_quick_study_claims_no_significance_and_its_default_output_is_ignored(tmp_path):
 
     import ablate
@@ -534,6 +540,7 @@ def test_sigterm_to_ablate_stops_its_trainings(tiny_data, tmp_path):
 
 # ---- sample.py -----------------------------------------------------------------------------------
 
+
 def test_missing_checkpoint_hint_names_the_right_config_and_existing_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "out-shakespeare-char-cpu").mkdir()
@@ -566,6 +573,7 @@ def test_classifier_given_only_unknown_words_says_so():
 
 
 # ---- plot.py -------------------------------------------------------------------------------------
+
 
 def test_plot_out_that_cannot_be_written(tmp_path, capsys):
     import plot
@@ -618,6 +626,7 @@ def test_plot_legends_and_labels(tmp_path, monkeypatch):
 
 
 # ---- values the parser and the checkpoints must not let through --------------------------------
+
 
 def test_repeated_tuple_options_keep_every_value():
     """`ablate.py --set=a --set=b` keeps both. Bug caught: the last value replacing the others."""
@@ -825,6 +834,7 @@ def test_language_model_metrics_in_bits(kind):
 
 
 # ---- mutation sweep 9: the parser's messages and bounds ------------------------------------------
+
 
 def test_the_names_other_trainers_use_get_a_suggestion():
     """warmup_steps, num_layers and max_steps (other trainers' names) get this one's key as a

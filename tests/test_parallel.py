@@ -207,6 +207,7 @@ def test_a_graphed_step_leaves_no_warm_up_gradient_behind(fake_graphs):
     for p, w in zip(model.parameters(), want):
         torch.testing.assert_close(p.grad, w)
 
+
 def test_a_graphed_classifier_has_a_graph_per_padded_length_and_reads_its_mask(fake_graphs):
     """A classifier's batches (x, mask, y) get one graph per padded length, keyed by the shape of
     x; a replay passes the mask as the attention mask and y as the labels, so each length gives the
@@ -286,6 +287,7 @@ def test_only_a_cuda_model_is_compiled(monkeypatch):
             raw = tiny_model()
             assert parallel.compile_model(raw, cfg, torch.device(device)) is raw
     assert compiled == []
+
 
 def test_one_process_is_never_sharded_and_never_touches_fsdp(monkeypatch):
     """Without a process group (or without torch.distributed at all) sharded() answers False before

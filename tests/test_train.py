@@ -59,6 +59,7 @@ def train_losses(out_dir):
 
 # ---- configuration ------------------------------------------------------------------------------
 
+
 def test_command_line_values_are_coerced():
     cfg, kw = train.parse_args(["--compile=false", "--learning_rate=1", "--max_iters=5e3", "--out_dir=a=b",
                                 "--n_layer=3", "--dropout=0.1", "--overwrite"])
@@ -143,6 +144,7 @@ def test_shipped_configs_parse():
 
 
 # ---- schedule, accumulation, metrics -----------------------------------------------------------
+
 
 def test_auto_dtype_asks_for_native_bf16(monkeypatch):
     """Bug caught: dtype='auto' choosing bf16 on a GPU that only emulates it (is_bf16_supported()
@@ -418,6 +420,7 @@ def test_classification_metrics_of_no_examples_are_zeros_not_nan():
 
 # ---- runs ------------------------------------------------------------------------------------------
 
+
 def test_training_reduces_loss_and_writes_its_files(tiny_data, tmp_path):
     result = run(tiny_data, tmp_path / "r", "--max_iters=60", "--eval_interval=30", "--learning_rate=3e-3")
     out = tmp_path / "r"
@@ -567,6 +570,7 @@ def test_missing_data_is_prepared_or_explained(tiny_data, tmp_path, monkeypatch)
 
 
 # ---- processes -------------------------------------------------------------------------------------
+
 
 def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
     out = tmp_path / "r"
@@ -1010,6 +1014,7 @@ def test_a_loaded_optimizer_state_brings_every_saved_hyperparameter():
     loaded.load_state_dict(saved.state_dict())
     assert hyper(loaded) == dict(lr=0.02, weight_decay=0.1, momentum=0.9)
 
+
 def test_an_eager_run_never_imports_the_compiler(tiny_data, tmp_path):
     """A compile=false training run, resumed and evaluated, in a fresh process: torch._dynamo (about 6
     s of a cold start on a GPU machine) is never imported. Bug caught: an optimizer built on
@@ -1349,6 +1354,7 @@ def test_non_finite_loss_and_gradient_name_the_step_and_the_value(tiny_data, tmp
 
 
 # ---- mutation sweep 9: what the earlier tests let through --------------------------------------
+
 
 def test_a_resumed_run_with_nothing_left_to_train_keeps_its_metrics(tiny_data, tmp_path):
     """Resuming a finished run (init_from=resume at max_iters) evaluates nothing new: its result
