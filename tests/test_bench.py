@@ -370,6 +370,7 @@ def test_time_to_loss_of_a_run_that_never_evaluates_is_an_error_line(tmp_path, t
 
 # ---- mutation sweep 2026-12-07f ---------------------------------------------------------------
 
+
 def test_median_ms_is_the_median_not_the_mean(monkeypatch):
     """Timed calls of 1, 3 and 11 ms: the median is 3 ms, the mean 5. Catches: the mean (the
     median test above has a mean equal to its median)."""
@@ -458,3 +459,33 @@ def test_attention_mode_times_causal_attention_of_the_head_shape(tmp_path, monke
     [row] = json.loads(out.read_text())["rows"]
     assert (row["n_head"], row["head_dim"]) == (2, 16)
     assert out.read_text().endswith("}\n")
+
+
+def test_generate_mode_times_a_slow_reference_once_by_its_total(tmp_path, monkeypatch):
+    """The cache-less reference stops after one timed run when repeats + 1 runs of it would pass
+    120 s: a 35 s run with --repeats=3 (140 s in all) is run once, a 25 s one (100 s) four times.
+    Bug caught: the untimed first run left out of the total (35 s x 3 = 105 s, run again)."""
+    monkeypatch.chdir(tmp_path)
+    seconds = {("kv_cache", 1): [1.0] * 4, ("kv_cache", 2): [1.0] * 4,
+               ("no_cache", 1): [35.0], ("no_cache", 2): [25.0] * 4}
+    fake_generation(monkeypatch, seconds)
+    out = tmp_path / "g.json"
+    assert bench.main(["--mode=generate", *TINY, "--vocab_size=50", "--max_new_tokens=10",
+                       "--repeats=3", "--batch_n=2", f"--json={out}"]) == 0
+    assert all(left == [] for left in seconds.values())
+
+
+def test_attention_mode_a_kernel_out_of_memory_is_a_row_without_speedup(tmp_path, monkeypatch):
+    """sdpa out of memory at a length: its time is None, the row has no speedup, the run goes on.
+    Bug caught: the speedup computed from the manual time alone, dividing by None."""
+    from torch.nn import functional
+
+    def oom(*a, **kw):
+        raise torch.OutOfMemoryError("fake")
+
+    monkeypatch.setattr(functional, "scaled_dot_product_attention", oom)
+    out = tmp_path / "a.json"
+    assert bench.main(["--mode=attention", *TINY, "--batch_size=2", "--steps=1", "--warmup=0",
+                       "--vocab_size=50", "--lengths=8", f"--json={out}"]) == 0
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["sdpa_ms"] is None and row["manual_ms"] > 0 and "speedup" not in row

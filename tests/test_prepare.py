@@ -778,3 +778,26 @@ def test_a_mirror_roots_tiktoken_cache_is_used(tmp_path, monkeypatch):
     monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
     P.prepare("shakespeare_char", source=root, data_dir=tmp_path / "data", quiet=True)
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(root / "tiktoken_cache")
+
+
+def test_every_copy_of_a_held_out_sst2_sentence_leaves_train():
+    """A full sentence that occurs twice in train.tsv, once held out as val: the first copy goes
+    to val, the second is dropped with its sub-phrases, none stays in train. Bug caught: the
+    second copy of a held-out sentence kept in train, so val leaks into train."""
+    tsv = "sentence\tlabel\na b c \t1\na b c \t1\na b \t1\nd e \t0\n"
+    (train, val, _), _, carve = P._sst2_splits({"sst2/train.tsv": tsv.encode()}, n_val=2)
+    assert sorted(val) == [("a b c", 1), ("d e", 0)]
+    assert train == [] and carve["dropped_from_train"] == 2
+
+
+def test_a_meta_json_changed_without_its_sha256_is_rebuilt(tiny):
+    """meta.json edited in place (its sha256 left stale, every output file intact) is not up to
+    date: prepare() rebuilds it. Bug caught: meta.json's own sha256 left out of the skip test, so
+    a changed meta.json is kept and load() refuses it later."""
+    path = tiny / "shakespeare_char" / "meta.json"
+    good = path.read_text()
+    meta = json.loads(good)
+    meta["notes"] = "edited by hand"
+    path.write_text(json.dumps(meta))
+    P.prepare("shakespeare_char", source=TINY, data_dir=tiny, quiet=True)
+    assert json.loads(path.read_text()) == json.loads(good)
