@@ -2,6 +2,7 @@
 docs/ and the results READMEs and summaries resolves, every committed-results path README and
 docs/ name in backticks exists, and every line that quotes a headline figure gives what the
 committed runs give."""
+import glob
 import itertools
 import json
 import re
@@ -45,8 +46,8 @@ def missing_result_paths(doc):
              if t.startswith(("results/", "../results/")) and " " not in t and "=" not in t]
 
     def found(p):
-        base = doc.parent if p.startswith("../") else ROOT
-        return any(base.glob(p.rstrip("/"))) if "*" in p else (base / p).exists()
+        path = (doc.parent if p.startswith("../") else ROOT) / p
+        return bool(glob.glob(str(path))) if "*" in p else path.exists()
     return [t for t in named if not all(found(p) for p in expand(t))]
 
 
